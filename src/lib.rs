@@ -1,0 +1,24 @@
+//! crmsync keeps HubSpot and Salesforce speaking one language about where every lead stands.
+//!
+//! The crate is laid out along the data flow of a sync run:
+//!
+//! - [`config`]: `crmsync.toml` and its `CRMSYNC_*` environment overrides; secrets only by
+//!   reference.
+//! - [`record`]: what connectors read ([`record::SourceRecord`]).
+//! - [`vocabulary`] and [`mapping`]: the shared stages and the mapping files that normalize
+//!   each CRM's values into them (and back, for write-back), compiled into a pure
+//!   [`mapping::Mapper`].
+//! - [`store`]: the warehouse and run state (SQLite by default), with versioned migrations.
+//! - [`check`]: the offline validation behind `crmsync check`.
+//! - [`diagnostics`] and [`tomldoc`]: `file:line:col` problems for hand-edited files.
+#![deny(unsafe_code)]
+
+pub mod check;
+pub mod config;
+pub mod diagnostics;
+pub mod mapping;
+pub mod record;
+pub mod secret;
+pub mod store;
+pub mod tomldoc;
+pub mod vocabulary;

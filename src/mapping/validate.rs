@@ -1,0 +1,242 @@
+//! Checks across the rules of an object mapping, beyond what reading one entry can see:
+//! rules or values that an earlier rule always decides first, one source value mapped to two
+//! stages, write-back values that would not read back as the stage they were written for
+//! (which would make syncs loop), and person objects without an `email` field.
+
+use std::collections::HashSet;
+
+use super::mapper::{
+    Condition, ObjectKind, ObjectMapping, RuleAction, StageOutcome, StageRule,
+};
+use crate::diagnostics::{Diagnostics, Location};
+use crate::record::{Properties, SourceRecord};
+use crate::vocabulary::Vocabulary;
+
+/// Runs every cross-rule check on one object mapping.
+pub fn validate_object(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnostics: &mut Diagnostics) {
+    check_required_fields(mapping, diagnostics);
+    check_shadowing(mapping, vocabulary, diagnostics);
+    check_round_trip(mapping, vocabulary, diagnostics);
+    check_reverse_fields(mapping, diagnostics);
+}
+
+fn check_required_fields(mapping: &ObjectMapping, diagnostics: &mut Diagnostics) {
+    if mapping.kind == ObjectKind::Person && !mapping.fields.iter().any(|field| &*field.name == "email") {
+        diagnostics.error(
+            mapping.location.clone(),
+            format!(
+                "[objects.{}] maps no `email` field",
+                mapping.object
+            ),
+            format!(
+                "person objects need email to match people across systems; add email = {{ from = \"<property>\", transform = [\"email\"] }} under [objects.{}.fields]",
+                mapping.object
+            ),
+        );
+    }
+}
+
+/// A set of conditions a record satisfies: property -> allowed values.
+type ConditionSet = Vec<(String, HashSet<String>)>;
+
+fn conditions_of(rule: &StageRule) -> ConditionSet {
+    rule.conditions
+        .iter()
+        .map(|Condition { property, values, .. }| (property.clone(), values.iter().cloned().collect()))
+        .collect()
+}
+
+/// Adds `property ∈ values` to a condition set, intersecting with an existing condition.
+fn with_condition(mut set: ConditionSet, property: &str, values: HashSet<String>) -> ConditionSet {
+    match set.iter_mut().find(|(existing, _)| existing == property) {
+        Some((_, existing_values)) => existing_values.retain(|value| values.contains(value)),
+        None => set.push((property.to_string(), values)),
+    }
+    set
+}
+
+/// Whether every record satisfying `specific` also satisfies `general`.
+fn implies(specific: &ConditionSet, general: &ConditionSet) -> bool {
+    general.iter().all(|(property, allowed)| {
+        specific
+            .iter()
+            .any(|(other, values)| other == property && values.is_subset(allowed))
+    })
+}
+
+/// Whether `earlier` decides a stage for every record satisfying `set` (so a later rule never
+/// sees those records).
+fn decides_all(earlier: &StageRule, set: &ConditionSet) -> bool {
+    if !implies(set, &conditions_of(earlier)) {
+        return false;
+    }
+    match &earlier.action {
+        RuleAction::Fixed { .. } => true,
+        RuleAction::Lookup(lookup) => set.iter().any(|(property, values)| {
+            property == &lookup.property
+                && !values.is_empty()
+                && values.iter().all(|value| lookup.map.contains_key(lookup.key_of(value).as_ref()))
+        }),
+    }
+}
+
+fn line_of(location: &Location) -> String {
+    match location {
+        Location::File { line, .. } => format!("line {line}"),
+        other => other.to_string(),
+    }
+}
+
+fn check_shadowing(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnostics: &mut Diagnostics) {
+    for (index, rule) in mapping.rules.iter().enumerate() {
+        let earlier = &mapping.rules[..index];
+        let base = conditions_of(rule);
+        match &rule.action {
+            RuleAction::Fixed { .. } => {
+                if let Some(shadow) = earlier.iter().find(|e| decides_all(e, &base)) {
+                    diagnostics.error(
+                        rule.location.clone(),
+                        format!(
+                            "rule \"{}\" can never match: rule \"{}\" ({}) decides every record it would",
+                            rule.name,
+                            shadow.name,
+                            line_of(&shadow.location)
+                        ),
+                        "move this rule above the other one or narrow the earlier rule's conditions",
+                    );
+                }
+            }
+            RuleAction::Lookup(lookup) => {
+                let mut shadowed = Vec::new();
+                let mut keys: Vec<&String> = lookup.map.keys().collect();
+                keys.sort();
+                for key in keys {
+                    let set = with_condition(base.clone(), &lookup.property, HashSet::from([key.clone()]));
+                    if let Some(shadow) = earlier.iter().find(|e| decides_all(e, &set)) {
+                        shadowed.push((key, shadow));
+                    }
+                }
+                if shadowed.is_empty() {
+                    continue;
+                }
+                if shadowed.len() == lookup.map.len() && lookup.pass.is_empty() {
+                    let shadow = shadowed[0].1;
+                    diagnostics.error(
+                        rule.location.clone(),
+                        format!(
+                            "rule \"{}\" can never match: rule \"{}\" ({}) decides every value it maps",
+                            rule.name,
+                            shadow.name,
+                            line_of(&shadow.location)
+                        ),
+                        "remove this rule or move it above the other one",
+                    );
+                    continue;
+                }
+                for (key, shadow) in shadowed {
+                    let location = lookup
+                        .entry_locations
+                        .get(key)
+                        .cloned()
+                        .unwrap_or_else(|| rule.location.clone());
+                    let stage_here = lookup.map[key];
+                    let stage_there = match &shadow.action {
+                        RuleAction::Lookup(other) if other.property == lookup.property => {
+                            other.map.get(other.key_of(key).as_ref()).copied()
+                        }
+                        RuleAction::Fixed { stage, .. } => Some(*stage),
+                        RuleAction::Lookup(_) => None,
+                    };
+                    match stage_there {
+                        Some(there) if there != stage_here => diagnostics.error(
+                            location,
+                            format!(
+                                "value \"{key}\" of `{}` is mapped to two stages: \"{}\" by rule \"{}\" ({}) and \"{}\" here",
+                                lookup.property,
+                                vocabulary.id_of(there),
+                                shadow.name,
+                                line_of(&shadow.location),
+                                vocabulary.id_of(stage_here)
+                            ),
+                            "the earlier rule always wins; keep the mapping you mean in one place",
+                        ),
+                        _ => diagnostics.error(
+                            location,
+                            format!(
+                                "value \"{key}\" here is never used: rule \"{}\" ({}) decides it first",
+                                shadow.name,
+                                line_of(&shadow.location)
+                            ),
+                            "remove the entry, or move this rule above the other one",
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_round_trip(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnostics: &mut Diagnostics) {
+    for write in &mapping.reverse.stages {
+        let mut properties = Properties::new();
+        for (property, value) in &write.properties {
+            properties.insert(property.clone(), serde_json::Value::String(value.clone()));
+        }
+        let record = SourceRecord {
+            system: mapping.system,
+            object: mapping.object.clone(),
+            id: "round-trip-check".to_string(),
+            modified_at: jiff::Timestamp::UNIX_EPOCH,
+            properties,
+        };
+        let written: Vec<String> = write
+            .properties
+            .iter()
+            .map(|(property, value)| format!("{property} = \"{value}\""))
+            .collect();
+        let wanted = vocabulary.id_of(write.stage);
+        let read_back = match mapping.stage_of(&record) {
+            StageOutcome::Matched { stage, .. } if stage == write.stage => continue,
+            StageOutcome::Matched { stage, rule } => {
+                format!("reads back as \"{}\" (rule \"{}\")", vocabulary.id_of(stage), rule.name)
+            }
+            StageOutcome::NoStage => "reads back as no stage at all".to_string(),
+            StageOutcome::Defaulted { unknown, .. }
+            | StageOutcome::KeepPrevious { unknown }
+            | StageOutcome::Quarantined { unknown }
+            | StageOutcome::Rejected { unknown } => format!(
+                "reads back as an unknown value (\"{}\" of `{}`)",
+                unknown.value, unknown.property
+            ),
+        };
+        diagnostics.error(
+            write.location.clone(),
+            format!(
+                "reverse mapping for stage \"{wanted}\" is not a round trip: writing {} {read_back}",
+                written.join(", ")
+            ),
+            format!("syncs would loop; write values that the stage rules map back to \"{wanted}\", or remove the entry"),
+        );
+    }
+}
+
+fn check_reverse_fields(mapping: &ObjectMapping, diagnostics: &mut Diagnostics) {
+    for (field, _, location) in &mapping.reverse.fields {
+        if !mapping.fields.iter().any(|mapped| &*mapped.name == field) {
+            let known: Vec<&str> = mapping.fields.iter().map(|f| &*f.name).collect();
+            let help = match crate::diagnostics::did_you_mean(field, known.iter().copied()) {
+                Some(suggestion) => format!("did you mean `{suggestion}`?"),
+                None => format!(
+                    "write back only fields this object maps under [objects.{}.fields]: {}",
+                    mapping.object,
+                    crate::diagnostics::list(&known)
+                ),
+            };
+            diagnostics.error(
+                location.clone(),
+                format!("reverse field `{field}` is not a mapped field of {}", mapping.object),
+                help,
+            );
+        }
+    }
+}
