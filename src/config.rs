@@ -1,1 +1,1237 @@
-//! todo
+//! `crmsync.toml`: connections, objects, mappings, warehouse, write-back, reconcile policy,
+//! schedule and logging.
+//!
+//! Every setting has a built-in default and can be overridden by an environment variable
+//! named after its path: `[hubspot] base_url` is `CRMSYNC_HUBSPOT_BASE_URL`,
+//! `[salesforce.auth] method` is `CRMSYNC_SALESFORCE_AUTH_METHOD`. `CRMSYNC_CONFIG` names the
+//! file. So a container needs no file edits. Secrets are only ever references
+//! (`token_env`, `private_key_file`, …): a literal secret in the file is an error.
+//!
+//! Loading never stops at the first problem: [`load`] returns every diagnostic it found.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use jiff::SignedDuration;
+
+use crate::diagnostics::{
+    Diagnostic, Diagnostics, Located, Location, SourceFile, did_you_mean, list,
+};
+use crate::record::System;
+use crate::secret::{LITERAL_SECRET_KEYS, SecretRef, looks_like_secret, redacted};
+use crate::tomldoc::{Table, read_document};
+
+/// The environment variable that names the config file.
+pub const CONFIG_ENV: &str = "CRMSYNC_CONFIG";
+/// The config file used when neither `--config` nor `CRMSYNC_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "crmsync.toml";
+const ENV_PREFIX: &str = "CRMSYNC_";
+/// Environment variables with the prefix that are not settings.
+const NON_SETTING_VARS: [&str; 2] = ["CRMSYNC_CONFIG", "CRMSYNC_LOG"];
+
+/// Problems that stop the config from loading.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read config file {path}: {source} — pass an existing file with --config or set CRMSYNC_CONFIG"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration has {count} problem(s):\n{report}")]
+    Invalid { count: usize, report: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub file: Option<PathBuf>,
+    pub hubspot: HubspotConfig,
+    pub salesforce: SalesforceConfig,
+    pub mappings_dir: Located<PathBuf>,
+    pub warehouse: WarehouseConfig,
+    pub write_back: WriteBackConfig,
+    pub reconcile: ReconcileConfig,
+    pub schedule: ScheduleConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubspotConfig {
+    pub enabled: bool,
+    pub base_url: Located<String>,
+    pub auth: Option<HubspotAuth>,
+    pub objects: Vec<Located<String>>,
+    pub rate_limit: HubspotRateLimit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubspotAuth {
+    /// A private app's access token, sent as a bearer token.
+    PrivateApp { token: SecretRef },
+    /// An OAuth app: the refresh token is exchanged at `/oauth/v1/token`.
+    OAuthRefreshToken {
+        client_id: String,
+        client_secret: SecretRef,
+        refresh_token: SecretRef,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubspotRateLimit {
+    /// Requests allowed per rolling 10 seconds (HubSpot: 100 on Free/Starter, 190 on Pro/Enterprise private apps).
+    pub requests_per_10s: u32,
+    /// CRM search requests per second (HubSpot: 5 per account).
+    pub search_per_second: u32,
+    /// The account's daily request allowance, if known.
+    pub daily_limit: Option<u64>,
+    /// Share of the daily allowance crmsync leaves for other integrations.
+    pub daily_reserve_percent: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct SalesforceConfig {
+    pub enabled: bool,
+    pub login_url: Located<String>,
+    pub api_version: Located<String>,
+    pub auth: Option<SalesforceAuth>,
+    pub objects: Vec<Located<String>>,
+    /// Stop a run when less than this share of the org's daily API requests remains.
+    pub api_budget_reserve_percent: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SalesforceAuth {
+    /// OAuth 2.0 JWT bearer flow with a connected app's certificate.
+    JwtBearer {
+        client_id: String,
+        username: String,
+        private_key: SecretRef,
+    },
+    RefreshToken {
+        client_id: String,
+        client_secret: SecretRef,
+        refresh_token: SecretRef,
+    },
+    ClientCredentials {
+        client_id: String,
+        client_secret: SecretRef,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct WarehouseConfig {
+    pub url: Located<WarehouseUrl>,
+    /// PostgreSQL password, if the server needs one.
+    pub password: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarehouseUrl {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL without a password.
+    Postgres(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WriteBackConfig {
+    pub hubspot: WriteTarget,
+    pub salesforce: WriteTarget,
+}
+
+impl WriteBackConfig {
+    pub fn target(&self, system: System) -> &WriteTarget {
+        match system {
+            System::Hubspot => &self.hubspot,
+            System::Salesforce => &self.salesforce,
+        }
+    }
+}
+
+/// What crmsync writes back to one CRM.
+#[derive(Debug, Clone)]
+pub struct WriteTarget {
+    pub enabled: bool,
+    /// The object whose records receive the unified stage and fields.
+    pub object: Located<String>,
+    pub stage: bool,
+    /// Canonical fields written back (each needs a reverse mapping).
+    pub fields: Vec<Located<String>>,
+}
+
+impl Default for WriteTarget {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            object: Located::new(String::new(), Location::Default),
+            stage: true,
+            fields: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    pub stage_policy: StagePolicy,
+    /// A sales-side side state (disqualified, recycled) overrides marketing's stage.
+    pub sales_side_states_override: bool,
+    /// Whether a unified stage may move backwards; when false regressions are reported.
+    pub allow_regression: bool,
+    /// Which system's value wins per canonical field; `default` for the rest.
+    pub field_sources: BTreeMap<String, FieldSource>,
+    pub default_field_source: FieldSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StagePolicy {
+    /// The furthest stage by rank wins.
+    Furthest,
+    /// Marketing's system owns stages up to and including this one, sales owns the rest.
+    Owners {
+        marketing_owns_until: Located<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldSource {
+    Hubspot,
+    Salesforce,
+    MostRecent,
+}
+
+impl FieldSource {
+    const NAMES: [&'static str; 3] = ["hubspot", "salesforce", "most_recent"];
+
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "hubspot" => Some(FieldSource::Hubspot),
+            "salesforce" => Some(FieldSource::Salesforce),
+            "most_recent" => Some(FieldSource::MostRecent),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// Time between runs for `crmsync serve`.
+    pub every: SignedDuration,
+    /// Seconds `serve` listens on for /healthz and /metrics.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// A snapshot of the `CRMSYNC_*` environment, so tests can pass their own.
+#[derive(Debug, Clone, Default)]
+pub struct EnvVars {
+    vars: HashMap<String, String>,
+}
+
+impl EnvVars {
+    /// The process environment's `CRMSYNC_*` variables.
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars()
+                .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+                .collect(),
+        }
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+/// The environment variable that overrides a setting: `CRMSYNC_` + its dotted path in
+/// uppercase with `_` for dots.
+pub fn env_var_name(path: &str) -> String {
+    format!("{ENV_PREFIX}{}", path.replace('.', "_").to_uppercase())
+}
+
+/// Which file to read: `--config`, else `CRMSYNC_CONFIG`, else `./crmsync.toml` if it exists.
+pub fn config_path(flag: Option<&Path>, env: &EnvVars) -> Option<PathBuf> {
+    if let Some(path) = flag {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = env.get(CONFIG_ENV) {
+        return Some(PathBuf::from(path));
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+    default.exists().then_some(default)
+}
+
+/// Reads the config file (if any) and the environment. Returns the config and every problem.
+pub fn load(
+    path: Option<&Path>,
+    env: &EnvVars,
+) -> Result<(Config, Diagnostics, Option<SourceFile>), ConfigError> {
+    let source = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            Some(SourceFile::new(path.display().to_string(), text))
+        }
+        None => None,
+    };
+    let base_dir = path
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let (config, diagnostics) = parse(source.as_ref(), &base_dir, env);
+    let config = Config {
+        file: path.map(Path::to_path_buf),
+        ..config
+    };
+    Ok((config, diagnostics, source))
+}
+
+/// Loads and fails on any problem (for commands that run, not check).
+pub fn load_valid(path: Option<&Path>, env: &EnvVars) -> Result<Config, ConfigError> {
+    let (config, diagnostics, _) = load(path, env)?;
+    if diagnostics.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            count: diagnostics.len(),
+            report: diagnostics.to_string(),
+        })
+    }
+}
+
+/// Parses config text (or none) plus environment overrides. Relative paths resolve against
+/// `base_dir` (the config file's directory).
+pub fn parse(source: Option<&SourceFile>, base_dir: &Path, env: &EnvVars) -> (Config, Diagnostics) {
+    let mut diagnostics = Diagnostics::default();
+    let empty = SourceFile::new("<no config file>", String::new());
+    let source_file = source.unwrap_or(&empty);
+    let settings = Settings {
+        env,
+        asked: RefCell::new(Vec::new()),
+        found: RefCell::new(Diagnostics::default()),
+        base_dir: base_dir.to_path_buf(),
+        require_auth: RefCell::new(true),
+    };
+    let config = read_document(source_file, &mut diagnostics, |root| {
+        settings.read_config(root)
+    });
+    diagnostics.extend(settings.found.into_inner());
+    let asked = settings.asked.into_inner();
+    report_unknown_env(env, &asked, &mut diagnostics);
+    let config = config.unwrap_or_else(|| {
+        // The file did not parse; still produce defaults so `check` can go on to the mappings.
+        let mut ignored = Diagnostics::default();
+        let blank = SourceFile::new("<defaults>", String::new());
+        let settings = Settings {
+            env: &EnvVars::default(),
+            asked: RefCell::new(Vec::new()),
+            found: RefCell::new(Diagnostics::default()),
+            base_dir: base_dir.to_path_buf(),
+            require_auth: RefCell::new(true),
+        };
+        read_document(&blank, &mut ignored, |root| settings.read_config(root))
+            .expect("an empty document always parses")
+    });
+    diagnostics.sort();
+    (config, diagnostics)
+}
+
+fn report_unknown_env(env: &EnvVars, asked: &[String], diagnostics: &mut Diagnostics) {
+    let mut names: Vec<&String> = env.vars.keys().collect();
+    names.sort();
+    for name in names {
+        if asked.contains(name)
+            || NON_SETTING_VARS.contains(&name.as_str())
+            || name.starts_with("CRMSYNC_TEST_")
+        {
+            continue;
+        }
+        let help = match did_you_mean(name, asked.iter().map(String::as_str)) {
+            Some(suggestion) => format!("did you mean {suggestion}?"),
+            None => {
+                "remove it, or see the README's config reference for the variable names".to_string()
+            }
+        };
+        diagnostics.push(
+            Diagnostic::new(
+                Location::env(name.clone()),
+                format!("unknown setting {name}"),
+            )
+            .with_help(help),
+        );
+    }
+}
+
+/// One reading of the config: the file's tables plus environment overrides.
+struct Settings<'e> {
+    env: &'e EnvVars,
+    /// Every environment variable name a setting answers to (for unknown-variable checks).
+    asked: RefCell<Vec<String>>,
+    found: RefCell<Diagnostics>,
+    base_dir: PathBuf,
+    /// Whether the system whose auth is being read is enabled (a disabled one needs no secrets).
+    require_auth: RefCell<bool>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl Settings<'_> {
+    fn report(&self, location: Location, message: impl Into<String>, help: impl Into<String>) {
+        self.found.borrow_mut().error(location, message, help);
+    }
+
+    /// A string setting: environment first, then the file.
+    fn string(&self, table: &Table<'_, '_>, key: &'static str) -> Option<Located<String>> {
+        let var = env_var_name(&join(table.path(), key));
+        self.asked.borrow_mut().push(var.clone());
+        let from_file = table.get(key);
+        if let Some(value) = self.env.get(&var) {
+            return Some(Located::new(value.to_string(), Location::env(var)));
+        }
+        from_file.and_then(|node| node.as_str())
+    }
+
+    fn string_or(
+        &self,
+        table: &Table<'_, '_>,
+        key: &'static str,
+        default: &str,
+    ) -> Located<String> {
+        self.string(table, key)
+            .unwrap_or_else(|| Located::new(default.to_string(), Location::Default))
+    }
+
+    fn boolean(&self, table: &Table<'_, '_>, key: &'static str, default: bool) -> bool {
+        let var = env_var_name(&join(table.path(), key));
+        self.asked.borrow_mut().push(var.clone());
+        let from_file = table.get(key);
+        if let Some(value) = self.env.get(&var) {
+            return match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => {
+                    self.report(
+                        Location::env(var),
+                        format!("expected true or false, found {value:?}"),
+                        "set it to true or false",
+                    );
+                    default
+                }
+            };
+        }
+        from_file
+            .and_then(|node| node.as_bool())
+            .map_or(default, |flag| flag.value)
+    }
+
+    fn integer(&self, table: &Table<'_, '_>, key: &'static str) -> Option<Located<i64>> {
+        let var = env_var_name(&join(table.path(), key));
+        self.asked.borrow_mut().push(var.clone());
+        let from_file = table.get(key);
+        if let Some(value) = self.env.get(&var) {
+            return match value.trim().parse::<i64>() {
+                Ok(number) => Some(Located::new(number, Location::env(var))),
+                Err(_) => {
+                    self.report(
+                        Location::env(var),
+                        format!("expected an integer, found {value:?}"),
+                        "set it to a whole number",
+                    );
+                    None
+                }
+            };
+        }
+        from_file.and_then(|node| node.as_integer())
+    }
+
+    /// An integer within `range`, else the default.
+    fn bounded(
+        &self,
+        table: &Table<'_, '_>,
+        key: &'static str,
+        range: std::ops::RangeInclusive<i64>,
+        default: i64,
+    ) -> i64 {
+        match self.integer(table, key) {
+            Some(number) if range.contains(&number.value) => number.value,
+            Some(number) => {
+                self.report(
+                    number.location,
+                    format!(
+                        "`{}` must be between {} and {}, found {}",
+                        join(table.path(), key),
+                        range.start(),
+                        range.end(),
+                        number.value
+                    ),
+                    format!("use a value from {} to {}", range.start(), range.end()),
+                );
+                default
+            }
+            None => default,
+        }
+    }
+
+    /// A list of strings: an array in the file, comma-separated in the environment.
+    fn list(
+        &self,
+        table: &Table<'_, '_>,
+        key: &'static str,
+        default: &[&str],
+    ) -> Vec<Located<String>> {
+        let var = env_var_name(&join(table.path(), key));
+        self.asked.borrow_mut().push(var.clone());
+        let from_file = table.get(key);
+        if let Some(value) = self.env.get(&var) {
+            return value
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Located::new(item.to_string(), Location::env(var.clone())))
+                .collect();
+        }
+        match from_file {
+            Some(node) => node
+                .as_array()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|item| item.as_str())
+                .collect(),
+            None => default
+                .iter()
+                .map(|item| Located::new((*item).to_string(), Location::Default))
+                .collect(),
+        }
+    }
+
+    /// A secret reference: `<name>_env` or `<name>_file`. A literal `<name>` is reported by
+    /// [`Settings::reject_literal_secrets`].
+    fn secret(
+        &self,
+        table: &Table<'_, '_>,
+        name: &'static str,
+        env_key: &'static str,
+        file_key: &'static str,
+        example_env: &str,
+    ) -> Option<SecretRef> {
+        let from_env = self.string(table, env_key);
+        let from_file = self.string(table, file_key);
+        match (from_env, from_file) {
+            (Some(env), None) => {
+                let valid = !env.value.is_empty()
+                    && env
+                        .value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !env.value.starts_with(|c: char| c.is_ascii_digit());
+                if !valid {
+                    let shown = if looks_like_secret(&env.value) {
+                        redacted(&env.value)
+                    } else {
+                        format!("{:?}", env.value)
+                    };
+                    self.report(
+                        env.location,
+                        format!("`{env_key}` must name an environment variable, found {shown}"),
+                        format!("write the variable's name, e.g. {env_key} = \"{example_env}\", and put the secret in that variable"),
+                    );
+                    return None;
+                }
+                Some(SecretRef::Env(env.value))
+            }
+            (None, Some(file)) => Some(SecretRef::File(self.base_dir.join(file.value))),
+            (Some(env), Some(_)) => {
+                self.report(
+                    env.location,
+                    format!("both `{env_key}` and `{file_key}` are set for {name}"),
+                    "keep one: an environment variable or a file",
+                );
+                None
+            }
+            (None, None) => {
+                let literal_written = LITERAL_SECRET_KEYS.iter().any(|key| table.contains(key));
+                if !*self.require_auth.borrow() || literal_written {
+                    return None;
+                }
+                self.report(
+                    table.location(),
+                    format!(
+                        "[{}] needs the {name}: set `{env_key}` or `{file_key}`",
+                        table.path()
+                    ),
+                    format!(
+                        "e.g. {env_key} = \"{example_env}\" and export {example_env} before running"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports secret values written literally in `table`: known secret keys, and any string
+    /// that looks like a credential. The value is never shown.
+    fn reject_literal_secrets(&self, table: &Table<'_, '_>) {
+        for key in LITERAL_SECRET_KEYS {
+            if let Some(node) = table.get(key) {
+                self.report(
+                    node.location(),
+                    format!("literal secret `{key}` in the config file (value {})", node.peek_str().map_or_else(|| "hidden".to_string(), redacted)),
+                    format!("secrets never go in files: put it in an environment variable and write {key}_env = \"NAME\" (or {key}_file = \"/run/secrets/...\")"),
+                );
+            }
+        }
+    }
+
+    fn read_config(&self, root: &Table<'_, '_>) -> Config {
+        let hubspot = self.read_hubspot(root);
+        let salesforce = self.read_salesforce(root);
+        let mappings_dir = {
+            let table = root.table("mappings");
+            let dir = self.string_or(&table, "dir", "mappings");
+            table.finish();
+            dir.map(|dir| self.base_dir.join(dir))
+        };
+        let warehouse = self.read_warehouse(root);
+        let write_back = self.read_write_back(root);
+        let reconcile = self.read_reconcile(root);
+        let schedule = self.read_schedule(root);
+        let log = self.read_log(root);
+        self.scan_for_secrets(root);
+        Config {
+            file: None,
+            hubspot,
+            salesforce,
+            mappings_dir,
+            warehouse,
+            write_back,
+            reconcile,
+            schedule,
+            log,
+        }
+    }
+
+    /// Reports any string anywhere in the document that looks like a credential.
+    fn scan_for_secrets(&self, root: &Table<'_, '_>) {
+        fn walk(settings: &Settings<'_>, node: &crate::tomldoc::Node<'_, '_>) {
+            if let Some(text) = node.peek_str() {
+                if looks_like_secret(text) {
+                    settings.report(
+                        node.location(),
+                        format!("`{}` holds what looks like a secret (value {})", node.path(), redacted(text)),
+                        "secrets never go in files: reference an environment variable (`*_env`) or a file (`*_file`) instead",
+                    );
+                }
+                return;
+            }
+            if node.is_table() {
+                if let Some(table) = node.as_table() {
+                    for (key, child) in table.entries() {
+                        // Keys named like secrets are reported with a better message.
+                        if !LITERAL_SECRET_KEYS.contains(&key.value.as_str()) {
+                            walk(settings, &child);
+                        }
+                    }
+                }
+            } else if let Some(items) = node.as_array_quiet() {
+                for item in items {
+                    walk(settings, &item);
+                }
+            }
+        }
+        for (_, node) in root.entries_quiet() {
+            walk(self, &node);
+        }
+    }
+
+    fn read_url(&self, table: &Table<'_, '_>, key: &'static str, default: &str) -> Located<String> {
+        let url = self.string_or(table, key, default);
+        let valid = url
+            .value
+            .strip_prefix("https://")
+            .or_else(|| url.value.strip_prefix("http://"))
+            .is_some_and(|rest| {
+                !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
+            });
+        if !valid {
+            self.report(
+                url.location.clone(),
+                format!(
+                    "`{}` must be an http(s) URL, found {:?}",
+                    join(table.path(), key),
+                    url.value
+                ),
+                format!("e.g. {key} = \"{default}\""),
+            );
+        }
+        let value = url.value.trim_end_matches('/').to_string();
+        Located::new(value, url.location)
+    }
+
+    fn read_objects(&self, table: &Table<'_, '_>, defaults: &[&str]) -> Vec<Located<String>> {
+        let objects = self.list(table, "objects", defaults);
+        if objects.is_empty() {
+            self.report(
+                table.location(),
+                format!("[{}] syncs no objects", table.path()),
+                format!(
+                    "list them, e.g. objects = [{}], or set enabled = false",
+                    list(defaults.iter().map(|d| format!("\"{d}\"")))
+                ),
+            );
+        }
+        objects
+    }
+
+    fn read_hubspot(&self, root: &Table<'_, '_>) -> HubspotConfig {
+        let table = root.table("hubspot");
+        let enabled = self.boolean(&table, "enabled", true);
+        let base_url = self.read_url(&table, "base_url", "https://api.hubapi.com");
+        let objects = self.read_objects(&table, &["contacts", "deals"]);
+        *self.require_auth.borrow_mut() = enabled;
+        let auth = {
+            let auth = &table.table("auth");
+            let method = self.string_or(auth, "method", "private_app");
+            self.reject_literal_secrets(auth);
+            let result = match method.value.as_str() {
+                "private_app" => {
+                    let token = self.secret(
+                        auth,
+                        "private app token",
+                        "token_env",
+                        "token_file",
+                        "HUBSPOT_TOKEN",
+                    );
+                    token.map(|token| HubspotAuth::PrivateApp { token })
+                }
+                "oauth" => {
+                    let client_id = self.string(auth, "client_id");
+                    let client_secret = self.secret(
+                        auth,
+                        "OAuth client secret",
+                        "client_secret_env",
+                        "client_secret_file",
+                        "HUBSPOT_CLIENT_SECRET",
+                    );
+                    let refresh_token = self.secret(
+                        auth,
+                        "OAuth refresh token",
+                        "refresh_token_env",
+                        "refresh_token_file",
+                        "HUBSPOT_REFRESH_TOKEN",
+                    );
+                    if client_id.is_none() && enabled {
+                        self.report(
+                            auth.location(),
+                            "[hubspot.auth] method \"oauth\" needs `client_id`",
+                            "copy the app's client id from its Auth settings",
+                        );
+                    }
+                    match (client_id, client_secret, refresh_token) {
+                        (Some(client_id), Some(client_secret), Some(refresh_token)) => {
+                            Some(HubspotAuth::OAuthRefreshToken {
+                                client_id: client_id.value,
+                                client_secret,
+                                refresh_token,
+                            })
+                        }
+                        _ => None,
+                    }
+                }
+                other => {
+                    self.report(
+                        method.location.clone(),
+                        format!("unknown HubSpot auth method {other:?}"),
+                        suggest(other, &["private_app", "oauth"]),
+                    );
+                    None
+                }
+            };
+            // Keys of the other method are not errors when unused; mark them known.
+            for key in [
+                "token_env",
+                "token_file",
+                "client_id",
+                "client_secret_env",
+                "client_secret_file",
+                "refresh_token_env",
+                "refresh_token_file",
+            ] {
+                auth.get(key);
+            }
+            auth.finish();
+            result
+        };
+        let rate = &table.table("rate_limit");
+        let rate_limit = {
+            {
+                let limit = HubspotRateLimit {
+                    requests_per_10s: self.bounded(rate, "requests_per_10s", 1..=1000, 100) as u32,
+                    search_per_second: self.bounded(rate, "search_per_second", 1..=100, 5) as u32,
+                    daily_limit: self.integer(rate, "daily_limit").and_then(|n| {
+                        if n.value <= 0 {
+                            self.report(
+                                n.location,
+                                "`hubspot.rate_limit.daily_limit` must be positive",
+                                "set the account's daily allowance, or remove the key",
+                            );
+                            None
+                        } else {
+                            Some(n.value as u64)
+                        }
+                    }),
+                    daily_reserve_percent: self.bounded(rate, "daily_reserve_percent", 0..=90, 10)
+                        as u8,
+                };
+                rate.finish();
+                limit
+            }
+        };
+        table.finish();
+        HubspotConfig {
+            enabled,
+            base_url,
+            auth,
+            objects,
+            rate_limit,
+        }
+    }
+
+    fn read_salesforce(&self, root: &Table<'_, '_>) -> SalesforceConfig {
+        let table = root.table("salesforce");
+        let enabled = self.boolean(&table, "enabled", true);
+        let login_url = self.read_url(&table, "login_url", "https://login.salesforce.com");
+        let api_version = self.string_or(&table, "api_version", "62.0");
+        let version_ok = api_version
+            .value
+            .split_once('.')
+            .is_some_and(|(major, minor)| {
+                major.parse::<u32>().is_ok_and(|m| m >= 31) && minor == "0"
+            });
+        if !version_ok {
+            self.report(
+                api_version.location.clone(),
+                format!(
+                    "`salesforce.api_version` must look like \"62.0\", found {:?}",
+                    api_version.value
+                ),
+                "use a REST API version such as \"62.0\" (31.0 or later)",
+            );
+        }
+        let objects = self.read_objects(&table, &["Lead", "Contact", "Opportunity"]);
+        let api_budget_reserve_percent =
+            self.bounded(&table, "api_budget_reserve_percent", 0..=90, 20) as u8;
+        *self.require_auth.borrow_mut() = enabled;
+        let auth = {
+            let auth = table.table("auth");
+            let method = self.string_or(&auth, "method", "jwt_bearer");
+            self.reject_literal_secrets(&auth);
+            let client_id = self.string(&auth, "client_id");
+            let need_client_id = || {
+                if client_id.is_none() && enabled {
+                    self.report(
+                        auth.location(),
+                        format!(
+                            "[salesforce.auth] method {:?} needs `client_id`",
+                            method.value
+                        ),
+                        "copy the connected app's consumer key",
+                    );
+                }
+            };
+            let result = match method.value.as_str() {
+                "jwt_bearer" => {
+                    need_client_id();
+                    let username = self.string(&auth, "username");
+                    if username.is_none() && enabled {
+                        self.report(
+                            auth.location(),
+                            "[salesforce.auth] method \"jwt_bearer\" needs `username`",
+                            "the Salesforce username the integration acts as",
+                        );
+                    }
+                    let private_key = self.secret(
+                        &auth,
+                        "private key",
+                        "private_key_env",
+                        "private_key_file",
+                        "SALESFORCE_PRIVATE_KEY",
+                    );
+                    match (&client_id, username, private_key) {
+                        (Some(client_id), Some(username), Some(private_key)) => {
+                            Some(SalesforceAuth::JwtBearer {
+                                client_id: client_id.value.clone(),
+                                username: username.value,
+                                private_key,
+                            })
+                        }
+                        _ => None,
+                    }
+                }
+                "refresh_token" => {
+                    need_client_id();
+                    let client_secret = self.secret(
+                        &auth,
+                        "client secret",
+                        "client_secret_env",
+                        "client_secret_file",
+                        "SALESFORCE_CLIENT_SECRET",
+                    );
+                    let refresh_token = self.secret(
+                        &auth,
+                        "refresh token",
+                        "refresh_token_env",
+                        "refresh_token_file",
+                        "SALESFORCE_REFRESH_TOKEN",
+                    );
+                    match (&client_id, client_secret, refresh_token) {
+                        (Some(client_id), Some(client_secret), Some(refresh_token)) => {
+                            Some(SalesforceAuth::RefreshToken {
+                                client_id: client_id.value.clone(),
+                                client_secret,
+                                refresh_token,
+                            })
+                        }
+                        _ => None,
+                    }
+                }
+                "client_credentials" => {
+                    need_client_id();
+                    let client_secret = self.secret(
+                        &auth,
+                        "client secret",
+                        "client_secret_env",
+                        "client_secret_file",
+                        "SALESFORCE_CLIENT_SECRET",
+                    );
+                    match (&client_id, client_secret) {
+                        (Some(client_id), Some(client_secret)) => {
+                            Some(SalesforceAuth::ClientCredentials {
+                                client_id: client_id.value.clone(),
+                                client_secret,
+                            })
+                        }
+                        _ => None,
+                    }
+                }
+                other => {
+                    self.report(
+                        method.location.clone(),
+                        format!("unknown Salesforce auth method {other:?}"),
+                        suggest(
+                            other,
+                            &["jwt_bearer", "refresh_token", "client_credentials"],
+                        ),
+                    );
+                    None
+                }
+            };
+            for key in [
+                "username",
+                "private_key_env",
+                "private_key_file",
+                "client_secret_env",
+                "client_secret_file",
+                "refresh_token_env",
+                "refresh_token_file",
+            ] {
+                auth.get(key);
+            }
+            auth.finish();
+            result
+        };
+        table.finish();
+        SalesforceConfig {
+            enabled,
+            login_url,
+            api_version,
+            auth,
+            objects,
+            api_budget_reserve_percent,
+        }
+    }
+
+    fn read_warehouse(&self, root: &Table<'_, '_>) -> WarehouseConfig {
+        let table = root.table("warehouse");
+        let url = self.string_or(&table, "url", "sqlite://crmsync.db");
+        self.reject_literal_secrets(&table);
+        let password = if table.contains("password_env")
+            || table.contains("password_file")
+            || self.env.get("CRMSYNC_WAREHOUSE_PASSWORD_ENV").is_some()
+            || self.env.get("CRMSYNC_WAREHOUSE_PASSWORD_FILE").is_some()
+        {
+            *self.require_auth.borrow_mut() = true;
+            self.secret(
+                &table,
+                "warehouse password",
+                "password_env",
+                "password_file",
+                "CRMSYNC_PG_PASSWORD",
+            )
+        } else {
+            self.asked
+                .borrow_mut()
+                .push("CRMSYNC_WAREHOUSE_PASSWORD_ENV".into());
+            self.asked
+                .borrow_mut()
+                .push("CRMSYNC_WAREHOUSE_PASSWORD_FILE".into());
+            None
+        };
+        table.finish();
+        let parsed = if let Some(path) = url.value.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                self.report(
+                    url.location.clone(),
+                    "`warehouse.url` names no SQLite file",
+                    "e.g. url = \"sqlite://crmsync.db\"",
+                );
+            }
+            WarehouseUrl::Sqlite(self.base_dir.join(path))
+        } else if url.value.starts_with("postgres://") || url.value.starts_with("postgresql://") {
+            let authority = url
+                .value
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+            let has_password = authority
+                .split_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+            if has_password {
+                self.report(
+                    url.location.clone(),
+                    format!("`warehouse.url` contains a password (value {})", redacted(&url.value)),
+                    "remove the password from the URL and set password_env = \"NAME\" (or password_file)",
+                );
+            }
+            WarehouseUrl::Postgres(url.value.clone())
+        } else {
+            self.report(
+                url.location.clone(),
+                format!("unsupported warehouse URL {:?}", url.value),
+                "use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE",
+            );
+            WarehouseUrl::Sqlite(self.base_dir.join("crmsync.db"))
+        };
+        WarehouseConfig {
+            url: Located::new(parsed, url.location),
+            password,
+        }
+    }
+
+    fn read_write_back(&self, root: &Table<'_, '_>) -> WriteBackConfig {
+        let table = root.table("write_back");
+        let read_target = |key: &'static str, default_object: &str| -> WriteTarget {
+            let target = table.table(key);
+            let enabled = self.boolean(&target, "enabled", false);
+            let object = self.string_or(&target, "object", default_object);
+            let stage = self.boolean(&target, "stage", true);
+            let fields = self.list(&target, "fields", &[]);
+            target.finish();
+            WriteTarget {
+                enabled,
+                object,
+                stage,
+                fields,
+            }
+        };
+        let hubspot = read_target("hubspot", "contacts");
+        let salesforce = read_target("salesforce", "Lead");
+        table.finish();
+        WriteBackConfig {
+            hubspot,
+            salesforce,
+        }
+    }
+
+    fn read_reconcile(&self, root: &Table<'_, '_>) -> ReconcileConfig {
+        let table = root.table("reconcile");
+        let policy = self.string_or(&table, "stage_policy", "furthest");
+        let owner_boundary = self.string(&table, "marketing_owns_until");
+        let stage_policy = match policy.value.as_str() {
+            "furthest" => {
+                if let Some(boundary) = &owner_boundary {
+                    self.report(
+                        boundary.location.clone(),
+                        "`marketing_owns_until` only applies to stage_policy = \"owners\"",
+                        "remove it or set stage_policy = \"owners\"",
+                    );
+                }
+                StagePolicy::Furthest
+            }
+            "owners" => {
+                match owner_boundary {
+                    Some(boundary) => StagePolicy::Owners {
+                        marketing_owns_until: boundary,
+                    },
+                    None => {
+                        self.report(policy.location.clone(), "stage_policy \"owners\" needs `marketing_owns_until`", "name the last stage marketing owns, e.g. marketing_owns_until = \"mql\"");
+                        StagePolicy::Furthest
+                    }
+                }
+            }
+            other => {
+                self.report(
+                    policy.location.clone(),
+                    format!("unknown stage_policy {other:?}"),
+                    suggest(other, &["furthest", "owners"]),
+                );
+                StagePolicy::Furthest
+            }
+        };
+        let sales_side_states_override = self.boolean(&table, "sales_side_states_override", true);
+        let allow_regression = self.boolean(&table, "allow_regression", false);
+        let mut field_sources = BTreeMap::new();
+        let mut default_field_source = FieldSource::MostRecent;
+        {
+            let sources = table.table("field_sources");
+            for (field, node) in sources.entries() {
+                let Some(name) = node.as_str() else { continue };
+                let Some(source) = FieldSource::parse(&name.value) else {
+                    self.report(
+                        name.location,
+                        format!(
+                            "unknown field source {:?} for `{}`",
+                            name.value, field.value
+                        ),
+                        suggest(&name.value, &FieldSource::NAMES),
+                    );
+                    continue;
+                };
+                if field.value == "default" {
+                    default_field_source = source;
+                } else {
+                    field_sources.insert(field.value, source);
+                }
+            }
+        }
+        self.asked
+            .borrow_mut()
+            .push("CRMSYNC_RECONCILE_FIELD_SOURCES_DEFAULT".into());
+        if let Some(value) = self.env.get("CRMSYNC_RECONCILE_FIELD_SOURCES_DEFAULT") {
+            match FieldSource::parse(value) {
+                Some(source) => default_field_source = source,
+                None => self.report(
+                    Location::env("CRMSYNC_RECONCILE_FIELD_SOURCES_DEFAULT"),
+                    format!("unknown field source {value:?}"),
+                    suggest(value, &FieldSource::NAMES),
+                ),
+            }
+        }
+        table.finish();
+        ReconcileConfig {
+            stage_policy,
+            sales_side_states_override,
+            allow_regression,
+            field_sources,
+            default_field_source,
+        }
+    }
+
+    fn read_schedule(&self, root: &Table<'_, '_>) -> ScheduleConfig {
+        let table = root.table("schedule");
+        let every = self.string_or(&table, "every", "15m");
+        let listen = self.string_or(&table, "listen", "0.0.0.0:9464");
+        table.finish();
+        let parsed = every
+            .value
+            .parse::<SignedDuration>()
+            .ok()
+            .filter(|d| *d >= SignedDuration::from_mins(1));
+        let every_duration = match parsed {
+            Some(duration) => duration,
+            None => {
+                self.report(
+                    every.location,
+                    format!(
+                        "`schedule.every` must be a duration of at least 1 minute, found {:?}",
+                        every.value
+                    ),
+                    "e.g. every = \"15m\", \"1h\" or \"1h 30m\"",
+                );
+                SignedDuration::from_mins(15)
+            }
+        };
+        if listen.value.parse::<std::net::SocketAddr>().is_err() {
+            self.report(
+                listen.location,
+                format!(
+                    "`schedule.listen` must be an address like 0.0.0.0:9464, found {:?}",
+                    listen.value
+                ),
+                "write IP:PORT",
+            );
+        }
+        ScheduleConfig {
+            every: every_duration,
+            listen: listen.value,
+        }
+    }
+
+    fn read_log(&self, root: &Table<'_, '_>) -> LogConfig {
+        let table = root.table("log");
+        let format = self.string_or(&table, "format", "text");
+        let level = self.string_or(&table, "level", "info");
+        table.finish();
+        let format = match format.value.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => {
+                self.report(
+                    format.location,
+                    format!("unknown log format {other:?}"),
+                    suggest(other, &["json", "text"]),
+                );
+                LogFormat::Text
+            }
+        };
+        const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+        if !LEVELS.contains(&level.value.as_str()) {
+            self.report(
+                level.location.clone(),
+                format!("unknown log level {:?}", level.value),
+                suggest(&level.value, &LEVELS),
+            );
+        }
+        LogConfig {
+            format,
+            level: level.value,
+        }
+    }
+}
+
+fn suggest(word: &str, names: &[&str]) -> String {
+    match did_you_mean(word, names.iter().copied()) {
+        Some(suggestion) => format!("did you mean {suggestion:?}?"),
+        None => format!("use one of: {}", list(names)),
+    }
+}

@@ -178,7 +178,12 @@ impl Diagnostics {
         self.items.push(diagnostic);
     }
 
-    pub fn error(&mut self, location: Location, message: impl Into<String>, help: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        location: Location,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         self.items
             .push(Diagnostic::new(location, message).with_help(help));
     }
@@ -205,7 +210,8 @@ impl Diagnostics {
 
     /// Sorts by file, line and column so output follows the files top to bottom.
     pub fn sort(&mut self) {
-        self.items.sort_by(|a, b| sort_key(&a.location).cmp(&sort_key(&b.location)));
+        self.items
+            .sort_by(|a, b| sort_key(&a.location).cmp(&sort_key(&b.location)));
     }
 }
 
@@ -240,17 +246,27 @@ pub fn render_with_source(diagnostic: &Diagnostic, sources: &[SourceFile]) -> St
             .take(*column as usize - 1)
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        out.push_str(&format!("\n {pad} |\n {gutter} | {text}\n {pad} | {caret_pad}^"));
+        out.push_str(&format!(
+            "\n {pad} |\n {gutter} | {text}\n {pad} | {caret_pad}^"
+        ));
     }
     out
 }
 
 /// The closest candidate to `word` by edit distance, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let word_lower = word.to_lowercase();
     candidates
         .into_iter()
-        .map(|candidate| (edit_distance(&word_lower, &candidate.to_lowercase()), candidate))
+        .map(|candidate| {
+            (
+                edit_distance(&word_lower, &candidate.to_lowercase()),
+                candidate,
+            )
+        })
         .filter(|(distance, candidate)| {
             let allowed = (word.chars().count().max(candidate.chars().count()) / 3).max(1);
             *distance <= allowed
@@ -312,7 +328,10 @@ mod tests {
 
     #[test]
     fn suggestions_pick_close_names_only() {
-        assert_eq!(did_you_mean("stgae", ["stage", "map", "when"]), Some("stage"));
+        assert_eq!(
+            did_you_mean("stgae", ["stage", "map", "when"]),
+            Some("stage")
+        );
         assert_eq!(did_you_mean("xyz", ["stage", "map"]), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("stgae", "stage"), 1);

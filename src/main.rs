@@ -1,1 +1,53 @@
-fn main() {}
+//! The `crmsync` binary: parse the command line, set up logging, run the subcommand, and turn
+//! its outcome into an exit status.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use crmsync::config::EnvVars;
+use crmsync::diagnostics::render_with_source;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `CRMSYNC_LOG` (e.g. `debug`, `crmsync=trace`) sets the filter.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRMSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check { config } => {
+            let env = EnvVars::from_process();
+            let report = crmsync::check::run(config.as_deref(), &env);
+            if report.is_ok() {
+                println!("{}", report.summary());
+                println!("ok: no problems found");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for diagnostic in report.diagnostics.iter() {
+                eprintln!("{}\n", render_with_source(diagnostic, &report.sources));
+            }
+            eprintln!("{} problem(s) found", report.diagnostics.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -89,7 +89,9 @@ pub fn value_text(value: &serde_json::Value) -> Option<Cow<'_, str>> {
         serde_json::Value::Bool(true) => Some(Cow::Borrowed("true")),
         serde_json::Value::Bool(false) => Some(Cow::Borrowed("false")),
         serde_json::Value::Number(number) => Some(Cow::Owned(number.to_string())),
-        serde_json::Value::Null | serde_json::Value::Array(_) | serde_json::Value::Object(_) => None,
+        serde_json::Value::Null | serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+            None
+        }
     }
 }
 

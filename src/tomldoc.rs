@@ -12,7 +12,9 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::diagnostics::{Diagnostic, Diagnostics, Located, Location, SourceFile, did_you_mean, list};
+use crate::diagnostics::{
+    Diagnostic, Diagnostics, Located, Location, SourceFile, did_you_mean, list,
+};
 
 /// Parses `source` and hands its root table to `read`. Syntax errors become diagnostics and
 /// `read` is not called.
@@ -129,7 +131,8 @@ impl<'r, 'i> Table<'r, 'i> {
 
     /// Whether `key` was written (does not mark it as known).
     pub fn contains(&self, key: &str) -> bool {
-        self.entries.is_some_and(|entries| entries.contains_key(key))
+        self.entries
+            .is_some_and(|entries| entries.contains_key(key))
     }
 
     pub fn str(&self, key: &'static str) -> Option<Located<String>> {
@@ -162,29 +165,41 @@ impl<'r, 'i> Table<'r, 'i> {
             format!("in [{}]", self.path)
         };
         self.reader.report(
-            Diagnostic::new(self.location(), format!("missing required key `{key}` {within}"))
-                .with_help(help.to_string()),
+            Diagnostic::new(
+                self.location(),
+                format!("missing required key `{key}` {within}"),
+            )
+            .with_help(help.to_string()),
         );
     }
 
-    /// The sub-table under `key`; an empty table when absent, `None` when it is not a table.
-    pub fn table(&self, key: &'static str) -> Option<Table<'r, 'i>> {
-        match self.get(key) {
-            Some(node) => node.as_table(),
-            None => Some(Table {
-                reader: self.reader,
-                entries: None,
-                location: self.location(),
-                path: self.child_path(key),
-                asked: RefCell::new(Vec::new()),
-                takes_any_key: RefCell::new(false),
-            }),
+    /// The sub-table under `key`: an empty (absent) table when the key is missing or holds
+    /// something else (which is reported), so callers can always read through it.
+    pub fn table(&self, key: &'static str) -> Table<'r, 'i> {
+        if let Some(node) = self.get(key)
+            && node.is_table()
+            && let Some(table) = node.as_table()
+        {
+            return table;
+        }
+        if let Some(node) = self.get(key) {
+            node.wrong_type("a table");
+        }
+        Table {
+            reader: self.reader,
+            entries: None,
+            location: self.location(),
+            path: self.child_path(key),
+            asked: RefCell::new(Vec::new()),
+            takes_any_key: RefCell::new(false),
         }
     }
 
     /// The array under `key` (empty when absent).
     pub fn array(&self, key: &'static str) -> Vec<Node<'r, 'i>> {
-        self.get(key).and_then(|node| node.as_array()).unwrap_or_default()
+        self.get(key)
+            .and_then(|node| node.as_array())
+            .unwrap_or_default()
     }
 
     /// Every entry, for tables whose keys are data (value maps, objects by name). All keys
@@ -209,6 +224,14 @@ impl<'r, 'i> Table<'r, 'i> {
                 )
             })
             .collect()
+    }
+
+    /// Every entry, without marking any key as known (for scans over the whole document).
+    pub fn entries_quiet(&self) -> Vec<(Located<String>, Node<'r, 'i>)> {
+        let before = *self.takes_any_key.borrow();
+        let entries = self.entries();
+        *self.takes_any_key.borrow_mut() = before;
+        entries
     }
 
     /// Reports every key that was never asked for, suggesting the closest known key.
@@ -271,7 +294,11 @@ impl<'r, 'i> Node<'r, 'i> {
 
     fn wrong_type(&self, expected: &str) {
         self.report(
-            format!("`{}` must be {expected}, found {}", self.path, self.type_name()),
+            format!(
+                "`{}` must be {expected}, found {}",
+                self.path,
+                self.type_name()
+            ),
             format!("write {expected} here"),
         );
     }
@@ -321,10 +348,9 @@ impl<'r, 'i> Node<'r, 'i> {
     }
 
     pub fn as_integer(&self) -> Option<Located<i64>> {
-        let parsed = self
-            .value
-            .as_integer()
-            .and_then(|number| i64::from_str_radix(&number.as_str().replace('_', ""), number.radix()).ok());
+        let parsed = self.value.as_integer().and_then(|number| {
+            i64::from_str_radix(&number.as_str().replace('_', ""), number.radix()).ok()
+        });
         match parsed {
             Some(number) => Some(Located::new(number, self.location())),
             None => {
@@ -372,6 +398,15 @@ impl<'r, 'i> Node<'r, 'i> {
         }
     }
 
+    /// The items when the value is an array; no report otherwise.
+    pub fn as_array_quiet(&self) -> Option<Vec<Node<'r, 'i>>> {
+        if self.value.is_array() {
+            self.as_array()
+        } else {
+            None
+        }
+    }
+
     /// A string or an array of strings, as a list.
     pub fn as_str_list(&self) -> Vec<Located<String>> {
         if self.value.is_str() {
@@ -406,10 +441,9 @@ mod tests {
     #[test]
     fn unknown_keys_are_reported_with_suggestions() {
         let found = read("[rule]\nstgae = \"x\"\n", |root| {
-            if let Some(rule) = root.table("rule") {
-                rule.str("stage");
-                rule.finish();
-            }
+            let rule = root.table("rule");
+            rule.str("stage");
+            rule.finish();
         });
         assert_eq!(
             found,

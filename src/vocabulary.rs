@@ -134,7 +134,11 @@ impl Vocabulary {
     }
 
     /// Resolves a stage name written in a file, reporting an unknown one at its location.
-    pub fn resolve(&self, name: &Located<String>, diagnostics: &mut Diagnostics) -> Option<StageId> {
+    pub fn resolve(
+        &self,
+        name: &Located<String>,
+        diagnostics: &mut Diagnostics,
+    ) -> Option<StageId> {
         let found = self.lookup(&name.value);
         if found.is_none() {
             diagnostics.error(
@@ -171,7 +175,9 @@ fn read_vocabulary(root: &Table<'_, '_>) -> Vocabulary {
         );
     }
     for node in nodes {
-        let Some(table) = node.as_table() else { continue };
+        let Some(table) = node.as_table() else {
+            continue;
+        };
         let id = table.required_str("id", "give every stage an `id` such as \"mql\"");
         let label = table.required_str("label", "give every stage a human `label`");
         let rank = table.integer("rank");
@@ -190,21 +196,22 @@ fn read_vocabulary(root: &Table<'_, '_>) -> Vocabulary {
                     Some(suggestion) => format!("did you mean \"{suggestion}\"?"),
                     None => format!("use one of: {}", list(Category::NAMES)),
                 };
-                table.report(Diagnostic::new(
-                    name.location.clone(),
-                    format!("unknown category \"{}\"", name.value),
-                ).with_help(help));
+                table.report(
+                    Diagnostic::new(
+                        name.location.clone(),
+                        format!("unknown category \"{}\"", name.value),
+                    )
+                    .with_help(help),
+                );
             }
             parsed
         });
         let rank = match (rank, side_state) {
             (Some(rank), true) => {
                 table.report(
-                    Diagnostic::new(
-                        rank.location,
-                        "a side state has no rank",
-                    )
-                    .with_help("side states sit outside the funnel order; remove `rank` or `side_state`"),
+                    Diagnostic::new(rank.location, "a side state has no rank").with_help(
+                        "side states sit outside the funnel order; remove `rank` or `side_state`",
+                    ),
                 );
                 None
             }
@@ -229,8 +236,11 @@ fn read_vocabulary(root: &Table<'_, '_>) -> Vocabulary {
                 }
                 Err(_) => {
                     table.report(
-                        Diagnostic::new(rank.location, format!("rank must be zero or positive, found {}", rank.value))
-                            .with_help("use a positive integer"),
+                        Diagnostic::new(
+                            rank.location,
+                            format!("rank must be zero or positive, found {}", rank.value),
+                        )
+                        .with_help("use a positive integer"),
                     );
                     None
                 }
@@ -250,8 +260,11 @@ fn read_vocabulary(root: &Table<'_, '_>) -> Vocabulary {
         }
         if vocabulary.by_id.contains_key(&id.value) {
             table.report(
-                Diagnostic::new(id.location.clone(), format!("stage \"{}\" is defined twice", id.value))
-                    .with_help("remove or rename one of the two definitions"),
+                Diagnostic::new(
+                    id.location.clone(),
+                    format!("stage \"{}\" is defined twice", id.value),
+                )
+                .with_help("remove or rename one of the two definitions"),
             );
             continue;
         }

@@ -34,12 +34,17 @@ use super::mapper::{
     StageRule, StageWrite, UnknownValuePolicy, ValueLookup,
 };
 use super::transform::{check_chain, parse_transform};
-use crate::diagnostics::{Diagnostic, Diagnostics, SourceFile, did_you_mean, list};
+use crate::diagnostics::{Diagnostic, Diagnostics, Located, SourceFile, did_you_mean, list};
 use crate::record::System;
 use crate::tomldoc::{Node, Table, read_document};
 use crate::vocabulary::{StageId, Vocabulary};
 
-const POLICY_NAMES: [&str; 4] = ["error", "quarantine", "keep_previous", "{ default = \"<stage>\" }"];
+const POLICY_NAMES: [&str; 4] = [
+    "error",
+    "quarantine",
+    "keep_previous",
+    "{ default = \"<stage>\" }",
+];
 
 /// Reads one system's mapping file. Problems go to `diagnostics`; the objects that could be
 /// read are returned either way.
@@ -51,19 +56,23 @@ pub fn compile_file(
 ) -> Vec<ObjectMapping> {
     let mut found = Diagnostics::default();
     let objects = read_document(source, diagnostics, |root| {
-        let Some(objects) = root.table("objects") else {
-            return Vec::new();
-        };
+        let objects = root.table("objects");
         if !objects.is_present() {
             root.missing(
                 "objects",
-                &format!("map at least one {system} object, e.g. [objects.{}]", example_object(system)),
+                &format!(
+                    "map at least one {system} object, e.g. [objects.{}]",
+                    example_object(system)
+                ),
             );
         }
         let mut compiled = Vec::new();
         for (name, node) in objects.entries() {
-            let Some(table) = node.as_table() else { continue };
-            if let Some(mapping) = read_object(system, &name.value, &table, vocabulary, &mut found) {
+            let Some(table) = node.as_table() else {
+                continue;
+            };
+            if let Some(mapping) = read_object(system, &name.value, &table, vocabulary, &mut found)
+            {
                 compiled.push(mapping);
             }
         }
@@ -108,14 +117,8 @@ fn read_object(
         .enumerate()
         .filter_map(|(index, node)| read_rule(index, node, vocabulary, diagnostics))
         .collect();
-    let fields = table
-        .table("fields")
-        .map(|fields| read_fields(&fields))
-        .unwrap_or_default();
-    let reverse = table
-        .table("reverse")
-        .map(|reverse| read_reverse(&reverse, vocabulary, diagnostics))
-        .unwrap_or_default();
+    let fields = read_fields(&table.table("fields"));
+    let reverse = read_reverse(&table.table("reverse"), vocabulary, diagnostics);
     table.finish();
     let kind = kind?;
     Some(ObjectMapping {
@@ -137,7 +140,11 @@ fn suggestion_or_list(word: &str, names: &[&str]) -> String {
     }
 }
 
-fn read_policy(table: &Table<'_, '_>, vocabulary: &Vocabulary, diagnostics: &mut Diagnostics) -> UnknownValuePolicy {
+fn read_policy(
+    table: &Table<'_, '_>,
+    vocabulary: &Vocabulary,
+    diagnostics: &mut Diagnostics,
+) -> UnknownValuePolicy {
     let Some(node) = table.get("on_unknown") else {
         return UnknownValuePolicy::Quarantine;
     };
@@ -148,7 +155,9 @@ fn read_policy(table: &Table<'_, '_>, vocabulary: &Vocabulary, diagnostics: &mut
             "keep_previous" => UnknownValuePolicy::KeepPrevious,
             other => {
                 let help = if vocabulary.lookup(other).is_some() {
-                    format!("to fall back to a stage write on_unknown = {{ default = \"{other}\" }}")
+                    format!(
+                        "to fall back to a stage write on_unknown = {{ default = \"{other}\" }}"
+                    )
                 } else {
                     suggestion_or_list(other, &POLICY_NAMES)
                 };
@@ -164,7 +173,10 @@ fn read_policy(table: &Table<'_, '_>, vocabulary: &Vocabulary, diagnostics: &mut
     policy.finish();
     stage
         .and_then(|stage| vocabulary.resolve(&stage, diagnostics))
-        .map_or(UnknownValuePolicy::Quarantine, UnknownValuePolicy::DefaultStage)
+        .map_or(
+            UnknownValuePolicy::Quarantine,
+            UnknownValuePolicy::DefaultStage,
+        )
 }
 
 fn read_rule(
@@ -177,13 +189,13 @@ fn read_rule(
     let name = table
         .str("name")
         .map_or_else(|| format!("rule {}", index + 1), |name| name.value);
-    let conditions = table
-        .table("when")
-        .map(|when| read_conditions(&when))
-        .unwrap_or_default();
+    let conditions = read_conditions(&table.table("when"));
     let property = table.str("property");
     let map_node = table.get("map");
-    let pass = table.get("pass").map(|pass| pass.as_str_list()).unwrap_or_default();
+    let pass = table
+        .get("pass")
+        .map(|pass| pass.as_str_list())
+        .unwrap_or_default();
     let ignore_case = table.bool("ignore_case").is_some_and(|flag| flag.value);
     let fixed_stage = table.str("stage");
     table.finish();
@@ -207,16 +219,30 @@ fn read_rule(
             let mut map: HashMap<String, StageId> = HashMap::new();
             let mut entry_locations = HashMap::new();
             for (value, stage_node) in map_table.entries() {
-                let Some(stage) = stage_node.as_str() else { continue };
-                let key = if ignore_case { value.value.to_lowercase() } else { value.value.clone() };
-                let Some(stage_id) = vocabulary.resolve(&stage, diagnostics) else { continue };
+                let Some(stage) = stage_node.as_str() else {
+                    continue;
+                };
+                if !reject_padded(&value, &format!("map key of rule \"{name}\""), diagnostics) {
+                    continue;
+                }
+                let key = if ignore_case {
+                    value.value.to_lowercase()
+                } else {
+                    value.value.clone()
+                };
+                let Some(stage_id) = vocabulary.resolve(&stage, diagnostics) else {
+                    continue;
+                };
                 if let Some(previous) = map.get(&key) {
                     if *previous != stage_id {
                         diagnostics.error(
                             value.location.clone(),
                             format!(
                                 "value \"{}\" of `{}` is mapped to two stages: \"{}\" and \"{}\"",
-                                value.value, property.value, vocabulary.id_of(*previous), vocabulary.id_of(stage_id)
+                                value.value,
+                                property.value,
+                                vocabulary.id_of(*previous),
+                                vocabulary.id_of(stage_id)
                             ),
                             "with ignore_case these keys are the same value; keep one entry",
                         );
@@ -228,7 +254,18 @@ fn read_rule(
             }
             let mut pass_set = HashSet::new();
             for value in pass {
-                let key = if ignore_case { value.value.to_lowercase() } else { value.value.clone() };
+                if !reject_padded(
+                    &value,
+                    &format!("`pass` value of rule \"{name}\""),
+                    diagnostics,
+                ) {
+                    continue;
+                }
+                let key = if ignore_case {
+                    value.value.to_lowercase()
+                } else {
+                    value.value.clone()
+                };
                 if let Some(stage) = map.get(&key) {
                     diagnostics.error(
                         value.location.clone(),
@@ -291,6 +328,26 @@ fn read_rule(
     })
 }
 
+/// Source values are compared trimmed, so a key with surrounding spaces could never match.
+/// Reports it and returns false.
+fn reject_padded(value: &Located<String>, what: &str, diagnostics: &mut Diagnostics) -> bool {
+    if value.value.trim() == value.value && !value.value.is_empty() {
+        return true;
+    }
+    diagnostics.error(
+        value.location.clone(),
+        format!(
+            "{what} {:?} has leading or trailing spaces (or is empty)",
+            value.value
+        ),
+        format!(
+            "values are compared without surrounding spaces; write {:?}",
+            value.value.trim()
+        ),
+    );
+    false
+}
+
 fn read_conditions(when: &Table<'_, '_>) -> Vec<Condition> {
     let mut conditions = Vec::new();
     for (property, node) in when.entries() {
@@ -332,7 +389,9 @@ fn read_conditions(when: &Table<'_, '_>) -> Vec<Condition> {
 fn read_fields(fields: &Table<'_, '_>) -> Vec<FieldMap> {
     let mut compiled = Vec::new();
     for (name, node) in fields.entries() {
-        let Some(table) = node.as_table() else { continue };
+        let Some(table) = node.as_table() else {
+            continue;
+        };
         let from = table.str("from");
         let concat = table.get("concat");
         let separator = table.str("separator");
@@ -352,13 +411,16 @@ fn read_fields(fields: &Table<'_, '_>) -> Vec<FieldMap> {
                 if let Some(separator) = separator {
                     table.report(
                         Diagnostic::new(separator.location, "`separator` only applies to `concat`")
-                            .with_help("remove `separator` or read several properties with `concat`"),
+                            .with_help(
+                                "remove `separator` or read several properties with `concat`",
+                            ),
                     );
                 }
                 FieldSource::Property(from.value)
             }
             (None, Some(concat)) => {
-                let properties: Vec<String> = concat.as_str_list().into_iter().map(|p| p.value).collect();
+                let properties: Vec<String> =
+                    concat.as_str_list().into_iter().map(|p| p.value).collect();
                 if properties.len() < 2 {
                     concat.report(
                         "`concat` needs at least two properties",
@@ -373,8 +435,11 @@ fn read_fields(fields: &Table<'_, '_>) -> Vec<FieldMap> {
             }
             (Some(from), Some(_)) => {
                 table.report(
-                    Diagnostic::new(from.location, format!("field `{}` has both `from` and `concat`", name.value))
-                        .with_help("read one property with `from` or join several with `concat`"),
+                    Diagnostic::new(
+                        from.location,
+                        format!("field `{}` has both `from` and `concat`", name.value),
+                    )
+                    .with_help("read one property with `from` or join several with `concat`"),
                 );
                 continue;
             }
@@ -386,12 +451,19 @@ fn read_fields(fields: &Table<'_, '_>) -> Vec<FieldMap> {
         if transforms.iter().any(|(_, parsed)| parsed.is_none()) {
             continue;
         }
-        let transforms: Vec<_> = transforms.into_iter().filter_map(|(location, parsed)| parsed.map(|t| (location, t))).collect();
-        let chain: Vec<_> = transforms.iter().map(|(_, transform)| transform.clone()).collect();
+        let transforms: Vec<_> = transforms
+            .into_iter()
+            .filter_map(|(location, parsed)| parsed.map(|t| (location, t)))
+            .collect();
+        let chain: Vec<_> = transforms
+            .iter()
+            .map(|(_, transform)| transform.clone())
+            .collect();
         if let Err((index, message)) = check_chain(&chain) {
             table.report(
-                Diagnostic::new(transforms[index].0.clone(), message)
-                    .with_help("reorder the transforms: text transforms first, then one date/time parse"),
+                Diagnostic::new(transforms[index].0.clone(), message).with_help(
+                    "reorder the transforms: text transforms first, then one date/time parse",
+                ),
             );
             continue;
         }
@@ -405,12 +477,19 @@ fn read_fields(fields: &Table<'_, '_>) -> Vec<FieldMap> {
     compiled
 }
 
-fn read_reverse(reverse: &Table<'_, '_>, vocabulary: &Vocabulary, diagnostics: &mut Diagnostics) -> ReverseMapping {
+fn read_reverse(
+    reverse: &Table<'_, '_>,
+    vocabulary: &Vocabulary,
+    diagnostics: &mut Diagnostics,
+) -> ReverseMapping {
     let mut mapping = ReverseMapping::default();
-    if let Some(stages) = reverse.table("stages") {
+    {
+        let stages = reverse.table("stages");
         for (stage_name, node) in stages.entries() {
             let stage = vocabulary.resolve(&stage_name, diagnostics);
-            let Some(values) = node.as_table() else { continue };
+            let Some(values) = node.as_table() else {
+                continue;
+            };
             let mut properties = Vec::new();
             for (property, value) in values.entries() {
                 match value.scalar_text() {
@@ -423,7 +502,10 @@ fn read_reverse(reverse: &Table<'_, '_>, vocabulary: &Vocabulary, diagnostics: &
             }
             if properties.is_empty() {
                 node.report(
-                    format!("reverse mapping for stage \"{}\" sets no property", stage_name.value),
+                    format!(
+                        "reverse mapping for stage \"{}\" sets no property",
+                        stage_name.value
+                    ),
                     "name the native properties and values to write, or remove the entry",
                 );
                 continue;
@@ -437,10 +519,13 @@ fn read_reverse(reverse: &Table<'_, '_>, vocabulary: &Vocabulary, diagnostics: &
             }
         }
     }
-    if let Some(fields) = reverse.table("fields") {
+    {
+        let fields = reverse.table("fields");
         for (field, node) in fields.entries() {
             if let Some(target) = node.as_str() {
-                mapping.fields.push((field.value, target.value, field.location));
+                mapping
+                    .fields
+                    .push((field.value, target.value, field.location));
             }
         }
     }

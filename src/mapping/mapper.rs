@@ -176,15 +176,27 @@ pub struct UnknownValue {
 /// The stage a record maps to, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageOutcome {
-    Matched { stage: StageId, rule: RuleMatch },
+    Matched {
+        stage: StageId,
+        rule: RuleMatch,
+    },
     /// An unknown value, resolved by `on_unknown = { default = "…" }`.
-    Defaulted { stage: StageId, unknown: UnknownValue },
+    Defaulted {
+        stage: StageId,
+        unknown: UnknownValue,
+    },
     /// An unknown value; `on_unknown = "keep_previous"`.
-    KeepPrevious { unknown: UnknownValue },
+    KeepPrevious {
+        unknown: UnknownValue,
+    },
     /// An unknown value; `on_unknown = "quarantine"`: the record goes to dead letters.
-    Quarantined { unknown: UnknownValue },
+    Quarantined {
+        unknown: UnknownValue,
+    },
     /// An unknown value; `on_unknown = "error"`: the run must stop.
-    Rejected { unknown: UnknownValue },
+    Rejected {
+        unknown: UnknownValue,
+    },
     /// No stage property was set (or every value was a deliberate pass).
     NoStage,
 }
@@ -229,7 +241,9 @@ impl Normalized {
 /// The error for a record the mapper cannot handle at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
-    #[error("no mapping for {system} object \"{object}\" (record {id}); add [objects.{object}] to mappings/{system}.toml or stop syncing that object")]
+    #[error(
+        "no mapping for {system} object \"{object}\" (record {id}); add [objects.{object}] to mappings/{system}.toml or stop syncing that object"
+    )]
     UnmappedObject {
         system: System,
         object: String,
@@ -242,7 +256,11 @@ impl ObjectMapping {
     pub fn stage_of(&self, record: &SourceRecord) -> StageOutcome {
         let mut first_unknown: Option<UnknownValue> = None;
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.conditions.iter().all(|condition| condition.holds(record)) {
+            if !rule
+                .conditions
+                .iter()
+                .all(|condition| condition.holds(record))
+            {
                 continue;
             }
             match &rule.action {
@@ -284,7 +302,9 @@ impl ObjectMapping {
         match (first_unknown, self.on_unknown) {
             (None, _) => StageOutcome::NoStage,
             (Some(unknown), UnknownValuePolicy::Error) => StageOutcome::Rejected { unknown },
-            (Some(unknown), UnknownValuePolicy::Quarantine) => StageOutcome::Quarantined { unknown },
+            (Some(unknown), UnknownValuePolicy::Quarantine) => {
+                StageOutcome::Quarantined { unknown }
+            }
             (Some(unknown), UnknownValuePolicy::KeepPrevious) => {
                 StageOutcome::KeepPrevious { unknown }
             }
@@ -295,7 +315,10 @@ impl ObjectMapping {
     }
 
     /// Reads and transforms every canonical field.
-    pub fn fields_of(&self, record: &SourceRecord) -> (Vec<(Arc<str>, FieldValue)>, Vec<FieldProblem>) {
+    pub fn fields_of(
+        &self,
+        record: &SourceRecord,
+    ) -> (Vec<(Arc<str>, FieldValue)>, Vec<FieldProblem>) {
         let mut fields = Vec::with_capacity(self.fields.len());
         let mut problems = Vec::new();
         for field in &self.fields {
@@ -329,7 +352,10 @@ impl ObjectMapping {
 
     /// The native property values that write `stage` back, if this object writes it.
     pub fn reverse_stage(&self, stage: StageId) -> Option<&StageWrite> {
-        self.reverse.stages.iter().find(|write| write.stage == stage)
+        self.reverse
+            .stages
+            .iter()
+            .find(|write| write.stage == stage)
     }
 }
 
@@ -339,7 +365,9 @@ fn raw_field_value(value: &Value) -> FieldValue {
     match value {
         Value::String(text) if text.is_empty() => FieldValue::Null,
         Value::String(text) => FieldValue::Text(text.clone()),
-        other => value_text(other).map_or(FieldValue::Null, |text| FieldValue::Text(text.into_owned())),
+        other => {
+            value_text(other).map_or(FieldValue::Null, |text| FieldValue::Text(text.into_owned()))
+        }
     }
 }
 
@@ -393,20 +421,21 @@ impl Mapper {
 
     /// Every object mapping, sorted by system then object name.
     pub fn objects(&self) -> Vec<&ObjectMapping> {
-        let mut all: Vec<&ObjectMapping> = self.objects.values().flat_map(HashMap::values).collect();
+        let mut all: Vec<&ObjectMapping> =
+            self.objects.values().flat_map(HashMap::values).collect();
         all.sort_by(|a, b| (a.system, &a.object).cmp(&(b.system, &b.object)));
         all
     }
 
     /// Maps one record: its stage (and the rule that decided it) and its canonical fields.
     pub fn normalize(&self, record: &SourceRecord) -> Result<Normalized, NormalizeError> {
-        let mapping = self
-            .object(record.system, &record.object)
-            .ok_or_else(|| NormalizeError::UnmappedObject {
+        let mapping = self.object(record.system, &record.object).ok_or_else(|| {
+            NormalizeError::UnmappedObject {
                 system: record.system,
                 object: record.object.clone(),
                 id: record.id.clone(),
-            })?;
+            }
+        })?;
         let stage = mapping.stage_of(record);
         let (fields, field_problems) = mapping.fields_of(record);
         Ok(Normalized {

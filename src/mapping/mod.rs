@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use mapper::{
-    Condition, FieldMap, FieldProblem, FieldSource, Mapper, NormalizeError, Normalized,
-    ObjectKind, ObjectMapping, ReverseMapping, RuleAction, RuleMatch, StageOutcome, StageRule,
-    StageWrite, UnknownValue, UnknownValuePolicy, ValueLookup,
+    Condition, FieldMap, FieldProblem, FieldSource, Mapper, NormalizeError, Normalized, ObjectKind,
+    ObjectMapping, ReverseMapping, RuleAction, RuleMatch, StageOutcome, StageRule, StageWrite,
+    UnknownValue, UnknownValuePolicy, ValueLookup,
 };
 
 use crate::diagnostics::{Diagnostics, SourceFile};
@@ -34,12 +34,16 @@ pub fn system_file(system: System) -> String {
 /// Problems loading mappings.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
-    #[error("cannot read {path}: {source} — check that the mappings directory exists and is readable (set [mappings] dir or CRMSYNC_MAPPINGS_DIR)")]
+    #[error(
+        "cannot read {path}: {source} — check that the mappings directory exists and is readable (set [mappings] dir or CRMSYNC_MAPPINGS_DIR)"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the mapping files have {count} problem(s); run `crmsync check` to see them:\n{report}")]
+    #[error(
+        "the mapping files have {count} problem(s); run `crmsync check` to see them:\n{report}"
+    )]
     Invalid { count: usize, report: String },
 }
 
@@ -62,7 +66,10 @@ impl MappingSources {
                 systems.push((system, read_source(&path)?));
             }
         }
-        Ok(Self { vocabulary, systems })
+        Ok(Self {
+            vocabulary,
+            systems,
+        })
     }
 
     /// Every source file, for rendering diagnostics with their lines.

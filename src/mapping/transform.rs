@@ -41,11 +41,17 @@ pub enum Transform {
     /// Parse milliseconds since the Unix epoch (a number or numeric text).
     EpochMillis,
     /// Parse a calendar date with a strftime-style format (default `%Y-%m-%d`).
-    Date { format: String },
+    Date {
+        format: String,
+    },
     /// Replace values found in the table; others pass unchanged.
-    Map { values: HashMap<String, String> },
+    Map {
+        values: HashMap<String, String>,
+    },
     /// Use this text when the value is null.
-    Default { value: String },
+    Default {
+        value: String,
+    },
     /// Keep only the digits and a leading `+` (phone numbers).
     Digits,
 }
@@ -177,7 +183,10 @@ impl Transform {
 
 /// Lowercases without reallocating when the text is already lowercase ASCII.
 fn lowercase(text: String) -> String {
-    if text.bytes().all(|b| !b.is_ascii_uppercase() && b.is_ascii()) {
+    if text
+        .bytes()
+        .all(|b| !b.is_ascii_uppercase() && b.is_ascii())
+    {
         text
     } else {
         text.to_lowercase()
@@ -267,7 +276,10 @@ pub fn parse_transform(node: &Node<'_, '_>) -> Option<Transform> {
     }
     if !node.is_table() {
         node.report(
-            format!("a transform must be a name or a one-key table, found {}", node.type_name()),
+            format!(
+                "a transform must be a name or a one-key table, found {}",
+                node.type_name()
+            ),
             format!("known transforms: {}", list(TRANSFORM_NAMES)),
         );
         return None;
@@ -276,7 +288,10 @@ pub fn parse_transform(node: &Node<'_, '_>) -> Option<Transform> {
     let entries = table.entries();
     let [(name, argument)] = entries.as_slice() else {
         node.report(
-            format!("a transform table must have exactly one key, found {}", entries.len()),
+            format!(
+                "a transform table must have exactly one key, found {}",
+                entries.len()
+            ),
             "write each transform as its own list entry, e.g. [\"trim\", { default = \"n/a\" }]",
         );
         return None;
@@ -284,7 +299,9 @@ pub fn parse_transform(node: &Node<'_, '_>) -> Option<Transform> {
     match name.value.as_str() {
         "date" => {
             let format = argument.as_str()?;
-            if let Err(error) = jiff::fmt::strtime::format(format.value.as_str(), Date::constant(2024, 5, 1)) {
+            if let Err(error) =
+                jiff::fmt::strtime::format(format.value.as_str(), Date::constant(2024, 5, 1))
+            {
                 argument.report(
                     format!("invalid date format \"{}\": {error}", format.value),
                     "use strftime directives such as %Y-%m-%d or %m/%d/%Y",
@@ -293,12 +310,17 @@ pub fn parse_transform(node: &Node<'_, '_>) -> Option<Transform> {
             }
             if !format.value.contains('%') {
                 argument.report(
-                    format!("invalid date format \"{}\": it has no % directive", format.value),
+                    format!(
+                        "invalid date format \"{}\": it has no % directive",
+                        format.value
+                    ),
                     "use strftime directives such as %Y-%m-%d or %m/%d/%Y",
                 );
                 return None;
             }
-            Some(Transform::Date { format: format.value })
+            Some(Transform::Date {
+                format: format.value,
+            })
         }
         "map" => {
             let map_table = argument.as_table()?;
@@ -306,7 +328,11 @@ pub fn parse_transform(node: &Node<'_, '_>) -> Option<Transform> {
             for (from, to) in map_table.entries() {
                 let Some(to_text) = to.peek_str() else {
                     to.report(
-                        format!("map value for \"{}\" must be a string, found {}", from.value, to.type_name()),
+                        format!(
+                            "map value for \"{}\" must be a string, found {}",
+                            from.value,
+                            to.type_name()
+                        ),
                         "write the replacement as a string",
                     );
                     continue;
@@ -314,7 +340,10 @@ pub fn parse_transform(node: &Node<'_, '_>) -> Option<Transform> {
                 values.insert(from.value, to_text.to_string());
             }
             if map_table.entries().is_empty() {
-                argument.report("transform `map` has no entries", "add entries like { \"Web\" = \"web\" } or remove the transform");
+                argument.report(
+                    "transform `map` has no entries",
+                    "add entries like { \"Web\" = \"web\" } or remove the transform",
+                );
                 return None;
             }
             Some(Transform::Map { values })
@@ -376,8 +405,14 @@ mod tests {
 
     #[test]
     fn email_is_trimmed_lowercased_and_validated() {
-        assert_eq!(Transform::Email.apply(text("  Ann@Example.COM ")), Ok(text("ann@example.com")));
-        assert!(matches!(Transform::Email.apply(text("ann.example.com")), Err(TransformError::InvalidEmail { .. })));
+        assert_eq!(
+            Transform::Email.apply(text("  Ann@Example.COM ")),
+            Ok(text("ann@example.com"))
+        );
+        assert!(matches!(
+            Transform::Email.apply(text("ann.example.com")),
+            Err(TransformError::InvalidEmail { .. })
+        ));
         assert!(Transform::Email.apply(text("a@b")).is_err());
         assert!(Transform::Email.apply(text("a b@c.com")).is_err());
         assert_eq!(Transform::Email.apply(text("  ")), Ok(FieldValue::Null));
@@ -385,22 +420,32 @@ mod tests {
 
     #[test]
     fn times_parse_from_iso_and_epoch_millis() {
-        let iso = Transform::Datetime.apply(text("2024-05-01T12:34:56.789Z")).ok();
+        let iso = Transform::Datetime
+            .apply(text("2024-05-01T12:34:56.789Z"))
+            .ok();
         let millis = Transform::EpochMillis.apply(text("1714566896789")).ok();
         assert!(iso.is_some());
         assert_eq!(iso, millis);
         assert!(Transform::EpochMillis.apply(text("soon")).is_err());
-        let date = Transform::Date { format: "%m/%d/%Y".into() }.apply(text("05/01/2024"));
+        let date = Transform::Date {
+            format: "%m/%d/%Y".into(),
+        }
+        .apply(text("05/01/2024"));
         assert_eq!(date, Ok(FieldValue::Date(Date::constant(2024, 5, 1))));
     }
 
     #[test]
     fn default_fills_null_only_and_trim_empties_to_null() {
-        let default = Transform::Default { value: "n/a".into() };
+        let default = Transform::Default {
+            value: "n/a".into(),
+        };
         assert_eq!(default.apply(FieldValue::Null), Ok(text("n/a")));
         assert_eq!(default.apply(text("x")), Ok(text("x")));
         assert_eq!(Transform::Trim.apply(text("   ")), Ok(FieldValue::Null));
-        assert_eq!(Transform::Digits.apply(text("+1 (555) 010-9999")), Ok(text("+15550109999")));
+        assert_eq!(
+            Transform::Digits.apply(text("+1 (555) 010-9999")),
+            Ok(text("+15550109999"))
+        );
     }
 
     #[test]
@@ -409,7 +454,11 @@ mod tests {
         let error = check_chain(&[Transform::Datetime, Transform::Lowercase]);
         assert_eq!(
             error,
-            Err((1, "transform `lowercase` needs text but `datetime` produces a date or timestamp".to_string()))
+            Err((
+                1,
+                "transform `lowercase` needs text but `datetime` produces a date or timestamp"
+                    .to_string()
+            ))
         );
     }
 }

@@ -5,15 +5,17 @@
 
 use std::collections::HashSet;
 
-use super::mapper::{
-    Condition, ObjectKind, ObjectMapping, RuleAction, StageOutcome, StageRule,
-};
+use super::mapper::{Condition, ObjectKind, ObjectMapping, RuleAction, StageOutcome, StageRule};
 use crate::diagnostics::{Diagnostics, Location};
 use crate::record::{Properties, SourceRecord};
 use crate::vocabulary::Vocabulary;
 
 /// Runs every cross-rule check on one object mapping.
-pub fn validate_object(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnostics: &mut Diagnostics) {
+pub fn validate_object(
+    mapping: &ObjectMapping,
+    vocabulary: &Vocabulary,
+    diagnostics: &mut Diagnostics,
+) {
     check_required_fields(mapping, diagnostics);
     check_shadowing(mapping, vocabulary, diagnostics);
     check_round_trip(mapping, vocabulary, diagnostics);
@@ -21,7 +23,9 @@ pub fn validate_object(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnos
 }
 
 fn check_required_fields(mapping: &ObjectMapping, diagnostics: &mut Diagnostics) {
-    if mapping.kind == ObjectKind::Person && !mapping.fields.iter().any(|field| &*field.name == "email") {
+    if mapping.kind == ObjectKind::Person
+        && !mapping.fields.iter().any(|field| &*field.name == "email")
+    {
         diagnostics.error(
             mapping.location.clone(),
             format!(
@@ -42,7 +46,11 @@ type ConditionSet = Vec<(String, HashSet<String>)>;
 fn conditions_of(rule: &StageRule) -> ConditionSet {
     rule.conditions
         .iter()
-        .map(|Condition { property, values, .. }| (property.clone(), values.iter().cloned().collect()))
+        .map(
+            |Condition {
+                 property, values, ..
+             }| (property.clone(), values.iter().cloned().collect()),
+        )
         .collect()
 }
 
@@ -75,7 +83,9 @@ fn decides_all(earlier: &StageRule, set: &ConditionSet) -> bool {
         RuleAction::Lookup(lookup) => set.iter().any(|(property, values)| {
             property == &lookup.property
                 && !values.is_empty()
-                && values.iter().all(|value| lookup.map.contains_key(lookup.key_of(value).as_ref()))
+                && values
+                    .iter()
+                    .all(|value| lookup.map.contains_key(lookup.key_of(value).as_ref()))
         }),
     }
 }
@@ -87,7 +97,11 @@ fn line_of(location: &Location) -> String {
     }
 }
 
-fn check_shadowing(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnostics: &mut Diagnostics) {
+fn check_shadowing(
+    mapping: &ObjectMapping,
+    vocabulary: &Vocabulary,
+    diagnostics: &mut Diagnostics,
+) {
     for (index, rule) in mapping.rules.iter().enumerate() {
         let earlier = &mapping.rules[..index];
         let base = conditions_of(rule);
@@ -111,7 +125,11 @@ fn check_shadowing(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnostics
                 let mut keys: Vec<&String> = lookup.map.keys().collect();
                 keys.sort();
                 for key in keys {
-                    let set = with_condition(base.clone(), &lookup.property, HashSet::from([key.clone()]));
+                    let set = with_condition(
+                        base.clone(),
+                        &lookup.property,
+                        HashSet::from([key.clone()]),
+                    );
                     if let Some(shadow) = earlier.iter().find(|e| decides_all(e, &set)) {
                         shadowed.push((key, shadow));
                     }
@@ -176,7 +194,11 @@ fn check_shadowing(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnostics
     }
 }
 
-fn check_round_trip(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnostics: &mut Diagnostics) {
+fn check_round_trip(
+    mapping: &ObjectMapping,
+    vocabulary: &Vocabulary,
+    diagnostics: &mut Diagnostics,
+) {
     for write in &mapping.reverse.stages {
         let mut properties = Properties::new();
         for (property, value) in &write.properties {
@@ -198,7 +220,11 @@ fn check_round_trip(mapping: &ObjectMapping, vocabulary: &Vocabulary, diagnostic
         let read_back = match mapping.stage_of(&record) {
             StageOutcome::Matched { stage, .. } if stage == write.stage => continue,
             StageOutcome::Matched { stage, rule } => {
-                format!("reads back as \"{}\" (rule \"{}\")", vocabulary.id_of(stage), rule.name)
+                format!(
+                    "reads back as \"{}\" (rule \"{}\")",
+                    vocabulary.id_of(stage),
+                    rule.name
+                )
             }
             StageOutcome::NoStage => "reads back as no stage at all".to_string(),
             StageOutcome::Defaulted { unknown, .. }
@@ -234,7 +260,10 @@ fn check_reverse_fields(mapping: &ObjectMapping, diagnostics: &mut Diagnostics) 
             };
             diagnostics.error(
                 location.clone(),
-                format!("reverse field `{field}` is not a mapped field of {}", mapping.object),
+                format!(
+                    "reverse field `{field}` is not a mapped field of {}",
+                    mapping.object
+                ),
                 help,
             );
         }
