@@ -1,1 +1,48 @@
-//! todo
+//! The warehouse and the run state: where normalized records, unified leads, stage
+//! transitions, run logs, checkpoints and dead letters live.
+//!
+//! One schema serves every backend. [`migrations`] holds the versioned migration list, written
+//! once with a few dialect tokens; [`sqlite`] is the embedded default (a single file, no server).
+//! The table and column names are part of crmsync's public interface: analysts query them.
+
+pub mod migrations;
+pub mod sqlite;
+
+use std::path::PathBuf;
+
+pub use migrations::{Dialect, MIGRATIONS, Migration};
+pub use sqlite::SqliteStore;
+
+/// Problems with the warehouse.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the SQLite warehouse {path}: {source} — check that the directory exists and is writable"
+    )]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "migration {version} ({name}) failed on {path}: {source} — the database was left at the previous version; fix the cause and run again"
+    )]
+    Migration {
+        path: PathBuf,
+        version: u32,
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the warehouse {path} is at schema version {found}, newer than this crmsync knows ({known}) — upgrade crmsync or point it at another warehouse"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error("warehouse query failed on {path}: {source}")]
+    Query {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}

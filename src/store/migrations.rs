@@ -1,0 +1,227 @@
+//! The versioned warehouse schema, shared by SQLite and PostgreSQL.
+//!
+//! Each migration is written once. Where the dialects differ, a token stands in for the type:
+//! `{{id}}` (auto-increment primary key), `{{timestamp}}`, `{{json}}` and `{{bigint}}`. A
+//! migration is never edited after release; changes are new migrations.
+//!
+//! Besides the versioned list, `unified_leads` has one `first_entered_<stage>` column per stage
+//! of the vocabulary. Admins may add stages at any time, so those columns are added (never
+//! dropped) at start-up by [`stage_column_names`] + the backend, not by a numbered migration.
+
+use crate::vocabulary::Vocabulary;
+
+/// A SQL dialect the schema is rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The SQL type or clause a token stands for.
+    fn token(self, token: &str) -> Option<&'static str> {
+        Some(match (self, token) {
+            (Dialect::Sqlite, "id") => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            (Dialect::Postgres, "id") => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+            // SQLite has no time type: RFC 3339 UTC text sorts and compares correctly.
+            (Dialect::Sqlite, "timestamp") => "TEXT",
+            (Dialect::Postgres, "timestamp") => "TIMESTAMPTZ",
+            (Dialect::Sqlite, "json") => "TEXT",
+            (Dialect::Postgres, "json") => "JSONB",
+            (Dialect::Sqlite, "bigint") => "INTEGER",
+            (Dialect::Postgres, "bigint") => "BIGINT",
+            _ => return None,
+        })
+    }
+}
+
+/// One schema version.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    sql: &'static str,
+}
+
+impl Migration {
+    /// The migration's SQL for a dialect. Unknown tokens are left in place, so a typo fails
+    /// loudly when the SQL runs (and in the tests below).
+    pub fn render(&self, dialect: Dialect) -> String {
+        render(self.sql, dialect)
+    }
+}
+
+fn render(sql: &str, dialect: Dialect) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let token = &after[..end];
+                match dialect.token(token) {
+                    Some(replacement) => out.push_str(replacement),
+                    None => {
+                        out.push_str("{{");
+                        out.push_str(token);
+                        out.push_str("}}");
+                    }
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The type of a `first_entered_<stage>` column.
+pub fn timestamp_type(dialect: Dialect) -> &'static str {
+    dialect.token("timestamp").unwrap_or("TEXT")
+}
+
+/// The `first_entered_<stage>` columns the vocabulary needs. Stage ids are validated as
+/// `[a-z][a-z0-9_]*`, so they are safe as identifiers.
+pub fn stage_column_names(vocabulary: &Vocabulary) -> Vec<String> {
+    vocabulary
+        .stages()
+        .map(|(_, stage)| format!("first_entered_{}", stage.id))
+        .collect()
+}
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "warehouse tables",
+    sql: r#"
+CREATE TABLE source_records (
+    system        TEXT NOT NULL,
+    object        TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    modified_at   {{timestamp}} NOT NULL,
+    properties    {{json}} NOT NULL,
+    content_hash  TEXT NOT NULL,
+    archived      BOOLEAN NOT NULL DEFAULT FALSE,
+    first_seen_run {{bigint}},
+    last_seen_run  {{bigint}},
+    PRIMARY KEY (system, object, id)
+);
+CREATE INDEX source_records_modified ON source_records (system, object, modified_at);
+
+CREATE TABLE unified_leads (
+    unified_id            TEXT PRIMARY KEY,
+    email                 TEXT,
+    name                  TEXT,
+    company               TEXT,
+    stage                 TEXT,
+    hubspot_id            TEXT,
+    salesforce_lead_id    TEXT,
+    salesforce_contact_id TEXT,
+    hubspot_stage         TEXT,
+    salesforce_stage      TEXT,
+    hubspot_raw_stage     TEXT,
+    salesforce_raw_stage  TEXT,
+    drift                 BOOLEAN NOT NULL DEFAULT FALSE,
+    updated_at            {{timestamp}} NOT NULL
+);
+CREATE INDEX unified_leads_email ON unified_leads (email);
+CREATE INDEX unified_leads_hubspot ON unified_leads (hubspot_id);
+CREATE INDEX unified_leads_salesforce_lead ON unified_leads (salesforce_lead_id);
+CREATE INDEX unified_leads_salesforce_contact ON unified_leads (salesforce_contact_id);
+
+CREATE TABLE stage_transitions (
+    transition_id {{id}},
+    unified_id    TEXT NOT NULL,
+    from_stage    TEXT,
+    to_stage      TEXT NOT NULL,
+    at            {{timestamp}} NOT NULL,
+    system        TEXT NOT NULL,
+    run_id        {{bigint}}
+);
+CREATE INDEX stage_transitions_lead ON stage_transitions (unified_id, at);
+
+CREATE TABLE sync_runs (
+    id                     {{id}},
+    started_at             {{timestamp}} NOT NULL,
+    finished_at            {{timestamp}},
+    status                 TEXT NOT NULL,
+    records_read           {{bigint}} NOT NULL DEFAULT 0,
+    records_written        {{bigint}} NOT NULL DEFAULT 0,
+    records_dead_lettered  {{bigint}} NOT NULL DEFAULT 0,
+    hubspot_api_calls      {{bigint}} NOT NULL DEFAULT 0,
+    salesforce_api_calls   {{bigint}} NOT NULL DEFAULT 0,
+    error                  TEXT
+);
+
+CREATE TABLE checkpoints (
+    system      TEXT NOT NULL,
+    object      TEXT NOT NULL,
+    cursor      TEXT NOT NULL,
+    updated_at  {{timestamp}} NOT NULL,
+    PRIMARY KEY (system, object)
+);
+
+CREATE TABLE dead_letters (
+    dead_letter_id {{id}},
+    system      TEXT NOT NULL,
+    object      TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    payload     {{json}},
+    run_id      {{bigint}},
+    created_at  {{timestamp}} NOT NULL
+);
+CREATE INDEX dead_letters_record ON dead_letters (system, object, id);
+"#,
+}];
+
+/// The newest schema version this build knows.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version as usize, index + 1, "{}", migration.name);
+        }
+    }
+
+    #[test]
+    fn every_token_renders_in_every_dialect() {
+        for migration in MIGRATIONS {
+            for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+                let sql = migration.render(dialect);
+                assert!(
+                    !sql.contains("{{"),
+                    "{dialect:?} migration {} left a token: {sql}",
+                    migration.version
+                );
+            }
+        }
+        let postgres = MIGRATIONS[0].render(Dialect::Postgres);
+        assert!(postgres.contains("JSONB") && postgres.contains("TIMESTAMPTZ"));
+        assert!(!MIGRATIONS[0].render(Dialect::Sqlite).contains("JSONB"));
+    }
+
+    #[test]
+    fn unknown_tokens_stay_visible() {
+        assert_eq!(
+            render("a {{nope}} b {{json}}", Dialect::Postgres),
+            "a {{nope}} b JSONB"
+        );
+        assert_eq!(
+            render("unterminated {{json", Dialect::Sqlite),
+            "unterminated {{json"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The embedded SQLite warehouse (bundled SQLite, no system library): opening a file,
+//! applying pending migrations in transactions, and adding stage columns for the vocabulary.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use super::StoreError;
+use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names, timestamp_type};
+use crate::vocabulary::Vocabulary;
+
+/// An open SQLite warehouse at the current schema version.
+pub struct SqliteStore {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the warehouse file, migrates it to the latest version and
+    /// makes sure every vocabulary stage has its `first_entered_<stage>` column.
+    pub fn open(path: &Path, vocabulary: &Vocabulary) -> Result<Self, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(open_error)?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+            .map_err(open_error)?;
+        let mut store = Self {
+            connection,
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        store.ensure_stage_columns(vocabulary)?;
+        Ok(store)
+    }
+
+    fn query_error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Query {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The schema version recorded in the file (0 for a new file).
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|source| self.query_error(source))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        self.connection
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    INTEGER PRIMARY KEY,
+                    name       TEXT NOT NULL,
+                    applied_at TEXT NOT NULL
+                )",
+            )
+            .map_err(|source| self.query_error(source))?;
+        let current = self.schema_version()?;
+        if current > latest_version() {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: current,
+                known: latest_version(),
+            });
+        }
+        for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+            let failed = |source| StoreError::Migration {
+                path: self.path.clone(),
+                version: migration.version,
+                name: migration.name,
+                source,
+            };
+            let transaction = self.connection.transaction().map_err(failed)?;
+            transaction
+                .execute_batch(&migration.render(Dialect::Sqlite))
+                .map_err(failed)?;
+            transaction
+                .execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![
+                        migration.version,
+                        migration.name,
+                        jiff::Timestamp::now().to_string()
+                    ],
+                )
+                .map_err(failed)?;
+            transaction.commit().map_err(failed)?;
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied warehouse migration"
+            );
+        }
+        Ok(())
+    }
+
+    fn ensure_stage_columns(&self, vocabulary: &Vocabulary) -> Result<(), StoreError> {
+        let existing = self.columns("unified_leads")?;
+        for column in stage_column_names(vocabulary) {
+            if !existing.contains(&column) {
+                let sql = format!(
+                    "ALTER TABLE unified_leads ADD COLUMN {column} {}",
+                    timestamp_type(Dialect::Sqlite)
+                );
+                self.connection
+                    .execute_batch(&sql)
+                    .map_err(|source| self.query_error(source))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The column names of a table, in order.
+    pub fn columns(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+            .map_err(|source| self.query_error(source))?;
+        let names = statement
+            .query_map([table], |row| row.get::<_, String>(0))
+            .and_then(Iterator::collect)
+            .map_err(|source| self.query_error(source))?;
+        Ok(names)
+    }
+
+    /// The user tables in the file, sorted.
+    pub fn tables(&self) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .map_err(|source| self.query_error(source))?;
+        let names = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .and_then(Iterator::collect)
+            .map_err(|source| self.query_error(source))?;
+        Ok(names)
+    }
+
+    /// The underlying connection, for the engine's queries.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,138 @@
+//! The SQLite warehouse on real files: migrations create the public tables, re-opening is a
+//! no-op, stage columns follow the vocabulary, and a newer schema is refused.
+
+use std::path::Path;
+
+use crmsync::diagnostics::{Diagnostics, SourceFile};
+use crmsync::store::{SqliteStore, StoreError};
+use crmsync::vocabulary::Vocabulary;
+
+fn default_vocabulary() -> Vocabulary {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/vocabulary.toml");
+    let text = std::fs::read_to_string(&path).expect("vocabulary file");
+    let mut diagnostics = Diagnostics::default();
+    let vocabulary = Vocabulary::parse(&SourceFile::new("vocabulary.toml", text), &mut diagnostics);
+    assert!(diagnostics.is_empty(), "{diagnostics}");
+    vocabulary
+}
+
+#[test]
+fn migrations_create_every_warehouse_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    assert_eq!(store.schema_version().expect("version"), 1);
+    let tables = store.tables().expect("tables");
+    for table in [
+        "checkpoints",
+        "dead_letters",
+        "schema_migrations",
+        "source_records",
+        "stage_transitions",
+        "sync_runs",
+        "unified_leads",
+    ] {
+        assert!(
+            tables.contains(&table.to_string()),
+            "missing {table} in {tables:?}"
+        );
+    }
+    let columns = store.columns("unified_leads").expect("columns");
+    for column in [
+        "unified_id",
+        "email",
+        "name",
+        "company",
+        "stage",
+        "hubspot_id",
+        "salesforce_lead_id",
+        "drift",
+        "updated_at",
+        "first_entered_mql",
+        "first_entered_customer",
+        "first_entered_recycled",
+    ] {
+        assert!(
+            columns.contains(&column.to_string()),
+            "missing {column} in {columns:?}"
+        );
+    }
+    let dead_letters = store.columns("dead_letters").expect("columns");
+    for column in ["system", "object", "id", "reason", "payload", "run_id"] {
+        assert!(
+            dead_letters.contains(&column.to_string()),
+            "missing {column}"
+        );
+    }
+}
+
+#[test]
+fn reopening_keeps_data_and_adds_columns_for_new_stages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    {
+        let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+        store
+            .connection()
+            .execute(
+                "INSERT INTO checkpoints (system, object, cursor, updated_at) VALUES ('hubspot', 'contacts', 'c1', '2024-05-01T00:00:00Z')",
+                [],
+            )
+            .expect("insert");
+    }
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/vocabulary.toml"),
+    )
+    .expect("read")
+        + "\n[[stage]]\nid = \"nurture\"\nlabel = \"Nurture\"\nrank = 15\ncategory = \"marketing\"\n";
+    let mut diagnostics = Diagnostics::default();
+    let extended = Vocabulary::parse(&SourceFile::new("vocabulary.toml", text), &mut diagnostics);
+    assert!(diagnostics.is_empty(), "{diagnostics}");
+    let store = SqliteStore::open(&path, &extended).expect("re-opens");
+    assert_eq!(store.schema_version().expect("version"), 1);
+    let columns = store.columns("unified_leads").expect("columns");
+    assert!(columns.contains(&"first_entered_nurture".to_string()));
+    let cursor: String = store
+        .connection()
+        .query_row(
+            "SELECT cursor FROM checkpoints WHERE system = 'hubspot'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("checkpoint kept");
+    assert_eq!(cursor, "c1");
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    {
+        let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+        store
+            .connection()
+            .execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 'x')", [])
+            .expect("insert");
+    }
+    let error = SqliteStore::open(&path, &default_vocabulary()).expect_err("refused");
+    assert!(
+        matches!(
+            error,
+            StoreError::TooNew {
+                found: 99,
+                known: 1,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("upgrade crmsync"), "{error}");
+}
+
+#[test]
+fn an_unwritable_location_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("missing-dir").join("warehouse.db");
+    let error = SqliteStore::open(&path, &default_vocabulary()).expect_err("fails");
+    assert!(error.to_string().contains("missing-dir"), "{error}");
+}
