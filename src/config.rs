@@ -1033,7 +1033,22 @@ impl Settings<'_> {
                     "remove the password from the URL and set password_env = \"NAME\" (or password_file)",
                 );
             }
-            WarehouseUrl::Postgres(url.value.clone())
+            if has_password {
+                // Keep the URL without its password, so nothing downstream can print it.
+                let without_password = match url.value.split_once("://") {
+                    Some((scheme, rest)) => match rest.split_once('@') {
+                        Some((userinfo, host)) => {
+                            let user = userinfo.split(':').next().unwrap_or_default();
+                            format!("{scheme}://{user}@{host}")
+                        }
+                        None => url.value.clone(),
+                    },
+                    None => url.value.clone(),
+                };
+                WarehouseUrl::Postgres(without_password)
+            } else {
+                WarehouseUrl::Postgres(url.value.clone())
+            }
         } else {
             self.report(
                 url.location.clone(),

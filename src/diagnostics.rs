@@ -237,13 +237,16 @@ pub fn render_with_source(diagnostic: &Diagnostic, sources: &[SourceFile]) -> St
     let mut out = diagnostic.to_string();
     if let Location::File { file, line, column } = &diagnostic.location
         && let Some(source) = sources.iter().find(|s| s.name() == &**file)
-        && let Some(text) = source.line_text(*line)
+        && let Some(raw) = source.line_text(*line)
     {
+        // Excerpts come from files that may (wrongly) hold secrets: never echo them.
+        let text = crate::secret::mask_line(raw);
+        let column = (*column as usize).min(text.chars().count() + 1);
         let gutter = line.to_string();
         let pad = " ".repeat(gutter.len());
         let caret_pad: String = text
             .chars()
-            .take(*column as usize - 1)
+            .take(column.saturating_sub(1))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
         out.push_str(&format!(

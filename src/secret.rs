@@ -110,10 +110,64 @@ pub fn redacted(value: &str) -> String {
     format!("<redacted, {} characters>", value.chars().count())
 }
 
+/// A line of a config file as it may be shown in an excerpt: the value of a secret-named key,
+/// any string that looks like a credential, and the password of a URL are replaced by
+/// `<redacted>`.
+pub fn mask_line(line: &str) -> String {
+    let key = line.split('=').next().unwrap_or_default().trim();
+    let secret_key = LITERAL_SECRET_KEYS.contains(&key);
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('"') else {
+            // An unterminated string: hide the remainder to be safe.
+            out.push_str("<redacted>");
+            return out;
+        };
+        let value = &after[..close];
+        if secret_key || looks_like_secret(value) {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(&mask_url_password(value));
+        }
+        out.push('"');
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `scheme://user:password@host` becomes `scheme://user:<redacted>@host`.
+fn mask_url_password(value: &str) -> String {
+    if let Some((scheme, rest)) = value.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:<redacted>@{host}");
+    }
+    value.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn excerpts_hide_secret_values() {
+        assert_eq!(mask_line("token = \"abc\""), "token = \"<redacted>\"");
+        assert_eq!(
+            mask_line("tokn = \"pat-na1-xyz\" # typo"),
+            "tokn = \"<redacted>\" # typo"
+        );
+        assert_eq!(
+            mask_line("url = \"postgres://u:pw@h/db\""),
+            "url = \"postgres://u:<redacted>@h/db\""
+        );
+        assert_eq!(mask_line("objects = [\"Lead\"]"), "objects = [\"Lead\"]");
+    }
 
     #[test]
     fn file_secrets_are_trimmed_and_debug_is_redacted() {
