@@ -57,7 +57,11 @@ impl FromStr for System {
 
 /// A record's properties as the API sent them: HubSpot sends strings (or null), Salesforce
 /// sends typed JSON (booleans, numbers, strings, null, nested objects).
-pub type Properties = serde_json::Map<String, serde_json::Value>;
+///
+/// A hash map with a fast non-cryptographic hasher: mapping looks properties up by name many
+/// times per record, and portals return hundreds of properties per record. Iteration order is
+/// unspecified; anything that serializes properties for storage must sort the keys.
+pub type Properties = rustc_hash::FxHashMap<String, serde_json::Value>;
 
 /// One record of one object in one CRM, as read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,7 +140,7 @@ mod tests {
 
     #[test]
     fn property_text_trims_and_types() {
-        let mut properties = Properties::new();
+        let mut properties = Properties::default();
         properties.insert("a".into(), json!("  x "));
         properties.insert("b".into(), json!(true));
         properties.insert("c".into(), json!(12));

@@ -26,7 +26,7 @@
 //! first_name = "firstname"
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use super::mapper::{
@@ -121,7 +121,12 @@ fn read_object(
     let reverse = read_reverse(&table.table("reverse"), vocabulary, diagnostics);
     table.finish();
     let kind = kind?;
+    let field_names = fields
+        .iter()
+        .map(|field: &FieldMap| Arc::clone(&field.name))
+        .collect();
     Some(ObjectMapping {
+        field_names,
         system,
         object: object.to_string(),
         kind,
@@ -216,8 +221,8 @@ fn read_rule(
         }
         (None, Some(property), Some(map_node)) => {
             let map_table = map_node.as_table()?;
-            let mut map: HashMap<String, StageId> = HashMap::new();
-            let mut entry_locations = HashMap::new();
+            let mut map: FxHashMap<String, StageId> = FxHashMap::default();
+            let mut entry_locations = FxHashMap::default();
             for (value, stage_node) in map_table.entries() {
                 let Some(stage) = stage_node.as_str() else {
                     continue;
@@ -252,7 +257,7 @@ fn read_rule(
                 map.insert(key.clone(), stage_id);
                 entry_locations.insert(key, value.location);
             }
-            let mut pass_set = HashSet::new();
+            let mut pass_set = FxHashSet::default();
             for value in pass {
                 if !reject_padded(
                     &value,

@@ -4,12 +4,12 @@
 //! reverse mapping for write-back. It does no I/O and never panics on record content, so the
 //! engine can call it on every record of a run.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::transform::{Transform, TransformError};
+use super::transform::{Transform, TransformError, Working};
 use crate::diagnostics::Location;
 use crate::record::{FieldValue, Properties, SourceRecord, System, value_text};
 use crate::vocabulary::{StageId, Vocabulary};
@@ -78,11 +78,11 @@ pub enum RuleAction {
 pub struct ValueLookup {
     pub property: String,
     /// Keys are lowercased when `ignore_case` is set.
-    pub map: HashMap<String, StageId>,
+    pub map: FxHashMap<String, StageId>,
     /// Where each map entry was written, by key (for diagnostics).
-    pub entry_locations: HashMap<String, Location>,
+    pub entry_locations: FxHashMap<String, Location>,
     /// Values that are known but decide nothing here; later rules decide.
-    pub pass: HashSet<String>,
+    pub pass: FxHashSet<String>,
     pub ignore_case: bool,
 }
 
@@ -153,6 +153,8 @@ pub struct ObjectMapping {
     pub fields: Vec<FieldMap>,
     pub reverse: ReverseMapping,
     pub location: Location,
+    /// The names of `fields`, shared with every [`Normalized`] of this object.
+    pub field_names: Arc<[Arc<str>]>,
 }
 
 /// Which rule decided a stage.
@@ -224,17 +226,28 @@ pub struct FieldProblem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Normalized {
     pub stage: StageOutcome,
-    /// Canonical fields in mapping order.
-    pub fields: Vec<(Arc<str>, FieldValue)>,
+    /// Canonical field names, shared by every record of the object.
+    pub field_names: Arc<[Arc<str>]>,
+    /// Canonical field values, in the order of `field_names`.
+    pub field_values: Vec<FieldValue>,
     pub field_problems: Vec<FieldProblem>,
 }
 
 impl Normalized {
+    /// A canonical field's value, if the object maps that field.
     pub fn field(&self, name: &str) -> Option<&FieldValue> {
-        self.fields
+        self.field_names
             .iter()
-            .find(|(field, _)| &**field == name)
-            .map(|(_, value)| value)
+            .position(|field| &**field == name)
+            .and_then(|index| self.field_values.get(index))
+    }
+
+    /// Every canonical field with its value, in mapping order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
+        self.field_names
+            .iter()
+            .map(|name| &**name)
+            .zip(&self.field_values)
     }
 }
 
@@ -314,11 +327,8 @@ impl ObjectMapping {
         }
     }
 
-    /// Reads and transforms every canonical field.
-    pub fn fields_of(
-        &self,
-        record: &SourceRecord,
-    ) -> (Vec<(Arc<str>, FieldValue)>, Vec<FieldProblem>) {
+    /// Reads and transforms every canonical field, in mapping order.
+    pub fn fields_of(&self, record: &SourceRecord) -> (Vec<FieldValue>, Vec<FieldProblem>) {
         let mut fields = Vec::with_capacity(self.fields.len());
         let mut problems = Vec::new();
         for field in &self.fields {
@@ -326,7 +336,7 @@ impl ObjectMapping {
                 FieldSource::Property(property) => record
                     .properties
                     .get(property)
-                    .map_or(FieldValue::Null, raw_field_value),
+                    .map_or(Working::Null, raw_field_value),
                 FieldSource::Concat {
                     properties,
                     separator,
@@ -340,12 +350,12 @@ impl ObjectMapping {
                             field: Arc::clone(&field.name),
                             error,
                         });
-                        value = FieldValue::Null;
+                        value = Working::Null;
                         break;
                     }
                 }
             }
-            fields.push((Arc::clone(&field.name), value));
+            fields.push(value.into_field_value());
         }
         (fields, problems)
     }
@@ -361,17 +371,15 @@ impl ObjectMapping {
 
 /// A JSON property as a field value before transforms: strings as they are (untrimmed),
 /// booleans and numbers as text, null/arrays/objects as null.
-fn raw_field_value(value: &Value) -> FieldValue {
+fn raw_field_value(value: &Value) -> Working<'_> {
     match value {
-        Value::String(text) if text.is_empty() => FieldValue::Null,
-        Value::String(text) => FieldValue::Text(text.clone()),
-        other => {
-            value_text(other).map_or(FieldValue::Null, |text| FieldValue::Text(text.into_owned()))
-        }
+        Value::String(text) if text.is_empty() => Working::Null,
+        Value::String(text) => Working::Text(std::borrow::Cow::Borrowed(text)),
+        other => value_text(other).map_or(Working::Null, Working::Text),
     }
 }
 
-fn concat(properties: &Properties, names: &[String], separator: &str) -> FieldValue {
+fn concat<'a>(properties: &'a Properties, names: &[String], separator: &str) -> Working<'a> {
     let mut joined = String::new();
     for name in names {
         let Some(text) = properties.get(name).and_then(value_text) else {
@@ -383,9 +391,16 @@ fn concat(properties: &Properties, names: &[String], separator: &str) -> FieldVa
         joined.push_str(&text);
     }
     if joined.is_empty() {
-        FieldValue::Null
+        Working::Null
     } else {
-        FieldValue::Text(joined)
+        Working::Text(std::borrow::Cow::Owned(joined))
+    }
+}
+
+fn system_slot(system: System) -> usize {
+    match system {
+        System::Hubspot => 0,
+        System::Salesforce => 1,
     }
 }
 
@@ -393,17 +408,15 @@ fn concat(properties: &Properties, names: &[String], separator: &str) -> FieldVa
 #[derive(Debug, Clone)]
 pub struct Mapper {
     vocabulary: Arc<Vocabulary>,
-    objects: HashMap<System, HashMap<String, ObjectMapping>>,
+    /// Object mappings by system (indexed by [`system_slot`]) and object name.
+    objects: [FxHashMap<String, ObjectMapping>; 2],
 }
 
 impl Mapper {
     pub fn new(vocabulary: Arc<Vocabulary>, objects: Vec<ObjectMapping>) -> Self {
-        let mut by_system: HashMap<System, HashMap<String, ObjectMapping>> = HashMap::new();
+        let mut by_system: [FxHashMap<String, ObjectMapping>; 2] = Default::default();
         for mapping in objects {
-            by_system
-                .entry(mapping.system)
-                .or_default()
-                .insert(mapping.object.clone(), mapping);
+            by_system[system_slot(mapping.system)].insert(mapping.object.clone(), mapping);
         }
         Self {
             vocabulary,
@@ -416,13 +429,13 @@ impl Mapper {
     }
 
     pub fn object(&self, system: System, object: &str) -> Option<&ObjectMapping> {
-        self.objects.get(&system)?.get(object)
+        self.objects[system_slot(system)].get(object)
     }
 
     /// Every object mapping, sorted by system then object name.
     pub fn objects(&self) -> Vec<&ObjectMapping> {
         let mut all: Vec<&ObjectMapping> =
-            self.objects.values().flat_map(HashMap::values).collect();
+            self.objects.iter().flat_map(FxHashMap::values).collect();
         all.sort_by(|a, b| (a.system, &a.object).cmp(&(b.system, &b.object)));
         all
     }
@@ -437,10 +450,11 @@ impl Mapper {
             }
         })?;
         let stage = mapping.stage_of(record);
-        let (fields, field_problems) = mapping.fields_of(record);
+        let (field_values, field_problems) = mapping.fields_of(record);
         Ok(Normalized {
             stage,
-            fields,
+            field_names: Arc::clone(&mapping.field_names),
+            field_values,
             field_problems,
         })
     }

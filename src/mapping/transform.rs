@@ -4,6 +4,7 @@
 //! Each transform declares what it accepts (text or a time) and what it produces, so a chain
 //! such as `["datetime", "lowercase"]` is rejected when the mapping is compiled, not at run time.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use jiff::Timestamp;
@@ -111,92 +112,141 @@ impl Transform {
         }
     }
 
-    /// Applies the transform. Null passes through every transform except `default`.
-    pub fn apply(&self, value: FieldValue) -> Result<FieldValue, TransformError> {
+    /// Applies the transform. Null passes through every transform except `default`. Text stays
+    /// borrowed from the record until a transform has to change it.
+    pub fn apply<'a>(&'a self, value: Working<'a>) -> Result<Working<'a>, TransformError> {
         let text = match value {
-            FieldValue::Null => {
+            Working::Null => {
                 return Ok(match self {
-                    Transform::Default { value } => FieldValue::Text(value.clone()),
-                    _ => FieldValue::Null,
+                    Transform::Default { value } => Working::Text(Cow::Borrowed(value)),
+                    _ => Working::Null,
                 });
             }
-            FieldValue::Text(text) => text,
+            Working::Text(text) => text,
             // Kinds are checked at compile time; a time reaching a text transform cannot happen.
             time => return Ok(time),
         };
         Ok(match self {
-            Transform::Trim => {
-                let trimmed = text.trim();
-                if trimmed.is_empty() {
-                    FieldValue::Null
-                } else if trimmed.len() == text.len() {
-                    FieldValue::Text(text)
+            Transform::Trim => match trim_cow(text) {
+                Some(text) => Working::Text(text),
+                None => Working::Null,
+            },
+            Transform::Lowercase => Working::Text(lowercase(text)),
+            Transform::Uppercase => {
+                if text.chars().any(char::is_lowercase) {
+                    Working::Text(Cow::Owned(text.to_uppercase()))
                 } else {
-                    FieldValue::Text(trimmed.to_string())
+                    Working::Text(text)
                 }
             }
-            Transform::Lowercase => FieldValue::Text(lowercase(text)),
-            Transform::Uppercase => FieldValue::Text(text.to_uppercase()),
             Transform::Email => normalize_email(text)?,
-            Transform::Datetime => match text.trim().parse::<Timestamp>() {
-                Ok(at) => FieldValue::Timestamp(at),
+            Transform::Datetime => match parse_timestamp(text.trim()) {
+                Ok(at) => Working::Timestamp(at),
                 Err(error) => {
                     return Err(TransformError::InvalidDatetime {
-                        value: text,
+                        value: text.into_owned(),
                         reason: error.to_string(),
                     });
                 }
             },
-            Transform::EpochMillis => parse_epoch_millis(&text)
-                .map(FieldValue::Timestamp)
-                .ok_or(TransformError::InvalidEpochMillis { value: text })?,
+            Transform::EpochMillis => match parse_epoch_millis(&text) {
+                Some(at) => Working::Timestamp(at),
+                None => {
+                    return Err(TransformError::InvalidEpochMillis {
+                        value: text.into_owned(),
+                    });
+                }
+            },
             Transform::Date { format } => match Date::strptime(format, text.trim()) {
-                Ok(date) => FieldValue::Date(date),
+                Ok(date) => Working::Date(date),
                 Err(_) => {
                     return Err(TransformError::InvalidDate {
-                        value: text,
+                        value: text.into_owned(),
                         format: format.clone(),
                     });
                 }
             },
-            Transform::Map { values } => match values.get(&text) {
-                Some(mapped) => FieldValue::Text(mapped.clone()),
-                None => FieldValue::Text(text),
+            Transform::Map { values } => match values.get(text.as_ref()) {
+                Some(mapped) => Working::Text(Cow::Borrowed(mapped)),
+                None => Working::Text(text),
             },
-            Transform::Default { .. } => FieldValue::Text(text),
+            Transform::Default { .. } => Working::Text(text),
             Transform::Digits => {
-                let mut digits = String::with_capacity(text.len());
-                for (index, c) in text.trim().chars().enumerate() {
-                    if c.is_ascii_digit() || (index == 0 && c == '+') {
-                        digits.push(c);
+                let trimmed = text.trim();
+                let keep =
+                    |(index, c): &(usize, char)| c.is_ascii_digit() || (*index == 0 && *c == '+');
+                if trimmed.chars().enumerate().all(|pair| keep(&pair)) {
+                    match trim_cow(text) {
+                        Some(text) => Working::Text(text),
+                        None => Working::Null,
                     }
-                }
-                if digits.is_empty() {
-                    FieldValue::Null
                 } else {
-                    FieldValue::Text(digits)
+                    let digits: String = trimmed
+                        .chars()
+                        .enumerate()
+                        .filter(keep)
+                        .map(|(_, c)| c)
+                        .collect();
+                    if digits.is_empty() {
+                        Working::Null
+                    } else {
+                        Working::Text(Cow::Owned(digits))
+                    }
                 }
             }
         })
     }
 }
 
-/// Lowercases without reallocating when the text is already lowercase ASCII.
-fn lowercase(text: String) -> String {
-    if text
-        .bytes()
-        .all(|b| !b.is_ascii_uppercase() && b.is_ascii())
-    {
-        text
-    } else {
-        text.to_lowercase()
+/// A value between transforms: text borrowed from the record where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Working<'a> {
+    Null,
+    Text(Cow<'a, str>),
+    Timestamp(Timestamp),
+    Date(Date),
+}
+
+impl Working<'_> {
+    /// The final field value (the one place text is copied out of the record).
+    pub fn into_field_value(self) -> FieldValue {
+        match self {
+            Working::Null => FieldValue::Null,
+            Working::Text(text) => FieldValue::Text(text.into_owned()),
+            Working::Timestamp(at) => FieldValue::Timestamp(at),
+            Working::Date(date) => FieldValue::Date(date),
+        }
     }
 }
 
-fn normalize_email(text: String) -> Result<FieldValue, TransformError> {
+/// Trims without copying; `None` when nothing is left.
+fn trim_cow(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    let trimmed_len = text.trim().len();
+    if trimmed_len == 0 {
+        return None;
+    }
+    if trimmed_len == text.len() {
+        return Some(text);
+    }
+    Some(match text {
+        Cow::Borrowed(borrowed) => Cow::Borrowed(borrowed.trim()),
+        Cow::Owned(owned) => Cow::Owned(owned.trim().to_string()),
+    })
+}
+
+/// Lowercases, copying only when something changes.
+fn lowercase(text: Cow<'_, str>) -> Cow<'_, str> {
+    if text.chars().any(char::is_uppercase) {
+        Cow::Owned(text.to_lowercase())
+    } else {
+        text
+    }
+}
+
+fn normalize_email(text: Cow<'_, str>) -> Result<Working<'_>, TransformError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Ok(FieldValue::Null);
+        return Ok(Working::Null);
     }
     let valid = match trimmed.split_once('@') {
         Some((local, domain)) => {
@@ -211,14 +261,103 @@ fn normalize_email(text: String) -> Result<FieldValue, TransformError> {
         None => false,
     };
     if !valid {
-        return Err(TransformError::InvalidEmail { value: text });
+        return Err(TransformError::InvalidEmail {
+            value: text.into_owned(),
+        });
     }
-    let normalized = if trimmed.len() == text.len() {
-        lowercase(text)
-    } else {
-        lowercase(trimmed.to_string())
+    let trimmed = trim_cow(text).unwrap_or(Cow::Borrowed(""));
+    Ok(Working::Text(lowercase(trimmed)))
+}
+
+/// Parses an RFC 3339 / ISO 8601 timestamp. The shapes CRMs send
+/// (`2024-05-01T12:34:56.789Z`, Salesforce's `2024-05-01T12:34:56.000+0000`) take a fast path;
+/// anything else goes to jiff's full parser, which also words the errors.
+pub fn parse_timestamp(text: &str) -> Result<Timestamp, jiff::Error> {
+    match parse_common_timestamp(text.as_bytes()) {
+        Some(at) => Ok(at),
+        None => text.parse::<Timestamp>(),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM|±HHMM)`; `None` for anything else.
+fn parse_common_timestamp(bytes: &[u8]) -> Option<Timestamp> {
+    fn digits(bytes: &[u8], range: std::ops::Range<usize>) -> Option<i64> {
+        let slice = bytes.get(range)?;
+        let mut value = 0i64;
+        for &b in slice {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            value = value * 10 + i64::from(b - b'0');
+        }
+        Some(value)
+    }
+    if bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't')
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+    {
+        return None;
+    }
+    let year = digits(bytes, 0..4)?;
+    let month = digits(bytes, 5..7)?;
+    let day = digits(bytes, 8..10)?;
+    let hour = digits(bytes, 11..13)?;
+    let minute = digits(bytes, 14..16)?;
+    let second = digits(bytes, 17..19)?;
+    // Leap seconds and other oddities go to the full parser.
+    if !(1..=12).contains(&month) || day < 1 || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days_in_month = match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     };
-    Ok(FieldValue::Text(normalized))
+    if day > days_in_month {
+        return None;
+    }
+    let mut position = 19;
+    let mut nanos = 0i64;
+    if bytes.get(position) == Some(&b'.') {
+        let start = position + 1;
+        let mut end = start;
+        while end < bytes.len() && bytes[end].is_ascii_digit() {
+            end += 1;
+        }
+        let count = end - start;
+        if count == 0 || count > 9 {
+            return None;
+        }
+        nanos = digits(bytes, start..end)? * 10i64.pow(9 - count as u32);
+        position = end;
+    }
+    let offset_seconds = match bytes.get(position..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
+            let hours = digits(&[*h1, *h2], 0..2)?;
+            let minutes = digits(&[*m1, *m2], 0..2)?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let offset = hours * 3600 + minutes * 60;
+            if *sign == b'-' { -offset } else { offset }
+        }
+        _ => return None,
+    };
+    // Days from 1970-01-01 to the civil date (proleptic Gregorian).
+    let shifted_year = if month <= 2 { year - 1 } else { year };
+    let era = shifted_year.div_euclid(400);
+    let year_of_era = shifted_year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
+    Timestamp::new(seconds, nanos as i32).ok()
 }
 
 fn parse_epoch_millis(text: &str) -> Option<Timestamp> {
@@ -399,8 +538,8 @@ pub fn check_chain(transforms: &[Transform]) -> Result<(), (usize, String)> {
 mod tests {
     use super::*;
 
-    fn text(value: &str) -> FieldValue {
-        FieldValue::Text(value.to_string())
+    fn text(value: &str) -> Working<'_> {
+        Working::Text(Cow::Borrowed(value))
     }
 
     #[test]
@@ -415,7 +554,7 @@ mod tests {
         ));
         assert!(Transform::Email.apply(text("a@b")).is_err());
         assert!(Transform::Email.apply(text("a b@c.com")).is_err());
-        assert_eq!(Transform::Email.apply(text("  ")), Ok(FieldValue::Null));
+        assert_eq!(Transform::Email.apply(text("  ")), Ok(Working::Null));
     }
 
     #[test]
@@ -427,11 +566,46 @@ mod tests {
         assert!(iso.is_some());
         assert_eq!(iso, millis);
         assert!(Transform::EpochMillis.apply(text("soon")).is_err());
-        let date = Transform::Date {
+        let transform = Transform::Date {
             format: "%m/%d/%Y".into(),
+        };
+        let date = transform.apply(text("05/01/2024"));
+        assert_eq!(date, Ok(Working::Date(Date::constant(2024, 5, 1))));
+    }
+
+    #[test]
+    fn the_fast_timestamp_path_agrees_with_jiff() {
+        let samples = [
+            "2024-05-01T12:34:56.789Z",
+            "2024-05-01T12:34:56.000+0000",
+            "2024-02-29T23:59:59-05:30",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999999Z",
+            "2000-03-01T00:00:00.1+01:00",
+            "2100-12-31T12:00:00-0800",
+        ];
+        for sample in samples {
+            let fast = parse_common_timestamp(sample.as_bytes());
+            let full: Option<Timestamp> = sample.parse().ok().or_else(|| {
+                // jiff wants a colon in offsets; insert one to get its reading.
+                let (head, offset) = sample.split_at(sample.len() - 5);
+                format!("{head}{}:{}", &offset[..3], &offset[3..])
+                    .parse()
+                    .ok()
+            });
+            assert!(fast.is_some(), "{sample} should take the fast path");
+            assert_eq!(fast, full, "{sample}");
         }
-        .apply(text("05/01/2024"));
-        assert_eq!(date, Ok(FieldValue::Date(Date::constant(2024, 5, 1))));
+        for odd in [
+            "2023-02-29T00:00:00Z",
+            "2024-05-01T12:34:60Z",
+            "2024-05-01 12:34:56Z",
+            "2024-05-01T12:34:56",
+            "2024-05-01T12:34:56.Z",
+        ] {
+            assert_eq!(parse_common_timestamp(odd.as_bytes()), None, "{odd}");
+        }
+        assert!(parse_timestamp("2023-02-29T00:00:00Z").is_err());
     }
 
     #[test]
@@ -439,9 +613,9 @@ mod tests {
         let default = Transform::Default {
             value: "n/a".into(),
         };
-        assert_eq!(default.apply(FieldValue::Null), Ok(text("n/a")));
+        assert_eq!(default.apply(Working::Null), Ok(text("n/a")));
         assert_eq!(default.apply(text("x")), Ok(text("x")));
-        assert_eq!(Transform::Trim.apply(text("   ")), Ok(FieldValue::Null));
+        assert_eq!(Transform::Trim.apply(text("   ")), Ok(Working::Null));
         assert_eq!(
             Transform::Digits.apply(text("+1 (555) 010-9999")),
             Ok(text("+15550109999"))

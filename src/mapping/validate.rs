@@ -200,7 +200,7 @@ fn check_round_trip(
     diagnostics: &mut Diagnostics,
 ) {
     for write in &mapping.reverse.stages {
-        let mut properties = Properties::new();
+        let mut properties = Properties::default();
         for (property, value) in &write.properties {
             properties.insert(property.clone(), serde_json::Value::String(value.clone()));
         }

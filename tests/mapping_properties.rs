@@ -1,0 +1,150 @@
+//! Property tests for the mapper: the shipped mappings round-trip whatever else a record
+//! carries, and `normalize` never panics on any property map.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crmsync::mapping::{Mapper, RuleAction, StageOutcome, load_dir};
+use crmsync::record::{Properties, SourceRecord};
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn mapper() -> &'static Mapper {
+    static MAPPER: OnceLock<Mapper> = OnceLock::new();
+    MAPPER.get_or_init(|| {
+        load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings"))
+            .expect("shipped mappings compile")
+    })
+}
+
+/// Every property any stage rule of any object reads.
+fn rule_properties() -> Vec<String> {
+    let mut names = Vec::new();
+    for object in mapper().objects() {
+        for rule in &object.rules {
+            names.extend(rule.conditions.iter().map(|c| c.property.clone()));
+            if let RuleAction::Lookup(lookup) = &rule.action {
+                names.push(lookup.property.clone());
+            }
+        }
+        for field in &object.fields {
+            if let crmsync::mapping::FieldSource::Property(name) = &field.source {
+                names.push(name.clone());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".*".prop_map(Value::String),
+        "[ a-zA-Z@._-]{0,30}".prop_map(Value::String),
+        prop::sample::select(vec![
+            "marketingqualifiedlead",
+            "UNQUALIFIED",
+            "IN_PROGRESS",
+            "Closed Won",
+            "true",
+            "false",
+            "2024-05-01T12:34:56.000+0000",
+            "1714566896789",
+            "Ann@Example.com",
+            " ",
+            "",
+        ])
+        .prop_map(|s| Value::String(s.to_string())),
+    ];
+    leaf.prop_recursive(2, 8, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+fn property_map(names: Vec<String>) -> impl Strategy<Value = Properties> {
+    let name = prop_oneof![prop::sample::select(names), "[A-Za-z_]{1,12}"];
+    prop::collection::btree_map(name, json_value(), 0..12).prop_map(|map| map.into_iter().collect())
+}
+
+fn object_index() -> impl Strategy<Value = usize> {
+    0..mapper().objects().len()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn normalize_never_panics(index in object_index(), properties in property_map(rule_properties())) {
+        let object = mapper().objects()[index];
+        let record = SourceRecord {
+            system: object.system,
+            object: object.object.clone(),
+            id: "prop".to_string(),
+            modified_at: jiff::Timestamp::UNIX_EPOCH,
+            properties,
+        };
+        let normalized = mapper().normalize(&record).expect("object is mapped");
+        prop_assert_eq!(normalized.field_values.len(), object.fields.len());
+    }
+
+    #[test]
+    fn written_stages_round_trip_whatever_else_the_record_holds(
+        index in object_index(),
+        write_index in any::<prop::sample::Index>(),
+        noise in property_map(vec!["unrelated_property".to_string()]),
+    ) {
+        let object = mapper().objects()[index];
+        prop_assume!(!object.reverse.stages.is_empty());
+        let write = &object.reverse.stages[write_index.index(object.reverse.stages.len())];
+        // Noise may use any name except properties the stage rules read.
+        let read_by_rules: Vec<String> = object.rules.iter().flat_map(|rule| {
+            let mut names: Vec<String> = rule.conditions.iter().map(|c| c.property.clone()).collect();
+            if let RuleAction::Lookup(lookup) = &rule.action { names.push(lookup.property.clone()); }
+            names
+        }).collect();
+        let mut properties: Properties = noise.into_iter().filter(|(name, _)| !read_by_rules.contains(name)).collect();
+        for (property, value) in &write.properties {
+            properties.insert(property.clone(), Value::String(value.clone()));
+        }
+        let record = SourceRecord {
+            system: object.system,
+            object: object.object.clone(),
+            id: "prop".to_string(),
+            modified_at: jiff::Timestamp::UNIX_EPOCH,
+            properties,
+        };
+        match mapper().normalize(&record).expect("mapped").stage {
+            StageOutcome::Matched { stage, .. } => prop_assert_eq!(stage, write.stage),
+            other => prop_assert!(false, "{} {}: {:?}", object.system, object.object, other),
+        }
+    }
+}
+
+proptest! {
+    /// The timestamp fast path reads every RFC 3339 rendering of an instant as that instant.
+    #[test]
+    fn timestamps_parse_back_to_the_same_instant(
+        seconds in -2_208_988_800i64..4_102_444_800,
+        nanos in 0i32..1_000_000_000,
+        offset_minutes in -(14 * 60)..=(14 * 60i32),
+        colon in any::<bool>(),
+    ) {
+        let instant = jiff::Timestamp::new(seconds, nanos).expect("in range");
+        let offset = jiff::tz::Offset::from_seconds(offset_minutes * 60).expect("offset");
+        let zoned = instant.to_zoned(jiff::tz::TimeZone::fixed(offset));
+        let format = if colon { "%Y-%m-%dT%H:%M:%S%.f%:z" } else { "%Y-%m-%dT%H:%M:%S%.f%z" };
+        let text = zoned.strftime(format).to_string();
+        let parsed = crmsync::mapping::transform::parse_timestamp(&text);
+        prop_assert_eq!(parsed.ok(), Some(instant), "{}", text);
+    }
+}
