@@ -28,7 +28,7 @@ pub const CONFIG_ENV: &str = "CRMSYNC_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "crmsync.toml";
 const ENV_PREFIX: &str = "CRMSYNC_";
 /// Environment variables with the prefix that are not settings.
-const NON_SETTING_VARS: [&str; 2] = ["CRMSYNC_CONFIG", "CRMSYNC_LOG"];
+const NON_SETTING_VARS: [&str; 1] = ["CRMSYNC_CONFIG"];
 
 /// Problems that stop the config from loading.
 #[derive(Debug, thiserror::Error)]
@@ -328,9 +328,39 @@ pub fn load_valid(path: Option<&Path>, env: &EnvVars) -> Result<Config, ConfigEr
 /// Parses config text (or none) plus environment overrides. Relative paths resolve against
 /// `base_dir` (the config file's directory).
 pub fn parse(source: Option<&SourceFile>, base_dir: &Path, env: &EnvVars) -> (Config, Diagnostics) {
-    let mut diagnostics = Diagnostics::default();
     let empty = SourceFile::new("<no config file>", String::new());
-    let source_file = source.unwrap_or(&empty);
+    let (config, mut diagnostics, asked) = read_settings(source.unwrap_or(&empty), base_dir, env);
+    let (config, asked) = match config {
+        Some(config) => (config, asked),
+        None => {
+            // The file did not parse: go on with defaults and the environment, so `check`
+            // can still validate the mappings. Problems of this second reading would only
+            // repeat the first's.
+            let blank = SourceFile::new("<defaults>", String::new());
+            let (config, _, asked) = read_settings(&blank, base_dir, env);
+            (config.expect("an empty document always parses"), asked)
+        }
+    };
+    report_unknown_env(env, &asked, &mut diagnostics);
+    diagnostics.sort();
+    (config, diagnostics)
+}
+
+/// Every environment variable that overrides a setting, in the order settings are read.
+pub fn setting_env_vars() -> Vec<String> {
+    let blank = SourceFile::new("<defaults>", String::new());
+    let (_, _, mut asked) = read_settings(&blank, Path::new(""), &EnvVars::default());
+    let mut seen = std::collections::HashSet::new();
+    asked.retain(|name| seen.insert(name.clone()));
+    asked
+}
+
+fn read_settings(
+    source: &SourceFile,
+    base_dir: &Path,
+    env: &EnvVars,
+) -> (Option<Config>, Diagnostics, Vec<String>) {
+    let mut diagnostics = Diagnostics::default();
     let settings = Settings {
         env,
         asked: RefCell::new(Vec::new()),
@@ -338,28 +368,9 @@ pub fn parse(source: Option<&SourceFile>, base_dir: &Path, env: &EnvVars) -> (Co
         base_dir: base_dir.to_path_buf(),
         require_auth: RefCell::new(true),
     };
-    let config = read_document(source_file, &mut diagnostics, |root| {
-        settings.read_config(root)
-    });
+    let config = read_document(source, &mut diagnostics, |root| settings.read_config(root));
     diagnostics.extend(settings.found.into_inner());
-    let asked = settings.asked.into_inner();
-    report_unknown_env(env, &asked, &mut diagnostics);
-    let config = config.unwrap_or_else(|| {
-        // The file did not parse; still produce defaults so `check` can go on to the mappings.
-        let mut ignored = Diagnostics::default();
-        let blank = SourceFile::new("<defaults>", String::new());
-        let settings = Settings {
-            env: &EnvVars::default(),
-            asked: RefCell::new(Vec::new()),
-            found: RefCell::new(Diagnostics::default()),
-            base_dir: base_dir.to_path_buf(),
-            require_auth: RefCell::new(true),
-        };
-        read_document(&blank, &mut ignored, |root| settings.read_config(root))
-            .expect("an empty document always parses")
-    });
-    diagnostics.sort();
-    (config, diagnostics)
+    (config, diagnostics, settings.asked.into_inner())
 }
 
 fn report_unknown_env(env: &EnvVars, asked: &[String], diagnostics: &mut Diagnostics) {
@@ -788,7 +799,8 @@ impl Settings<'_> {
                 "refresh_token_env",
                 "refresh_token_file",
             ] {
-                auth.get(key);
+                // The other methods' keys: allowed (and overridable), unused by this method.
+                self.string(auth, key);
             }
             auth.finish();
             result
@@ -966,7 +978,7 @@ impl Settings<'_> {
                 "refresh_token_env",
                 "refresh_token_file",
             ] {
-                auth.get(key);
+                self.string(&auth, key);
             }
             auth.finish();
             result
@@ -1229,12 +1241,11 @@ impl Settings<'_> {
                 LogFormat::Text
             }
         };
-        const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
-        if !LEVELS.contains(&level.value.as_str()) {
+        if tracing_subscriber::EnvFilter::try_new(&level.value).is_err() {
             self.report(
                 level.location.clone(),
-                format!("unknown log level {:?}", level.value),
-                suggest(&level.value, &LEVELS),
+                format!("invalid log level {:?}", level.value),
+                "use error, warn, info, debug or trace, or a filter such as \"crmsync=debug,info\"",
             );
         }
         LogConfig {

@@ -23,14 +23,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `CRMSYNC_LOG` (e.g. `debug`, `crmsync=trace`) sets the filter.
+/// Logs go to stderr. `CRMSYNC_LOG_LEVEL` (e.g. `debug`, `crmsync=trace`) sets the filter and
+/// `CRMSYNC_LOG_FORMAT=json` switches to one JSON object per line, for every command.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CRMSYNC_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRMSYNC_LOG_LEVEL")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let json = std::env::var("CRMSYNC_LOG_FORMAT").is_ok_and(|format| format == "json");
+    // A failed initialisation means a subscriber is already set; keep that one.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {

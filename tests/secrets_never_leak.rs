@@ -39,7 +39,7 @@ fn literal_secrets_in_the_file_are_reported_without_their_value() {
         .expect("binary")
         .args(["check", "--config"])
         .arg(&path)
-        .env("CRMSYNC_LOG", "trace")
+        .env("CRMSYNC_LOG_LEVEL", "trace")
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(1));
@@ -77,7 +77,7 @@ fn secrets_from_the_environment_stay_out_of_output_and_debug() {
         .expect("binary")
         .args(["check", "--config"])
         .arg(&path)
-        .env("CRMSYNC_LOG", "trace")
+        .env("CRMSYNC_LOG_LEVEL", "trace")
         .env("CRMSYNC_TEST_HUBSPOT_TOKEN", ENV_SECRET)
         .output()
         .expect("runs");
