@@ -253,11 +253,19 @@ fn unknown_stage_values_are_quarantined_with_the_value() {
     }
 }
 
+/// (system, object, stage, native values written back)
+type WriteCase = (
+    System,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 #[test]
 fn every_written_stage_reads_back_as_itself() {
     let mapper = mapper();
     // (system, object, stage, native values written)
-    let expected: &[(System, &str, &str, &[(&str, &str)])] = &[
+    let expected: &[WriteCase] = &[
         (
             System::Hubspot,
             "contacts",
