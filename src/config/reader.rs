@@ -1,361 +1,24 @@
-//! `crmsync.toml`: connections, objects, mappings, warehouse, write-back, reconcile policy,
-//! schedule and logging.
-//!
-//! Every setting has a built-in default and can be overridden by an environment variable
-//! named after its path: `[hubspot] base_url` is `CRMSYNC_HUBSPOT_BASE_URL`,
-//! `[salesforce.auth] method` is `CRMSYNC_SALESFORCE_AUTH_METHOD`. `CRMSYNC_CONFIG` names the
-//! file. So a container needs no file edits. Secrets are only ever references
-//! (`token_env`, `private_key_file`, …): a literal secret in the file is an error.
-//!
-//! Loading never stops at the first problem: [`load`] returns every diagnostic it found.
+//! Reading one config document: each setting from its `CRMSYNC_*` variable or the file (in
+//! that order), validated, with every problem recorded at its location.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use jiff::SignedDuration;
 
-use crate::diagnostics::{
-    Diagnostic, Diagnostics, Located, Location, SourceFile, did_you_mean, list,
+use super::{
+    Config, EnvVars, FieldSource, HubspotAuth, HubspotConfig, HubspotRateLimit, LogConfig,
+    LogFormat, ReconcileConfig, SalesforceAuth, SalesforceConfig, ScheduleConfig, StagePolicy,
+    WarehouseConfig, WarehouseUrl, WriteBackConfig, WriteTarget, env_var_name,
 };
-use crate::record::System;
+use crate::diagnostics::{Diagnostics, Located, Location, SourceFile, did_you_mean, list};
 use crate::secret::{LITERAL_SECRET_KEYS, SecretRef, looks_like_secret, redacted};
-use crate::tomldoc::{Table, read_document};
+use crate::tomldoc::{Node, Table, read_document};
 
-/// The environment variable that names the config file.
-pub const CONFIG_ENV: &str = "CRMSYNC_CONFIG";
-/// The config file used when neither `--config` nor `CRMSYNC_CONFIG` names one.
-pub const DEFAULT_CONFIG_FILE: &str = "crmsync.toml";
-const ENV_PREFIX: &str = "CRMSYNC_";
-/// Environment variables with the prefix that are not settings.
-const NON_SETTING_VARS: [&str; 1] = ["CRMSYNC_CONFIG"];
-
-/// Problems that stop the config from loading.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error(
-        "cannot read config file {path}: {source} — pass an existing file with --config or set CRMSYNC_CONFIG"
-    )]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the configuration has {count} problem(s):\n{report}")]
-    Invalid { count: usize, report: String },
-}
-
-/// The whole configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The file it was read from, if any.
-    pub file: Option<PathBuf>,
-    pub hubspot: HubspotConfig,
-    pub salesforce: SalesforceConfig,
-    pub mappings_dir: Located<PathBuf>,
-    pub warehouse: WarehouseConfig,
-    pub write_back: WriteBackConfig,
-    pub reconcile: ReconcileConfig,
-    pub schedule: ScheduleConfig,
-    pub log: LogConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct HubspotConfig {
-    pub enabled: bool,
-    pub base_url: Located<String>,
-    pub auth: Option<HubspotAuth>,
-    pub objects: Vec<Located<String>>,
-    pub rate_limit: HubspotRateLimit,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HubspotAuth {
-    /// A private app's access token, sent as a bearer token.
-    PrivateApp { token: SecretRef },
-    /// An OAuth app: the refresh token is exchanged at `/oauth/v1/token`.
-    OAuthRefreshToken {
-        client_id: String,
-        client_secret: SecretRef,
-        refresh_token: SecretRef,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubspotRateLimit {
-    /// Requests allowed per rolling 10 seconds (HubSpot: 100 on Free/Starter, 190 on Pro/Enterprise private apps).
-    pub requests_per_10s: u32,
-    /// CRM search requests per second (HubSpot: 5 per account).
-    pub search_per_second: u32,
-    /// The account's daily request allowance, if known.
-    pub daily_limit: Option<u64>,
-    /// Share of the daily allowance crmsync leaves for other integrations.
-    pub daily_reserve_percent: u8,
-}
-
-#[derive(Debug, Clone)]
-pub struct SalesforceConfig {
-    pub enabled: bool,
-    pub login_url: Located<String>,
-    pub api_version: Located<String>,
-    pub auth: Option<SalesforceAuth>,
-    pub objects: Vec<Located<String>>,
-    /// Stop a run when less than this share of the org's daily API requests remains.
-    pub api_budget_reserve_percent: u8,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SalesforceAuth {
-    /// OAuth 2.0 JWT bearer flow with a connected app's certificate.
-    JwtBearer {
-        client_id: String,
-        username: String,
-        private_key: SecretRef,
-    },
-    RefreshToken {
-        client_id: String,
-        client_secret: SecretRef,
-        refresh_token: SecretRef,
-    },
-    ClientCredentials {
-        client_id: String,
-        client_secret: SecretRef,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct WarehouseConfig {
-    pub url: Located<WarehouseUrl>,
-    /// PostgreSQL password, if the server needs one.
-    pub password: Option<SecretRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WarehouseUrl {
-    Sqlite(PathBuf),
-    /// A `postgres://` URL without a password.
-    Postgres(String),
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct WriteBackConfig {
-    pub hubspot: WriteTarget,
-    pub salesforce: WriteTarget,
-}
-
-impl WriteBackConfig {
-    pub fn target(&self, system: System) -> &WriteTarget {
-        match system {
-            System::Hubspot => &self.hubspot,
-            System::Salesforce => &self.salesforce,
-        }
-    }
-}
-
-/// What crmsync writes back to one CRM.
-#[derive(Debug, Clone)]
-pub struct WriteTarget {
-    pub enabled: bool,
-    /// The object whose records receive the unified stage and fields.
-    pub object: Located<String>,
-    pub stage: bool,
-    /// Canonical fields written back (each needs a reverse mapping).
-    pub fields: Vec<Located<String>>,
-}
-
-impl Default for WriteTarget {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            object: Located::new(String::new(), Location::Default),
-            stage: true,
-            fields: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ReconcileConfig {
-    pub stage_policy: StagePolicy,
-    /// A sales-side side state (disqualified, recycled) overrides marketing's stage.
-    pub sales_side_states_override: bool,
-    /// Whether a unified stage may move backwards; when false regressions are reported.
-    pub allow_regression: bool,
-    /// Which system's value wins per canonical field; `default` for the rest.
-    pub field_sources: BTreeMap<String, FieldSource>,
-    pub default_field_source: FieldSource,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StagePolicy {
-    /// The furthest stage by rank wins.
-    Furthest,
-    /// Marketing's system owns stages up to and including this one, sales owns the rest.
-    Owners {
-        marketing_owns_until: Located<String>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldSource {
-    Hubspot,
-    Salesforce,
-    MostRecent,
-}
-
-impl FieldSource {
-    const NAMES: [&'static str; 3] = ["hubspot", "salesforce", "most_recent"];
-
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "hubspot" => Some(FieldSource::Hubspot),
-            "salesforce" => Some(FieldSource::Salesforce),
-            "most_recent" => Some(FieldSource::MostRecent),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleConfig {
-    /// Time between runs for `crmsync serve`.
-    pub every: SignedDuration,
-    /// Seconds `serve` listens on for /healthz and /metrics.
-    pub listen: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    pub level: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// A snapshot of the `CRMSYNC_*` environment, so tests can pass their own.
-#[derive(Debug, Clone, Default)]
-pub struct EnvVars {
-    vars: HashMap<String, String>,
-}
-
-impl EnvVars {
-    /// The process environment's `CRMSYNC_*` variables.
-    pub fn from_process() -> Self {
-        Self {
-            vars: std::env::vars()
-                .filter(|(name, _)| name.starts_with(ENV_PREFIX))
-                .collect(),
-        }
-    }
-
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        Self {
-            vars: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str)
-    }
-}
-
-/// The environment variable that overrides a setting: `CRMSYNC_` + its dotted path in
-/// uppercase with `_` for dots.
-pub fn env_var_name(path: &str) -> String {
-    format!("{ENV_PREFIX}{}", path.replace('.', "_").to_uppercase())
-}
-
-/// Which file to read: `--config`, else `CRMSYNC_CONFIG`, else `./crmsync.toml` if it exists.
-pub fn config_path(flag: Option<&Path>, env: &EnvVars) -> Option<PathBuf> {
-    if let Some(path) = flag {
-        return Some(path.to_path_buf());
-    }
-    if let Some(path) = env.get(CONFIG_ENV) {
-        return Some(PathBuf::from(path));
-    }
-    let default = PathBuf::from(DEFAULT_CONFIG_FILE);
-    default.exists().then_some(default)
-}
-
-/// Reads the config file (if any) and the environment. Returns the config and every problem.
-pub fn load(
-    path: Option<&Path>,
-    env: &EnvVars,
-) -> Result<(Config, Diagnostics, Option<SourceFile>), ConfigError> {
-    let source = match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            Some(SourceFile::new(path.display().to_string(), text))
-        }
-        None => None,
-    };
-    let base_dir = path
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let (config, diagnostics) = parse(source.as_ref(), &base_dir, env);
-    let config = Config {
-        file: path.map(Path::to_path_buf),
-        ..config
-    };
-    Ok((config, diagnostics, source))
-}
-
-/// Loads and fails on any problem (for commands that run, not check).
-pub fn load_valid(path: Option<&Path>, env: &EnvVars) -> Result<Config, ConfigError> {
-    let (config, diagnostics, _) = load(path, env)?;
-    if diagnostics.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError::Invalid {
-            count: diagnostics.len(),
-            report: diagnostics.to_string(),
-        })
-    }
-}
-
-/// Parses config text (or none) plus environment overrides. Relative paths resolve against
-/// `base_dir` (the config file's directory).
-pub fn parse(source: Option<&SourceFile>, base_dir: &Path, env: &EnvVars) -> (Config, Diagnostics) {
-    let empty = SourceFile::new("<no config file>", String::new());
-    let (config, mut diagnostics, asked) = read_settings(source.unwrap_or(&empty), base_dir, env);
-    let (config, asked) = match config {
-        Some(config) => (config, asked),
-        None => {
-            // The file did not parse: go on with defaults and the environment, so `check`
-            // can still validate the mappings. Problems of this second reading would only
-            // repeat the first's.
-            let blank = SourceFile::new("<defaults>", String::new());
-            let (config, _, asked) = read_settings(&blank, base_dir, env);
-            (config.expect("an empty document always parses"), asked)
-        }
-    };
-    report_unknown_env(env, &asked, &mut diagnostics);
-    diagnostics.sort();
-    (config, diagnostics)
-}
-
-/// Every environment variable that overrides a setting, in the order settings are read.
-pub fn setting_env_vars() -> Vec<String> {
-    let blank = SourceFile::new("<defaults>", String::new());
-    let (_, _, mut asked) = read_settings(&blank, Path::new(""), &EnvVars::default());
-    let mut seen = std::collections::HashSet::new();
-    asked.retain(|name| seen.insert(name.clone()));
-    asked
-}
-
-fn read_settings(
+/// Reads `source` with environment overrides: the config (unless the TOML did not parse), the
+/// problems found, and every environment variable name a setting answers to.
+pub(super) fn read_settings(
     source: &SourceFile,
     base_dir: &Path,
     env: &EnvVars,
@@ -373,30 +36,11 @@ fn read_settings(
     (config, diagnostics, settings.asked.into_inner())
 }
 
-fn report_unknown_env(env: &EnvVars, asked: &[String], diagnostics: &mut Diagnostics) {
-    let mut names: Vec<&String> = env.vars.keys().collect();
-    names.sort();
-    for name in names {
-        if asked.contains(name)
-            || NON_SETTING_VARS.contains(&name.as_str())
-            || name.starts_with("CRMSYNC_TEST_")
-        {
-            continue;
-        }
-        let help = match did_you_mean(name, asked.iter().map(String::as_str)) {
-            Some(suggestion) => format!("did you mean {suggestion}?"),
-            None => {
-                "remove it, or see the README's config reference for the variable names".to_string()
-            }
-        };
-        diagnostics.push(
-            Diagnostic::new(
-                Location::env(name.clone()),
-                format!("unknown setting {name}"),
-            )
-            .with_help(help),
-        );
-    }
+/// Where one setting's value was found.
+enum SettingSource<'r, 'i, 'e> {
+    Env { variable: String, value: &'e str },
+    File(Node<'r, 'i>),
+    Unset,
 }
 
 /// One reading of the config: the file's tables plus environment overrides.
@@ -418,20 +62,36 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-impl Settings<'_> {
+impl<'e> Settings<'e> {
     fn report(&self, location: Location, message: impl Into<String>, help: impl Into<String>) {
         self.found.borrow_mut().error(location, message, help);
     }
 
-    /// A string setting: environment first, then the file.
-    fn string(&self, table: &Table<'_, '_>, key: &'static str) -> Option<Located<String>> {
-        let var = env_var_name(&join(table.path(), key));
-        self.asked.borrow_mut().push(var.clone());
+    /// Where a setting's value comes from: its environment variable when set, else the file.
+    /// Registers the variable name and marks the key as known either way.
+    fn source<'r, 'i>(
+        &self,
+        table: &Table<'r, 'i>,
+        key: &'static str,
+    ) -> SettingSource<'r, 'i, 'e> {
+        let variable = env_var_name(&join(table.path(), key));
+        self.asked.borrow_mut().push(variable.clone());
         let from_file = table.get(key);
-        if let Some(value) = self.env.get(&var) {
-            return Some(Located::new(value.to_string(), Location::env(var)));
+        match self.env.get(&variable) {
+            Some(value) => SettingSource::Env { variable, value },
+            None => from_file.map_or(SettingSource::Unset, SettingSource::File),
         }
-        from_file.and_then(|node| node.as_str())
+    }
+
+    /// A string setting.
+    fn string(&self, table: &Table<'_, '_>, key: &'static str) -> Option<Located<String>> {
+        match self.source(table, key) {
+            SettingSource::Env { variable, value } => {
+                Some(Located::new(value.to_string(), Location::env(variable)))
+            }
+            SettingSource::File(node) => node.as_str(),
+            SettingSource::Unset => None,
+        }
     }
 
     fn string_or(
@@ -445,46 +105,42 @@ impl Settings<'_> {
     }
 
     fn boolean(&self, table: &Table<'_, '_>, key: &'static str, default: bool) -> bool {
-        let var = env_var_name(&join(table.path(), key));
-        self.asked.borrow_mut().push(var.clone());
-        let from_file = table.get(key);
-        if let Some(value) = self.env.get(&var) {
-            return match value.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => {
-                    self.report(
-                        Location::env(var),
-                        format!("expected true or false, found {value:?}"),
-                        "set it to true or false",
-                    );
-                    default
+        match self.source(table, key) {
+            SettingSource::Env { variable, value } => {
+                match value.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => {
+                        self.report(
+                            Location::env(variable),
+                            format!("expected true or false, found {value:?}"),
+                            "set it to true or false",
+                        );
+                        default
+                    }
                 }
-            };
+            }
+            SettingSource::File(node) => node.as_bool().map_or(default, |flag| flag.value),
+            SettingSource::Unset => default,
         }
-        from_file
-            .and_then(|node| node.as_bool())
-            .map_or(default, |flag| flag.value)
     }
 
     fn integer(&self, table: &Table<'_, '_>, key: &'static str) -> Option<Located<i64>> {
-        let var = env_var_name(&join(table.path(), key));
-        self.asked.borrow_mut().push(var.clone());
-        let from_file = table.get(key);
-        if let Some(value) = self.env.get(&var) {
-            return match value.trim().parse::<i64>() {
-                Ok(number) => Some(Located::new(number, Location::env(var))),
+        match self.source(table, key) {
+            SettingSource::Env { variable, value } => match value.trim().parse::<i64>() {
+                Ok(number) => Some(Located::new(number, Location::env(variable))),
                 Err(_) => {
                     self.report(
-                        Location::env(var),
+                        Location::env(variable),
                         format!("expected an integer, found {value:?}"),
                         "set it to a whole number",
                     );
                     None
                 }
-            };
+            },
+            SettingSource::File(node) => node.as_integer(),
+            SettingSource::Unset => None,
         }
-        from_file.and_then(|node| node.as_integer())
     }
 
     /// An integer within `range`, else the default.
@@ -522,25 +178,20 @@ impl Settings<'_> {
         key: &'static str,
         default: &[&str],
     ) -> Vec<Located<String>> {
-        let var = env_var_name(&join(table.path(), key));
-        self.asked.borrow_mut().push(var.clone());
-        let from_file = table.get(key);
-        if let Some(value) = self.env.get(&var) {
-            return value
+        match self.source(table, key) {
+            SettingSource::Env { variable, value } => value
                 .split(',')
                 .map(str::trim)
                 .filter(|item| !item.is_empty())
-                .map(|item| Located::new(item.to_string(), Location::env(var.clone())))
-                .collect();
-        }
-        match from_file {
-            Some(node) => node
+                .map(|item| Located::new(item.to_string(), Location::env(variable.clone())))
+                .collect(),
+            SettingSource::File(node) => node
                 .as_array()
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|item| item.as_str())
+                .filter_map(Node::as_str)
                 .collect(),
-            None => default
+            SettingSource::Unset => default
                 .iter()
                 .map(|item| Located::new((*item).to_string(), Location::Default))
                 .collect(),
