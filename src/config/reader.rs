@@ -262,6 +262,47 @@ impl<'e> Settings<'e> {
         }
     }
 
+    /// Marks the keys of every auth method as known, and reports those written in the file that
+    /// the chosen `method` does not use (they would be silently ignored otherwise).
+    fn other_method_keys(
+        &self,
+        auth: &Table<'_, '_>,
+        method: &str,
+        methods: &[(&str, &[&'static str])],
+    ) {
+        let used: Vec<&str> = methods
+            .iter()
+            .filter(|(name, _)| *name == method)
+            .flat_map(|(_, keys)| keys.iter().copied())
+            .collect();
+        for (_, keys) in methods {
+            for key in *keys {
+                if used.contains(key) {
+                    continue;
+                }
+                // Registers the key and its variable; the value is not used.
+                let value = self.string(auth, key);
+                if let Some(value) =
+                    value.filter(|value| matches!(value.location, Location::File { .. }))
+                {
+                    let owners: Vec<&str> = methods
+                        .iter()
+                        .filter(|(_, keys)| keys.contains(key))
+                        .map(|(name, _)| *name)
+                        .collect();
+                    self.report(
+                        value.location,
+                        format!("`{key}` is not used by auth method {method:?}"),
+                        format!(
+                            "remove it, or set method = {:?}",
+                            owners.first().copied().unwrap_or_default()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     /// Reports secret values written literally in `table`: known secret keys, and any string
     /// that looks like a credential. The value is never shown.
     fn reject_literal_secrets(&self, table: &Table<'_, '_>) {
@@ -440,46 +481,48 @@ impl<'e> Settings<'e> {
                     None
                 }
             };
-            // Keys of the other method are not errors when unused; mark them known.
-            for key in [
-                "token_env",
-                "token_file",
-                "client_id",
-                "client_secret_env",
-                "client_secret_file",
-                "refresh_token_env",
-                "refresh_token_file",
-            ] {
-                // The other methods' keys: allowed (and overridable), unused by this method.
-                self.string(auth, key);
-            }
+            self.other_method_keys(
+                auth,
+                &method.value,
+                &[
+                    ("private_app", &["token_env", "token_file"]),
+                    (
+                        "oauth",
+                        &[
+                            "client_id",
+                            "client_secret_env",
+                            "client_secret_file",
+                            "refresh_token_env",
+                            "refresh_token_file",
+                        ],
+                    ),
+                ],
+            );
             auth.finish();
             result
         };
         let rate = &table.table("rate_limit");
         let rate_limit = {
-            {
-                let limit = HubspotRateLimit {
-                    requests_per_10s: self.bounded(rate, "requests_per_10s", 1..=1000, 100) as u32,
-                    search_per_second: self.bounded(rate, "search_per_second", 1..=100, 5) as u32,
-                    daily_limit: self.integer(rate, "daily_limit").and_then(|n| {
-                        if n.value <= 0 {
-                            self.report(
-                                n.location,
-                                "`hubspot.rate_limit.daily_limit` must be positive",
-                                "set the account's daily allowance, or remove the key",
-                            );
-                            None
-                        } else {
-                            Some(n.value as u64)
-                        }
-                    }),
-                    daily_reserve_percent: self.bounded(rate, "daily_reserve_percent", 0..=90, 10)
-                        as u8,
-                };
-                rate.finish();
-                limit
-            }
+            let limit = HubspotRateLimit {
+                requests_per_10s: self.bounded(rate, "requests_per_10s", 1..=1000, 100) as u32,
+                search_per_second: self.bounded(rate, "search_per_second", 1..=100, 5) as u32,
+                daily_limit: self.integer(rate, "daily_limit").and_then(|n| {
+                    if n.value <= 0 {
+                        self.report(
+                            n.location,
+                            "`hubspot.rate_limit.daily_limit` must be positive",
+                            "set the account's daily allowance, or remove the key",
+                        );
+                        None
+                    } else {
+                        Some(n.value as u64)
+                    }
+                }),
+                daily_reserve_percent: self.bounded(rate, "daily_reserve_percent", 0..=90, 10)
+                    as u8,
+            };
+            rate.finish();
+            limit
         };
         table.finish();
         HubspotConfig {
@@ -620,17 +663,35 @@ impl<'e> Settings<'e> {
                     None
                 }
             };
-            for key in [
-                "username",
-                "private_key_env",
-                "private_key_file",
-                "client_secret_env",
-                "client_secret_file",
-                "refresh_token_env",
-                "refresh_token_file",
-            ] {
-                self.string(&auth, key);
-            }
+            self.other_method_keys(
+                &auth,
+                &method.value,
+                &[
+                    (
+                        "jwt_bearer",
+                        &[
+                            "client_id",
+                            "username",
+                            "private_key_env",
+                            "private_key_file",
+                        ],
+                    ),
+                    (
+                        "refresh_token",
+                        &[
+                            "client_id",
+                            "client_secret_env",
+                            "client_secret_file",
+                            "refresh_token_env",
+                            "refresh_token_file",
+                        ],
+                    ),
+                    (
+                        "client_credentials",
+                        &["client_id", "client_secret_env", "client_secret_file"],
+                    ),
+                ],
+            );
             auth.finish();
             result
         };
