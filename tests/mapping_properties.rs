@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crmsync::mapping::{Mapper, RuleAction, StageOutcome, load_dir};
+use crmsync::mapping::{Mapper, ObjectMapping, StageOutcome, load_dir};
 use crmsync::record::{Properties, SourceRecord};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -22,10 +22,7 @@ fn rule_properties() -> Vec<String> {
     let mut names = Vec::new();
     for object in mapper().objects() {
         for rule in &object.rules {
-            names.extend(rule.conditions.iter().map(|c| c.property.clone()));
-            if let RuleAction::Lookup(lookup) = &rule.action {
-                names.push(lookup.property.clone());
-            }
+            names.extend(rule.properties().map(str::to_string));
         }
         for field in &object.fields {
             if let crmsync::mapping::FieldSource::Property(name) = &field.source {
@@ -36,6 +33,16 @@ fn rule_properties() -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+fn record_of(object: &ObjectMapping, properties: Properties) -> SourceRecord {
+    SourceRecord {
+        system: object.system,
+        object: object.object.clone(),
+        id: "prop".to_string(),
+        modified_at: jiff::Timestamp::UNIX_EPOCH,
+        properties,
+    }
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -86,13 +93,7 @@ proptest! {
     #[test]
     fn normalize_never_panics(index in object_index(), properties in property_map(rule_properties())) {
         let object = mapper().objects()[index];
-        let record = SourceRecord {
-            system: object.system,
-            object: object.object.clone(),
-            id: "prop".to_string(),
-            modified_at: jiff::Timestamp::UNIX_EPOCH,
-            properties,
-        };
+        let record = record_of(object, properties);
         let normalized = mapper().normalize(&record).expect("object is mapped");
         prop_assert_eq!(normalized.field_values.len(), object.fields.len());
     }
@@ -107,22 +108,12 @@ proptest! {
         prop_assume!(!object.reverse.stages.is_empty());
         let write = &object.reverse.stages[write_index.index(object.reverse.stages.len())];
         // Noise may use any name except properties the stage rules read.
-        let read_by_rules: Vec<String> = object.rules.iter().flat_map(|rule| {
-            let mut names: Vec<String> = rule.conditions.iter().map(|c| c.property.clone()).collect();
-            if let RuleAction::Lookup(lookup) = &rule.action { names.push(lookup.property.clone()); }
-            names
-        }).collect();
-        let mut properties: Properties = noise.into_iter().filter(|(name, _)| !read_by_rules.contains(name)).collect();
+        let read_by_rules: Vec<&str> = object.rules.iter().flat_map(|rule| rule.properties()).collect();
+        let mut properties: Properties = noise.into_iter().filter(|(name, _)| !read_by_rules.contains(&name.as_str())).collect();
         for (property, value) in &write.properties {
             properties.insert(property.clone(), Value::String(value.clone()));
         }
-        let record = SourceRecord {
-            system: object.system,
-            object: object.object.clone(),
-            id: "prop".to_string(),
-            modified_at: jiff::Timestamp::UNIX_EPOCH,
-            properties,
-        };
+        let record = record_of(object, properties);
         match mapper().normalize(&record).expect("mapped").stage {
             StageOutcome::Matched { stage, .. } => prop_assert_eq!(stage, write.stage),
             other => prop_assert!(false, "{} {}: {:?}", object.system, object.object, other),

@@ -106,6 +106,20 @@ pub struct StageRule {
     pub action: RuleAction,
 }
 
+impl StageRule {
+    /// Every source property this rule reads: its conditions' and its value map's.
+    pub fn properties(&self) -> impl Iterator<Item = &str> {
+        let looked_up = match &self.action {
+            RuleAction::Lookup(lookup) => Some(lookup.property.as_str()),
+            RuleAction::Fixed { .. } => None,
+        };
+        self.conditions
+            .iter()
+            .map(|condition| condition.property.as_str())
+            .chain(looked_up)
+    }
+}
+
 /// A canonical field and how it is read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldMap {
