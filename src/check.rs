@@ -61,14 +61,6 @@ impl CheckReport {
     }
 }
 
-/// Problems that stop a check before it can report (none today: every problem is a
-/// diagnostic). Kept for callers that want a `Result`.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckError {
-    #[error("{0}")]
-    Config(#[from] config::ConfigError),
-}
-
 /// Runs every offline check.
 pub fn run(config_flag: Option<&Path>, env: &EnvVars) -> CheckReport {
     let mut diagnostics = Diagnostics::default();
@@ -99,7 +91,9 @@ pub fn run(config_flag: Option<&Path>, env: &EnvVars) -> CheckReport {
                 let (compiled, found) = mapping::compile(&mapping_sources);
                 diagnostics.extend(found);
                 sources.extend(mapping_sources.files());
-                cross_check(config, &mapping_sources, &compiled, &mut diagnostics);
+                if config.parsed {
+                    cross_check(config, &mapping_sources, &compiled, &mut diagnostics);
+                }
                 mapper = Some(compiled);
             }
             Err(error) => diagnostics.error(

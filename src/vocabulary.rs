@@ -216,7 +216,8 @@ fn read_vocabulary(root: &Table<'_, '_>) -> Vocabulary {
                 None
             }
             (None, false) => {
-                if id.is_some() {
+                // A rank of the wrong type was reported where it was read.
+                if id.is_some() && !table.contains("rank") {
                     table.missing("rank", "funnel stages need a `rank` (higher = further along); side states need `side_state = true`");
                 }
                 None
@@ -248,9 +249,13 @@ fn read_vocabulary(root: &Table<'_, '_>) -> Vocabulary {
             (None, true) => None,
         };
 
-        let (Some(id), Some(label), Some(category)) = (id, label, category) else {
+        // A stage with a bad label or category was reported above; keep it so that mapping
+        // files naming it do not report it again as unknown.
+        let Some(id) = id else {
             continue;
         };
+        let label = label.map_or_else(|| id.value.clone(), |label| label.value);
+        let category = category.unwrap_or(Category::Marketing);
         if !is_valid_stage_id(&id.value) {
             table.report(
                 Diagnostic::new(id.location.clone(), format!("invalid stage id \"{}\"", id.value))
@@ -275,7 +280,7 @@ fn read_vocabulary(root: &Table<'_, '_>) -> Vocabulary {
         vocabulary.by_id.insert(id.value.clone(), stage_id);
         vocabulary.stages.push(Stage {
             id: id.value,
-            label: label.value,
+            label,
             rank,
             category,
             side_state,

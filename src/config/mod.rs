@@ -49,6 +49,9 @@ pub enum ConfigError {
 pub struct Config {
     /// The file it was read from, if any.
     pub file: Option<PathBuf>,
+    /// False when the file's TOML could not be parsed and defaults stand in for it: checks
+    /// that compare the config with other files would only report noise.
+    pub parsed: bool,
     pub hubspot: HubspotConfig,
     pub salesforce: SalesforceConfig,
     pub mappings_dir: Located<PathBuf>,
@@ -338,7 +341,14 @@ pub fn parse(source: Option<&SourceFile>, base_dir: &Path, env: &EnvVars) -> (Co
             // repeat the first's.
             let blank = SourceFile::new("<defaults>", String::new());
             let (config, _, asked) = read_settings(&blank, base_dir, env);
-            (config.expect("an empty document always parses"), asked)
+            let config = config.expect("an empty document always parses");
+            (
+                Config {
+                    parsed: false,
+                    ..config
+                },
+                asked,
+            )
         }
     };
     report_unknown_env(env, &asked, &mut diagnostics);

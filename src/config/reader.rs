@@ -270,35 +270,41 @@ impl<'e> Settings<'e> {
         method: &str,
         methods: &[(&str, &[&'static str])],
     ) {
+        let known_method = methods.iter().any(|(name, _)| *name == method);
         let used: Vec<&str> = methods
             .iter()
             .filter(|(name, _)| *name == method)
             .flat_map(|(_, keys)| keys.iter().copied())
             .collect();
-        for (_, keys) in methods {
-            for key in *keys {
-                if used.contains(key) {
-                    continue;
-                }
-                // Registers the key and its variable; the value is not used.
-                let value = self.string(auth, key);
-                if let Some(value) =
-                    value.filter(|value| matches!(value.location, Location::File { .. }))
-                {
-                    let owners: Vec<&str> = methods
-                        .iter()
-                        .filter(|(_, keys)| keys.contains(key))
-                        .map(|(name, _)| *name)
-                        .collect();
-                    self.report(
-                        value.location,
-                        format!("`{key}` is not used by auth method {method:?}"),
-                        format!(
-                            "remove it, or set method = {:?}",
-                            owners.first().copied().unwrap_or_default()
-                        ),
-                    );
-                }
+        let mut all_keys: Vec<&'static str> = methods
+            .iter()
+            .flat_map(|(_, keys)| keys.iter().copied())
+            .collect();
+        all_keys.sort_unstable();
+        all_keys.dedup();
+        for key in all_keys {
+            if used.contains(&key) {
+                continue;
+            }
+            // Registers the key and its variable; the value is not used.
+            let value = self.string(auth, key);
+            // An unknown method is reported on its own; its keys cannot be judged.
+            let written_in_file = value
+                .filter(|value| known_method && matches!(value.location, Location::File { .. }));
+            if let Some(value) = written_in_file {
+                let owners: Vec<&str> = methods
+                    .iter()
+                    .filter(|(_, keys)| keys.contains(&key))
+                    .map(|(name, _)| *name)
+                    .collect();
+                self.report(
+                    value.location,
+                    format!("`{key}` is not used by auth method {method:?}"),
+                    format!(
+                        "remove it, or set method to one that uses it: {}",
+                        list(owners.iter().map(|o| format!("{o:?}")))
+                    ),
+                );
             }
         }
     }
@@ -334,6 +340,7 @@ impl<'e> Settings<'e> {
         self.scan_for_secrets(root);
         Config {
             file: None,
+            parsed: true,
             hubspot,
             salesforce,
             mappings_dir,

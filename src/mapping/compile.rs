@@ -453,9 +453,10 @@ fn read_fields(fields: &Table<'_, '_>) -> Vec<FieldMap> {
                 continue;
             }
         };
-        if transforms.iter().any(|(_, parsed)| parsed.is_none()) {
-            continue;
-        }
+        // A field with a bad transform is still kept (minus that transform), so that checks
+        // which name the field do not report it again as missing; the problem itself is
+        // already a diagnostic, and a mapper with diagnostics is never used.
+        let all_parsed = transforms.iter().all(|(_, parsed)| parsed.is_some());
         let transforms: Vec<_> = transforms
             .into_iter()
             .filter_map(|(location, parsed)| parsed.map(|t| (location, t)))
@@ -464,13 +465,12 @@ fn read_fields(fields: &Table<'_, '_>) -> Vec<FieldMap> {
             .iter()
             .map(|(_, transform)| transform.clone())
             .collect();
-        if let Err((index, message)) = check_chain(&chain) {
+        if all_parsed && let Err((index, message)) = check_chain(&chain) {
             table.report(
                 Diagnostic::new(transforms[index].0.clone(), message).with_help(
                     "reorder the transforms: text transforms first, then one date/time parse",
                 ),
             );
-            continue;
         }
         compiled.push(FieldMap {
             name: Arc::from(name.value.as_str()),
