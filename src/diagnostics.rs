@@ -83,6 +83,8 @@ pub enum Location {
     },
     /// A value that came from an environment variable.
     Env { variable: String },
+    /// A command-line argument, such as `--config`.
+    Argument { name: String },
     /// A value nobody wrote: crmsync's built-in default.
     Default,
 }
@@ -109,6 +111,7 @@ impl fmt::Display for Location {
         match self {
             Location::File { file, line, column } => write!(f, "{file}:{line}:{column}"),
             Location::Env { variable } => write!(f, "env {variable}"),
+            Location::Argument { name } => write!(f, "argument {name}"),
             Location::Default => f.write_str("built-in default"),
         }
     }
@@ -219,7 +222,8 @@ fn sort_key(location: &Location) -> (u8, &str, u32, u32) {
     match location {
         Location::File { file, line, column } => (0, file, *line, *column),
         Location::Env { variable } => (1, variable.as_str(), 0, 0),
-        Location::Default => (2, "", 0, 0),
+        Location::Argument { name } => (2, name.as_str(), 0, 0),
+        Location::Default => (3, "", 0, 0),
     }
 }
 
@@ -239,14 +243,17 @@ pub fn render_with_source(diagnostic: &Diagnostic, sources: &[SourceFile]) -> St
         && let Some(source) = sources.iter().find(|s| s.name() == &**file)
         && let Some(raw) = source.line_text(*line)
     {
-        // Excerpts come from files that may (wrongly) hold secrets: never echo them.
+        // Excerpts come from files that may (wrongly) hold secrets: never echo them. The caret
+        // goes under the same place of the masked line.
         let text = crate::secret::mask_line(raw);
-        let column = (*column as usize).min(text.chars().count() + 1);
+        let raw_prefix: String = raw
+            .chars()
+            .take((*column as usize).saturating_sub(1))
+            .collect();
         let gutter = line.to_string();
         let pad = " ".repeat(gutter.len());
-        let caret_pad: String = text
+        let caret_pad: String = crate::secret::mask_line(&raw_prefix)
             .chars()
-            .take(column.saturating_sub(1))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
         out.push_str(&format!(
@@ -324,8 +331,8 @@ mod tests {
         let source = SourceFile::new("f.toml", "a = 1\nbé = \"x\"\n".to_string());
         assert_eq!(source.location(0).to_string(), "f.toml:1:1");
         // 'é' is two bytes but one column.
-        let offset = source.text().find('=').map(|_| 10).unwrap_or_default();
-        assert_eq!(source.location(offset).to_string(), "f.toml:2:4");
+        // Line 2 starts at byte 6; `=` follows "bé " (4 bytes), so it is at byte 10, column 4.
+        assert_eq!(source.location(10).to_string(), "f.toml:2:4");
         assert_eq!(source.line_text(2), Some("bé = \"x\""));
     }
 

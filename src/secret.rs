@@ -110,44 +110,150 @@ pub fn redacted(value: &str) -> String {
     format!("<redacted, {} characters>", value.chars().count())
 }
 
-/// A line of a config file as it may be shown in an excerpt: the value of a secret-named key,
-/// any string that looks like a credential, and the password of a URL are replaced by
-/// `<redacted>`.
-pub fn mask_line(line: &str) -> String {
-    let key = line.split('=').next().unwrap_or_default().trim();
-    let secret_key = LITERAL_SECRET_KEYS.contains(&key);
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(open) = rest.find('"') {
-        out.push_str(&rest[..=open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('"') else {
-            // An unterminated string: hide the remainder to be safe.
-            out.push_str("<redacted>");
-            return out;
-        };
-        let value = &after[..close];
-        if secret_key || looks_like_secret(value) {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(&mask_url_password(value));
+/// Whether a URL carries a password: `scheme://user:password@host/…` or a `password=` query
+/// parameter.
+pub fn url_has_password(url: &str) -> bool {
+    url_without_password(url) != url
+}
+
+/// The URL with its password removed: the userinfo keeps only the user, and `password=` query
+/// parameters are dropped.
+pub fn url_without_password(url: &str) -> String {
+    redact_url(url, None)
+}
+
+/// Replaces a URL's password (userinfo or query parameter) with `replacement`, or removes it
+/// when `replacement` is `None`.
+fn redact_url(url: &str, replacement: Option<&str>) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = format!("{scheme}://");
+    // The userinfo ends at the last `@` before the query, whatever it contains.
+    match before_query.rsplit_once('@') {
+        Some((userinfo, host_and_path)) => {
+            match (userinfo.split_once(':'), replacement) {
+                (Some((user, _)), Some(mask)) => out.push_str(&format!("{user}:{mask}")),
+                (Some((user, _)), None) => out.push_str(user),
+                (None, _) => out.push_str(userinfo),
+            }
+            out.push('@');
+            out.push_str(host_and_path);
         }
-        out.push('"');
-        rest = &after[close + 1..];
+        None => out.push_str(before_query),
     }
-    out.push_str(rest);
+    if let Some(query) = query {
+        let kept: Vec<String> = query
+            .split('&')
+            .filter_map(|pair| {
+                let key = pair.split('=').next().unwrap_or_default();
+                if !key.eq_ignore_ascii_case("password") {
+                    Some(pair.to_string())
+                } else {
+                    replacement.map(|mask| format!("{key}={mask}"))
+                }
+            })
+            .collect();
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+    }
     out
 }
 
-/// `scheme://user:password@host` becomes `scheme://user:<redacted>@host`.
-fn mask_url_password(value: &str) -> String {
-    if let Some((scheme, rest)) = value.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:<redacted>@{host}");
+fn is_secret_key(key: &str) -> bool {
+    let last = key
+        .rsplit('.')
+        .next()
+        .unwrap_or(key)
+        .trim_matches(['"', '\'']);
+    LITERAL_SECRET_KEYS.contains(&last)
+}
+
+/// A line of a config file as it may be shown in an excerpt. Values of secret-named keys
+/// (bare, quoted or dotted keys, in inline tables too), strings that look like credentials,
+/// URL passwords and credential-like words in comments become `<redacted>`.
+pub fn mask_line(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let next_significant = |from: usize| chars[from..].iter().copied().find(|c| !c.is_whitespace());
+    let mut out = String::with_capacity(line.len());
+    let mut current_key: Option<String> = None;
+    let mut index = 0;
+    while index < chars.len() {
+        let c = chars[index];
+        if c == '#' {
+            let comment: String = chars[index..].iter().collect();
+            let masked: Vec<String> = comment
+                .split(' ')
+                .map(|word| {
+                    if looks_like_secret(word) {
+                        "<redacted>".to_string()
+                    } else {
+                        word.to_string()
+                    }
+                })
+                .collect();
+            out.push_str(&masked.join(" "));
+            break;
+        }
+        if c == '"' || c == '\'' {
+            // A string: find its end (basic strings may escape quotes).
+            let mut end = index + 1;
+            while end < chars.len() && chars[end] != c {
+                if c == '"' && chars[end] == '\\' {
+                    end += 1;
+                }
+                end += 1;
+            }
+            let content: String = chars[index + 1..end.min(chars.len())].iter().collect();
+            let closed = end < chars.len();
+            let is_key = closed && next_significant(end + 1) == Some('=');
+            out.push(c);
+            if is_key {
+                out.push_str(&content);
+                current_key = Some(content);
+            } else if current_key.as_deref().is_some_and(is_secret_key)
+                || looks_like_secret(&content)
+                || !closed
+            {
+                out.push_str("<redacted>");
+            } else {
+                out.push_str(&redact_url(&content, Some("<redacted>")));
+            }
+            if closed {
+                out.push(c);
+            }
+            index = end + 1;
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+' | ':') {
+            let start = index;
+            while index < chars.len()
+                && (chars[index].is_ascii_alphanumeric()
+                    || matches!(chars[index], '_' | '-' | '.' | '+' | ':'))
+            {
+                index += 1;
+            }
+            let word: String = chars[start..index].iter().collect();
+            if next_significant(index) == Some('=') {
+                current_key = Some(word.clone());
+                out.push_str(&word);
+            } else if current_key.as_deref().is_some_and(is_secret_key) {
+                out.push_str("<redacted>");
+            } else {
+                out.push_str(&word);
+            }
+            continue;
+        }
+        out.push(c);
+        index += 1;
     }
-    value.to_string()
+    out
 }
 
 #[cfg(test)]
@@ -167,6 +273,25 @@ mod tests {
             "url = \"postgres://u:<redacted>@h/db\""
         );
         assert_eq!(mask_line("objects = [\"Lead\"]"), "objects = [\"Lead\"]");
+        assert_eq!(
+            mask_line("auth = { method = \"private_app\", token = \"abc\" }"),
+            "auth = { method = \"private_app\", token = \"<redacted>\" }"
+        );
+        assert_eq!(
+            mask_line("\"token\" = \"abc\""),
+            "\"token\" = \"<redacted>\""
+        );
+        assert_eq!(mask_line("password = 'abc'"), "password = '<redacted>'");
+        assert_eq!(
+            mask_line("extra.token = \"abc\""),
+            "extra.token = \"<redacted>\""
+        );
+        assert_eq!(mask_line("password = 12345"), "password = <redacted>");
+        assert_eq!(mask_line("# old: pat-na1-abc"), "# old: <redacted>");
+        assert_eq!(
+            mask_line("url = \"postgres://u@h/db?sslmode=require&password=pw\""),
+            "url = \"postgres://u@h/db?sslmode=require&password=<redacted>\""
+        );
     }
 
     #[test]
@@ -182,6 +307,22 @@ mod tests {
             SecretRef::File(path).resolve(),
             Err(SecretError::EmptyFile { .. })
         ));
+    }
+
+    #[test]
+    fn url_passwords_are_found_and_removed() {
+        assert!(url_has_password("postgres://u:pw@h:5432/db"));
+        assert!(url_has_password("postgres://u:pa/ss@h/db"));
+        assert!(url_has_password("postgres://u@h/db?password=pw"));
+        assert!(!url_has_password("postgres://u@h/db?sslmode=require"));
+        assert_eq!(
+            url_without_password("postgres://u:pa/ss@h/db"),
+            "postgres://u@h/db"
+        );
+        assert_eq!(
+            url_without_password("postgres://u@h/db?password=pw&sslmode=require"),
+            "postgres://u@h/db?sslmode=require"
+        );
     }
 
     #[test]
