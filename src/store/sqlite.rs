@@ -62,8 +62,19 @@ impl SqliteStore {
             .map_err(|source| self.query_error(source))
     }
 
+    /// Applies pending migrations in one IMMEDIATE transaction: the version is read under the
+    /// write lock, so two processes opening a new file cannot both migrate it.
     fn migrate(&mut self) -> Result<(), StoreError> {
-        self.connection
+        let path = self.path.clone();
+        let query_error = |source| StoreError::Query {
+            path: path.clone(),
+            source,
+        };
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(query_error)?;
+        transaction
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
                     version    INTEGER PRIMARY KEY,
@@ -71,23 +82,28 @@ impl SqliteStore {
                     applied_at TEXT NOT NULL
                 )",
             )
-            .map_err(|source| self.query_error(source))?;
-        let current = self.schema_version()?;
+            .map_err(query_error)?;
+        let current: u32 = transaction
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(query_error)?;
         if current > latest_version() {
             return Err(StoreError::TooNew {
-                path: self.path.clone(),
+                path: path.clone(),
                 found: current,
                 known: latest_version(),
             });
         }
         for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
             let failed = |source| StoreError::Migration {
-                path: self.path.clone(),
+                path: path.clone(),
                 version: migration.version,
                 name: migration.name,
                 source,
             };
-            let transaction = self.connection.transaction().map_err(failed)?;
             transaction
                 .execute_batch(&migration.render(Dialect::Sqlite))
                 .map_err(failed)?;
@@ -101,14 +117,13 @@ impl SqliteStore {
                     ],
                 )
                 .map_err(failed)?;
-            transaction.commit().map_err(failed)?;
             tracing::info!(
                 version = migration.version,
                 name = migration.name,
                 "applied warehouse migration"
             );
         }
-        Ok(())
+        transaction.commit().map_err(query_error)
     }
 
     fn ensure_stage_columns(&self, vocabulary: &Vocabulary) -> Result<(), StoreError> {
