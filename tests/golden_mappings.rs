@@ -270,19 +270,22 @@ fn every_written_stage_reads_back_as_itself() {
             System::Hubspot,
             "contacts",
             "subscriber",
-            &[("lifecyclestage", "subscriber")],
+            &[("lifecyclestage", "subscriber"), ("hs_lead_status", "")],
         ),
         (
             System::Hubspot,
             "contacts",
             "lead",
-            &[("lifecyclestage", "lead")],
+            &[("lifecyclestage", "lead"), ("hs_lead_status", "NEW")],
         ),
         (
             System::Hubspot,
             "contacts",
             "mql",
-            &[("lifecyclestage", "marketingqualifiedlead")],
+            &[
+                ("lifecyclestage", "marketingqualifiedlead"),
+                ("hs_lead_status", "OPEN"),
+            ],
         ),
         (
             System::Hubspot,
@@ -297,19 +300,25 @@ fn every_written_stage_reads_back_as_itself() {
             System::Hubspot,
             "contacts",
             "sql",
-            &[("lifecyclestage", "salesqualifiedlead")],
+            &[
+                ("lifecyclestage", "salesqualifiedlead"),
+                ("hs_lead_status", "CONNECTED"),
+            ],
         ),
         (
             System::Hubspot,
             "contacts",
             "opportunity",
-            &[("lifecyclestage", "opportunity")],
+            &[
+                ("lifecyclestage", "opportunity"),
+                ("hs_lead_status", "OPEN_DEAL"),
+            ],
         ),
         (
             System::Hubspot,
             "contacts",
             "customer",
-            &[("lifecyclestage", "customer")],
+            &[("lifecyclestage", "customer"), ("hs_lead_status", "")],
         ),
         (
             System::Hubspot,

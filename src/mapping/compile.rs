@@ -46,16 +46,35 @@ const POLICY_NAMES: [&str; 4] = [
     "{ default = \"<stage>\" }",
 ];
 
-/// Reads one system's mapping file. Problems go to `diagnostics`; the objects that could be
-/// read are returned either way.
+/// What one mapping file holds: the objects that compiled, and every object and field name it
+/// declares, including those that failed (so later checks do not report them again as missing).
+#[derive(Debug, Default)]
+pub struct CompiledFile {
+    pub objects: Vec<ObjectMapping>,
+    pub declared_objects: Vec<String>,
+    /// Per declared object, the canonical field names it declares.
+    pub declared_fields: Vec<(String, Vec<String>)>,
+}
+
+impl CompiledFile {
+    pub fn declared_fields_of(&self, object: &str) -> &[String] {
+        self.declared_fields
+            .iter()
+            .find(|(name, _)| name == object)
+            .map_or(&[], |(_, fields)| fields.as_slice())
+    }
+}
+
+/// Reads one system's mapping file. Problems go to `diagnostics`; `None` when the TOML itself
+/// could not be parsed.
 pub fn compile_file(
     system: System,
     source: &SourceFile,
     vocabulary: &Vocabulary,
     diagnostics: &mut Diagnostics,
-) -> Vec<ObjectMapping> {
+) -> Option<CompiledFile> {
     let mut found = Diagnostics::default();
-    let objects = read_document(source, diagnostics, |root| {
+    let compiled = read_document(source, diagnostics, |root| {
         let objects = root.table("objects");
         if !objects.is_present() {
             root.missing(
@@ -66,21 +85,29 @@ pub fn compile_file(
                 ),
             );
         }
-        let mut compiled = Vec::new();
+        let mut file = CompiledFile::default();
         for (name, node) in objects.entries() {
+            file.declared_objects.push(name.value.clone());
             let Some(table) = node.as_table() else {
                 continue;
             };
+            let declared_fields = table
+                .table("fields")
+                .entries_quiet()
+                .into_iter()
+                .map(|(field, _)| field.value)
+                .collect();
+            file.declared_fields
+                .push((name.value.clone(), declared_fields));
             if let Some(mapping) = read_object(system, &name.value, &table, vocabulary, &mut found)
             {
-                compiled.push(mapping);
+                file.objects.push(mapping);
             }
         }
-        compiled
-    })
-    .unwrap_or_default();
+        file
+    });
     diagnostics.extend(found);
-    objects
+    compiled
 }
 
 fn example_object(system: System) -> &'static str {
@@ -311,7 +338,7 @@ fn read_rule(
         (Some(stage), _, _) => {
             diagnostics.error(
                 stage.location,
-                format!("rule \"{name}\" has both `stage` and a value map"),
+                format!("rule \"{name}\" has both a fixed `stage` and `property`/`map`"),
                 "a rule either sets a fixed `stage` or looks one up with `property` + `map`; split it into two rules",
             );
             return None;
@@ -356,37 +383,49 @@ fn reject_padded(value: &Located<String>, what: &str, diagnostics: &mut Diagnost
 fn read_conditions(when: &Table<'_, '_>) -> Vec<Condition> {
     let mut conditions = Vec::new();
     for (property, node) in when.entries() {
-        let values: Vec<String> = match node.scalar_text() {
-            Some(text) => vec![text],
+        // A single value or a list of them ("any of").
+        let items = match node.scalar_text() {
+            Some(_) => vec![node.clone()],
             None => match node.as_array() {
-                Some(items) => items
-                    .iter()
-                    .filter_map(|item| {
-                        let text = item.scalar_text();
-                        if text.is_none() {
-                            item.report(
-                                format!("condition values must be strings, booleans or numbers, found {}", item.type_name()),
-                                "write the value the property must have",
-                            );
-                        }
-                        text
-                    })
-                    .collect(),
+                Some(items) => items,
                 None => continue,
             },
         };
-        if values.is_empty() {
+        if items.is_empty() {
             node.report(
                 format!("condition on `{}` lists no values", property.value),
                 "list the values that satisfy the condition",
             );
             continue;
         }
-        conditions.push(Condition {
-            property: property.value,
-            values,
-            location: property.location,
-        });
+        let mut values = Vec::new();
+        for item in &items {
+            let Some(text) = item.scalar_text() else {
+                item.report(
+                    format!(
+                        "condition values must be strings, booleans or numbers, found {}",
+                        item.type_name()
+                    ),
+                    "write the value the property must have",
+                );
+                continue;
+            };
+            if text.trim() != text || text.is_empty() {
+                item.report(
+                    format!("condition value {text:?} of `{}` has leading or trailing spaces (or is empty)", property.value),
+                    format!("values are compared without surrounding spaces; write {:?}", text.trim()),
+                );
+                continue;
+            }
+            values.push(text);
+        }
+        if values.len() == items.len() {
+            conditions.push(Condition {
+                property: property.value,
+                values,
+                location: property.location,
+            });
+        }
     }
     conditions
 }
@@ -487,7 +526,10 @@ fn read_reverse(
     vocabulary: &Vocabulary,
     diagnostics: &mut Diagnostics,
 ) -> ReverseMapping {
-    let mut mapping = ReverseMapping::default();
+    let mut mapping = ReverseMapping {
+        requires: read_conditions(&reverse.table("requires")),
+        ..ReverseMapping::default()
+    };
     {
         let stages = reverse.table("stages");
         for (stage_name, node) in stages.entries() {

@@ -151,6 +151,9 @@ pub struct StageWrite {
 /// The reverse mapping of one object, used for write-back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReverseMapping {
+    /// Write-back applies only to records meeting these conditions (e.g. Salesforce leads that
+    /// are not converted, which the API refuses to update); others are skipped.
+    pub requires: Vec<Condition>,
     pub stages: Vec<StageWrite>,
     /// Canonical field -> native property.
     pub fields: Vec<(String, String, Location)>,
@@ -269,7 +272,7 @@ impl Normalized {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
     #[error(
-        "no mapping for {system} object \"{object}\" (record {id}); add [objects.{object}] to mappings/{system}.toml or stop syncing that object"
+        "no mapping for {system} object \"{object}\" (record {id}); add [objects.{object}] to the {system} mapping file or stop syncing that object"
     )]
     UnmappedObject {
         system: System,

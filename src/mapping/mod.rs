@@ -88,37 +88,61 @@ fn read_source(path: &Path) -> Result<SourceFile, MappingError> {
     Ok(SourceFile::new(path.display().to_string(), text))
 }
 
-/// Compiles vocabulary and mapping files. The mapper holds every object that could be
-/// compiled; it is safe to use only when the diagnostics are empty.
-pub fn compile(sources: &MappingSources) -> (Mapper, Diagnostics) {
+/// The result of compiling a mappings directory.
+#[derive(Debug)]
+pub struct Compilation {
+    /// Every object that compiled; safe to use only when `diagnostics` is empty.
+    pub mapper: Mapper,
+    pub diagnostics: Diagnostics,
+    /// Per system whose file parsed: every object name it declares, compiled or not.
+    pub declared_objects: Vec<(System, Vec<String>)>,
+}
+
+/// Compiles vocabulary and mapping files, collecting every problem.
+pub fn compile(sources: &MappingSources) -> Compilation {
     let mut diagnostics = Diagnostics::default();
     let vocabulary = Vocabulary::parse(&sources.vocabulary, &mut diagnostics);
     let mut objects = Vec::new();
+    let mut declared_objects = Vec::new();
     for (system, source) in &sources.systems {
         let before = diagnostics.len();
-        let compiled = compile::compile_file(*system, source, &vocabulary, &mut diagnostics);
+        let Some(file) = compile::compile_file(*system, source, &vocabulary, &mut diagnostics)
+        else {
+            continue;
+        };
         // Round trips are judged only on rules that compiled cleanly; otherwise a dropped rule
         // or entry would be reported a second time as a broken round trip.
         let file_is_clean = diagnostics.len() == before;
-        for object in &compiled {
-            validate::validate_object(object, &vocabulary, file_is_clean, &mut diagnostics);
+        for object in &file.objects {
+            validate::validate_object(
+                object,
+                &vocabulary,
+                file.declared_fields_of(&object.object),
+                file_is_clean,
+                &mut diagnostics,
+            );
         }
-        objects.extend(compiled);
+        declared_objects.push((*system, file.declared_objects));
+        objects.extend(file.objects);
     }
     diagnostics.sort();
-    (Mapper::new(Arc::new(vocabulary), objects), diagnostics)
+    Compilation {
+        mapper: Mapper::new(Arc::new(vocabulary), objects),
+        diagnostics,
+        declared_objects,
+    }
 }
 
 /// Reads and compiles a mappings directory, failing on any problem.
 pub fn load_dir(dir: &Path) -> Result<Mapper, MappingError> {
     let sources = MappingSources::read_dir(dir)?;
-    let (mapper, diagnostics) = compile(&sources);
-    if diagnostics.is_empty() {
-        Ok(mapper)
+    let compilation = compile(&sources);
+    if compilation.diagnostics.is_empty() {
+        Ok(compilation.mapper)
     } else {
         Err(MappingError::Invalid {
-            count: diagnostics.len(),
-            report: diagnostics.to_string(),
+            count: compilation.diagnostics.len(),
+            report: compilation.diagnostics.to_string(),
         })
     }
 }

@@ -438,33 +438,31 @@ pub fn parse_transform(node: &Node<'_, '_>) -> Option<Transform> {
     match name.value.as_str() {
         "date" => {
             let format = argument.as_str()?;
-            if let Err(error) =
-                jiff::fmt::strtime::format(format.value.as_str(), Date::constant(2024, 5, 1))
-            {
-                argument.report(
-                    format!("invalid date format \"{}\": {error}", format.value),
-                    "use strftime directives such as %Y-%m-%d or %m/%d/%Y",
-                );
-                return None;
+            match check_date_format(&format.value) {
+                Ok(()) => Some(Transform::Date {
+                    format: format.value,
+                }),
+                Err(reason) => {
+                    argument.report(
+                        format!("invalid date format \"{}\": {reason}", format.value),
+                        "use strftime directives that give a whole date, such as %Y-%m-%d or %m/%d/%Y",
+                    );
+                    None
+                }
             }
-            if !format.value.contains('%') {
-                argument.report(
-                    format!(
-                        "invalid date format \"{}\": it has no % directive",
-                        format.value
-                    ),
-                    "use strftime directives such as %Y-%m-%d or %m/%d/%Y",
-                );
-                return None;
-            }
-            Some(Transform::Date {
-                format: format.value,
-            })
         }
         "map" => {
-            let map_table = argument.as_table()?;
+            let entries = argument.as_table()?.entries();
+            if entries.is_empty() {
+                argument.report(
+                    "transform `map` has no entries",
+                    "add entries like { \"Web\" = \"web\" } or remove the transform",
+                );
+                return None;
+            }
             let mut values = HashMap::new();
-            for (from, to) in map_table.entries() {
+            let mut all_text = true;
+            for (from, to) in entries {
                 let Some(to_text) = to.peek_str() else {
                     to.report(
                         format!(
@@ -474,18 +472,12 @@ pub fn parse_transform(node: &Node<'_, '_>) -> Option<Transform> {
                         ),
                         "write the replacement as a string",
                     );
+                    all_text = false;
                     continue;
                 };
                 values.insert(from.value, to_text.to_string());
             }
-            if map_table.entries().is_empty() {
-                argument.report(
-                    "transform `map` has no entries",
-                    "add entries like { \"Web\" = \"web\" } or remove the transform",
-                );
-                return None;
-            }
-            Some(Transform::Map { values })
+            all_text.then_some(Transform::Map { values })
         }
         "default" => {
             let value = argument.as_str()?;
@@ -509,6 +501,22 @@ pub fn parse_transform(node: &Node<'_, '_>) -> Option<Transform> {
     }
 }
 
+/// A date format is usable when a date written with it reads back as the same date: that
+/// rejects unknown directives and formats that leave out the year, month or day, and accepts
+/// formats that also carry a time or zone.
+fn check_date_format(format: &str) -> Result<(), String> {
+    if !format.contains('%') {
+        return Err("it has no % directive".to_string());
+    }
+    let sample = Timestamp::constant(1_715_953_530, 0).to_zoned(jiff::tz::TimeZone::UTC);
+    let written = jiff::fmt::strtime::format(format, &sample).map_err(|error| error.to_string())?;
+    match Date::strptime(format, &written) {
+        Ok(date) if date == sample.date() => Ok(()),
+        Ok(_) => Err("dates written with it read back as another date".to_string()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// Checks that each transform accepts what the previous one produces. Returns the index of
 /// the first transform that does not, with a message.
 pub fn check_chain(transforms: &[Transform]) -> Result<(), (usize, String)> {
@@ -516,8 +524,10 @@ pub fn check_chain(transforms: &[Transform]) -> Result<(), (usize, String)> {
     for (index, transform) in transforms.iter().enumerate() {
         let (accepts, produces) = transform.signature();
         if accepts != kind {
-            let previous = transforms
-                .get(index.wrapping_sub(1))
+            // Every chain starts with text, so a mismatch is never at the first transform.
+            let previous = index
+                .checked_sub(1)
+                .and_then(|before| transforms.get(before))
                 .map_or("the source", Transform::name);
             return Err((
                 index,
@@ -620,6 +630,16 @@ mod tests {
             Transform::Digits.apply(text("+1 (555) 010-9999")),
             Ok(text("+15550109999"))
         );
+    }
+
+    #[test]
+    fn date_formats_must_give_back_a_whole_date() {
+        assert_eq!(check_date_format("%Y-%m-%d"), Ok(()));
+        assert_eq!(check_date_format("%m/%d/%Y %H:%M"), Ok(()));
+        assert_eq!(check_date_format("%d.%m.%Y"), Ok(()));
+        assert!(check_date_format("%Y-%m").is_err());
+        assert!(check_date_format("%Y-%m-%J").is_err());
+        assert!(check_date_format("YYYY-MM-DD").is_err());
     }
 
     #[test]

@@ -5,31 +5,37 @@
 
 use std::collections::HashSet;
 
-use super::mapper::{Condition, ObjectKind, ObjectMapping, RuleAction, StageOutcome, StageRule};
+use super::mapper::{
+    Condition, ObjectKind, ObjectMapping, RuleAction, StageOutcome, StageRule, StageWrite,
+};
 use crate::diagnostics::{Diagnostics, Location};
 use crate::record::{Properties, SourceRecord};
 use crate::vocabulary::Vocabulary;
 
-/// Runs every cross-rule check on one object mapping; the round-trip check only when
-/// `rules_compiled_cleanly`.
+/// Runs every cross-rule check on one object mapping. Field checks look at `declared_fields`
+/// (every field the file names, even one that failed to compile); the round-trip check runs
+/// only when `rules_compiled_cleanly`.
 pub fn validate_object(
     mapping: &ObjectMapping,
     vocabulary: &Vocabulary,
+    declared_fields: &[String],
     rules_compiled_cleanly: bool,
     diagnostics: &mut Diagnostics,
 ) {
-    check_required_fields(mapping, diagnostics);
+    check_required_fields(mapping, declared_fields, diagnostics);
     check_shadowing(mapping, vocabulary, diagnostics);
     if rules_compiled_cleanly {
         check_round_trip(mapping, vocabulary, diagnostics);
     }
-    check_reverse_fields(mapping, diagnostics);
+    check_reverse_fields(mapping, declared_fields, diagnostics);
 }
 
-fn check_required_fields(mapping: &ObjectMapping, diagnostics: &mut Diagnostics) {
-    if mapping.kind == ObjectKind::Person
-        && !mapping.fields.iter().any(|field| &*field.name == "email")
-    {
+fn check_required_fields(
+    mapping: &ObjectMapping,
+    declared_fields: &[String],
+    diagnostics: &mut Diagnostics,
+) {
+    if mapping.kind == ObjectKind::Person && !declared_fields.iter().any(|field| field == "email") {
         diagnostics.error(
             mapping.location.clone(),
             format!(
@@ -77,13 +83,15 @@ fn implies(specific: &ConditionSet, general: &ConditionSet) -> bool {
 }
 
 /// Whether `earlier` decides a stage for every record satisfying `set` (so a later rule never
-/// sees those records).
-fn decides_all(earlier: &StageRule, set: &ConditionSet) -> bool {
+/// sees those records). `ignoring_case`: the set's values stand for every spelling of them, so
+/// only a case-insensitive earlier map can decide them all.
+fn decides_all(earlier: &StageRule, set: &ConditionSet, ignoring_case: bool) -> bool {
     if !implies(set, &conditions_of(earlier)) {
         return false;
     }
     match &earlier.action {
         RuleAction::Fixed { .. } => true,
+        RuleAction::Lookup(lookup) if ignoring_case && !lookup.ignore_case => false,
         RuleAction::Lookup(lookup) => set.iter().any(|(property, values)| {
             property == &lookup.property
                 && !values.is_empty()
@@ -111,7 +119,7 @@ fn check_shadowing(
         let base = conditions_of(rule);
         match &rule.action {
             RuleAction::Fixed { .. } => {
-                if let Some(shadow) = earlier.iter().find(|e| decides_all(e, &base)) {
+                if let Some(shadow) = earlier.iter().find(|e| decides_all(e, &base, false)) {
                     diagnostics.error(
                         rule.location.clone(),
                         format!(
@@ -134,7 +142,10 @@ fn check_shadowing(
                         &lookup.property,
                         HashSet::from([key.clone()]),
                     );
-                    if let Some(shadow) = earlier.iter().find(|e| decides_all(e, &set)) {
+                    if let Some(shadow) = earlier
+                        .iter()
+                        .find(|e| decides_all(e, &set, lookup.ignore_case))
+                    {
                         shadowed.push((key, shadow));
                     }
                 }
@@ -198,62 +209,185 @@ fn check_shadowing(
     }
 }
 
+/// How many combinations of unwritten property values a round-trip check tries at most.
+const ROUND_TRIP_COMBINATIONS: usize = 4096;
+
+/// A value no rule knows, standing for the custom values real orgs hold.
+const UNKNOWN_VALUE: &str = "a value no rule maps";
+
+/// Writing a stage must read back as that stage whatever else the record holds: every property
+/// a rule reads that the write does not set (and `requires` does not fix) is tried absent and
+/// with every value the rules name, plus one value they do not.
 fn check_round_trip(
     mapping: &ObjectMapping,
     vocabulary: &Vocabulary,
     diagnostics: &mut Diagnostics,
 ) {
     for write in &mapping.reverse.stages {
-        let mut properties = Properties::default();
-        for (property, value) in &write.properties {
-            properties.insert(property.clone(), serde_json::Value::String(value.clone()));
-        }
-        let record = SourceRecord {
-            system: mapping.system,
-            object: mapping.object.clone(),
-            id: "round-trip-check".to_string(),
-            modified_at: jiff::Timestamp::UNIX_EPOCH,
-            properties,
-        };
-        let written: Vec<String> = write
-            .properties
-            .iter()
-            .map(|(property, value)| format!("{property} = \"{value}\""))
-            .collect();
-        let wanted = vocabulary.id_of(write.stage);
-        let read_back = match mapping.stage_of(&record) {
-            StageOutcome::Matched { stage, .. } if stage == write.stage => continue,
-            StageOutcome::Matched { stage, rule } => {
-                format!(
-                    "reads back as \"{}\" (rule \"{}\")",
-                    vocabulary.id_of(stage),
-                    rule.name
-                )
+        let mut fixed: Vec<(String, String)> = write.properties.clone();
+        for condition in &mapping.reverse.requires {
+            if !fixed
+                .iter()
+                .any(|(property, _)| *property == condition.property)
+                && let Some(value) = condition.values.first()
+            {
+                fixed.push((condition.property.clone(), value.clone()));
             }
-            StageOutcome::NoStage => "reads back as no stage at all".to_string(),
-            StageOutcome::Defaulted { unknown, .. }
-            | StageOutcome::KeepPrevious { unknown }
-            | StageOutcome::Quarantined { unknown }
-            | StageOutcome::Rejected { unknown } => format!(
-                "reads back as an unknown value (\"{}\" of `{}`)",
-                unknown.value, unknown.property
-            ),
-        };
-        diagnostics.error(
-            write.location.clone(),
-            format!(
-                "reverse mapping for stage \"{wanted}\" is not a round trip: writing {} {read_back}",
-                written.join(", ")
-            ),
-            format!("syncs would loop; write values that the stage rules map back to \"{wanted}\", or remove the entry"),
-        );
+        }
+        let free = free_properties(mapping, &fixed);
+        let wanted = vocabulary.id_of(write.stage);
+        let mut combination = vec![0usize; free.len()];
+        for _ in 0..ROUND_TRIP_COMBINATIONS {
+            let mut properties = Properties::default();
+            for (property, value) in &fixed {
+                properties.insert(property.clone(), serde_json::Value::String(value.clone()));
+            }
+            let mut others = Vec::new();
+            for ((property, values), choice) in free.iter().zip(&combination) {
+                if let Some(value) = &values[*choice] {
+                    properties.insert(property.clone(), serde_json::Value::String(value.clone()));
+                    others.push(format!("{property} = \"{value}\""));
+                }
+            }
+            let record = SourceRecord {
+                system: mapping.system,
+                object: mapping.object.clone(),
+                id: "round-trip-check".to_string(),
+                modified_at: jiff::Timestamp::UNIX_EPOCH,
+                properties,
+            };
+            let outcome = mapping.stage_of(&record);
+            if outcome.stage() != Some(write.stage)
+                || !matches!(outcome, StageOutcome::Matched { .. })
+            {
+                report_round_trip(write, wanted, &outcome, &others, vocabulary, diagnostics);
+                break;
+            }
+            if !advance(&mut combination, &free) {
+                break;
+            }
+        }
     }
 }
 
-fn check_reverse_fields(mapping: &ObjectMapping, diagnostics: &mut Diagnostics) {
+/// Every property the rules read that `fixed` does not set, with the values to try (`None` is
+/// absent).
+fn free_properties(
+    mapping: &ObjectMapping,
+    fixed: &[(String, String)],
+) -> Vec<(String, Vec<Option<String>>)> {
+    let mut free: Vec<(String, Vec<Option<String>>)> = Vec::new();
+    let mut add = |property: &str, value: Option<&str>| {
+        if fixed.iter().any(|(written, _)| written == property) {
+            return;
+        }
+        let index = match free.iter().position(|(name, _)| name == property) {
+            Some(index) => index,
+            None => {
+                free.push((
+                    property.to_string(),
+                    vec![None, Some(UNKNOWN_VALUE.to_string())],
+                ));
+                free.len() - 1
+            }
+        };
+        if let Some(value) = value {
+            let values = &mut free[index].1;
+            if !values.iter().any(|known| known.as_deref() == Some(value)) {
+                values.push(Some(value.to_string()));
+            }
+        }
+    };
+    for rule in &mapping.rules {
+        for condition in &rule.conditions {
+            for value in &condition.values {
+                add(&condition.property, Some(value));
+            }
+        }
+        if let RuleAction::Lookup(lookup) = &rule.action {
+            add(&lookup.property, None);
+            let mut keys: Vec<&String> = lookup.map.keys().chain(lookup.pass.iter()).collect();
+            keys.sort();
+            for key in keys {
+                add(&lookup.property, Some(key));
+            }
+        }
+    }
+    free
+}
+
+/// Steps to the next combination (like an odometer); false after the last one.
+fn advance(combination: &mut [usize], free: &[(String, Vec<Option<String>>)]) -> bool {
+    for (digit, (_, values)) in combination.iter_mut().zip(free) {
+        *digit += 1;
+        if *digit < values.len() {
+            return true;
+        }
+        *digit = 0;
+    }
+    false
+}
+
+fn report_round_trip(
+    write: &StageWrite,
+    wanted: &str,
+    outcome: &StageOutcome,
+    others: &[String],
+    vocabulary: &Vocabulary,
+    diagnostics: &mut Diagnostics,
+) {
+    let written: Vec<String> = write
+        .properties
+        .iter()
+        .map(|(property, value)| format!("{property} = \"{value}\""))
+        .collect();
+    let read_back = match outcome {
+        StageOutcome::Matched { stage, rule } => format!(
+            "reads back as \"{}\" (rule \"{}\")",
+            vocabulary.id_of(*stage),
+            rule.name
+        ),
+        StageOutcome::NoStage => "reads back as no stage at all".to_string(),
+        StageOutcome::Defaulted { unknown, .. }
+        | StageOutcome::KeepPrevious { unknown }
+        | StageOutcome::Quarantined { unknown }
+        | StageOutcome::Rejected { unknown } => format!(
+            "reads back as an unknown value (\"{}\" of `{}`)",
+            unknown.value, unknown.property
+        ),
+    };
+    let when = if others.is_empty() {
+        String::new()
+    } else {
+        format!(" when the record has {}", others.join(", "))
+    };
+    let help = if others.is_empty() {
+        format!(
+            "syncs would loop; write values that the stage rules map back to \"{wanted}\", or remove the entry"
+        )
+    } else {
+        format!(
+            "syncs would loop; also write the properties that decide it here (or restrict write-back with [reverse] requires), so that \"{wanted}\" reads back whatever the record held"
+        )
+    };
+    diagnostics.error(
+        write.location.clone(),
+        format!(
+            "reverse mapping for stage \"{wanted}\" is not a round trip: writing {}{when} {read_back}",
+            written.join(", ")
+        ),
+        help,
+    );
+}
+
+fn check_reverse_fields(
+    mapping: &ObjectMapping,
+    declared_fields: &[String],
+    diagnostics: &mut Diagnostics,
+) {
     for (field, _, location) in &mapping.reverse.fields {
-        if !mapping.fields.iter().any(|mapped| &*mapped.name == field) {
-            let known: Vec<&str> = mapping.fields.iter().map(|f| &*f.name).collect();
+        if !declared_fields.contains(field) {
+            let known: Vec<&str> = declared_fields.iter().map(String::as_str).collect();
             let help = match crate::diagnostics::did_you_mean(field, known.iter().copied()) {
                 Some(suggestion) => format!("did you mean `{suggestion}`?"),
                 None => format!(
