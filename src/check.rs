@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, Config, EnvVars, StagePolicy};
-use crate::diagnostics::{Diagnostics, Location, SourceFile, did_you_mean, list};
-use crate::mapping::{self, Mapper, MappingSources};
+use crate::diagnostics::{Diagnostic, Diagnostics, Location, SourceFile, did_you_mean, list};
+use crate::mapping::{self, Compilation, Mapper, MappingSources};
 use crate::record::System;
 
 /// What a check found.
@@ -73,14 +73,15 @@ pub fn run(config_flag: Option<&Path>, env: &EnvVars) -> CheckReport {
             Some(config)
         }
         Err(error) => {
-            let location = config_file.as_ref().map_or(Location::Default, |path| {
-                Location::file_start(&path.display().to_string())
-            });
-            diagnostics.error(
-                location,
-                error.to_string(),
-                "fix the path and run `crmsync check` again",
-            );
+            // The message already says how to fix it.
+            let location = if config_flag.is_some() {
+                Location::Argument {
+                    name: "--config".to_string(),
+                }
+            } else {
+                Location::env(config::CONFIG_ENV)
+            };
+            diagnostics.push(Diagnostic::new(location, error.to_string()));
             None
         }
     };
@@ -88,22 +89,19 @@ pub fn run(config_flag: Option<&Path>, env: &EnvVars) -> CheckReport {
     if let Some(config) = &config {
         match MappingSources::read_dir(&config.mappings_dir.value) {
             Ok(mapping_sources) => {
-                let (compiled, found) = mapping::compile(&mapping_sources);
-                diagnostics.extend(found);
+                let compilation = mapping::compile(&mapping_sources);
+                diagnostics.extend(compilation.diagnostics.clone());
                 sources.extend(mapping_sources.files());
                 if config.parsed {
-                    cross_check(config, &mapping_sources, &compiled, &mut diagnostics);
+                    cross_check(config, &mapping_sources, &compilation, &mut diagnostics);
                 }
-                mapper = Some(compiled);
+                mapper = Some(compilation.mapper);
             }
-            Err(error) => diagnostics.error(
+            // The message already says how to fix it.
+            Err(error) => diagnostics.push(Diagnostic::new(
                 config.mappings_dir.location.clone(),
                 error.to_string(),
-                format!(
-                    "point [mappings] dir (or CRMSYNC_MAPPINGS_DIR) at the directory holding {}",
-                    mapping::VOCABULARY_FILE
-                ),
-            ),
+            )),
         }
     }
     diagnostics.sort();
@@ -126,13 +124,24 @@ fn objects_of(config: &Config, system: System) -> (bool, &[crate::diagnostics::L
 fn cross_check(
     config: &Config,
     sources: &MappingSources,
-    mapper: &Mapper,
+    compilation: &Compilation,
     diagnostics: &mut Diagnostics,
 ) {
+    let mapper = &compilation.mapper;
     let mapping_dir = config.mappings_dir.value.display().to_string();
     for system in System::ALL {
         let (enabled, objects) = objects_of(config, system);
         if !enabled {
+            let target = config.write_back.target(system);
+            if target.enabled {
+                diagnostics.error(
+                    target.object.location.clone(),
+                    format!("write-back to {system} is on, but {system} is disabled"),
+                    format!(
+                        "set [{system}] enabled = true, or [write_back.{system}] enabled = false"
+                    ),
+                );
+            }
             continue;
         }
         let has_file = sources.systems.iter().any(|(s, _)| *s == system);
@@ -147,12 +156,15 @@ fn cross_check(
             );
             continue;
         }
-        let mapped: Vec<&str> = mapper
-            .objects()
-            .into_iter()
-            .filter(|object| object.system == system)
-            .map(|object| object.object.as_str())
-            .collect();
+        // A file that did not parse was reported; its objects cannot be judged.
+        let Some((_, declared)) = compilation
+            .declared_objects
+            .iter()
+            .find(|(s, _)| *s == system)
+        else {
+            continue;
+        };
+        let mapped: Vec<&str> = declared.iter().map(String::as_str).collect();
         for object in objects {
             if !mapped.contains(&object.value.as_str()) {
                 let help = match did_you_mean(&object.value, mapped.iter().copied()) {
@@ -203,17 +215,14 @@ fn cross_check(
         .into_iter()
         .flat_map(|object| object.fields.iter().map(|field| &*field.name))
         .collect();
-    for field in config.reconcile.field_sources.keys() {
+    for (field, source) in &config.reconcile.field_sources {
         if !canonical.contains(field.as_str()) {
             let help = match did_you_mean(field, canonical.iter().copied()) {
                 Some(suggestion) => format!("did you mean `{suggestion}`?"),
                 None => format!("canonical fields: {}", list(&canonical)),
             };
-            let location = config.file.as_ref().map_or(Location::Default, |path| {
-                Location::file_start(&path.display().to_string())
-            });
             diagnostics.error(
-                location,
+                source.location.clone(),
                 format!("[reconcile.field_sources] names `{field}`, which no mapping defines"),
                 help,
             );

@@ -116,10 +116,6 @@ impl FieldValue {
             _ => None,
         }
     }
-
-    pub fn is_null(&self) -> bool {
-        matches!(self, FieldValue::Null)
-    }
 }
 
 impl fmt::Display for FieldValue {

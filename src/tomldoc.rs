@@ -81,6 +81,7 @@ pub struct Table<'r, 'i> {
 }
 
 /// One value in a document, with its position.
+#[derive(Clone)]
 pub struct Node<'r, 'i> {
     reader: &'r Reader<'r>,
     value: &'r DeValue<'i>,
@@ -176,14 +177,11 @@ impl<'r, 'i> Table<'r, 'i> {
     /// The sub-table under `key`: an empty (absent) table when the key is missing or holds
     /// something else (which is reported), so callers can always read through it.
     pub fn table(&self, key: &'static str) -> Table<'r, 'i> {
-        if let Some(node) = self.get(key)
-            && node.is_table()
-            && let Some(table) = node.as_table()
-        {
-            return table;
-        }
         if let Some(node) = self.get(key) {
-            node.wrong_type("a table");
+            // `as_table` reports a value of another type.
+            if let Some(table) = node.as_table() {
+                return table;
+            }
         }
         Table {
             reader: self.reader,
@@ -303,10 +301,6 @@ impl<'r, 'i> Node<'r, 'i> {
         );
     }
 
-    pub fn is_str(&self) -> bool {
-        self.value.is_str()
-    }
-
     pub fn is_table(&self) -> bool {
         self.value.is_table()
     }
@@ -321,7 +315,12 @@ impl<'r, 'i> Node<'r, 'i> {
         match self.value {
             DeValue::String(text) => Some(text.to_string()),
             DeValue::Boolean(flag) => Some(flag.to_string()),
-            DeValue::Integer(number) => Some(number.as_str().to_string()),
+            // Hex, octal and binary integers compare by their decimal value, as JSON sends it.
+            DeValue::Integer(number) => {
+                i64::from_str_radix(&number.as_str().replace('_', ""), number.radix())
+                    .ok()
+                    .map(|value| value.to_string())
+            }
             DeValue::Float(number) => Some(number.as_str().to_string()),
             _ => None,
         }
@@ -387,7 +386,8 @@ impl<'r, 'i> Node<'r, 'i> {
                         reader: self.reader,
                         value: item.get_ref(),
                         span: item.span(),
-                        path: format!("{}[{index}]", self.path),
+                        // Entries are counted from 1, as an admin counts `[[...]]` blocks.
+                        path: format!("{}#{}", self.path, index + 1),
                     })
                     .collect(),
             ),
@@ -412,18 +412,15 @@ impl<'r, 'i> Node<'r, 'i> {
         if self.value.is_str() {
             return self.as_str().into_iter().collect();
         }
-        match self.value.as_array() {
-            Some(_) => self
-                .as_array()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Node::as_str)
-                .collect(),
-            None => {
-                self.wrong_type("a string or an array of strings");
-                Vec::new()
-            }
+        if !self.value.is_array() {
+            self.wrong_type("a string or an array of strings");
+            return Vec::new();
         }
+        self.as_array()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Node::as_str)
+            .collect()
     }
 }
 

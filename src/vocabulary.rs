@@ -40,14 +40,6 @@ impl Category {
             _ => None,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Marketing => "marketing",
-            Category::Sales => "sales",
-            Category::Closed => "closed",
-        }
-    }
 }
 
 /// One stage as the vocabulary file defines it.
@@ -70,19 +62,26 @@ pub struct Stage {
 pub struct Vocabulary {
     stages: Vec<Stage>,
     by_id: HashMap<String, StageId>,
+    /// False when the file could not be parsed: stage names are then not judged, since every
+    /// one would look unknown.
+    parsed: bool,
 }
 
 impl Vocabulary {
     /// Reads `vocabulary.toml`. Problems are added to `diagnostics`; the stages that were valid
     /// are still returned so later checks can run.
     pub fn parse(source: &SourceFile, diagnostics: &mut Diagnostics) -> Vocabulary {
-        read_document(source, diagnostics, read_vocabulary).unwrap_or_else(Vocabulary::empty)
+        read_document(source, diagnostics, read_vocabulary).unwrap_or_else(|| Vocabulary {
+            parsed: false,
+            ..Vocabulary::empty()
+        })
     }
 
     fn empty() -> Vocabulary {
         Vocabulary {
             stages: Vec::new(),
             by_id: HashMap::new(),
+            parsed: true,
         }
     }
 
@@ -114,16 +113,6 @@ impl Vocabulary {
             .map(|(index, stage)| (StageId(index as u16), stage))
     }
 
-    /// Funnel stages by rank, lowest first.
-    pub fn funnel(&self) -> Vec<StageId> {
-        let mut ranked: Vec<(u32, StageId)> = self
-            .stages()
-            .filter_map(|(id, stage)| stage.rank.map(|rank| (rank, id)))
-            .collect();
-        ranked.sort_unstable();
-        ranked.into_iter().map(|(_, id)| id).collect()
-    }
-
     /// The help text for an unknown stage name: a suggestion and the list of known stages.
     pub fn unknown_stage_help(&self, name: &str) -> String {
         let known = list(self.stages.iter().map(|stage| stage.id.as_str()));
@@ -140,7 +129,7 @@ impl Vocabulary {
         diagnostics: &mut Diagnostics,
     ) -> Option<StageId> {
         let found = self.lookup(&name.value);
-        if found.is_none() {
+        if found.is_none() && self.parsed {
             diagnostics.error(
                 name.location.clone(),
                 format!("unknown stage \"{}\"", name.value),
@@ -256,12 +245,12 @@ fn read_vocabulary(root: &Table<'_, '_>) -> Vocabulary {
         };
         let label = label.map_or_else(|| id.value.clone(), |label| label.value);
         let category = category.unwrap_or(Category::Marketing);
+        // An invalid id is reported but kept, so mapping files naming it are not reported too.
         if !is_valid_stage_id(&id.value) {
             table.report(
                 Diagnostic::new(id.location.clone(), format!("invalid stage id \"{}\"", id.value))
                     .with_help("stage ids are lowercase letters, digits and `_`, starting with a letter, at most 40 characters (they name warehouse columns)"),
             );
-            continue;
         }
         if vocabulary.by_id.contains_key(&id.value) {
             table.report(

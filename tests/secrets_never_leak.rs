@@ -70,7 +70,7 @@ fn secrets_from_the_environment_stay_out_of_output_and_debug() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = write_case(
         dir.path(),
-        "token_env = \"CRMSYNC_TEST_HUBSPOT_TOKEN\"",
+        "token_env = \"SECRETS_TEST_HUBSPOT_TOKEN\"",
         "sqlite://w.db",
     );
     let output = Command::cargo_bin("crmsync")
@@ -78,7 +78,7 @@ fn secrets_from_the_environment_stay_out_of_output_and_debug() {
         .args(["check", "--config"])
         .arg(&path)
         .env("CRMSYNC_LOG_LEVEL", "trace")
-        .env("CRMSYNC_TEST_HUBSPOT_TOKEN", ENV_SECRET)
+        .env("SECRETS_TEST_HUBSPOT_TOKEN", ENV_SECRET)
         .output()
         .expect("runs");
     let all = format!(
@@ -121,11 +121,11 @@ fn a_secret_pasted_where_a_variable_name_belongs_is_not_echoed() {
 
 #[test]
 fn missing_secret_errors_name_the_reference_only() {
-    let error = SecretRef::Env("CRMSYNC_TEST_SURELY_UNSET_VARIABLE".into())
+    let error = SecretRef::Env("SECRETS_TEST_SURELY_UNSET_VARIABLE".into())
         .resolve()
         .expect_err("unset");
     assert_eq!(
         error.to_string(),
-        "environment variable CRMSYNC_TEST_SURELY_UNSET_VARIABLE is not set — export it (or mount it) before starting crmsync"
+        "environment variable SECRETS_TEST_SURELY_UNSET_VARIABLE is not set — export it (or mount it) before starting crmsync"
     );
 }

@@ -184,7 +184,8 @@ pub struct ReconcileConfig {
     /// Whether a unified stage may move backwards; when false regressions are reported.
     pub allow_regression: bool,
     /// Which system's value wins per canonical field; `default` for the rest.
-    pub field_sources: BTreeMap<String, FieldSource>,
+    /// Per canonical field, located at the field's key in the file.
+    pub field_sources: BTreeMap<String, Located<FieldSource>>,
     pub default_field_source: FieldSource,
 }
 
@@ -315,19 +316,6 @@ pub fn load(
     Ok((config, diagnostics, source))
 }
 
-/// Loads and fails on any problem (for commands that run, not check).
-pub fn load_valid(path: Option<&Path>, env: &EnvVars) -> Result<Config, ConfigError> {
-    let (config, diagnostics, _) = load(path, env)?;
-    if diagnostics.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError::Invalid {
-            count: diagnostics.len(),
-            report: diagnostics.to_string(),
-        })
-    }
-}
-
 /// Parses config text (or none) plus environment overrides. Relative paths resolve against
 /// `base_dir` (the config file's directory).
 pub fn parse(source: Option<&SourceFile>, base_dir: &Path, env: &EnvVars) -> (Config, Diagnostics) {
@@ -369,10 +357,7 @@ fn report_unknown_env(env: &EnvVars, asked: &[String], diagnostics: &mut Diagnos
     let mut names: Vec<&String> = env.vars.keys().collect();
     names.sort();
     for name in names {
-        if asked.contains(name)
-            || NON_SETTING_VARS.contains(&name.as_str())
-            || name.starts_with("CRMSYNC_TEST_")
-        {
+        if asked.contains(name) || NON_SETTING_VARS.contains(&name.as_str()) {
             continue;
         }
         let help = match did_you_mean(name, asked.iter().map(String::as_str)) {

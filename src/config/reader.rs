@@ -13,7 +13,10 @@ use super::{
     WarehouseConfig, WarehouseUrl, WriteBackConfig, WriteTarget, env_var_name,
 };
 use crate::diagnostics::{Diagnostics, Located, Location, SourceFile, did_you_mean, list};
-use crate::secret::{LITERAL_SECRET_KEYS, SecretRef, looks_like_secret, redacted};
+use crate::secret::{
+    LITERAL_SECRET_KEYS, SecretRef, looks_like_secret, redacted, url_has_password,
+    url_without_password,
+};
 use crate::tomldoc::{Node, Table, read_document};
 
 /// Reads `source` with environment overrides: the config (unless the TOML did not parse), the
@@ -219,14 +222,13 @@ impl<'e> Settings<'e> {
                         .all(|c| c.is_ascii_alphanumeric() || c == '_')
                     && !env.value.starts_with(|c: char| c.is_ascii_digit());
                 if !valid {
-                    let shown = if looks_like_secret(&env.value) {
-                        redacted(&env.value)
-                    } else {
-                        format!("{:?}", env.value)
-                    };
+                    // The value may be the secret itself, pasted here by mistake: never show it.
                     self.report(
                         env.location,
-                        format!("`{env_key}` must name an environment variable, found {shown}"),
+                        format!(
+                            "`{env_key}` must name an environment variable, found a value that is not a variable name ({})",
+                            redacted(&env.value)
+                        ),
                         format!("write the variable's name, e.g. {env_key} = \"{example_env}\", and put the secret in that variable"),
                     );
                     return None;
@@ -313,6 +315,11 @@ impl<'e> Settings<'e> {
     /// that looks like a credential. The value is never shown.
     fn reject_literal_secrets(&self, table: &Table<'_, '_>) {
         for key in LITERAL_SECRET_KEYS {
+            // Only keys that are present are asked for, so they never appear among the
+            // suggestions for an unknown key.
+            if !table.contains(key) {
+                continue;
+            }
             if let Some(node) = table.get(key) {
                 self.report(
                     node.location(),
@@ -750,36 +757,15 @@ impl<'e> Settings<'e> {
             }
             WarehouseUrl::Sqlite(self.base_dir.join(path))
         } else if url.value.starts_with("postgres://") || url.value.starts_with("postgresql://") {
-            let authority = url
-                .value
-                .split_once("://")
-                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
-            let has_password = authority
-                .split_once('@')
-                .is_some_and(|(userinfo, _)| userinfo.contains(':'));
-            if has_password {
+            if url_has_password(&url.value) {
                 self.report(
                     url.location.clone(),
                     format!("`warehouse.url` contains a password (value {})", redacted(&url.value)),
                     "remove the password from the URL and set password_env = \"NAME\" (or password_file)",
                 );
             }
-            if has_password {
-                // Keep the URL without its password, so nothing downstream can print it.
-                let without_password = match url.value.split_once("://") {
-                    Some((scheme, rest)) => match rest.split_once('@') {
-                        Some((userinfo, host)) => {
-                            let user = userinfo.split(':').next().unwrap_or_default();
-                            format!("{scheme}://{user}@{host}")
-                        }
-                        None => url.value.clone(),
-                    },
-                    None => url.value.clone(),
-                };
-                WarehouseUrl::Postgres(without_password)
-            } else {
-                WarehouseUrl::Postgres(url.value.clone())
-            }
+            // Keep the URL without its password, so nothing downstream can print it.
+            WarehouseUrl::Postgres(url_without_password(&url.value))
         } else {
             self.report(
                 url.location.clone(),
@@ -876,7 +862,7 @@ impl<'e> Settings<'e> {
                 if field.value == "default" {
                     default_field_source = source;
                 } else {
-                    field_sources.insert(field.value, source);
+                    field_sources.insert(field.value, Located::new(source, field.location));
                 }
             }
         }
