@@ -133,9 +133,9 @@ fn cross_check(
         let (enabled, objects) = objects_of(config, system);
         if !enabled {
             let target = config.write_back.target(system);
-            if target.enabled {
+            if target.enabled.value {
                 diagnostics.error(
-                    target.object.location.clone(),
+                    target.enabled.location.clone(),
                     format!("write-back to {system} is on, but {system} is disabled"),
                     format!(
                         "set [{system}] enabled = true, or [write_back.{system}] enabled = false"
@@ -238,7 +238,7 @@ fn check_write_back(
     diagnostics: &mut Diagnostics,
 ) {
     let target = config.write_back.target(system);
-    if !target.enabled {
+    if !target.enabled.value {
         return;
     }
     if !objects

@@ -166,13 +166,27 @@ fn redact_url(url: &str, replacement: Option<&str>) -> String {
     out
 }
 
+/// Whether a key may hold a secret, for masking excerpts: any key whose last segment names a
+/// token, secret, password or key (`hapikey`, `api_token`, `client_secret_env`…). Masking a
+/// harmless value is better than showing a secret someone pasted in the wrong place.
 fn is_secret_key(key: &str) -> bool {
     let last = key
         .rsplit('.')
         .next()
         .unwrap_or(key)
-        .trim_matches(['"', '\'']);
-    LITERAL_SECRET_KEYS.contains(&last)
+        .trim_matches(['"', '\''])
+        .to_ascii_lowercase();
+    [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "key",
+        "assertion",
+        "credential",
+    ]
+    .iter()
+    .any(|word| last.contains(word))
 }
 
 /// A line of a config file as it may be shown in an excerpt. Values of secret-named keys
@@ -287,6 +301,11 @@ mod tests {
             "extra.token = \"<redacted>\""
         );
         assert_eq!(mask_line("password = 12345"), "password = <redacted>");
+        assert_eq!(mask_line("hapikey = \"abc\""), "hapikey = \"<redacted>\"");
+        assert_eq!(
+            mask_line("api_token = \"abc\""),
+            "api_token = \"<redacted>\""
+        );
         assert_eq!(mask_line("# old: pat-na1-abc"), "# old: <redacted>");
         assert_eq!(
             mask_line("url = \"postgres://u@h/db?sslmode=require&password=pw\""),

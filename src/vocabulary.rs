@@ -267,6 +267,12 @@ fn read_vocabulary(root: &Table<'_, '_>) -> Vocabulary {
         }
         let stage_id = StageId(vocabulary.stages.len() as u16);
         vocabulary.by_id.insert(id.value.clone(), stage_id);
+        // An invalid id was reported; its lowercase form also finds it, so mapping files that
+        // already use the intended id are not reported as well.
+        let lowercase = id.value.to_lowercase();
+        if lowercase != id.value && !vocabulary.by_id.contains_key(&lowercase) {
+            vocabulary.by_id.insert(lowercase, stage_id);
+        }
         vocabulary.stages.push(Stage {
             id: id.value,
             label,

@@ -146,7 +146,11 @@ fn render(dir: &Path, diagnostic: &Diagnostic) -> String {
         }
         other => other.to_string(),
     };
-    format!("{location}: {}", diagnostic.message)
+    // Messages may name files too (e.g. a missing mappings directory).
+    let message = diagnostic
+        .message
+        .replace(&format!("{}/", dir.display()), "");
+    format!("{location}: {message}")
 }
 
 /// The binary with no `CRMSYNC_*` variable of the test environment leaking in.

@@ -89,6 +89,28 @@ fn secrets_from_the_environment_stay_out_of_output_and_debug() {
     assert_eq!(output.status.code(), Some(0), "{all}");
     assert!(!all.contains(ENV_SECRET), "output leaks the token:\n{all}");
 
+    // The same secret put by mistake into the override that names the variable is reported
+    // without being echoed.
+    let output = Command::cargo_bin("crmsync")
+        .expect("binary")
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("CRMSYNC_HUBSPOT_AUTH_TOKEN_ENV", format!("{ENV_SECRET} ok"))
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "env CRMSYNC_HUBSPOT_AUTH_TOKEN_ENV: `token_env` must name an environment variable"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(ENV_SECRET),
+        "output leaks the token:\n{stderr}"
+    );
+
     // Resolving a file secret gives a value whose Debug is redacted.
     let key_file = dir.path().join("token");
     std::fs::write(&key_file, format!("{ENV_SECRET}\n")).expect("write secret file");

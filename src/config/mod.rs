@@ -157,7 +157,7 @@ impl WriteBackConfig {
 /// What crmsync writes back to one CRM.
 #[derive(Debug, Clone)]
 pub struct WriteTarget {
-    pub enabled: bool,
+    pub enabled: Located<bool>,
     /// The object whose records receive the unified stage and fields.
     pub object: Located<String>,
     pub stage: bool,
@@ -168,7 +168,7 @@ pub struct WriteTarget {
 impl Default for WriteTarget {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: Located::new(false, Location::Default),
             object: Located::new(String::new(), Location::Default),
             stage: true,
             fields: Vec::new(),

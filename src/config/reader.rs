@@ -108,9 +108,20 @@ impl<'e> Settings<'e> {
     }
 
     fn boolean(&self, table: &Table<'_, '_>, key: &'static str, default: bool) -> bool {
+        self.located_boolean(table, key, default).value
+    }
+
+    /// A boolean with where it was set (for problems about the setting's consequences).
+    fn located_boolean(
+        &self,
+        table: &Table<'_, '_>,
+        key: &'static str,
+        default: bool,
+    ) -> Located<bool> {
+        let unset = Located::new(default, Location::Default);
         match self.source(table, key) {
             SettingSource::Env { variable, value } => {
-                match value.trim().to_ascii_lowercase().as_str() {
+                let flag = match value.trim().to_ascii_lowercase().as_str() {
                     "true" | "1" | "yes" | "on" => true,
                     "false" | "0" | "no" | "off" => false,
                     _ => {
@@ -119,12 +130,13 @@ impl<'e> Settings<'e> {
                             format!("expected true or false, found {value:?}"),
                             "set it to true or false",
                         );
-                        default
+                        return unset;
                     }
-                }
+                };
+                Located::new(flag, Location::env(variable))
             }
-            SettingSource::File(node) => node.as_bool().map_or(default, |flag| flag.value),
-            SettingSource::Unset => default,
+            SettingSource::File(node) => node.as_bool().unwrap_or(unset),
+            SettingSource::Unset => unset,
         }
     }
 
@@ -784,7 +796,7 @@ impl<'e> Settings<'e> {
         let table = root.table("write_back");
         let read_target = |key: &'static str, default_object: &str| -> WriteTarget {
             let target = table.table(key);
-            let enabled = self.boolean(&target, "enabled", false);
+            let enabled = self.located_boolean(&target, "enabled", false);
             let object = self.string_or(&target, "object", default_object);
             let stage = self.boolean(&target, "stage", true);
             let fields = self.list(&target, "fields", &[]);

@@ -355,7 +355,7 @@ fn read_rule(
     Some(StageRule {
         name: Arc::from(name),
         location: node.location(),
-        conditions,
+        conditions: conditions?,
         action,
     })
 }
@@ -380,15 +380,21 @@ fn reject_padded(value: &Located<String>, what: &str, diagnostics: &mut Diagnost
     false
 }
 
-fn read_conditions(when: &Table<'_, '_>) -> Vec<Condition> {
+/// Reads `when`-style conditions. `None` when any was invalid (already reported): a rule
+/// missing one of its conditions would match records it must not.
+fn read_conditions(when: &Table<'_, '_>) -> Option<Vec<Condition>> {
     let mut conditions = Vec::new();
+    let mut all_valid = true;
     for (property, node) in when.entries() {
         // A single value or a list of them ("any of").
         let items = match node.scalar_text() {
             Some(_) => vec![node.clone()],
             None => match node.as_array() {
                 Some(items) => items,
-                None => continue,
+                None => {
+                    all_valid = false;
+                    continue;
+                }
             },
         };
         if items.is_empty() {
@@ -396,6 +402,7 @@ fn read_conditions(when: &Table<'_, '_>) -> Vec<Condition> {
                 format!("condition on `{}` lists no values", property.value),
                 "list the values that satisfy the condition",
             );
+            all_valid = false;
             continue;
         }
         let mut values = Vec::new();
@@ -425,9 +432,11 @@ fn read_conditions(when: &Table<'_, '_>) -> Vec<Condition> {
                 values,
                 location: property.location,
             });
+        } else {
+            all_valid = false;
         }
     }
-    conditions
+    all_valid.then_some(conditions)
 }
 
 fn read_fields(fields: &Table<'_, '_>) -> Vec<FieldMap> {
@@ -527,7 +536,7 @@ fn read_reverse(
     diagnostics: &mut Diagnostics,
 ) -> ReverseMapping {
     let mut mapping = ReverseMapping {
-        requires: read_conditions(&reverse.table("requires")),
+        requires: read_conditions(&reverse.table("requires")).unwrap_or_default(),
         ..ReverseMapping::default()
     };
     {

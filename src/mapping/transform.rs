@@ -632,6 +632,25 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// The fast path itself (not the fallback) reads every RFC 3339 rendering of an
+        /// instant, with or without a colon in the offset, as that instant.
+        #[test]
+        fn the_fast_path_reads_every_rendering_of_an_instant(
+            seconds in -2_208_988_800i64..4_102_444_800,
+            nanos in 0i32..1_000_000_000,
+            offset_minutes in -(14 * 60)..=(14 * 60i32),
+            colon in proptest::prelude::any::<bool>(),
+        ) {
+            let instant = Timestamp::new(seconds, nanos).expect("in range");
+            let offset = jiff::tz::Offset::from_seconds(offset_minutes * 60).expect("offset");
+            let zoned = instant.to_zoned(jiff::tz::TimeZone::fixed(offset));
+            let format = if colon { "%Y-%m-%dT%H:%M:%S%.f%:z" } else { "%Y-%m-%dT%H:%M:%S%.f%z" };
+            let text = zoned.strftime(format).to_string();
+            proptest::prop_assert_eq!(parse_common_timestamp(text.as_bytes()), Some(instant), "{}", text);
+        }
+    }
+
     #[test]
     fn date_formats_must_give_back_a_whole_date() {
         assert_eq!(check_date_format("%Y-%m-%d"), Ok(()));
