@@ -1,7 +1,7 @@
 //! Reading one config document: each setting from its `CRMSYNC_*` variable or the file (in
 //! that order), validated, with every problem recorded at its location.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ pub(super) fn read_settings(
         asked: RefCell::new(Vec::new()),
         found: RefCell::new(Diagnostics::default()),
         base_dir: base_dir.to_path_buf(),
-        require_auth: RefCell::new(true),
+        require_auth: Cell::new(true),
     };
     let config = read_document(source, &mut diagnostics, |root| settings.read_config(root));
     diagnostics.extend(settings.found.into_inner());
@@ -54,7 +54,7 @@ struct Settings<'e> {
     found: RefCell<Diagnostics>,
     base_dir: PathBuf,
     /// Whether the system whose auth is being read is enabled (a disabled one needs no secrets).
-    require_auth: RefCell<bool>,
+    require_auth: Cell<bool>,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -258,7 +258,7 @@ impl<'e> Settings<'e> {
             }
             (None, None) => {
                 let literal_written = LITERAL_SECRET_KEYS.iter().any(|key| table.contains(key));
-                if !*self.require_auth.borrow() || literal_written {
+                if !self.require_auth.get() || literal_written {
                     return None;
                 }
                 self.report(
@@ -448,7 +448,7 @@ impl<'e> Settings<'e> {
         let enabled = self.boolean(&table, "enabled", true);
         let base_url = self.read_url(&table, "base_url", "https://api.hubapi.com");
         let objects = self.read_objects(&table, &["contacts", "deals"]);
-        *self.require_auth.borrow_mut() = enabled;
+        self.require_auth.set(enabled);
         let auth = {
             let auth = &table.table("auth");
             let method = self.string_or(auth, "method", "private_app");
@@ -584,7 +584,7 @@ impl<'e> Settings<'e> {
         let objects = self.read_objects(&table, &["Lead", "Contact", "Opportunity"]);
         let api_budget_reserve_percent =
             self.bounded(&table, "api_budget_reserve_percent", 0..=90, 20) as u8;
-        *self.require_auth.borrow_mut() = enabled;
+        self.require_auth.set(enabled);
         let auth = {
             let auth = table.table("auth");
             let method = self.string_or(&auth, "method", "jwt_bearer");
@@ -736,28 +736,15 @@ impl<'e> Settings<'e> {
         let table = root.table("warehouse");
         let url = self.string_or(&table, "url", "sqlite://crmsync.db");
         self.reject_literal_secrets(&table);
-        let password = if table.contains("password_env")
-            || table.contains("password_file")
-            || self.env.get("CRMSYNC_WAREHOUSE_PASSWORD_ENV").is_some()
-            || self.env.get("CRMSYNC_WAREHOUSE_PASSWORD_FILE").is_some()
-        {
-            *self.require_auth.borrow_mut() = true;
-            self.secret(
-                &table,
-                "warehouse password",
-                "password_env",
-                "password_file",
-                "CRMSYNC_PG_PASSWORD",
-            )
-        } else {
-            self.asked
-                .borrow_mut()
-                .push("CRMSYNC_WAREHOUSE_PASSWORD_ENV".into());
-            self.asked
-                .borrow_mut()
-                .push("CRMSYNC_WAREHOUSE_PASSWORD_FILE".into());
-            None
-        };
+        // A password is optional (trust or certificate authentication needs none).
+        self.require_auth.set(false);
+        let password = self.secret(
+            &table,
+            "warehouse password",
+            "password_env",
+            "password_file",
+            "CRMSYNC_PG_PASSWORD",
+        );
         table.finish();
         let parsed = if let Some(path) = url.value.strip_prefix("sqlite://") {
             if path.is_empty() {

@@ -14,17 +14,17 @@ use crate::vocabulary::Vocabulary;
 
 /// Runs every cross-rule check on one object mapping. Field checks look at `declared_fields`
 /// (every field the file names, even one that failed to compile); the round-trip check runs
-/// only when `rules_compiled_cleanly`.
+/// only when `file_compiled_cleanly`.
 pub fn validate_object(
     mapping: &ObjectMapping,
     vocabulary: &Vocabulary,
     declared_fields: &[String],
-    rules_compiled_cleanly: bool,
+    file_compiled_cleanly: bool,
     diagnostics: &mut Diagnostics,
 ) {
     check_required_fields(mapping, declared_fields, diagnostics);
     check_shadowing(mapping, vocabulary, diagnostics);
-    if rules_compiled_cleanly {
+    if file_compiled_cleanly {
         check_round_trip(mapping, vocabulary, diagnostics);
     }
     check_reverse_fields(mapping, declared_fields, diagnostics);
