@@ -10,12 +10,14 @@
 //!   [`mapping::Mapper`].
 //! - [`store`]: the warehouse and run state (SQLite by default), with versioned migrations.
 //! - [`check`]: the offline validation behind `crmsync check`.
+//! - [`emulator`]: HubSpot and Salesforce stand-ins for tests, the demo and benchmarks.
 //! - [`diagnostics`] and [`tomldoc`]: `file:line:col` problems for hand-edited files.
 #![deny(unsafe_code)]
 
 pub mod check;
 pub mod config;
 pub mod diagnostics;
+pub mod emulator;
 pub mod mapping;
 pub mod record;
 pub mod secret;
