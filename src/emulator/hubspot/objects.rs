@@ -1,0 +1,389 @@
+//! CRM v3 objects: list (`GET /crm/v3/objects/{type}`) and read one
+//! (`GET /crm/v3/objects/{type}/{id}`), for contacts, companies and deals (by name or by type
+//! id such as `0-1`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use super::{HubspotShared, OBJECT_TYPES, admit, error_response, json_response};
+use crate::emulator::data::EmulatedRecord;
+
+/// Largest page the list endpoint returns.
+const MAX_PAGE: usize = 100;
+const DEFAULT_PAGE: usize = 10;
+
+pub fn routes(shared: Arc<HubspotShared>) -> Router {
+    Router::new()
+        .route("/crm/v3/objects/{object_type}", get(list))
+        .route("/crm/v3/objects/{object_type}/{object_id}", get(read_one))
+        .with_state(shared)
+}
+
+/// The object type name for a path segment (`contacts` or `0-1`).
+fn object_name(segment: &str) -> Option<&'static str> {
+    OBJECT_TYPES
+        .iter()
+        .find(|(name, type_id)| *name == segment || *type_id == segment)
+        .map(|(name, _)| *name)
+}
+
+/// Properties returned when a request names none.
+fn default_properties(object: &str) -> &'static [&'static str] {
+    match object {
+        "contacts" => &[
+            "createdate",
+            "email",
+            "firstname",
+            "hs_object_id",
+            "lastmodifieddate",
+            "lastname",
+        ],
+        "companies" => &[
+            "createdate",
+            "domain",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "name",
+        ],
+        _ => &[
+            "amount",
+            "closedate",
+            "createdate",
+            "dealname",
+            "dealstage",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "pipeline",
+        ],
+    }
+}
+
+/// Query parameters, which clients send comma-separated or repeated.
+struct ListQuery {
+    limit: Option<String>,
+    after: Option<String>,
+    properties: Vec<String>,
+    archived: Option<String>,
+    id_property: Option<String>,
+}
+
+impl ListQuery {
+    fn parse(pairs: Vec<(String, String)>) -> Self {
+        let mut query = ListQuery {
+            limit: None,
+            after: None,
+            properties: Vec::new(),
+            archived: None,
+            id_property: None,
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "limit" => query.limit = Some(value),
+                "after" => query.after = Some(value),
+                "archived" => query.archived = Some(value),
+                "idProperty" => query.id_property = Some(value),
+                "properties" => query.properties.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|name| !name.is_empty())
+                        .map(str::to_string),
+                ),
+                _ => {}
+            }
+        }
+        query
+    }
+
+    fn archived(&self) -> Result<bool, String> {
+        match self.archived.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(format!(
+                "Unable to parse archived value {other:?}: expected true or false"
+            )),
+        }
+    }
+}
+
+/// One record as the API shows it, with the requested properties.
+fn render(record: &EmulatedRecord, object: &str, requested: &[String]) -> Value {
+    let mut properties = Map::new();
+    let defaults = default_properties(object);
+    let wanted: Vec<&str> = if requested.is_empty() {
+        defaults.to_vec()
+    } else {
+        requested.iter().map(String::as_str).collect()
+    };
+    for name in wanted {
+        // Requested properties a record lacks come back as null; unknown names are ignored.
+        match record.properties.get(name) {
+            Some(value) => {
+                properties.insert(name.to_string(), value.clone());
+            }
+            None if requested.is_empty() || known_property(object, name) => {
+                properties.insert(name.to_string(), Value::Null);
+            }
+            None => {}
+        }
+    }
+    // Every answer carries the object id and the timestamps.
+    for always in ["hs_object_id", "createdate"] {
+        if let Some(value) = record.properties.get(always) {
+            properties
+                .entry(always.to_string())
+                .or_insert_with(|| value.clone());
+        }
+    }
+    let modified = if object == "contacts" {
+        "lastmodifieddate"
+    } else {
+        "hs_lastmodifieddate"
+    };
+    if let Some(value) = record.properties.get(modified) {
+        properties
+            .entry(modified.to_string())
+            .or_insert_with(|| value.clone());
+    }
+    let mut body = json!({
+        "id": record.id,
+        "properties": properties,
+        "createdAt": record.created_at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        "updatedAt": record.updated_at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        "archived": record.archived,
+    });
+    if record.archived {
+        body["archivedAt"] = body["updatedAt"].clone();
+    }
+    body
+}
+
+/// Properties the emulated portal defines for an object (the seeded ones).
+fn known_property(object: &str, name: &str) -> bool {
+    const CONTACT: [&str; 13] = [
+        "email",
+        "firstname",
+        "lastname",
+        "company",
+        "jobtitle",
+        "phone",
+        "lifecyclestage",
+        "hs_lead_status",
+        "createdate",
+        "lastmodifieddate",
+        "hs_object_id",
+        "hs_merged_object_ids",
+        "hubspot_owner_id",
+    ];
+    const COMPANY: [&str; 5] = [
+        "name",
+        "domain",
+        "createdate",
+        "hs_lastmodifieddate",
+        "hs_object_id",
+    ];
+    const DEAL: [&str; 9] = [
+        "dealname",
+        "amount",
+        "pipeline",
+        "dealstage",
+        "closedate",
+        "createdate",
+        "hs_lastmodifieddate",
+        "hs_object_id",
+        "hubspot_owner_id",
+    ];
+    match object {
+        "contacts" => CONTACT.contains(&name),
+        "companies" => COMPANY.contains(&name),
+        _ => DEAL.contains(&name),
+    }
+}
+
+async fn list(
+    State(shared): State<Arc<HubspotShared>>,
+    Path(object_type): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let endpoint = "GET /crm/v3/objects/{type}";
+    let response = list_inner(&shared, &object_type, pairs, &headers);
+    shared.record(endpoint, response.status());
+    response
+}
+
+fn list_inner(
+    shared: &HubspotShared,
+    object_type: &str,
+    pairs: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Response {
+    let budget = match admit(shared, headers) {
+        Ok(budget) => budget,
+        Err(response) => return *response,
+    };
+    let Some(object) = object_name(object_type) else {
+        return unknown_object_type(shared, object_type);
+    };
+    let query = ListQuery::parse(pairs);
+    let limit = match query.limit.as_deref().map(str::parse::<usize>) {
+        None => DEFAULT_PAGE,
+        Some(Ok(limit)) if (1..=MAX_PAGE).contains(&limit) => limit,
+        Some(_) => {
+            return error_response(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!(
+                    "limit must be a number between 1 and {MAX_PAGE}, got {}",
+                    query.limit.as_deref().unwrap_or_default()
+                ),
+                None,
+            );
+        }
+    };
+    let archived = match query.archived() {
+        Ok(archived) => archived,
+        Err(message) => {
+            return error_response(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &message,
+                None,
+            );
+        }
+    };
+    // The cursor is the id of the next record to return.
+    let after: u64 = match query.after.as_deref().map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(after)) => after,
+        Some(Err(_)) => {
+            return error_response(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!(
+                    "Invalid paging cursor {:?}",
+                    query.after.as_deref().unwrap_or_default()
+                ),
+                None,
+            );
+        }
+    };
+    let objects = match shared.objects.read() {
+        Ok(objects) => objects,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
+    let mut page = records
+        .iter()
+        .filter(|record| record.archived == archived)
+        .filter(|record| record.id.parse::<u64>().is_ok_and(|id| id >= after));
+    let results: Vec<Value> = page
+        .by_ref()
+        .take(limit)
+        .map(|record| render(record, object, &query.properties))
+        .collect();
+    let mut body = json!({ "results": results });
+    if let Some(next) = page.next() {
+        body["paging"] = json!({
+            "next": {
+                "after": next.id,
+                "link": format!("{}/crm/v3/objects/{object}?after={}", shared.base_url(), next.id),
+            }
+        });
+    }
+    json_response(shared, StatusCode::OK, &body, Some(budget))
+}
+
+async fn read_one(
+    State(shared): State<Arc<HubspotShared>>,
+    Path((object_type, object_id)): Path<(String, String)>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let endpoint = "GET /crm/v3/objects/{type}/{id}";
+    let response = read_one_inner(&shared, &object_type, &object_id, pairs, &headers);
+    shared.record(endpoint, response.status());
+    response
+}
+
+fn read_one_inner(
+    shared: &HubspotShared,
+    object_type: &str,
+    object_id: &str,
+    pairs: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Response {
+    let budget = match admit(shared, headers) {
+        Ok(budget) => budget,
+        Err(response) => return *response,
+    };
+    let Some(object) = object_name(object_type) else {
+        return unknown_object_type(shared, object_type);
+    };
+    let query = ListQuery::parse(pairs);
+    let archived = match query.archived() {
+        Ok(archived) => archived,
+        Err(message) => {
+            return error_response(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &message,
+                None,
+            );
+        }
+    };
+    let id_property = query.id_property.as_deref().unwrap_or("hs_object_id");
+    let objects = match shared.objects.read() {
+        Ok(objects) => objects,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let found = objects.get(object).and_then(|records| {
+        records.iter().find(|record| {
+            record.archived == archived
+                && match id_property {
+                    "hs_object_id" => record.id == object_id,
+                    // Unique-value properties such as email match case-insensitively.
+                    property => record
+                        .properties
+                        .get(property)
+                        .and_then(Value::as_str)
+                        .is_some_and(|value| value.trim().eq_ignore_ascii_case(object_id.trim())),
+                }
+        })
+    });
+    match found {
+        Some(record) => json_response(
+            shared,
+            StatusCode::OK,
+            &render(record, object, &query.properties),
+            Some(budget),
+        ),
+        None => error_response(
+            shared,
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            "Object not found.  objectId are usually numeric.",
+            Some(("context", json!({ "id": [object_id] }))),
+        ),
+    }
+}
+
+fn unknown_object_type(shared: &HubspotShared, object_type: &str) -> Response {
+    error_response(
+        shared,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        &format!("Unable to infer object type from: {object_type}"),
+        None,
+    )
+}

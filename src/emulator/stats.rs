@@ -1,0 +1,54 @@
+//! Request counters: every request the emulator answers, by system, endpoint and status, so
+//! tests and benchmarks can read API calls per record (`GET /__emulator/stats`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Counts of answered requests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    inner: Mutex<StatsSnapshot>,
+}
+
+/// What `/__emulator/stats` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Requests by system (`hubspot`, `salesforce`).
+    pub requests_by_system: BTreeMap<String, u64>,
+    /// Requests by `"<system> <METHOD> <route>"` and status code.
+    pub requests_by_endpoint: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// Answers with status 429.
+    pub rate_limited: u64,
+}
+
+impl Stats {
+    pub fn record(&self, system: &str, endpoint: &str, status: u16) {
+        // A poisoned lock only means a panic elsewhere; the counters are still usable.
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *inner
+            .requests_by_system
+            .entry(system.to_string())
+            .or_default() += 1;
+        *inner
+            .requests_by_endpoint
+            .entry(format!("{system} {endpoint}"))
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
+        if status == 429 {
+            inner.rate_limited += 1;
+        }
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
