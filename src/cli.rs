@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// crmsync keeps HubSpot and Salesforce speaking one language about where every lead stands.
 #[derive(Debug, Parser)]
@@ -23,4 +23,41 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+
+    /// Serve emulated HubSpot (and, as it lands, Salesforce) APIs over a seeded org.
+    ///
+    /// Prints one JSON line with the base URLs and credentials, then serves until interrupted.
+    Emulate {
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Seed of the generated data: the same seed serves the same org.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// People in the org, spread over both systems.
+        #[arg(long, default_value_t = 1_000)]
+        records: usize,
+        /// Which picklists the org has.
+        #[arg(long, value_enum, default_value = "classic")]
+        org: OrgArg,
+        /// Enforce the real rate limits (`off` for fast benchmarks).
+        #[arg(long, value_enum, default_value = "on")]
+        rate_limits: Switch,
+    },
+}
+
+/// `--org` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OrgArg {
+    /// A new org's standard picklists.
+    Classic,
+    /// Customised picklists: other lead statuses, a custom lifecycle stage.
+    Custom,
+}
+
+/// `on` / `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }

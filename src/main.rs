@@ -9,7 +9,9 @@ use clap::Parser;
 use crmsync::config::EnvVars;
 use crmsync::diagnostics::render_with_source;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, OrgArg, Switch};
+use crmsync::emulator::data::OrgProfile;
+use crmsync::emulator::{EmulatorConfig, RunningEmulator};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -56,5 +58,40 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("{} problem(s) found", report.diagnostics.len());
             Ok(ExitCode::FAILURE)
         }
+        Command::Emulate {
+            listen,
+            seed,
+            records,
+            org,
+            rate_limits,
+        } => {
+            let config = EmulatorConfig {
+                seed,
+                records,
+                profile: match org {
+                    OrgArg::Classic => OrgProfile::Classic,
+                    OrgArg::Custom => OrgProfile::Custom,
+                },
+                rate_limits: rate_limits == Switch::On,
+                ..EmulatorConfig::default()
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(emulate(config, listen))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Serves the emulator until SIGINT or SIGTERM, after printing its connection details as one
+/// JSON line on stdout.
+async fn emulate(config: EmulatorConfig, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let emulator = RunningEmulator::start(config, listen).await?;
+    println!("{}", serde_json::to_string(emulator.info())?);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
+    }
+    drop(emulator);
+    Ok(())
 }
