@@ -9,21 +9,38 @@ use serde_json::Value;
 #[tokio::test]
 async fn emulate_prints_its_details_serves_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crmsync"))
-        .args(["emulate", "--listen", "127.0.0.1:0", "--seed", "3", "--records", "100"])
+        .args([
+            "emulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "3",
+            "--records",
+            "100",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("crmsync emulate starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("one line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("one line");
     let info: Value = serde_json::from_str(&line).expect("the line is JSON");
     let base_url = info["hubspot_base_url"].as_str().expect("base url");
     assert!(base_url.starts_with("http://127.0.0.1:"), "{base_url}");
     let token = info["hubspot_token"].as_str().expect("token");
     assert!(token.starts_with("pat-na1-"));
-    for key in ["hubspot_client_id", "hubspot_client_secret", "hubspot_refresh_token"] {
-        assert!(info[key].as_str().is_some_and(|value| !value.is_empty()), "{key}");
+    for key in [
+        "hubspot_client_id",
+        "hubspot_client_secret",
+        "hubspot_refresh_token",
+    ] {
+        assert!(
+            info[key].as_str().is_some_and(|value| !value.is_empty()),
+            "{key}"
+        );
     }
 
     let response = reqwest::Client::new()
@@ -36,7 +53,10 @@ async fn emulate_prints_its_details_serves_and_stops_on_sigterm() {
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["results"].as_array().map(Vec::len), Some(5));
 
-    let killed = Command::new("kill").arg(child.id().to_string()).status().expect("kill runs");
+    let killed = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
     assert!(killed.success());
     let status = child.wait().expect("exits");
     assert!(status.success(), "{status}");

@@ -295,3 +295,102 @@ async fn the_same_seed_serves_the_same_data() {
         .expect("JSON");
     assert_eq!(stats["requests_by_system"]["hubspot"], 1);
 }
+
+async fn refresh(emulator: &RunningEmulator, refresh_token: &str) -> (u16, Value) {
+    let info = emulator.info();
+    let response = reqwest::Client::new()
+        .post(format!("{}/oauth/v1/token", info.hubspot_base_url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=refresh_token&client_id={}&client_secret={}&refresh_token={refresh_token}",
+            info.hubspot_client_id, info.hubspot_client_secret
+        ))
+        .send()
+        .await
+        .expect("token request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+#[tokio::test]
+async fn oauth_refresh_hands_out_tokens_that_work_and_expire() {
+    let emulator = start(config(100)).await;
+    let refresh_token = emulator.info().hubspot_refresh_token.clone();
+    let (status, body) = refresh(&emulator, &refresh_token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 1800);
+    assert_eq!(body["refresh_token"], refresh_token.as_str());
+    let access_token = body["access_token"].as_str().expect("access token");
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/crm/v3/objects/contacts?limit=1",
+            emulator.info().hubspot_base_url
+        ))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200);
+    // OAuth callers get the window headers but not the daily ones.
+    assert!(
+        response
+            .headers()
+            .get("x-hubspot-ratelimit-remaining")
+            .is_some()
+    );
+    assert!(
+        response
+            .headers()
+            .get("x-hubspot-ratelimit-daily")
+            .is_none()
+    );
+
+    let (status, body) = refresh(&emulator, "na1-wrong").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["status"], "BAD_REFRESH_TOKEN");
+    assert_eq!(body["error"], "invalid_grant");
+
+    // Tokens that have outlived their lifetime are refused as expired.
+    let expiring = start(EmulatorConfig {
+        hubspot_token_lifetime: jiff::SignedDuration::ZERO,
+        ..config(50)
+    })
+    .await;
+    let (_, body) = refresh(&expiring, &expiring.info().hubspot_refresh_token.clone()).await;
+    let token = body["access_token"].as_str().expect("token");
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/crm/v3/objects/contacts",
+            expiring.info().hubspot_base_url
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 401);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["category"], "EXPIRED_AUTHENTICATION");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("The OAuth token used to make this call expired"))
+    );
+    assert!(
+        body["context"]["expire time"][0]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+}
+
+#[tokio::test]
+async fn large_pages_are_cut_to_100_and_python_style_booleans_are_read() {
+    let emulator = start(config(500)).await;
+    let (status, _, body) = get(
+        &emulator,
+        "/crm/v3/objects/contacts?limit=500&archived=False",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(100));
+}

@@ -2,6 +2,7 @@
 //! endpoints over the seeded org, rate-limit budgets and headers, and HubSpot's error bodies.
 
 mod limits;
+mod oauth;
 mod objects;
 
 use std::collections::HashMap;
@@ -107,9 +108,14 @@ impl HubspotShared {
             .unwrap_or_default()
     }
 
+    /// A number not handed out before, to derive unique ids from.
+    fn next_sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// A fresh correlation id (UUID-shaped, as HubSpot's).
     fn correlation_id(&self) -> String {
-        let mut rng = SeededRng::new(self.sequence.fetch_add(1, Ordering::Relaxed) ^ 0x636f_7272);
+        let mut rng = SeededRng::new(self.next_sequence() ^ 0x636f_7272);
         uuid_like(&mut rng)
     }
 
@@ -145,7 +151,7 @@ fn uuid_like(rng: &mut SeededRng) -> String {
 
 /// The routes of the HubSpot API.
 pub fn router(shared: Arc<HubspotShared>) -> Router {
-    objects::routes(shared)
+    objects::routes(Arc::clone(&shared)).merge(oauth::routes(shared))
 }
 
 /// How a request authenticated.

@@ -101,10 +101,12 @@ impl ListQuery {
         query
     }
 
+    /// Clients send `true`/`false`; Python's SDK sends `True`/`False`.
     fn archived(&self) -> Result<bool, String> {
         match self.archived.as_deref() {
-            None | Some("false") => Ok(false),
-            Some("true") => Ok(true),
+            None => Ok(false),
+            Some(value) if value.eq_ignore_ascii_case("false") => Ok(false),
+            Some(value) if value.eq_ignore_ascii_case("true") => Ok(true),
             Some(other) => Err(format!(
                 "Unable to parse archived value {other:?}: expected true or false"
             )),
@@ -232,16 +234,17 @@ fn list_inner(
         return unknown_object_type(shared, object_type);
     };
     let query = ListQuery::parse(pairs);
+    // Larger pages are cut to the maximum rather than refused.
     let limit = match query.limit.as_deref().map(str::parse::<usize>) {
         None => DEFAULT_PAGE,
-        Some(Ok(limit)) if (1..=MAX_PAGE).contains(&limit) => limit,
+        Some(Ok(limit)) if limit >= 1 => limit.min(MAX_PAGE),
         Some(_) => {
             return error_response(
                 shared,
                 StatusCode::BAD_REQUEST,
                 "VALIDATION_ERROR",
                 &format!(
-                    "limit must be a number between 1 and {MAX_PAGE}, got {}",
+                    "limit must be a positive number, got {:?}",
                     query.limit.as_deref().unwrap_or_default()
                 ),
                 None,
