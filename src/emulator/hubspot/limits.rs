@@ -26,6 +26,8 @@ impl Default for HubspotLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     TenSecondlyRolling,
+    /// The search endpoints' own per-second budget.
+    Secondly,
     Daily,
 }
 
@@ -33,6 +35,7 @@ impl Policy {
     pub fn name(self) -> &'static str {
         match self {
             Policy::TenSecondlyRolling => "TEN_SECONDLY_ROLLING",
+            Policy::Secondly => "SECONDLY",
             Policy::Daily => "DAILY",
         }
     }
@@ -40,6 +43,7 @@ impl Policy {
     pub fn message(self) -> &'static str {
         match self {
             Policy::TenSecondlyRolling => "You have reached your ten_secondly_rolling limit.",
+            Policy::Secondly => "You have reached your secondly limit.",
             Policy::Daily => "You have reached your daily limit.",
         }
     }
@@ -56,19 +60,42 @@ pub struct Budget {
 
 pub const WINDOW: Duration = Duration::from_secs(10);
 
-/// The budgets of one account.
+/// HubSpot's search endpoints allow about five requests per second per account.
+pub const SEARCH_PER_SECOND: u32 = 5;
+
+/// The budgets of one account: a rolling window and a daily allowance.
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: HubspotLimits,
+    window_length: Duration,
+    window_policy: Policy,
     enforce: bool,
     window: VecDeque<Instant>,
     used_today: u64,
 }
 
 impl RateLimiter {
+    /// The general budget: `per_ten_seconds` in a rolling 10 s, `per_day` a day.
     pub fn new(limits: HubspotLimits, enforce: bool) -> Self {
         Self {
             limits,
+            window_length: WINDOW,
+            window_policy: Policy::TenSecondlyRolling,
+            enforce,
+            window: VecDeque::new(),
+            used_today: 0,
+        }
+    }
+
+    /// The search budget: `per_second` in a rolling second.
+    pub fn search(per_second: u32, enforce: bool) -> Self {
+        Self {
+            limits: HubspotLimits {
+                per_ten_seconds: per_second,
+                per_day: u64::MAX,
+            },
+            window_length: Duration::from_secs(1),
+            window_policy: Policy::Secondly,
             enforce,
             window: VecDeque::new(),
             used_today: 0,
@@ -81,7 +108,7 @@ impl RateLimiter {
         while self
             .window
             .front()
-            .is_some_and(|sent| now.duration_since(*sent) >= WINDOW)
+            .is_some_and(|sent| now.duration_since(*sent) >= self.window_length)
         {
             self.window.pop_front();
         }
@@ -90,7 +117,7 @@ impl RateLimiter {
                 return Err(Policy::Daily);
             }
             if self.window.len() >= self.limits.per_ten_seconds as usize {
-                return Err(Policy::TenSecondlyRolling);
+                return Err(self.window_policy);
             }
         }
         self.window.push_back(now);
@@ -125,6 +152,16 @@ mod tests {
         }
         assert_eq!(limiter.admit(start), Err(Policy::TenSecondlyRolling));
         assert!(limiter.admit(start + WINDOW).is_ok());
+    }
+
+    #[test]
+    fn the_search_budget_is_per_second() {
+        let mut limiter = RateLimiter::search(2, true);
+        let start = Instant::now();
+        assert!(limiter.admit(start).is_ok());
+        assert!(limiter.admit(start).is_ok());
+        assert_eq!(limiter.admit(start), Err(Policy::Secondly));
+        assert!(limiter.admit(start + Duration::from_secs(1)).is_ok());
     }
 
     #[test]

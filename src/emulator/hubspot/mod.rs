@@ -4,6 +4,7 @@
 mod limits;
 mod oauth;
 mod objects;
+mod search;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +50,7 @@ pub struct HubspotShared {
     /// OAuth access tokens handed out, with their expiry.
     access_tokens: Mutex<HashMap<String, Timestamp>>,
     limiter: Mutex<RateLimiter>,
+    search_limiter: Mutex<RateLimiter>,
     stats: Arc<Stats>,
     sequence: AtomicU64,
     /// Public base URL, for `paging.next.link`.
@@ -86,6 +88,10 @@ impl HubspotShared {
         Self {
             credentials,
             limiter: Mutex::new(RateLimiter::new(settings.limits, settings.enforce_limits)),
+            search_limiter: Mutex::new(RateLimiter::search(
+                limits::SEARCH_PER_SECOND,
+                settings.enforce_limits,
+            )),
             settings,
             objects: RwLock::new(objects),
             access_tokens: Mutex::new(HashMap::new()),
@@ -151,7 +157,9 @@ fn uuid_like(rng: &mut SeededRng) -> String {
 
 /// The routes of the HubSpot API.
 pub fn router(shared: Arc<HubspotShared>) -> Router {
-    objects::routes(Arc::clone(&shared)).merge(oauth::routes(shared))
+    objects::routes(Arc::clone(&shared))
+        .merge(search::routes(Arc::clone(&shared)))
+        .merge(oauth::routes(shared))
 }
 
 /// How a request authenticated.
@@ -222,8 +230,8 @@ fn json_response(
     (status, headers, body.to_string()).into_response()
 }
 
-/// Checks the bearer token and the rate budget. `Err` is the answer to send instead.
-fn admit(shared: &HubspotShared, headers: &HeaderMap) -> Result<(Budget, Caller), Box<Response>> {
+/// Who is calling, from the bearer token. `Err` is the 401 to send instead.
+fn authenticate(shared: &HubspotShared, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -233,8 +241,8 @@ fn admit(shared: &HubspotShared, headers: &HeaderMap) -> Result<(Budget, Caller)
                 .or_else(|| value.strip_prefix("bearer "))
         })
         .map(str::trim);
-    let caller = match token {
-        Some(token) if token == shared.credentials.private_app_token => Caller::PrivateApp,
+    match token {
+        Some(token) if token == shared.credentials.private_app_token => Ok(Caller::PrivateApp),
         Some(token) => {
             let expiry = shared
                 .access_tokens
@@ -242,36 +250,51 @@ fn admit(shared: &HubspotShared, headers: &HeaderMap) -> Result<(Budget, Caller)
                 .ok()
                 .and_then(|tokens| tokens.get(token).copied());
             match expiry {
-                Some(expires) if expires > Timestamp::now() => Caller::OAuth,
-                Some(expires) => return Err(Box::new(expired(shared, expires))),
-                None => return Err(Box::new(unauthenticated(shared))),
+                Some(expires) if expires > Timestamp::now() => Ok(Caller::OAuth),
+                Some(expires) => Err(Box::new(expired(shared, expires))),
+                None => Err(Box::new(unauthenticated(shared))),
             }
         }
-        None => return Err(Box::new(unauthenticated(shared))),
-    };
-    let verdict = match shared.limiter.lock() {
+        None => Err(Box::new(unauthenticated(shared))),
+    }
+}
+
+/// Counts a request against `limiter`; the 429 to send when it is refused.
+fn spend(shared: &HubspotShared, limiter: &Mutex<RateLimiter>) -> Result<Budget, Box<Response>> {
+    let verdict = match limiter.lock() {
         Ok(mut limiter) => limiter.admit(Instant::now()),
         Err(poisoned) => poisoned.into_inner().admit(Instant::now()),
     };
-    match verdict {
-        Ok(budget) => Ok((budget, caller)),
-        Err(policy) => {
-            let body = json!({
-                "status": "error",
-                "message": policy.message(),
-                "errorType": "RATE_LIMIT",
-                "correlationId": shared.correlation_id(),
-                "policyName": policy.name(),
-                "requestId": shared.correlation_id(),
-            });
-            Err(Box::new(json_response(
-                shared,
-                StatusCode::TOO_MANY_REQUESTS,
-                &body,
-                None,
-            )))
-        }
-    }
+    verdict.map_err(|policy| {
+        let body = json!({
+            "status": "error",
+            "message": policy.message(),
+            "errorType": "RATE_LIMIT",
+            "correlationId": shared.correlation_id(),
+            "policyName": policy.name(),
+            "requestId": shared.correlation_id(),
+        });
+        Box::new(json_response(
+            shared,
+            StatusCode::TOO_MANY_REQUESTS,
+            &body,
+            None,
+        ))
+    })
+}
+
+/// Checks the bearer token and the general rate budget. `Err` is the answer to send instead.
+fn admit(shared: &HubspotShared, headers: &HeaderMap) -> Result<(Budget, Caller), Box<Response>> {
+    let caller = authenticate(shared, headers)?;
+    let budget = spend(shared, &shared.limiter)?;
+    Ok((budget, caller))
+}
+
+/// Checks the bearer token and the search endpoints' own per-second budget.
+fn admit_search(shared: &HubspotShared, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    let caller = authenticate(shared, headers)?;
+    spend(shared, &shared.search_limiter)?;
+    Ok(caller)
 }
 
 fn with_auth_failure_header(mut response: Response) -> Response {

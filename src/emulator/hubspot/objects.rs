@@ -26,7 +26,7 @@ pub fn routes(shared: Arc<HubspotShared>) -> Router {
 }
 
 /// The object type name for a path segment (`contacts` or `0-1`).
-fn object_name(segment: &str) -> Option<&'static str> {
+pub(super) fn object_name(segment: &str) -> Option<&'static str> {
     OBJECT_TYPES
         .iter()
         .find(|(name, type_id)| *name == segment || *type_id == segment)
@@ -115,7 +115,7 @@ impl ListQuery {
 }
 
 /// One record as the API shows it, with the requested properties.
-fn render(record: &EmulatedRecord, object: &str, requested: &[String]) -> Value {
+pub(super) fn render(record: &EmulatedRecord, object: &str, requested: &[String]) -> Value {
     let mut properties = Map::new();
     let defaults = default_properties(object);
     let wanted: Vec<&str> = if requested.is_empty() {
@@ -381,7 +381,7 @@ fn read_one_inner(
     }
 }
 
-fn unknown_object_type(shared: &HubspotShared, object_type: &str) -> Response {
+pub(super) fn unknown_object_type(shared: &HubspotShared, object_type: &str) -> Response {
     error_response(
         shared,
         StatusCode::BAD_REQUEST,

@@ -1,0 +1,388 @@
+//! `POST /crm/v3/objects/{type}/search`: filter groups (OR of ANDs), one sort, offset paging
+//! capped at 10,000 results, its own per-second budget, and no rate-limit headers — as HubSpot
+//! answers it. Archived records never appear in search.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::objects::{object_name, render, unknown_object_type};
+use super::{HubspotShared, admit_search, error_response, json_response};
+use crate::emulator::data::EmulatedRecord;
+
+/// Largest search page.
+pub const MAX_SEARCH_PAGE: usize = 200;
+const DEFAULT_SEARCH_PAGE: usize = 10;
+/// Search never pages past this many results.
+pub const SEARCH_RESULT_CAP: usize = 10_000;
+const MAX_FILTER_GROUPS: usize = 5;
+const MAX_FILTERS: usize = 25;
+
+pub fn routes(shared: Arc<HubspotShared>) -> Router {
+    Router::new()
+        .route("/crm/v3/objects/{object_type}/search", post(search))
+        .with_state(shared)
+}
+
+/// One filter of a request.
+#[derive(Debug)]
+struct Filter {
+    property: String,
+    operator: String,
+    value: Option<String>,
+    high_value: Option<String>,
+    values: Vec<String>,
+}
+
+/// The text of a JSON scalar (clients send numbers and strings interchangeably).
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_filter(value: &Value) -> Result<Filter, String> {
+    let property = value["propertyName"]
+        .as_str()
+        .ok_or("Each filter needs a propertyName")?
+        .to_string();
+    let operator = value["operator"].as_str().unwrap_or("EQ").to_string();
+    const OPERATORS: [&str; 13] = [
+        "EQ",
+        "NEQ",
+        "LT",
+        "LTE",
+        "GT",
+        "GTE",
+        "BETWEEN",
+        "IN",
+        "NOT_IN",
+        "HAS_PROPERTY",
+        "NOT_HAS_PROPERTY",
+        "CONTAINS_TOKEN",
+        "NOT_CONTAINS_TOKEN",
+    ];
+    if !OPERATORS.contains(&operator.as_str()) {
+        return Err(format!("Unsupported filter operator {operator}"));
+    }
+    Ok(Filter {
+        property,
+        operator,
+        value: scalar(&value["value"]),
+        high_value: scalar(&value["highValue"]),
+        values: value["values"]
+            .as_array()
+            .map(|values| values.iter().filter_map(scalar).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// Dates compare as instants whether written as epoch milliseconds or ISO text.
+fn as_instant(text: &str) -> Option<Timestamp> {
+    text.parse::<i64>()
+        .ok()
+        .and_then(|millis| Timestamp::from_millisecond(millis).ok())
+        .or_else(|| text.parse::<Timestamp>().ok())
+}
+
+/// Compares a record's value with a filter value: as instants, as numbers, else as text
+/// ignoring case.
+fn compare(record_value: &str, filter_value: &str) -> Ordering {
+    if let (Some(a), Some(b)) = (as_instant(record_value), as_instant(filter_value))
+        && (record_value.contains('T') || filter_value.contains('T'))
+    {
+        return a.cmp(&b);
+    }
+    if let (Ok(a), Ok(b)) = (record_value.parse::<f64>(), filter_value.parse::<f64>()) {
+        return a.partial_cmp(&b).unwrap_or(Ordering::Equal);
+    }
+    record_value
+        .to_lowercase()
+        .cmp(&filter_value.to_lowercase())
+}
+
+fn matches(record: &EmulatedRecord, filter: &Filter) -> bool {
+    let value = record
+        .properties
+        .get(&filter.property)
+        .and_then(Value::as_str)
+        .filter(|value| !value.is_empty());
+    let against = |wanted: &Option<String>, test: fn(Ordering) -> bool| match (value, wanted) {
+        (Some(value), Some(wanted)) => test(compare(value, wanted)),
+        _ => false,
+    };
+    match filter.operator.as_str() {
+        "EQ" => against(&filter.value, |o| o == Ordering::Equal),
+        "NEQ" => !against(&filter.value, |o| o == Ordering::Equal),
+        "LT" => against(&filter.value, |o| o == Ordering::Less),
+        "LTE" => against(&filter.value, |o| o != Ordering::Greater),
+        "GT" => against(&filter.value, |o| o == Ordering::Greater),
+        "GTE" => against(&filter.value, |o| o != Ordering::Less),
+        "BETWEEN" => {
+            against(&filter.value, |o| o != Ordering::Less)
+                && against(&filter.high_value, |o| o != Ordering::Greater)
+        }
+        "IN" => value.is_some_and(|value| {
+            filter
+                .values
+                .iter()
+                .any(|v| compare(value, v) == Ordering::Equal)
+        }),
+        "NOT_IN" => !value.is_some_and(|value| {
+            filter
+                .values
+                .iter()
+                .any(|v| compare(value, v) == Ordering::Equal)
+        }),
+        "HAS_PROPERTY" => value.is_some(),
+        "NOT_HAS_PROPERTY" => value.is_none(),
+        "CONTAINS_TOKEN" | "NOT_CONTAINS_TOKEN" => {
+            let token = filter.value.as_deref().unwrap_or_default().to_lowercase();
+            let token = token.trim_matches('*');
+            let contains = value.is_some_and(|value| {
+                value
+                    .to_lowercase()
+                    .split(|c: char| !c.is_alphanumeric() && c != '@' && c != '.')
+                    .any(|word| word == token || (!token.is_empty() && word.contains(token)))
+            });
+            contains == (filter.operator == "CONTAINS_TOKEN")
+        }
+        _ => false,
+    }
+}
+
+async fn search(
+    State(shared): State<Arc<HubspotShared>>,
+    Path(object_type): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = search_inner(&shared, &object_type, &headers, &body);
+    shared.record("POST /crm/v3/objects/{type}/search", response.status());
+    response
+}
+
+fn validation(shared: &HubspotShared, message: &str) -> Response {
+    error_response(
+        shared,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        message,
+        None,
+    )
+}
+
+fn search_inner(
+    shared: &HubspotShared,
+    object_type: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    if let Err(response) = admit_search(shared, headers) {
+        return *response;
+    }
+    let Some(object) = object_name(object_type) else {
+        return unknown_object_type(shared, object_type);
+    };
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(error) => {
+            return validation(
+                shared,
+                &format!(
+                    "Invalid input JSON on line {}, column {}: {error}",
+                    error.line(),
+                    error.column()
+                ),
+            );
+        }
+    };
+    let limit = match &request["limit"] {
+        Value::Null => DEFAULT_SEARCH_PAGE,
+        value => match value.as_u64().map(|n| n as usize) {
+            Some(limit) if (1..=MAX_SEARCH_PAGE).contains(&limit) => limit,
+            _ => {
+                return validation(
+                    shared,
+                    &format!("limit must be between 1 and {MAX_SEARCH_PAGE}, got {value}"),
+                );
+            }
+        },
+    };
+    let offset = match &request["after"] {
+        Value::Null => 0,
+        value => match scalar(value).and_then(|text| text.parse::<usize>().ok()) {
+            Some(offset) => offset,
+            None => return validation(shared, &format!("Invalid paging cursor {value}")),
+        },
+    };
+    if offset + limit > SEARCH_RESULT_CAP {
+        return validation(
+            shared,
+            &format!(
+                "The search endpoint returns at most {SEARCH_RESULT_CAP} results for a query; narrow the filters instead of paging past it (after={offset}, limit={limit})"
+            ),
+        );
+    }
+    // Groups are OR-ed, filters within a group AND-ed; top-level `filters` is one group.
+    let mut groups: Vec<Vec<Filter>> = Vec::new();
+    let raw_groups: Vec<&Value> = match (&request["filterGroups"], &request["filters"]) {
+        (Value::Array(groups), _) if !groups.is_empty() => {
+            groups.iter().map(|g| &g["filters"]).collect()
+        }
+        (_, filters @ Value::Array(_)) => vec![filters],
+        _ => Vec::new(),
+    };
+    if raw_groups.len() > MAX_FILTER_GROUPS {
+        return validation(
+            shared,
+            &format!("Too many filter groups: at most {MAX_FILTER_GROUPS}"),
+        );
+    }
+    let mut filter_count = 0;
+    for raw in raw_groups {
+        let mut group = Vec::new();
+        for filter in raw.as_array().map(Vec::as_slice).unwrap_or_default() {
+            match parse_filter(filter) {
+                Ok(filter) => group.push(filter),
+                Err(message) => return validation(shared, &message),
+            }
+        }
+        filter_count += group.len();
+        groups.push(group);
+    }
+    if filter_count > MAX_FILTERS {
+        return validation(
+            shared,
+            &format!("Too many filters: at most {MAX_FILTERS} in all groups"),
+        );
+    }
+    let query = request["query"]
+        .as_str()
+        .map(str::to_lowercase)
+        .filter(|q| !q.is_empty());
+    let requested: Vec<String> = request["properties"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (sort_property, descending) =
+        match request["sorts"].as_array().and_then(|sorts| sorts.first()) {
+            Some(Value::String(name)) => (
+                name.trim_start_matches('-').to_string(),
+                name.starts_with('-'),
+            ),
+            Some(sort) => (
+                sort["propertyName"]
+                    .as_str()
+                    .unwrap_or("hs_object_id")
+                    .to_string(),
+                sort["direction"].as_str() == Some("DESCENDING"),
+            ),
+            None => ("hs_object_id".to_string(), false),
+        };
+
+    let objects = match shared.objects.read() {
+        Ok(objects) => objects,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
+    let mut found: Vec<&EmulatedRecord> = records
+        .iter()
+        .filter(|record| !record.archived)
+        .filter(|record| {
+            groups.is_empty()
+                || groups
+                    .iter()
+                    .any(|group| group.iter().all(|f| matches(record, f)))
+        })
+        .filter(|record| {
+            query.as_ref().is_none_or(|query| {
+                [
+                    "email",
+                    "firstname",
+                    "lastname",
+                    "company",
+                    "name",
+                    "domain",
+                    "dealname",
+                    "phone",
+                ]
+                .iter()
+                .filter_map(|p| record.properties.get(*p).and_then(Value::as_str))
+                .any(|value| value.to_lowercase().contains(query.as_str()))
+            })
+        })
+        .collect();
+    // Ties are broken by id, so paging is stable.
+    found.sort_by(|a, b| {
+        let left = a
+            .properties
+            .get(&sort_property)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let right = b
+            .properties
+            .get(&sort_property)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let order = compare(left, right);
+        let order = if descending { order.reverse() } else { order };
+        order.then_with(|| {
+            let a_id = a.id.parse::<u64>().unwrap_or(u64::MAX);
+            let b_id = b.id.parse::<u64>().unwrap_or(u64::MAX);
+            a_id.cmp(&b_id)
+        })
+    });
+    let total = found.len();
+    let results: Vec<Value> = found
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|record| render(record, object, &requested))
+        .collect();
+    let mut body = json!({ "total": total, "results": results });
+    let next = offset + limit;
+    if next < total {
+        body["paging"] = json!({ "next": { "after": next.to_string() } });
+    }
+    // Search answers carry no rate-limit headers.
+    json_response(shared, StatusCode::OK, &body, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_compare_as_instants_in_either_notation() {
+        assert_eq!(
+            compare("2024-05-01T12:00:00.000Z", "1714564800000"),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare("2024-05-01T12:00:00.001Z", "1714564800000"),
+            Ordering::Greater
+        );
+        assert_eq!(compare("1001", "999"), Ordering::Greater);
+        assert_eq!(
+            compare("Ann@Example.com", "ann@example.com"),
+            Ordering::Equal
+        );
+    }
+}
