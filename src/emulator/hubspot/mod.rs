@@ -1,9 +1,11 @@
 //! The HubSpot side of the emulator: private-app and OAuth bearer tokens, the CRM v3 object
 //! endpoints over the seeded org, rate-limit budgets and headers, and HubSpot's error bodies.
 
+mod catalog;
 mod limits;
 mod oauth;
 mod objects;
+mod schema;
 mod search;
 
 use std::collections::HashMap;
@@ -44,6 +46,8 @@ pub struct HubspotCredentials {
 /// Everything the HubSpot handlers share.
 pub struct HubspotShared {
     pub credentials: HubspotCredentials,
+    /// Which picklists the portal has.
+    pub profile: super::data::OrgProfile,
     pub settings: HubspotSettings,
     /// Records by object type name (`contacts`, `companies`, `deals`), ordered by id.
     objects: RwLock<HashMap<&'static str, Vec<EmulatedRecord>>>,
@@ -87,6 +91,7 @@ impl HubspotShared {
         objects.insert("deals", sorted_by_id(&org.hubspot_deals));
         Self {
             credentials,
+            profile: org.profile,
             limiter: Mutex::new(RateLimiter::new(settings.limits, settings.enforce_limits)),
             search_limiter: Mutex::new(RateLimiter::search(
                 limits::SEARCH_PER_SECOND,
@@ -159,6 +164,7 @@ fn uuid_like(rng: &mut SeededRng) -> String {
 pub fn router(shared: Arc<HubspotShared>) -> Router {
     objects::routes(Arc::clone(&shared))
         .merge(search::routes(Arc::clone(&shared)))
+        .merge(schema::routes(Arc::clone(&shared)))
         .merge(oauth::routes(shared))
 }
 

@@ -11,8 +11,9 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
+use super::catalog;
 use super::{HubspotShared, OBJECT_TYPES, admit, error_response, json_response};
-use crate::emulator::data::EmulatedRecord;
+use crate::emulator::data::{EmulatedRecord, OrgProfile};
 
 /// Largest page the list endpoint returns.
 const MAX_PAGE: usize = 100;
@@ -115,7 +116,12 @@ impl ListQuery {
 }
 
 /// One record as the API shows it, with the requested properties.
-pub(super) fn render(record: &EmulatedRecord, object: &str, requested: &[String]) -> Value {
+pub(super) fn render(
+    record: &EmulatedRecord,
+    object: &str,
+    requested: &[String],
+    profile: OrgProfile,
+) -> Value {
     let mut properties = Map::new();
     let defaults = default_properties(object);
     let wanted: Vec<&str> = if requested.is_empty() {
@@ -129,7 +135,7 @@ pub(super) fn render(record: &EmulatedRecord, object: &str, requested: &[String]
             Some(value) => {
                 properties.insert(name.to_string(), value.clone());
             }
-            None if requested.is_empty() || known_property(object, name) => {
+            None if requested.is_empty() || catalog::is_defined(object, name, profile) => {
                 properties.insert(name.to_string(), Value::Null);
             }
             None => {}
@@ -164,48 +170,6 @@ pub(super) fn render(record: &EmulatedRecord, object: &str, requested: &[String]
         body["archivedAt"] = body["updatedAt"].clone();
     }
     body
-}
-
-/// Properties the emulated portal defines for an object (the seeded ones).
-fn known_property(object: &str, name: &str) -> bool {
-    const CONTACT: [&str; 13] = [
-        "email",
-        "firstname",
-        "lastname",
-        "company",
-        "jobtitle",
-        "phone",
-        "lifecyclestage",
-        "hs_lead_status",
-        "createdate",
-        "lastmodifieddate",
-        "hs_object_id",
-        "hs_merged_object_ids",
-        "hubspot_owner_id",
-    ];
-    const COMPANY: [&str; 5] = [
-        "name",
-        "domain",
-        "createdate",
-        "hs_lastmodifieddate",
-        "hs_object_id",
-    ];
-    const DEAL: [&str; 9] = [
-        "dealname",
-        "amount",
-        "pipeline",
-        "dealstage",
-        "closedate",
-        "createdate",
-        "hs_lastmodifieddate",
-        "hs_object_id",
-        "hubspot_owner_id",
-    ];
-    match object {
-        "contacts" => CONTACT.contains(&name),
-        "companies" => COMPANY.contains(&name),
-        _ => DEAL.contains(&name),
-    }
 }
 
 async fn list(
@@ -292,7 +256,7 @@ fn list_inner(
     let results: Vec<Value> = page
         .by_ref()
         .take(limit)
-        .map(|record| render(record, object, &query.properties))
+        .map(|record| render(record, object, &query.properties, shared.profile))
         .collect();
     let mut body = json!({ "results": results });
     if let Some(next) = page.next() {
@@ -368,7 +332,7 @@ fn read_one_inner(
         Some(record) => json_response(
             shared,
             StatusCode::OK,
-            &render(record, object, &query.properties),
+            &render(record, object, &query.properties, shared.profile),
             Some(budget),
         ),
         None => error_response(

@@ -354,7 +354,7 @@ fn search_inner(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|record| render(record, object, &requested))
+        .map(|record| render(record, object, &requested, shared.profile))
         .collect();
     let mut body = json!({ "total": total, "results": results });
     let next = offset + limit;

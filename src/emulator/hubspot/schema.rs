@@ -1,0 +1,144 @@
+//! The Properties API (`/crm/v3/properties/{type}`) and the Pipelines API
+//! (`/crm/v3/pipelines/deals`): what `discover` reads to compare live picklists with mappings.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::json;
+
+use super::catalog::{default_pipeline, properties, render_property};
+use super::objects::{object_name, unknown_object_type};
+use super::{HubspotShared, admit, error_response, json_response};
+
+pub fn routes(shared: Arc<HubspotShared>) -> Router {
+    Router::new()
+        .route("/crm/v3/properties/{object_type}", get(list_properties))
+        .route(
+            "/crm/v3/properties/{object_type}/{property}",
+            get(read_property),
+        )
+        .route("/crm/v3/pipelines/{object_type}", get(list_pipelines))
+        .route(
+            "/crm/v3/pipelines/{object_type}/{pipeline}",
+            get(read_pipeline),
+        )
+        .with_state(shared)
+}
+
+async fn list_properties(
+    State(shared): State<Arc<HubspotShared>>,
+    Path(object_type): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let response = (|| -> Result<Response, Box<Response>> {
+        let budget = admit(&shared, &headers)?;
+        let object = object_name(&object_type)
+            .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
+        let results: Vec<_> = properties(object, shared.profile)
+            .iter()
+            .enumerate()
+            .map(|(order, definition)| render_property(definition, order))
+            .collect();
+        Ok(json_response(
+            &shared,
+            StatusCode::OK,
+            &json!({ "results": results }),
+            Some(budget),
+        ))
+    })()
+    .unwrap_or_else(|response| *response);
+    shared.record("GET /crm/v3/properties/{type}", response.status());
+    response
+}
+
+async fn read_property(
+    State(shared): State<Arc<HubspotShared>>,
+    Path((object_type, property)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let response = (|| -> Result<Response, Box<Response>> {
+        let budget = admit(&shared, &headers)?;
+        let object = object_name(&object_type)
+            .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
+        let definitions = properties(object, shared.profile);
+        let found = definitions
+            .iter()
+            .enumerate()
+            .find(|(_, definition)| definition.name == property);
+        Ok(match found {
+            Some((order, definition)) => json_response(
+                &shared,
+                StatusCode::OK,
+                &render_property(definition, order),
+                Some(budget),
+            ),
+            None => error_response(
+                &shared,
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                &format!("Unable to find property {property} for object type {object}"),
+                None,
+            ),
+        })
+    })()
+    .unwrap_or_else(|response| *response);
+    shared.record("GET /crm/v3/properties/{type}/{name}", response.status());
+    response
+}
+
+async fn list_pipelines(
+    State(shared): State<Arc<HubspotShared>>,
+    Path(object_type): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let response = (|| -> Result<Response, Box<Response>> {
+        let budget = admit(&shared, &headers)?;
+        let object = object_name(&object_type)
+            .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
+        // Only deals have a pipeline in this portal.
+        let results = if object == "deals" {
+            vec![default_pipeline()]
+        } else {
+            Vec::new()
+        };
+        Ok(json_response(
+            &shared,
+            StatusCode::OK,
+            &json!({ "results": results }),
+            Some(budget),
+        ))
+    })()
+    .unwrap_or_else(|response| *response);
+    shared.record("GET /crm/v3/pipelines/{type}", response.status());
+    response
+}
+
+async fn read_pipeline(
+    State(shared): State<Arc<HubspotShared>>,
+    Path((object_type, pipeline)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let response = (|| -> Result<Response, Box<Response>> {
+        let budget = admit(&shared, &headers)?;
+        let object = object_name(&object_type)
+            .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
+        Ok(if object == "deals" && pipeline == "default" {
+            json_response(&shared, StatusCode::OK, &default_pipeline(), Some(budget))
+        } else {
+            error_response(
+                &shared,
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                &format!("Unable to find pipeline {pipeline} for object type {object}"),
+                None,
+            )
+        })
+    })()
+    .unwrap_or_else(|response| *response);
+    shared.record("GET /crm/v3/pipelines/{type}/{id}", response.status());
+    response
+}
