@@ -249,10 +249,11 @@ fn list_inner(
         Err(poisoned) => poisoned.into_inner(),
     };
     let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
-    let mut page = records
+    // Records are kept in id order, so the cursor is found by binary search.
+    let start = records.partition_point(|record| record.id.parse::<u64>().is_ok_and(|id| id < after));
+    let mut page = records[start..]
         .iter()
-        .filter(|record| record.archived == archived)
-        .filter(|record| record.id.parse::<u64>().is_ok_and(|id| id >= after));
+        .filter(|record| record.archived == archived);
     let results: Vec<Value> = page
         .by_ref()
         .take(limit)
