@@ -29,7 +29,13 @@ fn main() {
         .unwrap_or(100_000);
     let started = Instant::now();
     let mut child = match Command::new(env!("CARGO_BIN_EXE_crmsync"))
-        .args(["emulate", "--rate-limits", "off", "--records", &people.to_string()])
+        .args([
+            "emulate",
+            "--rate-limits",
+            "off",
+            "--records",
+            &people.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -46,12 +52,25 @@ fn main() {
     }
     let startup = started.elapsed();
     let info: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-    let base_url = info["hubspot_base_url"].as_str().unwrap_or_default().to_string();
-    let token = info["hubspot_token"].as_str().unwrap_or_default().to_string();
+    let base_url = info["hubspot_base_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let token = info["hubspot_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let memory = resident_megabytes(child.id());
-    println!("emulator with {people} people: started in {:.2} s, resident memory {:.0} MB", startup.as_secs_f64(), memory.unwrap_or(f64::NAN));
+    println!(
+        "emulator with {people} people: started in {:.2} s, resident memory {:.0} MB",
+        startup.as_secs_f64(),
+        memory.unwrap_or(f64::NAN)
+    );
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start a runtime: {error}");

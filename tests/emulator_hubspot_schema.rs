@@ -103,4 +103,20 @@ async fn the_default_deal_pipeline_has_its_seven_stages() {
     assert_eq!(status, 200);
     assert_eq!(&one, pipeline);
     assert_eq!(get(&emulator, "/crm/v3/pipelines/deals/other").await.0, 404);
+
+    // Deal stages are not options of the property: they come from the pipeline.
+    let (_, dealstage) = get(&emulator, "/crm/v3/properties/deals/dealstage").await;
+    assert_eq!(dealstage["externalOptions"], true);
+    assert_eq!(dealstage["options"].as_array().map(Vec::len), Some(0));
+
+    let (_, contacts) = get(&emulator, "/crm/v3/pipelines/contacts").await;
+    let lifecycle = &contacts["results"][0];
+    assert_eq!(lifecycle["id"], "contacts-lifecycle-pipeline");
+    let other = lifecycle["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["id"] == "other")
+        .expect("other");
+    assert_eq!(other["metadata"]["state"], "CLOSED");
 }

@@ -138,6 +138,8 @@ async fn the_ten_thousand_cap_and_bad_requests_answer_400() {
         json!({"after": "9950", "limit": 100}),
         json!({"limit": 201}),
         json!({"filterGroups": [{"filters": [{"propertyName": "email", "operator": "LIKE", "value": "x"}]}]}),
+        // At most six filters in a group.
+        json!({"filterGroups": [{"filters": (0..7).map(|i| json!({"propertyName": "hs_object_id", "operator": "NEQ", "value": i.to_string()})).collect::<Vec<_>>()}]}),
     ] {
         let (status, _, body) = search(&emulator, "contacts", request.clone()).await;
         assert_eq!(status, 400, "{request}: {body}");
@@ -150,6 +152,30 @@ async fn the_ten_thousand_cap_and_bad_requests_answer_400() {
     )
     .await;
     assert_eq!(status, 200, "paging up to exactly 10,000 is allowed");
+}
+
+#[tokio::test]
+async fn text_compares_ignoring_case_but_enumerations_exactly() {
+    let emulator = start(false).await;
+    let (_, _, upper) = search(
+        &emulator,
+        "contacts",
+        json!({"filters": [{"propertyName": "firstname", "operator": "EQ", "value": "ANN"}]}),
+    )
+    .await;
+    let (_, _, exact) = search(
+        &emulator,
+        "contacts",
+        json!({"filters": [{"propertyName": "firstname", "operator": "EQ", "value": "Ann"}]}),
+    )
+    .await;
+    assert!(upper["total"].as_u64().is_some_and(|n| n > 0));
+    assert_eq!(upper["total"], exact["total"]);
+    let (_, _, wrong_case) = search(&emulator, "contacts", json!({"filters": [{"propertyName": "lifecyclestage", "operator": "EQ", "value": "CUSTOMER"}]})).await;
+    assert_eq!(
+        wrong_case["total"], 0,
+        "enumeration values are case-sensitive"
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,8 @@ pub struct PropertyDefinition {
     pub group: &'static str,
     pub unique: bool,
     pub calculated: bool,
+    /// Options live elsewhere (deal stages and pipelines come from the Pipelines API).
+    pub external_options: bool,
     /// (value, label) of enumeration options, in display order.
     pub options: Vec<(&'static str, &'static str)>,
 }
@@ -37,6 +39,7 @@ fn property(
         group,
         unique: false,
         calculated: false,
+        external_options: false,
         options: Vec::new(),
     }
 }
@@ -229,27 +232,25 @@ pub fn properties(object: &str, profile: OrgProfile) -> Vec<PropertyDefinition> 
         _ => vec![
             property("dealname", "Deal Name", "string", "text", "dealinformation"),
             property("amount", "Amount", "number", "number", "dealinformation"),
+            // Pipelines and their stages come from the Pipelines API, not from options.
             PropertyDefinition {
-                options: vec![("default", "Sales Pipeline")],
+                external_options: true,
                 ..property(
                     "pipeline",
                     "Pipeline",
                     "enumeration",
                     "select",
-                    "dealinformation",
+                    "deal_activity",
                 )
             },
             PropertyDefinition {
-                options: HUBSPOT_DEAL_STAGES
-                    .iter()
-                    .map(|(id, _, _)| (*id, deal_stage_label(id)))
-                    .collect(),
+                external_options: true,
                 ..property(
                     "dealstage",
                     "Deal Stage",
                     "enumeration",
                     "radio",
-                    "dealinformation",
+                    "deal_activity",
                 )
             },
             property(
@@ -311,7 +312,7 @@ pub fn render_property(definition: &PropertyDefinition, display_order: usize) ->
         "hidden": false,
         "formField": !definition.calculated,
         "calculated": definition.calculated,
-        "externalOptions": false,
+        "externalOptions": definition.external_options,
         "hasUniqueValue": definition.unique,
         "hubspotDefined": true,
         "archived": false,
@@ -322,6 +323,37 @@ pub fn render_property(definition: &PropertyDefinition, display_order: usize) ->
             "readOnlyDefinition": true,
             "readOnlyValue": definition.calculated,
         },
+    })
+}
+
+/// The contacts' lifecycle stage pipeline (stage ids are the `lifecyclestage` values).
+pub fn lifecycle_pipeline(profile: OrgProfile) -> Value {
+    let stages: Vec<Value> = profile
+        .lifecycle_stages()
+        .iter()
+        .enumerate()
+        .map(|(order, id)| {
+            let closed = *id == "other";
+            json!({
+                "id": id,
+                "label": lifecycle_label(id),
+                "displayOrder": order,
+                "metadata": {"isClosed": closed.to_string(), "state": if closed { "CLOSED" } else { "OPEN" }},
+                "createdAt": "1970-01-01T00:00:00Z",
+                "updatedAt": "1970-01-01T00:00:00Z",
+                "archived": false,
+                "writePermissions": "CRM_PERMISSIONS_ENFORCEMENT",
+            })
+        })
+        .collect();
+    json!({
+        "id": "contacts-lifecycle-pipeline",
+        "label": "Lifecycle Stage Pipeline",
+        "displayOrder": 0,
+        "stages": stages,
+        "createdAt": "1970-01-01T00:00:00Z",
+        "updatedAt": "1970-01-01T00:00:00Z",
+        "archived": false,
     })
 }
 

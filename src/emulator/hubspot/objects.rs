@@ -250,7 +250,8 @@ fn list_inner(
     };
     let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
     // Records are kept in id order, so the cursor is found by binary search.
-    let start = records.partition_point(|record| record.id.parse::<u64>().is_ok_and(|id| id < after));
+    let start =
+        records.partition_point(|record| record.id.parse::<u64>().is_ok_and(|id| id < after));
     let mut page = records[start..]
         .iter()
         .filter(|record| record.archived == archived);

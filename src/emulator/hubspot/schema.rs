@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
 
-use super::catalog::{default_pipeline, properties, render_property};
+use super::catalog::{default_pipeline, lifecycle_pipeline, properties, render_property};
 use super::objects::{object_name, unknown_object_type};
 use super::{HubspotShared, admit, error_response, json_response};
 
@@ -99,11 +99,10 @@ async fn list_pipelines(
         let budget = admit(&shared, &headers)?;
         let object = object_name(&object_type)
             .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
-        // Only deals have a pipeline in this portal.
-        let results = if object == "deals" {
-            vec![default_pipeline()]
-        } else {
-            Vec::new()
+        let results = match object {
+            "deals" => vec![default_pipeline()],
+            "contacts" => vec![lifecycle_pipeline(shared.profile)],
+            _ => Vec::new(),
         };
         Ok(json_response(
             &shared,
@@ -126,8 +125,13 @@ async fn read_pipeline(
         let budget = admit(&shared, &headers)?;
         let object = object_name(&object_type)
             .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
-        Ok(if object == "deals" && pipeline == "default" {
-            json_response(&shared, StatusCode::OK, &default_pipeline(), Some(budget))
+        let found = match (object, pipeline.as_str()) {
+            ("deals", "default") => Some(default_pipeline()),
+            ("contacts", "contacts-lifecycle-pipeline") => Some(lifecycle_pipeline(shared.profile)),
+            _ => None,
+        };
+        Ok(if let Some(found) = found {
+            json_response(&shared, StatusCode::OK, &found, Some(budget))
         } else {
             error_response(
                 &shared,

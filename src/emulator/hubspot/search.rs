@@ -14,6 +14,7 @@ use axum::routing::post;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::catalog;
 use super::objects::{object_name, render, unknown_object_type};
 use super::{HubspotShared, admit_search, error_response, json_response};
 use crate::emulator::data::EmulatedRecord;
@@ -23,8 +24,10 @@ pub const MAX_SEARCH_PAGE: usize = 200;
 const DEFAULT_SEARCH_PAGE: usize = 10;
 /// Search never pages past this many results.
 pub const SEARCH_RESULT_CAP: usize = 10_000;
+/// At most five groups of at most six filters, 18 filters in all.
 const MAX_FILTER_GROUPS: usize = 5;
-const MAX_FILTERS: usize = 25;
+const MAX_FILTERS_PER_GROUP: usize = 6;
+const MAX_FILTERS: usize = 18;
 
 pub fn routes(shared: Arc<HubspotShared>) -> Router {
     Router::new()
@@ -112,15 +115,35 @@ fn compare(record_value: &str, filter_value: &str) -> Ordering {
         .cmp(&filter_value.to_lowercase())
 }
 
-fn matches(record: &EmulatedRecord, filter: &Filter) -> bool {
+/// Whether `filter` holds for `record`. Text compares ignoring case, except enumeration
+/// properties (exact, for every operator) and `IN`/`NOT_IN` on text, which compare the
+/// lowercased value with the values as sent (HubSpot asks for lowercase values there).
+fn matches(record: &EmulatedRecord, filter: &Filter, enumeration: bool) -> bool {
     let value = record
         .properties
         .get(&filter.property)
         .and_then(Value::as_str)
         .filter(|value| !value.is_empty());
+    let compare = |left: &str, right: &str| {
+        if enumeration {
+            left.cmp(right)
+        } else {
+            compare(left, right)
+        }
+    };
     let against = |wanted: &Option<String>, test: fn(Ordering) -> bool| match (value, wanted) {
         (Some(value), Some(wanted)) => test(compare(value, wanted)),
         _ => false,
+    };
+    let listed = |value: &str| {
+        if enumeration {
+            filter.values.iter().any(|v| v == value)
+        } else {
+            let lowered = value.to_lowercase();
+            filter.values.iter().any(|v| {
+                *v == lowered || compare(value, v) == Ordering::Equal && v.parse::<f64>().is_ok()
+            })
+        }
     };
     match filter.operator.as_str() {
         "EQ" => against(&filter.value, |o| o == Ordering::Equal),
@@ -133,18 +156,8 @@ fn matches(record: &EmulatedRecord, filter: &Filter) -> bool {
             against(&filter.value, |o| o != Ordering::Less)
                 && against(&filter.high_value, |o| o != Ordering::Greater)
         }
-        "IN" => value.is_some_and(|value| {
-            filter
-                .values
-                .iter()
-                .any(|v| compare(value, v) == Ordering::Equal)
-        }),
-        "NOT_IN" => !value.is_some_and(|value| {
-            filter
-                .values
-                .iter()
-                .any(|v| compare(value, v) == Ordering::Equal)
-        }),
+        "IN" => value.is_some_and(listed),
+        "NOT_IN" => !value.is_some_and(listed),
         "HAS_PROPERTY" => value.is_some(),
         "NOT_HAS_PROPERTY" => value.is_none(),
         "CONTAINS_TOKEN" | "NOT_CONTAINS_TOKEN" => {
@@ -259,6 +272,12 @@ fn search_inner(
                 Err(message) => return validation(shared, &message),
             }
         }
+        if group.len() > MAX_FILTERS_PER_GROUP {
+            return validation(
+                shared,
+                &format!("Too many filters in a group: at most {MAX_FILTERS_PER_GROUP}"),
+            );
+        }
         filter_count += group.len();
         groups.push(group);
     }
@@ -294,9 +313,16 @@ fn search_inner(
                     .to_string(),
                 sort["direction"].as_str() == Some("DESCENDING"),
             ),
-            None => ("hs_object_id".to_string(), false),
+            // Without a sort, results come in creation order (oldest first).
+            None => ("createdate".to_string(), false),
         };
 
+    let definitions = catalog::properties(object, shared.profile);
+    let enumerations: Vec<&str> = definitions
+        .iter()
+        .filter(|definition| definition.kind == "enumeration")
+        .map(|definition| definition.name)
+        .collect();
     let objects = match shared.objects.read() {
         Ok(objects) => objects,
         Err(poisoned) => poisoned.into_inner(),
@@ -307,9 +333,11 @@ fn search_inner(
         .filter(|record| !record.archived)
         .filter(|record| {
             groups.is_empty()
-                || groups
-                    .iter()
-                    .any(|group| group.iter().all(|f| matches(record, f)))
+                || groups.iter().any(|group| {
+                    group
+                        .iter()
+                        .all(|f| matches(record, f, enumerations.contains(&f.property.as_str())))
+                })
         })
         .filter(|record| {
             query.as_ref().is_none_or(|query| {
