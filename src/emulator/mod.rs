@@ -94,10 +94,10 @@ async fn stats_route(State(state): State<EmulatorState>) -> axum::Json<StatsSnap
 impl RunningEmulator {
     /// Seeds the org, binds `address` and serves until dropped.
     pub async fn start(config: EmulatorConfig, address: SocketAddr) -> Result<Self, EmulatorError> {
-        let org = data::generate(config.seed, config.records, config.profile);
+        let mut org = data::generate(config.seed, config.records, config.profile);
         let stats = Arc::new(Stats::default());
         let hubspot = Arc::new(HubspotShared::new(
-            &org,
+            &mut org,
             config.seed,
             HubspotSettings {
                 limits: config.hubspot_limits,

@@ -283,13 +283,6 @@ pub fn properties(object: &str, profile: OrgProfile) -> Vec<PropertyDefinition> 
     }
 }
 
-/// Whether an object defines a property.
-pub fn is_defined(object: &str, name: &str, profile: OrgProfile) -> bool {
-    properties(object, profile)
-        .iter()
-        .any(|definition| definition.name == name)
-}
-
 /// A property as the Properties API shows it.
 pub fn render_property(definition: &PropertyDefinition, display_order: usize) -> Value {
     let options: Vec<Value> = definition

@@ -72,8 +72,9 @@ pub const OBJECT_TYPES: [(&str, &str); 3] =
     [("contacts", "0-1"), ("companies", "0-2"), ("deals", "0-3")];
 
 impl HubspotShared {
+    /// Takes the HubSpot records out of `org` (the emulator owns them from now on).
     pub fn new(
-        org: &GeneratedOrg,
+        org: &mut GeneratedOrg,
         seed: u64,
         settings: HubspotSettings,
         stats: Arc<Stats>,
@@ -86,9 +87,18 @@ impl HubspotShared {
             refresh_token: format!("na1-{}-{}", hex(&mut rng, 4), uuid_like(&mut rng)),
         };
         let mut objects = HashMap::new();
-        objects.insert("contacts", sorted_by_id(&org.hubspot_contacts));
-        objects.insert("companies", sorted_by_id(&org.hubspot_companies));
-        objects.insert("deals", sorted_by_id(&org.hubspot_deals));
+        objects.insert(
+            "contacts",
+            sorted_by_id(std::mem::take(&mut org.hubspot_contacts)),
+        );
+        objects.insert(
+            "companies",
+            sorted_by_id(std::mem::take(&mut org.hubspot_companies)),
+        );
+        objects.insert(
+            "deals",
+            sorted_by_id(std::mem::take(&mut org.hubspot_deals)),
+        );
         Self {
             credentials,
             profile: org.profile,
@@ -135,10 +145,9 @@ impl HubspotShared {
     }
 }
 
-fn sorted_by_id(records: &[EmulatedRecord]) -> Vec<EmulatedRecord> {
-    let mut sorted = records.to_vec();
-    sorted.sort_by_key(|record| record.id.parse::<u64>().unwrap_or(u64::MAX));
-    sorted
+fn sorted_by_id(mut records: Vec<EmulatedRecord>) -> Vec<EmulatedRecord> {
+    records.sort_by_key(|record| record.id.parse::<u64>().unwrap_or(u64::MAX));
+    records
 }
 
 fn hex(rng: &mut SeededRng, bytes: usize) -> String {
@@ -198,9 +207,19 @@ fn error_response(
 fn json_response(
     shared: &HubspotShared,
     status: StatusCode,
-    body: &Value,
+    body: &impl serde::Serialize,
     budget: Option<(Budget, Caller)>,
 ) -> Response {
+    let text = match serde_json::to_string(body) {
+        Ok(text) => text,
+        Err(error) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the emulator could not encode its answer: {error}"),
+            )
+                .into_response();
+        }
+    };
     let mut headers = HeaderMap::new();
     headers.insert(
         axum::http::header::CONTENT_TYPE,
@@ -233,7 +252,7 @@ fn json_response(
             );
         }
     }
-    (status, headers, body.to_string()).into_response()
+    (status, headers, text).into_response()
 }
 
 /// Who is calling, from the bearer token. `Err` is the 401 to send instead.

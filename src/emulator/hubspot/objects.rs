@@ -9,7 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::{Map, Value, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Value, json};
 
 use super::catalog;
 use super::{HubspotShared, OBJECT_TYPES, admit, error_response, json_response};
@@ -115,61 +116,111 @@ impl ListQuery {
     }
 }
 
-/// One record as the API shows it, with the requested properties.
-pub(super) fn render(
-    record: &EmulatedRecord,
-    object: &str,
-    requested: &[String],
-    profile: OrgProfile,
-) -> Value {
-    let mut properties = Map::new();
-    let defaults = default_properties(object);
-    let wanted: Vec<&str> = if requested.is_empty() {
-        defaults.to_vec()
-    } else {
-        requested.iter().map(String::as_str).collect()
-    };
-    for name in wanted {
-        // Requested properties a record lacks come back as null; unknown names are ignored.
-        match record.properties.get(name) {
-            Some(value) => {
-                properties.insert(name.to_string(), value.clone());
+/// Which properties a request shows, worked out once per request.
+pub(super) struct Selection {
+    /// Names in output order, and whether a record lacking the property still shows it (as
+    /// null): defaults and defined properties do, unknown requested names do not.
+    names: Vec<(String, bool)>,
+    /// The property whose value is `updatedAt`.
+    modified: &'static str,
+}
+
+impl Selection {
+    pub(super) fn new(object: &str, requested: &[String], profile: OrgProfile) -> Self {
+        let modified = if object == "contacts" {
+            "lastmodifieddate"
+        } else {
+            "hs_lastmodifieddate"
+        };
+        let mut names: Vec<(String, bool)> = if requested.is_empty() {
+            default_properties(object)
+                .iter()
+                .map(|name| (name.to_string(), true))
+                .collect()
+        } else {
+            let defined = catalog::properties(object, profile);
+            requested
+                .iter()
+                .map(|name| (name.clone(), defined.iter().any(|d| d.name == name)))
+                .collect()
+        };
+        // Every answer carries the object id and the timestamps.
+        for always in ["hs_object_id", "createdate", modified] {
+            if !names.iter().any(|(name, _)| name == always) {
+                names.push((always.to_string(), false));
             }
-            None if requested.is_empty() || catalog::is_defined(object, name, profile) => {
-                properties.insert(name.to_string(), Value::Null);
-            }
-            None => {}
+        }
+        names.sort();
+        names.dedup_by(|a, b| a.0 == b.0);
+        Self { names, modified }
+    }
+
+    /// One record as the API shows it.
+    pub(super) fn view<'a>(&'a self, record: &'a EmulatedRecord) -> ObjectView<'a> {
+        ObjectView {
+            record,
+            selection: self,
         }
     }
-    // Every answer carries the object id and the timestamps.
-    for always in ["hs_object_id", "createdate"] {
-        if let Some(value) = record.properties.get(always) {
-            properties
-                .entry(always.to_string())
-                .or_insert_with(|| value.clone());
+}
+
+/// A record rendered straight into the response, without building a JSON tree.
+pub(super) struct ObjectView<'a> {
+    record: &'a EmulatedRecord,
+    selection: &'a Selection,
+}
+
+struct PropertiesView<'a>(&'a ObjectView<'a>);
+
+impl Serialize for PropertiesView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let record = self.0.record;
+        let mut map = serializer.serialize_map(None)?;
+        for (name, shown_when_missing) in &self.0.selection.names {
+            match record.properties.get(name) {
+                Some(value) => map.serialize_entry(name, value)?,
+                None if *shown_when_missing => map.serialize_entry(name, &Value::Null)?,
+                None => {}
+            }
         }
+        map.end()
     }
-    let modified = if object == "contacts" {
-        "lastmodifieddate"
-    } else {
-        "hs_lastmodifieddate"
-    };
-    if let Some(value) = record.properties.get(modified) {
-        properties
-            .entry(modified.to_string())
-            .or_insert_with(|| value.clone());
+}
+
+/// The API's time format; the stored date properties already use it.
+fn api_time(record: &EmulatedRecord, property: &str, fallback: jiff::Timestamp) -> String {
+    match record.properties.get(property) {
+        Some(Value::String(text)) => text.clone(),
+        _ => fallback.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
     }
-    let mut body = json!({
-        "id": record.id,
-        "properties": properties,
-        "createdAt": record.created_at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        "updatedAt": record.updated_at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        "archived": record.archived,
-    });
-    if record.archived {
-        body["archivedAt"] = body["updatedAt"].clone();
+}
+
+impl Serialize for ObjectView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let record = self.record;
+        let updated = api_time(record, self.selection.modified, record.updated_at);
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &record.id)?;
+        map.serialize_entry("properties", &PropertiesView(self))?;
+        map.serialize_entry(
+            "createdAt",
+            &api_time(record, "createdate", record.created_at),
+        )?;
+        map.serialize_entry("updatedAt", &updated)?;
+        map.serialize_entry("archived", &record.archived)?;
+        if record.archived {
+            map.serialize_entry("archivedAt", &updated)?;
+        }
+        map.end()
     }
-    body
+}
+
+/// A page of a list answer.
+#[derive(serde::Serialize)]
+struct ListPage<'a> {
+    results: Vec<ObjectView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paging: Option<Value>,
 }
 
 async fn list(
@@ -255,19 +306,23 @@ fn list_inner(
     let mut page = records[start..]
         .iter()
         .filter(|record| record.archived == archived);
-    let results: Vec<Value> = page
+    let selection = Selection::new(object, &query.properties, shared.profile);
+    let results: Vec<ObjectView<'_>> = page
         .by_ref()
         .take(limit)
-        .map(|record| render(record, object, &query.properties, shared.profile))
+        .map(|record| selection.view(record))
         .collect();
-    let mut body = json!({ "results": results });
+    let mut body = ListPage {
+        results,
+        paging: None,
+    };
     if let Some(next) = page.next() {
-        body["paging"] = json!({
+        body.paging = Some(json!({
             "next": {
                 "after": next.id,
                 "link": format!("{}/crm/v3/objects/{object}?after={}", shared.base_url(), next.id),
             }
-        });
+        }));
     }
     json_response(shared, StatusCode::OK, &body, Some(budget))
 }
@@ -334,7 +389,7 @@ fn read_one_inner(
         Some(record) => json_response(
             shared,
             StatusCode::OK,
-            &render(record, object, &query.properties, shared.profile),
+            &Selection::new(object, &query.properties, shared.profile).view(record),
             Some(budget),
         ),
         None => error_response(

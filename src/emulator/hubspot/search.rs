@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::catalog;
-use super::objects::{object_name, render, unknown_object_type};
+use super::objects::{ObjectView, Selection, object_name, unknown_object_type};
 use super::{HubspotShared, admit_search, error_response, json_response};
 use crate::emulator::data::EmulatedRecord;
 
@@ -173,6 +173,15 @@ fn matches(record: &EmulatedRecord, filter: &Filter, enumeration: bool) -> bool 
         }
         _ => false,
     }
+}
+
+/// A page of a search answer.
+#[derive(serde::Serialize)]
+struct SearchPage<'a> {
+    total: usize,
+    results: Vec<ObjectView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paging: Option<Value>,
 }
 
 async fn search(
@@ -378,17 +387,19 @@ fn search_inner(
         })
     });
     let total = found.len();
-    let results: Vec<Value> = found
+    let selection = Selection::new(object, &requested, shared.profile);
+    let results: Vec<ObjectView<'_>> = found
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|record| render(record, object, &requested, shared.profile))
+        .map(|record| selection.view(record))
         .collect();
-    let mut body = json!({ "total": total, "results": results });
     let next = offset + limit;
-    if next < total {
-        body["paging"] = json!({ "next": { "after": next.to_string() } });
-    }
+    let body = SearchPage {
+        total,
+        results,
+        paging: (next < total).then(|| json!({ "next": { "after": next.to_string() } })),
+    };
     // Search answers carry no rate-limit headers.
     json_response(shared, StatusCode::OK, &body, None)
 }
