@@ -13,7 +13,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 use super::catalog;
-use super::{HubspotShared, OBJECT_TYPES, admit, error_response, json_response};
+use super::limits::Budget;
+use super::{Caller, HubspotShared, OBJECT_TYPES, admit, error_response, json_response};
 use crate::emulator::data::{EmulatedRecord, OrgProfile};
 
 /// Largest page the list endpoint returns.
@@ -25,6 +26,19 @@ pub fn routes(shared: Arc<HubspotShared>) -> Router {
         .route("/crm/v3/objects/{object_type}", get(list))
         .route("/crm/v3/objects/{object_type}/{object_id}", get(read_one))
         .with_state(shared)
+}
+
+/// What every object and schema endpoint does first: authenticate, spend the general budget and
+/// resolve the object type. `Err` is the answer to send instead.
+pub(super) fn admit_object(
+    shared: &HubspotShared,
+    headers: &HeaderMap,
+    object_type: &str,
+) -> Result<((Budget, Caller), &'static str), Box<Response>> {
+    let budget = admit(shared, headers)?;
+    let object = object_name(object_type)
+        .ok_or_else(|| Box::new(unknown_object_type(shared, object_type)))?;
+    Ok((budget, object))
 }
 
 /// The object type name for a path segment (`contacts` or `0-1`).
@@ -241,12 +255,9 @@ fn list_inner(
     pairs: Vec<(String, String)>,
     headers: &HeaderMap,
 ) -> Response {
-    let budget = match admit(shared, headers) {
-        Ok(budget) => budget,
+    let (budget, object) = match admit_object(shared, headers, object_type) {
+        Ok(admitted) => admitted,
         Err(response) => return *response,
-    };
-    let Some(object) = object_name(object_type) else {
-        return unknown_object_type(shared, object_type);
     };
     let query = ListQuery::parse(pairs);
     // Larger pages are cut to the maximum rather than refused.
@@ -346,12 +357,9 @@ fn read_one_inner(
     pairs: Vec<(String, String)>,
     headers: &HeaderMap,
 ) -> Response {
-    let budget = match admit(shared, headers) {
-        Ok(budget) => budget,
+    let (budget, object) = match admit_object(shared, headers, object_type) {
+        Ok(admitted) => admitted,
         Err(response) => return *response,
-    };
-    let Some(object) = object_name(object_type) else {
-        return unknown_object_type(shared, object_type);
     };
     let query = ListQuery::parse(pairs);
     let archived = match query.archived() {

@@ -11,8 +11,8 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::catalog::{default_pipeline, lifecycle_pipeline, properties, render_property};
-use super::objects::{object_name, unknown_object_type};
-use super::{HubspotShared, admit, error_response, json_response};
+use super::objects::admit_object;
+use super::{HubspotShared, error_response, json_response};
 
 pub fn routes(shared: Arc<HubspotShared>) -> Router {
     Router::new()
@@ -35,9 +35,7 @@ async fn list_properties(
     headers: HeaderMap,
 ) -> Response {
     let response = (|| -> Result<Response, Box<Response>> {
-        let budget = admit(&shared, &headers)?;
-        let object = object_name(&object_type)
-            .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
+        let (budget, object) = admit_object(&shared, &headers, &object_type)?;
         let results: Vec<_> = properties(object, shared.profile)
             .iter()
             .enumerate()
@@ -61,9 +59,7 @@ async fn read_property(
     headers: HeaderMap,
 ) -> Response {
     let response = (|| -> Result<Response, Box<Response>> {
-        let budget = admit(&shared, &headers)?;
-        let object = object_name(&object_type)
-            .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
+        let (budget, object) = admit_object(&shared, &headers, &object_type)?;
         let definitions = properties(object, shared.profile);
         let found = definitions
             .iter()
@@ -96,9 +92,7 @@ async fn list_pipelines(
     headers: HeaderMap,
 ) -> Response {
     let response = (|| -> Result<Response, Box<Response>> {
-        let budget = admit(&shared, &headers)?;
-        let object = object_name(&object_type)
-            .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
+        let (budget, object) = admit_object(&shared, &headers, &object_type)?;
         let results = match object {
             "deals" => vec![default_pipeline()],
             "contacts" => vec![lifecycle_pipeline(shared.profile)],
@@ -122,9 +116,7 @@ async fn read_pipeline(
     headers: HeaderMap,
 ) -> Response {
     let response = (|| -> Result<Response, Box<Response>> {
-        let budget = admit(&shared, &headers)?;
-        let object = object_name(&object_type)
-            .ok_or_else(|| Box::new(unknown_object_type(&shared, &object_type)))?;
+        let (budget, object) = admit_object(&shared, &headers, &object_type)?;
         let found = match (object, pipeline.as_str()) {
             ("deals", "default") => Some(default_pipeline()),
             ("contacts", "contacts-lifecycle-pipeline") => Some(lifecycle_pipeline(shared.profile)),
