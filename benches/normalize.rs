@@ -15,6 +15,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crmsync::emulator::data::{HUBSPOT_LEAD_STATUSES, OrgProfile};
 use crmsync::mapping::load_dir;
 use crmsync::record::{Properties, SourceRecord, System};
 use serde_json::{Value, json};
@@ -32,27 +33,11 @@ fn properties(value: Value) -> Properties {
 }
 
 fn hubspot_contact(i: usize) -> SourceRecord {
-    const LIFECYCLE: [&str; 8] = [
-        "subscriber",
-        "lead",
-        "marketingqualifiedlead",
-        "salesqualifiedlead",
-        "opportunity",
-        "customer",
-        "evangelist",
-        "other",
-    ];
-    const STATUS: [&str; 9] = [
-        "",
-        "NEW",
-        "OPEN",
-        "IN_PROGRESS",
-        "OPEN_DEAL",
-        "UNQUALIFIED",
-        "ATTEMPTED_TO_CONTACT",
-        "CONNECTED",
-        "BAD_TIMING",
-    ];
+    let lifecycle = OrgProfile::Classic.lifecycle_stages();
+    // One in nine contacts has no lead status.
+    let status = (i % (HUBSPOT_LEAD_STATUSES.len() + 1))
+        .checked_sub(1)
+        .map(|index| HUBSPOT_LEAD_STATUSES[index]);
     let mut props = properties(json!({
         "email": format!("  Person.{i}@Example.COM "),
         "firstname": format!("First{i}"),
@@ -63,13 +48,13 @@ fn hubspot_contact(i: usize) -> SourceRecord {
         "hubspot_owner_id": "12345678",
         "createdate": "2024-05-01T12:34:56.789Z",
         "lastmodifieddate": "2024-06-01T08:00:00.000Z",
-        "lifecyclestage": LIFECYCLE[i % LIFECYCLE.len()],
+        "lifecyclestage": lifecycle[i % lifecycle.len()],
         "hs_object_id": i.to_string(),
         "salesforceleadid": null,
         "salesforcecontactid": null,
     }));
-    if !STATUS[i % STATUS.len()].is_empty() {
-        props.insert("hs_lead_status".into(), json!(STATUS[i % STATUS.len()]));
+    if let Some(status) = status {
+        props.insert("hs_lead_status".into(), json!(status));
     }
     // Properties nobody maps, as real portals return when many are requested.
     for extra in 0..12 {
