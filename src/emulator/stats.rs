@@ -21,6 +21,8 @@ pub struct StatsSnapshot {
     pub requests_by_endpoint: BTreeMap<String, BTreeMap<u16, u64>>,
     /// Answers with status 429.
     pub rate_limited: u64,
+    /// Records created or changed, by `"<system> <object>"`.
+    pub records_written: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -43,6 +45,20 @@ impl Stats {
         if status == 429 {
             inner.rate_limited += 1;
         }
+    }
+
+    pub fn written(&self, system: &str, object: &str, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *inner
+            .records_written
+            .entry(format!("{system} {object}"))
+            .or_default() += count as u64;
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

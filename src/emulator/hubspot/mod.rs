@@ -7,6 +7,7 @@ mod oauth;
 mod objects;
 mod schema;
 mod search;
+mod writes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,6 +141,10 @@ impl HubspotShared {
         uuid_like(&mut rng)
     }
 
+    fn count_written(&self, object: &str, count: usize) {
+        self.stats.written("hubspot", object, count);
+    }
+
     fn record(&self, endpoint: &str, status: StatusCode) {
         self.stats.record("hubspot", endpoint, status.as_u16());
     }
@@ -174,6 +179,7 @@ pub fn router(shared: Arc<HubspotShared>) -> Router {
     objects::routes(Arc::clone(&shared))
         .merge(search::routes(Arc::clone(&shared)))
         .merge(schema::routes(Arc::clone(&shared)))
+        .merge(writes::routes(Arc::clone(&shared)))
         .merge(oauth::routes(shared))
 }
 

@@ -1,0 +1,623 @@
+//! Batch reads and writes: `POST /crm/v3/objects/{type}/batch/{read,create,update,upsert}`.
+//!
+//! Status codes are exactly HubSpot's (create 201; read, update, upsert 200; 207 for partial
+//! results), since the official SDKs accept nothing else. Writes validate like HubSpot: an
+//! unknown property or an invalid option fails the whole batch with its VALIDATION_ERROR body;
+//! `lifecyclestage` only moves forward unless it was cleared first; entering a stage stamps
+//! `hs_v2_date_entered_<stage>`; every write advances the modification date.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::catalog::{self, PropertyDefinition};
+use super::objects::{ObjectView, Selection, admit_object};
+use super::{HubspotShared, error_response, json_response};
+use crate::emulator::data::{EmulatedRecord, HUBSPOT_DEAL_STAGES, OrgProfile};
+
+/// Most inputs one batch takes.
+pub const MAX_BATCH: usize = 100;
+
+pub fn routes(shared: Arc<HubspotShared>) -> Router {
+    Router::new()
+        .route("/crm/v3/objects/{object_type}/batch/{action}", post(batch))
+        .with_state(shared)
+}
+
+fn api_time(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn validation(shared: &HubspotShared, message: &str, extra: Option<(&str, Value)>) -> Response {
+    error_response(
+        shared,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        message,
+        extra,
+    )
+}
+
+async fn batch(
+    State(shared): State<Arc<HubspotShared>>,
+    Path((object_type, action)): Path<(String, String)>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = batch_inner(&shared, &object_type, &action, &pairs, &headers, &body);
+    shared.record(
+        &format!("POST /crm/v3/objects/{{type}}/batch/{action}"),
+        response.status(),
+    );
+    response
+}
+
+fn batch_inner(
+    shared: &HubspotShared,
+    object_type: &str,
+    action: &str,
+    pairs: &[(String, String)],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let (_, object) = match admit_object(shared, headers, object_type) {
+        Ok(admitted) => admitted,
+        Err(response) => return *response,
+    };
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(error) => {
+            return validation(
+                shared,
+                &format!(
+                    "Invalid input JSON on line {}, column {}: {error}",
+                    error.line(),
+                    error.column()
+                ),
+                None,
+            );
+        }
+    };
+    let inputs = request["inputs"].as_array().cloned().unwrap_or_default();
+    if inputs.len() > MAX_BATCH {
+        return validation(
+            shared,
+            &format!(
+                "The maximum number of inputs supported in a batch is {MAX_BATCH}. Please reduce the number of items and try again"
+            ),
+            None,
+        );
+    }
+    let started = Timestamp::now();
+    match action {
+        "read" => read(shared, object, &request, &inputs, pairs, started),
+        "create" => create(shared, object, &inputs, started),
+        "update" => update(shared, object, &inputs, started),
+        "upsert" => upsert(shared, object, &inputs, started),
+        other => error_response(
+            shared,
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unknown batch action {other}"),
+            None,
+        ),
+    }
+}
+
+/// The ids of the inputs; a 400 when one appears twice.
+fn input_ids(shared: &HubspotShared, inputs: &[Value]) -> Result<Vec<String>, Box<Response>> {
+    let ids: Vec<String> = inputs
+        .iter()
+        .map(|input| match &input["id"] {
+            Value::Number(number) => number.to_string(),
+            other => other.as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    let mut duplicates: Vec<&String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(index, id)| ids[..*index].contains(id))
+        .map(|(_, id)| id)
+        .collect();
+    duplicates.dedup();
+    if duplicates.is_empty() {
+        return Ok(ids);
+    }
+    let listed: Vec<&str> = duplicates.iter().map(|id| id.as_str()).collect();
+    Err(Box::new(validation(
+        shared,
+        &format!(
+            "Duplicate IDs found in batch input: [{}]. IDs must be unique",
+            listed.join(", ")
+        ),
+        Some(("context", json!({ "ids": listed }))),
+    )))
+}
+
+/// The HubSpot object kind in error messages (`CONTACT`, `COMPANY`, `DEAL`).
+fn kind_word(object: &str) -> &'static str {
+    match object {
+        "contacts" => "CONTACT",
+        "companies" => "COMPANY",
+        _ => "DEAL",
+    }
+}
+
+fn not_found_error(object: &str, ids: &[String]) -> Value {
+    json!({
+        "status": "error",
+        "category": "OBJECT_NOT_FOUND",
+        "message": format!("Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.", kind_word(object)),
+        "context": { "ids": ids },
+    })
+}
+
+/// The batch answer: `status`, results and times, plus errors when some inputs failed.
+fn batch_response(
+    shared: &HubspotShared,
+    success: StatusCode,
+    results: Vec<ObjectView<'_>>,
+    errors: Vec<Value>,
+    started: Timestamp,
+) -> Response {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct BatchAnswer<'a> {
+        status: &'static str,
+        results: Vec<ObjectView<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        num_errors: Option<usize>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<Value>,
+        started_at: String,
+        completed_at: String,
+    }
+    let status = if errors.is_empty() {
+        success
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let answer = BatchAnswer {
+        status: "COMPLETE",
+        results,
+        num_errors: (!errors.is_empty()).then_some(errors.len()),
+        errors,
+        started_at: api_time(started),
+        completed_at: api_time(Timestamp::now()),
+    };
+    json_response(shared, status, &answer, None)
+}
+
+fn read(
+    shared: &HubspotShared,
+    object: &'static str,
+    request: &Value,
+    inputs: &[Value],
+    pairs: &[(String, String)],
+    started: Timestamp,
+) -> Response {
+    let ids = match input_ids(shared, inputs) {
+        Ok(ids) => ids,
+        Err(response) => return *response,
+    };
+    let archived = pairs
+        .iter()
+        .any(|(key, value)| key == "archived" && value.eq_ignore_ascii_case("true"));
+    let id_property = request["idProperty"].as_str().unwrap_or("hs_object_id");
+    let requested: Vec<String> = request["properties"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let selection = Selection::new(object, &requested, shared.profile);
+    let objects = match shared.objects.read() {
+        Ok(objects) => objects,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for id in &ids {
+        match find(records, id_property, id).filter(|index| records[*index].archived == archived) {
+            Some(index) => results.push(selection.view(&records[index])),
+            None => missing.push(id.clone()),
+        }
+    }
+    let errors = if missing.is_empty() {
+        Vec::new()
+    } else {
+        vec![not_found_error(object, &missing)]
+    };
+    batch_response(shared, StatusCode::OK, results, errors, started)
+}
+
+/// The position of the record whose `id_property` is `value` (emails ignore case).
+fn find(records: &[EmulatedRecord], id_property: &str, value: &str) -> Option<usize> {
+    if id_property == "hs_object_id" {
+        return records.iter().position(|record| record.id == value);
+    }
+    records.iter().position(|record| {
+        record
+            .properties
+            .get(id_property)
+            .and_then(Value::as_str)
+            .is_some_and(|stored| stored.trim().eq_ignore_ascii_case(value.trim()))
+    })
+}
+
+/// Checks every property of every input against the portal's definitions. The first problems
+/// fail the whole batch, in HubSpot's "Property values were not valid" body.
+fn validate_properties(
+    shared: &HubspotShared,
+    object: &str,
+    inputs: &[Value],
+) -> Result<(), Box<Response>> {
+    let definitions = catalog::properties(object, shared.profile);
+    let mut problems: Vec<(String, String, &'static str)> = Vec::new();
+    for input in inputs {
+        let Some(properties) = input["properties"].as_object() else {
+            continue;
+        };
+        for (name, value) in properties {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            match definitions
+                .iter()
+                .find(|definition| definition.name == name)
+            {
+                None => problems.push((
+                    name.clone(),
+                    format!("Property \"{name}\" does not exist"),
+                    "PROPERTY_DOESNT_EXIST",
+                )),
+                Some(definition) => {
+                    if let Some(message) = invalid_value(definition, &text) {
+                        problems.push((name.clone(), message, "INVALID_OPTION"));
+                    }
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let inner: Vec<Value> = problems
+        .iter()
+        .map(|(name, message, error)| {
+            json!({"isValid": false, "message": message, "error": error, "name": name, "localizedErrorMessage": message, "portalId": super::oauth::HUB_ID})
+        })
+        .collect();
+    let errors: Vec<Value> = problems
+        .iter()
+        .map(|(name, message, error)| json!({"message": message, "code": error, "context": {"propertyName": [name]}}))
+        .collect();
+    Err(Box::new(validation(
+        shared,
+        &format!("Property values were not valid: {}", Value::Array(inner)),
+        Some(("errors", Value::Array(errors))),
+    )))
+}
+
+/// Why `value` is not acceptable for `definition`, if it is not. Empty clears and is fine.
+fn invalid_value(definition: &PropertyDefinition, value: &str) -> Option<String> {
+    if value.is_empty() || definition.kind != "enumeration" || definition.name == "hubspot_owner_id"
+    {
+        return None;
+    }
+    let allowed: Vec<&str> = match definition.name {
+        "dealstage" => HUBSPOT_DEAL_STAGES.iter().map(|(id, _, _)| *id).collect(),
+        "pipeline" => vec!["default"],
+        "hs_merged_object_ids" => return None,
+        _ => definition.options.iter().map(|(value, _)| *value).collect(),
+    };
+    if allowed.contains(&value) {
+        None
+    } else {
+        Some(format!(
+            "{value} was not one of the allowed options: [{}]",
+            allowed.join(", ")
+        ))
+    }
+}
+
+/// Applies a write to a record: the values, the lifecycle rule, stage-entry stamps and the
+/// modification date.
+fn apply(
+    record: &mut EmulatedRecord,
+    object: &str,
+    properties: &serde_json::Map<String, Value>,
+    now: Timestamp,
+) {
+    let stamp = api_time(now);
+    for (name, value) in properties {
+        let text = match value {
+            Value::String(text) => text.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        // Calculated properties are HubSpot's to set.
+        if matches!(
+            name.as_str(),
+            "hs_object_id" | "createdate" | "lastmodifieddate" | "hs_lastmodifieddate"
+        ) {
+            continue;
+        }
+        if name == "lifecyclestage" && !text.is_empty() {
+            let order = |stage: &str| {
+                OrgProfile::Custom
+                    .lifecycle_stages()
+                    .iter()
+                    .position(|s| *s == stage)
+            };
+            let current = record
+                .properties
+                .get("lifecyclestage")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            // Only forward: a lower stage is ignored unless the stage was cleared first.
+            if let (Some(current), Some(new)) = (current.as_deref().and_then(order), order(&text))
+                && new < current
+            {
+                continue;
+            }
+            if current.as_deref() != Some(text.as_str()) {
+                record.properties.insert(
+                    format!("hs_v2_date_entered_{text}"),
+                    Value::String(stamp.clone()),
+                );
+            }
+        }
+        if text.is_empty() {
+            record.properties.remove(name);
+        } else {
+            record.properties.insert(name.clone(), Value::String(text));
+        }
+    }
+    let modified = if object == "contacts" {
+        "lastmodifieddate"
+    } else {
+        "hs_lastmodifieddate"
+    };
+    record
+        .properties
+        .insert(modified.to_string(), Value::String(stamp));
+    record.updated_at = now;
+}
+
+fn update(
+    shared: &HubspotShared,
+    object: &'static str,
+    inputs: &[Value],
+    started: Timestamp,
+) -> Response {
+    let ids = match input_ids(shared, inputs) {
+        Ok(ids) => ids,
+        Err(response) => return *response,
+    };
+    if let Err(response) = validate_properties(shared, object, inputs) {
+        return *response;
+    }
+    let now = Timestamp::now();
+    let mut objects = match shared.objects.write() {
+        Ok(objects) => objects,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let records = objects.entry(object).or_default();
+    let mut updated = Vec::new();
+    let mut missing = Vec::new();
+    for (input, id) in inputs.iter().zip(&ids) {
+        let id_property = input["idProperty"].as_str().unwrap_or("hs_object_id");
+        match find(records, id_property, id).filter(|index| !records[*index].archived) {
+            Some(index) => {
+                let empty = serde_json::Map::new();
+                apply(
+                    &mut records[index],
+                    object,
+                    input["properties"].as_object().unwrap_or(&empty),
+                    now,
+                );
+                updated.push(index);
+            }
+            None => missing.push(id.clone()),
+        }
+    }
+    shared.count_written(object, updated.len());
+    let selection = Selection::new(object, &[], shared.profile);
+    let results = updated
+        .iter()
+        .map(|index| selection.view(&records[*index]))
+        .collect();
+    let errors = if missing.is_empty() {
+        Vec::new()
+    } else {
+        vec![not_found_error(object, &missing)]
+    };
+    batch_response(shared, StatusCode::OK, results, errors, started)
+}
+
+/// The next free record id (ids grow, like HubSpot's).
+fn next_id(records: &[EmulatedRecord]) -> u64 {
+    records
+        .iter()
+        .filter_map(|record| record.id.parse::<u64>().ok())
+        .max()
+        .unwrap_or(1000)
+        + 1
+}
+
+fn new_record(records: &[EmulatedRecord], now: Timestamp) -> EmulatedRecord {
+    let id = next_id(records).to_string();
+    let mut record = EmulatedRecord {
+        id: id.clone(),
+        created_at: now,
+        updated_at: now,
+        archived: false,
+        properties: Default::default(),
+    };
+    record
+        .properties
+        .insert("hs_object_id".into(), Value::String(id));
+    record
+        .properties
+        .insert("createdate".into(), Value::String(api_time(now)));
+    record
+}
+
+fn create(
+    shared: &HubspotShared,
+    object: &'static str,
+    inputs: &[Value],
+    started: Timestamp,
+) -> Response {
+    if let Err(response) = validate_properties(shared, object, inputs) {
+        return *response;
+    }
+    let now = Timestamp::now();
+    let mut objects = match shared.objects.write() {
+        Ok(objects) => objects,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let records = objects.entry(object).or_default();
+    let mut created = Vec::new();
+    let mut errors = Vec::new();
+    for (position, input) in inputs.iter().enumerate() {
+        let empty = serde_json::Map::new();
+        let properties = input["properties"].as_object().unwrap_or(&empty);
+        // Contacts are unique by email.
+        if object == "contacts"
+            && let Some(email) = properties.get("email").and_then(Value::as_str)
+            && let Some(existing) = find(records, "email", email)
+        {
+            let existing_id = records[existing].id.clone();
+            errors.push(json!({
+                "status": "error",
+                "category": "CONFLICT",
+                "message": format!("Contact already exists. Existing ID: {existing_id}"),
+                "context": {
+                    "objectWriteTraceId": [input["objectWriteTraceId"].as_str().map_or_else(|| position.to_string(), str::to_string)],
+                    "existingId": [existing_id],
+                },
+            }));
+            continue;
+        }
+        let mut record = new_record(records, now);
+        apply(&mut record, object, properties, now);
+        records.push(record);
+        created.push(records.len() - 1);
+    }
+    shared.count_written(object, created.len());
+    let selection = Selection::new(object, &[], shared.profile);
+    let results = created
+        .iter()
+        .map(|index| selection.view(&records[*index]))
+        .collect();
+    batch_response(shared, StatusCode::CREATED, results, errors, started)
+}
+
+fn upsert(
+    shared: &HubspotShared,
+    object: &'static str,
+    inputs: &[Value],
+    started: Timestamp,
+) -> Response {
+    let ids = match input_ids(shared, inputs) {
+        Ok(ids) => ids,
+        Err(response) => return *response,
+    };
+    let definitions = catalog::properties(object, shared.profile);
+    for input in inputs {
+        let id_property = input["idProperty"].as_str().unwrap_or("hs_object_id");
+        let unique = definitions
+            .iter()
+            .any(|d| d.name == id_property && d.unique);
+        if !unique {
+            let type_id = super::OBJECT_TYPES
+                .iter()
+                .find(|(name, _)| *name == object)
+                .map_or("0-1", |(_, id)| *id);
+            return validation(
+                shared,
+                &format!(
+                    "Unable to perform update/upsert by non-unique {type_id} property {id_property} in portal ID {}",
+                    super::oauth::HUB_ID
+                ),
+                None,
+            );
+        }
+    }
+    if let Err(response) = validate_properties(shared, object, inputs) {
+        return *response;
+    }
+    let now = Timestamp::now();
+    let mut objects = match shared.objects.write() {
+        Ok(objects) => objects,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let records = objects.entry(object).or_default();
+    let mut touched: Vec<(usize, bool)> = Vec::new();
+    for (input, id) in inputs.iter().zip(&ids) {
+        let id_property = input["idProperty"].as_str().unwrap_or("hs_object_id");
+        let empty = serde_json::Map::new();
+        let properties = input["properties"].as_object().unwrap_or(&empty);
+        match find(records, id_property, id).filter(|index| !records[*index].archived) {
+            Some(index) => {
+                apply(&mut records[index], object, properties, now);
+                touched.push((index, false));
+            }
+            None => {
+                let mut record = new_record(records, now);
+                record
+                    .properties
+                    .insert(id_property.to_string(), Value::String(id.clone()));
+                apply(&mut record, object, properties, now);
+                records.push(record);
+                touched.push((records.len() - 1, true));
+            }
+        }
+    }
+    shared.count_written(object, touched.len());
+    let selection = Selection::new(object, &[], shared.profile);
+    #[derive(serde::Serialize)]
+    struct Upserted<'a> {
+        #[serde(flatten)]
+        object: ObjectView<'a>,
+        new: bool,
+    }
+    let results: Vec<Upserted<'_>> = touched
+        .iter()
+        .map(|(index, new)| Upserted {
+            object: selection.view(&records[*index]),
+            new: *new,
+        })
+        .collect();
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct UpsertAnswer<'a> {
+        status: &'static str,
+        results: Vec<Upserted<'a>>,
+        started_at: String,
+        completed_at: String,
+    }
+    let answer = UpsertAnswer {
+        status: "COMPLETE",
+        results,
+        started_at: api_time(started),
+        completed_at: api_time(Timestamp::now()),
+    };
+    json_response(shared, StatusCode::OK, &answer, None)
+}
