@@ -120,3 +120,52 @@ async fn the_default_deal_pipeline_has_its_seven_stages() {
         .expect("other");
     assert_eq!(other["metadata"]["state"], "CLOSED");
 }
+
+#[tokio::test]
+async fn owners_are_listed_and_own_records() {
+    let emulator = start(OrgProfile::Classic).await;
+    let (status, body) = get(&emulator, "/crm/v3/owners").await;
+    assert_eq!(status, 200);
+    let owners = body["results"].as_array().expect("owners");
+    assert_eq!(owners.len(), 6);
+    let first = &owners[0];
+    assert_eq!(first["type"], "PERSON");
+    assert!(first["userId"].is_u64());
+    let owner_ids: Vec<&str> = owners.iter().filter_map(|o| o["id"].as_str()).collect();
+
+    let (_, page) = get(&emulator, "/crm/v3/owners?limit=2").await;
+    assert_eq!(page["results"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["paging"]["next"]["after"], owners[2]["id"]);
+
+    let email = first["email"].as_str().expect("email");
+    let (_, by_email) = get(
+        &emulator,
+        &format!("/crm/v3/owners?email={}", email.to_uppercase()),
+    )
+    .await;
+    assert_eq!(by_email["results"][0]["id"], first["id"]);
+    let user_id = first["userId"].as_u64().expect("user id");
+    let (status, by_user) = get(
+        &emulator,
+        &format!("/crm/v3/owners/{user_id}?idProperty=userId"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(by_user["id"], first["id"]);
+    assert_eq!(get(&emulator, "/crm/v3/owners/1").await.0, 404);
+
+    // Contacts point at these owners.
+    let (_, contacts) = get(
+        &emulator,
+        "/crm/v3/objects/contacts?limit=20&properties=hubspot_owner_id",
+    )
+    .await;
+    let owned: Vec<&str> = contacts["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|c| c["properties"]["hubspot_owner_id"].as_str())
+        .collect();
+    assert!(!owned.is_empty());
+    assert!(owned.iter().all(|id| owner_ids.contains(id)));
+}

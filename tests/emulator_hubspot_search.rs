@@ -78,6 +78,16 @@ async fn filters_sorts_and_pages() {
         page = search(&emulator, "contacts", next).await.2;
     }
     assert_eq!(collected.len(), customers);
+    let first = &collected[0];
+    let url = first["url"].as_str().expect("search results carry a url");
+    assert!(
+        url.starts_with("https://app.hubspot.com/contacts/")
+            && url.ends_with(&format!(
+                "/record/0-1/{}",
+                first["id"].as_str().expect("id")
+            )),
+        "{url}"
+    );
     assert!(
         collected
             .iter()

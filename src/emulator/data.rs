@@ -111,6 +111,17 @@ pub const SALESFORCE_OPPORTUNITY_STAGES: [(&str, bool, bool, u8); 10] = [
     ("Closed Lost", true, false, 0),
 ];
 
+/// A HubSpot user who owns records (`hubspot_owner_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub id: String,
+    pub user_id: u64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub team: &'static str,
+}
+
 /// One record as the emulator stores it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EmulatedRecord {
@@ -128,6 +139,7 @@ pub struct GeneratedOrg {
     pub hubspot_contacts: Vec<EmulatedRecord>,
     pub hubspot_companies: Vec<EmulatedRecord>,
     pub hubspot_deals: Vec<EmulatedRecord>,
+    pub hubspot_owners: Vec<Owner>,
     pub salesforce_leads: Vec<EmulatedRecord>,
     pub salesforce_contacts: Vec<EmulatedRecord>,
     pub salesforce_accounts: Vec<EmulatedRecord>,
@@ -284,6 +296,7 @@ pub fn generate(seed: u64, people: usize, profile: OrgProfile) -> GeneratedOrg {
         hubspot_contacts: Vec::new(),
         hubspot_companies: Vec::new(),
         hubspot_deals: Vec::new(),
+        hubspot_owners: Vec::new(),
         salesforce_leads: Vec::new(),
         salesforce_contacts: Vec::new(),
         salesforce_accounts: Vec::new(),
@@ -366,6 +379,7 @@ pub fn generate(seed: u64, people: usize, profile: OrgProfile) -> GeneratedOrg {
     }
     merge_some_contacts(&mut org, &mut rng);
     generate_companies_and_deals(&mut org, &mut rng, &mut hubspot_next_id, now);
+    assign_owners(&mut org, seed);
     org
 }
 
@@ -613,6 +627,53 @@ fn generate_companies_and_deals(
             archived: false,
             properties,
         });
+    }
+}
+
+/// Six sales and marketing users; contacts and deals get one of them as owner (about one in
+/// five contacts has none). A separate random source keeps the other data unchanged.
+fn assign_owners(org: &mut GeneratedOrg, seed: u64) {
+    let mut rng = SeededRng::new(seed ^ 0x6f77_6e65_7273);
+    let people = [
+        ("Maya", "Lindqvist", "Sales"),
+        ("Tomás", "Ortega", "Sales"),
+        ("Aisha", "Bello", "Sales"),
+        ("Declan", "O'Shea", "Marketing"),
+        ("Yuki", "Sato", "Marketing"),
+        ("Greta", "Nowak", "Sales"),
+    ];
+    org.hubspot_owners = people
+        .iter()
+        .enumerate()
+        .map(|(index, (first, last, team))| Owner {
+            id: (41_629_779 + index as u64 * 7_919).to_string(),
+            user_id: 9_586_504 + index as u64,
+            email: format!(
+                "{}.{}@crmsync-demo.example",
+                ascii_slug(first),
+                ascii_slug(last)
+            ),
+            first_name: (*first).to_string(),
+            last_name: (*last).to_string(),
+            team,
+        })
+        .collect();
+    let owner_ids: Vec<String> = org
+        .hubspot_owners
+        .iter()
+        .map(|owner| owner.id.clone())
+        .collect();
+    for record in org
+        .hubspot_contacts
+        .iter_mut()
+        .chain(org.hubspot_deals.iter_mut())
+    {
+        if rng.percent(80) {
+            let owner = rng.pick(&owner_ids).clone();
+            record
+                .properties
+                .insert("hubspot_owner_id".into(), Value::String(owner));
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod catalog;
 mod limits;
 mod oauth;
 mod objects;
+mod owners;
 mod schema;
 mod search;
 mod writes;
@@ -49,6 +50,8 @@ pub struct HubspotShared {
     pub credentials: HubspotCredentials,
     /// Which picklists the portal has.
     pub profile: super::data::OrgProfile,
+    /// The portal's users, by id.
+    owners: Vec<super::data::Owner>,
     pub settings: HubspotSettings,
     /// Records by object type name (`contacts`, `companies`, `deals`), ordered by id.
     objects: RwLock<HashMap<&'static str, Vec<EmulatedRecord>>>,
@@ -103,6 +106,7 @@ impl HubspotShared {
         Self {
             credentials,
             profile: org.profile,
+            owners: std::mem::take(&mut org.hubspot_owners),
             limiter: Mutex::new(RateLimiter::new(settings.limits, settings.enforce_limits)),
             search_limiter: Mutex::new(RateLimiter::search(
                 limits::SEARCH_PER_SECOND,
@@ -180,6 +184,7 @@ pub fn router(shared: Arc<HubspotShared>) -> Router {
         .merge(search::routes(Arc::clone(&shared)))
         .merge(schema::routes(Arc::clone(&shared)))
         .merge(writes::routes(Arc::clone(&shared)))
+        .merge(owners::routes(Arc::clone(&shared)))
         .merge(oauth::routes(shared))
 }
 

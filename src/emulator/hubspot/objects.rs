@@ -137,6 +137,8 @@ pub(super) struct Selection {
     names: Vec<(String, bool)>,
     /// The property whose value is `updatedAt`.
     modified: &'static str,
+    /// Prefix of the app link search results carry (`…/record/0-1/`), when wanted.
+    record_url: Option<String>,
 }
 
 impl Selection {
@@ -166,7 +168,24 @@ impl Selection {
         }
         names.sort();
         names.dedup_by(|a, b| a.0 == b.0);
-        Self { names, modified }
+        Self {
+            names,
+            modified,
+            record_url: None,
+        }
+    }
+
+    /// Adds the `url` of each record in HubSpot's app, as search results have it.
+    pub(super) fn with_record_urls(mut self, object: &str) -> Self {
+        let type_id = OBJECT_TYPES
+            .iter()
+            .find(|(name, _)| *name == object)
+            .map_or("0-1", |(_, type_id)| *type_id);
+        self.record_url = Some(format!(
+            "https://app.hubspot.com/contacts/{}/record/{type_id}/",
+            super::oauth::HUB_ID
+        ));
+        self
     }
 
     /// One record as the API shows it.
@@ -224,6 +243,9 @@ impl Serialize for ObjectView<'_> {
         map.serialize_entry("archived", &record.archived)?;
         if record.archived {
             map.serialize_entry("archivedAt", &updated)?;
+        }
+        if let Some(prefix) = &self.selection.record_url {
+            map.serialize_entry("url", &format!("{prefix}{}", record.id))?;
         }
         map.end()
     }

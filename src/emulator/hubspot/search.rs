@@ -387,7 +387,7 @@ fn search_inner(
         })
     });
     let total = found.len();
-    let selection = Selection::new(object, &requested, shared.profile);
+    let selection = Selection::new(object, &requested, shared.profile).with_record_urls(object);
     let results: Vec<ObjectView<'_>> = found
         .iter()
         .skip(offset)
