@@ -43,6 +43,9 @@ pub enum Command {
         /// Enforce the real rate limits (`off` for fast benchmarks).
         #[arg(long, value_enum, default_value = "on")]
         rate_limits: Switch,
+        /// Faults to inject: none, or a comma-separated list of flaky, storm, slow, expiry.
+        #[arg(long, default_value = "none", value_name = "PROFILE")]
+        faults: crmsync::emulator::faults::Faults,
     },
 }
 

@@ -64,6 +64,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             records,
             org,
             rate_limits,
+            faults,
         } => {
             let config = EmulatorConfig {
                 seed,
@@ -73,6 +74,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     OrgArg::Custom => OrgProfile::Custom,
                 },
                 rate_limits: rate_limits == Switch::On,
+                faults,
                 ..EmulatorConfig::default()
             };
             let runtime = tokio::runtime::Runtime::new()?;

@@ -7,6 +7,7 @@
 //! and stops it when dropped; `crmsync emulate` runs it as a process.
 
 pub mod data;
+pub mod faults;
 pub mod hubspot;
 pub mod stats;
 
@@ -21,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use data::OrgProfile;
+use faults::{FaultInjector, Faults};
 use hubspot::{HubspotLimits, HubspotSettings, HubspotShared};
 use stats::{Stats, StatsSnapshot};
 
@@ -36,6 +38,8 @@ pub struct EmulatorConfig {
     pub hubspot_limits: HubspotLimits,
     /// Lifetime of HubSpot OAuth access tokens (30 minutes in reality; shorter in tests).
     pub hubspot_token_lifetime: SignedDuration,
+    /// Faults to inject (none by default).
+    pub faults: Faults,
 }
 
 impl Default for EmulatorConfig {
@@ -47,6 +51,7 @@ impl Default for EmulatorConfig {
             rate_limits: true,
             hubspot_limits: HubspotLimits::default(),
             hubspot_token_lifetime: SignedDuration::from_mins(30),
+            faults: Faults::default(),
         }
     }
 }
@@ -102,7 +107,14 @@ impl RunningEmulator {
             HubspotSettings {
                 limits: config.hubspot_limits,
                 enforce_limits: config.rate_limits,
-                token_lifetime: config.hubspot_token_lifetime,
+                // Under `expiry`, tokens run out within seconds, in the middle of any run.
+                token_lifetime: if config.faults.expiry {
+                    config
+                        .hubspot_token_lifetime
+                        .min(faults::EXPIRY_TOKEN_LIFETIME)
+                } else {
+                    config.hubspot_token_lifetime
+                },
             },
             Arc::clone(&stats),
         ));
@@ -126,7 +138,15 @@ impl RunningEmulator {
             .with_state(EmulatorState {
                 stats: Arc::clone(&stats),
             })
-            .merge(hubspot::router(hubspot));
+            .merge(hubspot::router(hubspot))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(FaultInjector::new(
+                    config.faults,
+                    config.seed,
+                    Arc::clone(&stats),
+                )),
+                faults::inject,
+            ));
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let served = axum::serve(listener, app)

@@ -1,0 +1,213 @@
+//! Switchable faults, so clients are tested against the failures real APIs have: `flaky`
+//! (a share of 500/502/503 answers), `storm` (bursts of 429 with Retry-After), `slow` (added
+//! latency) and `expiry` (OAuth access tokens that expire within seconds). Which request gets
+//! which fault follows from the seed and the request's number, so a run can be repeated.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::data::SeededRng;
+use super::stats::Stats;
+use crate::diagnostics::did_you_mean;
+
+/// The faults switched on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub flaky: bool,
+    pub storm: bool,
+    pub slow: bool,
+    pub expiry: bool,
+}
+
+/// The names `--faults` takes.
+pub const FAULT_NAMES: [&str; 5] = ["none", "flaky", "storm", "slow", "expiry"];
+
+/// An unknown fault name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown fault profile {name:?}{suggestion} — use none or a comma-separated list of flaky, storm, slow, expiry"
+)]
+pub struct UnknownFault {
+    name: String,
+    suggestion: String,
+}
+
+impl FromStr for Faults {
+    type Err = UnknownFault;
+
+    /// `none`, or names joined by commas: `flaky,storm`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut faults = Faults::default();
+        for name in text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
+            match name {
+                "none" => {}
+                "flaky" => faults.flaky = true,
+                "storm" => faults.storm = true,
+                "slow" => faults.slow = true,
+                "expiry" => faults.expiry = true,
+                other => {
+                    return Err(UnknownFault {
+                        name: other.to_string(),
+                        suggestion: did_you_mean(other, FAULT_NAMES)
+                            .map(|s| format!(" (did you mean {s:?}?)"))
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        Ok(faults)
+    }
+}
+
+/// Share of requests that fail with a server error under `flaky`, in percent.
+const FLAKY_PERCENT: u64 = 5;
+/// Chance that a request starts a 429 storm under `storm`, in percent.
+const STORM_START_PERCENT: u64 = 2;
+/// Lifetime of OAuth access tokens under `expiry`.
+pub const EXPIRY_TOKEN_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_secs(2);
+
+/// Decides, request by request, which fault to inject.
+#[derive(Debug)]
+pub struct FaultInjector {
+    faults: Faults,
+    seed: u64,
+    requests: AtomicU64,
+    storm_left: AtomicU32,
+    stats: Arc<Stats>,
+}
+
+impl FaultInjector {
+    pub fn new(faults: Faults, seed: u64, stats: Arc<Stats>) -> Self {
+        Self {
+            faults,
+            seed,
+            requests: AtomicU64::new(0),
+            storm_left: AtomicU32::new(0),
+            stats,
+        }
+    }
+}
+
+fn hubspot_rate_limited() -> Response {
+    let body = json!({
+        "status": "error",
+        "message": "You have reached your ten_secondly_rolling limit.",
+        "errorType": "RATE_LIMIT",
+        "correlationId": "00000000-0000-4000-8000-000000000429",
+        "policyName": "TEN_SECONDLY_ROLLING",
+    });
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    headers.insert("retry-after", HeaderValue::from_static("1"));
+    response
+}
+
+fn server_error(status: StatusCode) -> Response {
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        let body = json!({
+            "status": "error",
+            "message": "internal error",
+            "correlationId": "00000000-0000-4000-8000-000000000500",
+            "category": "INTERNAL_ERROR",
+        });
+        let mut response = (status, body.to_string()).into_response();
+        response.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/json;charset=utf-8"),
+        );
+        return response;
+    }
+    // Gateway errors come from the edge, as HTML.
+    let body = format!(
+        "<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}</h1></center></body></html>",
+        code = status.as_u16(),
+        reason = status.canonical_reason().unwrap_or("Error")
+    );
+    let mut response = (status, Body::from(body)).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/html"));
+    response
+}
+
+/// The middleware: may delay the request, or answer it with a fault instead.
+pub async fn inject(
+    State(injector): State<Arc<FaultInjector>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let faults = injector.faults;
+    if !(faults.flaky || faults.storm || faults.slow)
+        || request.uri().path().starts_with("/__emulator")
+    {
+        return next.run(request).await;
+    }
+    let number = injector.requests.fetch_add(1, Ordering::Relaxed);
+    let mut rng = SeededRng::new(injector.seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    if faults.slow {
+        tokio::time::sleep(Duration::from_millis(50 + rng.below(200))).await;
+    }
+    let endpoint = format!("{} (fault)", request.method());
+    if faults.storm {
+        let in_storm = injector
+            .storm_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        let starts = !in_storm && rng.percent(STORM_START_PERCENT);
+        if starts {
+            injector
+                .storm_left
+                .store(4 + rng.below(12) as u32, Ordering::Relaxed);
+        }
+        if in_storm || starts {
+            injector.stats.record("hubspot", &endpoint, 429);
+            return hubspot_rate_limited();
+        }
+    }
+    if faults.flaky && rng.percent(FLAKY_PERCENT) {
+        let status = *rng.pick(&[
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ]);
+        injector.stats.record("hubspot", &endpoint, status.as_u16());
+        return server_error(status);
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse_alone_and_combined() {
+        assert_eq!("none".parse::<Faults>().ok(), Some(Faults::default()));
+        let combined: Faults = "flaky, storm".parse().expect("parses");
+        assert!(combined.flaky && combined.storm && !combined.slow && !combined.expiry);
+        let error = "stromm".parse::<Faults>().expect_err("unknown");
+        assert!(
+            error.to_string().contains("did you mean \"storm\"?"),
+            "{error}"
+        );
+    }
+}

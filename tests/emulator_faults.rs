@@ -1,0 +1,153 @@
+//! Fault profiles over HTTP: flaky server errors, 429 storms, short-lived tokens, latency —
+//! deterministic from the seed.
+
+use std::net::SocketAddr;
+
+use crmsync::emulator::faults::Faults;
+use crmsync::emulator::{EmulatorConfig, RunningEmulator};
+use serde_json::Value;
+
+async fn start(faults: &str, seed: u64) -> RunningEmulator {
+    RunningEmulator::start(
+        EmulatorConfig {
+            seed,
+            records: 100,
+            rate_limits: false,
+            faults: faults.parse::<Faults>().expect("fault profile"),
+            ..EmulatorConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("emulator starts")
+}
+
+/// Status, content type and retry-after of `count` sequential list requests.
+async fn statuses(emulator: &RunningEmulator, count: usize) -> Vec<(u16, String, Option<String>)> {
+    let client = reqwest::Client::new();
+    let mut seen = Vec::with_capacity(count);
+    for _ in 0..count {
+        let response = client
+            .get(format!(
+                "{}/crm/v3/objects/contacts?limit=1",
+                emulator.info().hubspot_base_url
+            ))
+            .bearer_auth(&emulator.info().hubspot_token)
+            .send()
+            .await
+            .expect("request");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        seen.push((
+            response.status().as_u16(),
+            header("content-type").unwrap_or_default(),
+            header("retry-after"),
+        ));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn flaky_answers_some_server_errors_the_same_way_every_run() {
+    let first = statuses(&start("flaky", 9).await, 300).await;
+    let second = statuses(&start("flaky", 9).await, 300).await;
+    assert_eq!(first, second, "the same seed gives the same faults");
+    let errors: Vec<&(u16, String, Option<String>)> = first
+        .iter()
+        .filter(|(status, _, _)| *status >= 500)
+        .collect();
+    assert!(
+        (3..=40).contains(&errors.len()),
+        "{} server errors",
+        errors.len()
+    );
+    for (status, content_type, _) in errors {
+        assert!([500, 502, 503].contains(status));
+        if *status == 500 {
+            assert!(content_type.starts_with("application/json"));
+        } else {
+            assert_eq!(content_type, "text/html");
+        }
+    }
+    assert!(first.iter().filter(|(status, _, _)| *status == 200).count() > 250);
+}
+
+#[tokio::test]
+async fn storms_are_bursts_of_429_with_retry_after() {
+    let emulator = start("storm", 4).await;
+    let seen = statuses(&emulator, 400).await;
+    let limited: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, (s, _, _))| *s == 429)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!limited.is_empty(), "no storm in 400 requests");
+    assert!(
+        seen.iter()
+            .filter(|(s, _, _)| *s == 429)
+            .all(|(_, _, retry)| retry.as_deref() == Some("1"))
+    );
+    // At least one burst of five or more in a row.
+    let longest = limited
+        .windows(2)
+        .fold((1, 1), |(best, run), pair| {
+            let run = if pair[1] == pair[0] + 1 { run + 1 } else { 1 };
+            (best.max(run), run)
+        })
+        .0;
+    assert!(longest >= 5, "longest burst {longest}");
+    assert_eq!(emulator.stats().rate_limited, limited.len() as u64);
+    // A storm's answer is HubSpot's ten-second 429 body.
+    let client = reqwest::Client::new();
+    let mut limited_body = None;
+    for _ in 0..400 {
+        let response = client
+            .get(format!(
+                "{}/crm/v3/objects/contacts?limit=1",
+                emulator.info().hubspot_base_url
+            ))
+            .bearer_auth(&emulator.info().hubspot_token)
+            .send()
+            .await
+            .expect("request");
+        if response.status().as_u16() == 429 {
+            limited_body = Some(response.json::<Value>().await.expect("JSON"));
+            break;
+        }
+    }
+    let body = limited_body.expect("another storm within 400 requests");
+    assert_eq!(body["policyName"], "TEN_SECONDLY_ROLLING");
+    assert_eq!(body["errorType"], "RATE_LIMIT");
+}
+
+#[tokio::test]
+async fn expiry_hands_out_tokens_that_last_seconds_and_slow_still_answers() {
+    let emulator = start("expiry,slow", 2).await;
+    let info = emulator.info();
+    let response = reqwest::Client::new()
+        .post(format!("{}/oauth/v1/token", info.hubspot_base_url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", info.hubspot_client_id.as_str()),
+            ("client_secret", info.hubspot_client_secret.as_str()),
+            ("refresh_token", info.hubspot_refresh_token.as_str()),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["expires_in"], 2);
+    assert!(
+        statuses(&emulator, 3)
+            .await
+            .iter()
+            .all(|(status, _, _)| *status == 200)
+    );
+}
