@@ -145,6 +145,24 @@ impl HubspotShared {
         uuid_like(&mut rng)
     }
 
+    /// The records, for reading. A lock poisoned by a panicked handler still holds valid data.
+    fn read_objects(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<&'static str, Vec<EmulatedRecord>>> {
+        self.objects
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The records, for writing.
+    fn write_objects(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<&'static str, Vec<EmulatedRecord>>> {
+        self.objects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn count_written(&self, object: &str, count: usize) {
         self.stats.written("hubspot", object, count);
     }

@@ -328,10 +328,7 @@ fn list_inner(
             );
         }
     };
-    let objects = match shared.objects.read() {
-        Ok(objects) => objects,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let objects = shared.read_objects();
     let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
     // Records are kept in id order, so the cursor is found by binary search.
     let start =
@@ -397,10 +394,7 @@ fn read_one_inner(
         }
     };
     let id_property = query.id_property.as_deref().unwrap_or("hs_object_id");
-    let objects = match shared.objects.read() {
-        Ok(objects) => objects,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let objects = shared.read_objects();
     let found = objects.get(object).and_then(|records| {
         records.iter().find(|record| {
             record.archived == archived

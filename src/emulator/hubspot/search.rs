@@ -332,10 +332,7 @@ fn search_inner(
         .filter(|definition| definition.kind == "enumeration")
         .map(|definition| definition.name)
         .collect();
-    let objects = match shared.objects.read() {
-        Ok(objects) => objects,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let objects = shared.read_objects();
     let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
     let mut found: Vec<&EmulatedRecord> = records
         .iter()

@@ -222,10 +222,7 @@ fn read(
         })
         .unwrap_or_default();
     let selection = Selection::new(object, &requested, shared.profile);
-    let objects = match shared.objects.read() {
-        Ok(objects) => objects,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let objects = shared.read_objects();
     let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
     let mut results = Vec::new();
     let mut missing = Vec::new();
@@ -413,10 +410,7 @@ fn update(
         return *response;
     }
     let now = Timestamp::now();
-    let mut objects = match shared.objects.write() {
-        Ok(objects) => objects,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut objects = shared.write_objects();
     let records = objects.entry(object).or_default();
     let mut updated = Vec::new();
     let mut missing = Vec::new();
@@ -488,10 +482,7 @@ fn create(
         return *response;
     }
     let now = Timestamp::now();
-    let mut objects = match shared.objects.write() {
-        Ok(objects) => objects,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut objects = shared.write_objects();
     let records = objects.entry(object).or_default();
     let mut created = Vec::new();
     let mut errors = Vec::new();
@@ -564,10 +555,7 @@ fn upsert(
         return *response;
     }
     let now = Timestamp::now();
-    let mut objects = match shared.objects.write() {
-        Ok(objects) => objects,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut objects = shared.write_objects();
     let records = objects.entry(object).or_default();
     let mut touched: Vec<(usize, bool)> = Vec::new();
     for (input, id) in inputs.iter().zip(&ids) {
