@@ -284,6 +284,23 @@ fn json_response(
     (status, headers, text).into_response()
 }
 
+/// A request's JSON body; `Err` is HubSpot's 400 for input that is not JSON.
+fn parse_body(shared: &HubspotShared, body: &[u8]) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|error| {
+        Box::new(error_response(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!(
+                "Invalid input JSON on line {}, column {}: {error}",
+                error.line(),
+                error.column()
+            ),
+            None,
+        ))
+    })
+}
+
 /// Who is calling, from the bearer token. `Err` is the 401 to send instead.
 fn authenticate(shared: &HubspotShared, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
     let token = headers

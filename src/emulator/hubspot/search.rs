@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::catalog;
 use super::objects::{ObjectView, Selection, object_name, unknown_object_type};
-use super::{HubspotShared, admit_search, error_response, json_response};
+use super::{HubspotShared, admit_search, error_response, json_response, parse_body};
 use crate::emulator::data::EmulatedRecord;
 
 /// Largest search page.
@@ -217,18 +217,9 @@ fn search_inner(
     let Some(object) = object_name(object_type) else {
         return unknown_object_type(shared, object_type);
     };
-    let request: Value = match serde_json::from_slice(body) {
+    let request = match parse_body(shared, body) {
         Ok(request) => request,
-        Err(error) => {
-            return validation(
-                shared,
-                &format!(
-                    "Invalid input JSON on line {}, column {}: {error}",
-                    error.line(),
-                    error.column()
-                ),
-            );
-        }
+        Err(response) => return *response,
     };
     let limit = match &request["limit"] {
         Value::Null => DEFAULT_SEARCH_PAGE,

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::catalog::{self, PropertyDefinition};
 use super::objects::{ObjectView, Selection, admit_object};
-use super::{HubspotShared, error_response, json_response};
+use super::{HubspotShared, error_response, json_response, parse_body};
 use crate::emulator::data::{EmulatedRecord, HUBSPOT_DEAL_STAGES, OrgProfile};
 
 /// Most inputs one batch takes.
@@ -72,19 +72,9 @@ fn batch_inner(
         Ok(admitted) => admitted,
         Err(response) => return *response,
     };
-    let request: Value = match serde_json::from_slice(body) {
+    let request = match parse_body(shared, body) {
         Ok(request) => request,
-        Err(error) => {
-            return validation(
-                shared,
-                &format!(
-                    "Invalid input JSON on line {}, column {}: {error}",
-                    error.line(),
-                    error.column()
-                ),
-                None,
-            );
-        }
+        Err(response) => return *response,
     };
     let inputs = request["inputs"].as_array().cloned().unwrap_or_default();
     if inputs.len() > MAX_BATCH {
@@ -254,6 +244,22 @@ fn find(records: &[EmulatedRecord], id_property: &str, value: &str) -> Option<us
     })
 }
 
+/// A written value as HubSpot stores it: text, with null meaning "clear".
+fn written_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The `properties` of one input (none when absent).
+fn input_properties(input: &Value) -> &serde_json::Map<String, Value> {
+    static NONE: std::sync::LazyLock<serde_json::Map<String, Value>> =
+        std::sync::LazyLock::new(serde_json::Map::new);
+    input["properties"].as_object().unwrap_or(&NONE)
+}
+
 /// Checks every property of every input against the portal's definitions. The first problems
 /// fail the whole batch, in HubSpot's "Property values were not valid" body.
 fn validate_properties(
@@ -264,15 +270,9 @@ fn validate_properties(
     let definitions = catalog::properties(object, shared.profile);
     let mut problems: Vec<(String, String, &'static str)> = Vec::new();
     for input in inputs {
-        let Some(properties) = input["properties"].as_object() else {
-            continue;
-        };
+        let properties = input_properties(input);
         for (name, value) in properties {
-            let text = match value {
-                Value::String(text) => text.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
-            };
+            let text = written_text(value);
             match definitions
                 .iter()
                 .find(|definition| definition.name == name)
@@ -342,11 +342,7 @@ fn apply(
 ) {
     let stamp = api_time(now);
     for (name, value) in properties {
-        let text = match value {
-            Value::String(text) => text.clone(),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        };
+        let text = written_text(value);
         // Calculated properties are HubSpot's to set.
         if matches!(
             name.as_str(),
@@ -418,13 +414,7 @@ fn update(
         let id_property = input["idProperty"].as_str().unwrap_or("hs_object_id");
         match find(records, id_property, id).filter(|index| !records[*index].archived) {
             Some(index) => {
-                let empty = serde_json::Map::new();
-                apply(
-                    &mut records[index],
-                    object,
-                    input["properties"].as_object().unwrap_or(&empty),
-                    now,
-                );
+                apply(&mut records[index], object, input_properties(input), now);
                 updated.push(index);
             }
             None => missing.push(id.clone()),
@@ -487,8 +477,7 @@ fn create(
     let mut created = Vec::new();
     let mut errors = Vec::new();
     for (position, input) in inputs.iter().enumerate() {
-        let empty = serde_json::Map::new();
-        let properties = input["properties"].as_object().unwrap_or(&empty);
+        let properties = input_properties(input);
         // Contacts are unique by email.
         if object == "contacts"
             && let Some(email) = properties.get("email").and_then(Value::as_str)
@@ -560,8 +549,7 @@ fn upsert(
     let mut touched: Vec<(usize, bool)> = Vec::new();
     for (input, id) in inputs.iter().zip(&ids) {
         let id_property = input["idProperty"].as_str().unwrap_or("hs_object_id");
-        let empty = serde_json::Map::new();
-        let properties = input["properties"].as_object().unwrap_or(&empty);
+        let properties = input_properties(input);
         match find(records, id_property, id).filter(|index| !records[*index].archived) {
             Some(index) => {
                 apply(&mut records[index], object, properties, now);
