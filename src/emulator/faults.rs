@@ -1,6 +1,8 @@
 //! Switchable faults, so clients are tested against the failures real APIs have: `flaky`
-//! (a share of 500/502/503 answers), `storm` (bursts of 429 with Retry-After), `slow` (added
-//! latency) and `expiry` (OAuth access tokens that expire within seconds). Which request gets
+//! (a share of 429/500/502/503 answers and connections dropped mid-answer), `storm` (bursts
+//! of 429 with Retry-After from HubSpot; Salesforce, which has no 429, refuses bursts with its
+//! concurrent-request limit), `slow` (added latency), `expiry` (access tokens that expire
+//! within seconds) and `partial` (some items of batch writes fail; see each API's writes). Which request gets
 //! which fault follows from the seed and the request's number, so a run can be repeated.
 
 use std::str::FromStr;
@@ -26,15 +28,16 @@ pub struct Faults {
     pub storm: bool,
     pub slow: bool,
     pub expiry: bool,
+    pub partial: bool,
 }
 
 /// The names `--faults` takes.
-pub const FAULT_NAMES: [&str; 5] = ["none", "flaky", "storm", "slow", "expiry"];
+pub const FAULT_NAMES: [&str; 6] = ["none", "flaky", "storm", "slow", "expiry", "partial"];
 
 /// An unknown fault name.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown fault profile {name:?}{suggestion} — use none or a comma-separated list of flaky, storm, slow, expiry"
+    "unknown fault profile {name:?}{suggestion} — use none or a comma-separated list of flaky, storm, slow, expiry, partial"
 )]
 pub struct UnknownFault {
     name: String,
@@ -58,6 +61,7 @@ impl FromStr for Faults {
                 "storm" => faults.storm = true,
                 "slow" => faults.slow = true,
                 "expiry" => faults.expiry = true,
+                "partial" => faults.partial = true,
                 other => {
                     return Err(UnknownFault {
                         name: other.to_string(),
@@ -119,6 +123,82 @@ fn hubspot_rate_limited() -> Response {
     response
 }
 
+/// Which API a request is for, from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Hubspot,
+    Salesforce,
+}
+
+impl System {
+    fn of(path: &str) -> Self {
+        if path.starts_with("/services/") || path.starts_with("/id/") {
+            System::Salesforce
+        } else {
+            System::Hubspot
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            System::Hubspot => "hubspot",
+            System::Salesforce => "salesforce",
+        }
+    }
+}
+
+fn json_answer(
+    status: StatusCode,
+    body: serde_json::Value,
+    content_type: &'static str,
+) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
+    response
+}
+
+/// Salesforce's answer when too many long requests run at once: 403 REQUEST_LIMIT_EXCEEDED.
+fn salesforce_concurrency_limited() -> Response {
+    json_answer(
+        StatusCode::FORBIDDEN,
+        json!([{"message": "ConcurrentPerOrgLongTxn Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]),
+        "application/json;charset=UTF-8",
+    )
+}
+
+fn salesforce_server_error(status: StatusCode, number: u64) -> Option<Response> {
+    let body = match status {
+        StatusCode::INTERNAL_SERVER_ERROR => json!([{
+            "errorCode": "UNKNOWN_EXCEPTION",
+            "message": format!("An unexpected error occurred. Please include this ErrorId if you contact support: {}-{} ({})", 1_000_000_000 + number % 1_000_000_000, number % 100_000, -(number as i64 % 1_000_000_000)),
+        }]),
+        StatusCode::SERVICE_UNAVAILABLE => json!([{
+            "errorCode": "SERVER_UNAVAILABLE",
+            "message": "Server temporarily unavailable, please try again later.",
+        }]),
+        _ => return None,
+    };
+    Some(json_answer(status, body, "application/json;charset=UTF-8"))
+}
+
+/// An answer whose body breaks off: the connection drops mid-response.
+fn dropped_connection() -> Response {
+    let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+        Ok(axum::body::Bytes::from_static(b"{\"results\":[")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "emulated connection drop",
+        )),
+    ];
+    let mut response = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    response
+}
+
 fn server_error(status: StatusCode) -> Response {
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         let body = json!({
@@ -159,6 +239,7 @@ pub async fn inject(
     {
         return next.run(request).await;
     }
+    let system = System::of(request.uri().path());
     let number = injector.requests.fetch_add(1, Ordering::Relaxed);
     let mut rng = SeededRng::new(injector.seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     if faults.slow {
@@ -179,18 +260,48 @@ pub async fn inject(
                 .store(4 + rng.below(12) as u32, Ordering::Relaxed);
         }
         if in_storm || starts {
-            injector.stats.record("hubspot", &endpoint, 429);
-            return hubspot_rate_limited();
+            return match system {
+                System::Hubspot => {
+                    injector.stats.record(system.name(), &endpoint, 429);
+                    hubspot_rate_limited()
+                }
+                System::Salesforce => {
+                    injector.stats.record(system.name(), &endpoint, 403);
+                    salesforce_concurrency_limited()
+                }
+            };
         }
     }
     if faults.flaky && rng.percent(FLAKY_PERCENT) {
-        let status = *rng.pick(&[
-            StatusCode::INTERNAL_SERVER_ERROR,
-            StatusCode::BAD_GATEWAY,
-            StatusCode::SERVICE_UNAVAILABLE,
-        ]);
-        injector.stats.record("hubspot", &endpoint, status.as_u16());
-        return server_error(status);
+        // A dropped connection now and then; otherwise a status the API really sends.
+        if rng.percent(15) {
+            injector.stats.record(system.name(), &endpoint, 0);
+            return dropped_connection();
+        }
+        let statuses: &[StatusCode] = match system {
+            System::Hubspot => &[
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ],
+            System::Salesforce => &[
+                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ],
+        };
+        let status = *rng.pick(statuses);
+        injector
+            .stats
+            .record(system.name(), &endpoint, status.as_u16());
+        return match (system, status) {
+            (System::Hubspot, StatusCode::TOO_MANY_REQUESTS) => hubspot_rate_limited(),
+            (System::Salesforce, status) => {
+                salesforce_server_error(status, number).unwrap_or_else(|| server_error(status))
+            }
+            (System::Hubspot, status) => server_error(status),
+        };
     }
     next.run(request).await
 }

@@ -1,14 +1,15 @@
 //! The CRM emulator: HubSpot and Salesforce as their APIs look on the wire, so the connector,
 //! the demo and the benchmarks can run without either service.
 //!
-//! [`data`] seeds the org; [`hubspot`] serves HubSpot's API over it; [`stats`] counts every
-//! request (`GET /__emulator/stats`). One listener serves every API (their paths do not
+//! [`data`] seeds the org; [`hubspot`] and [`salesforce`] serve each CRM's API over it;
+//! [`faults`] injects failures; [`stats`] counts every request (`GET /__emulator/stats`). One listener serves every API (their paths do not
 //! collide). [`RunningEmulator::start`] runs it in-process on any address (port 0 picks one)
 //! and stops it when dropped; `crmsync emulate` runs it as a process.
 
 pub mod data;
 pub mod faults;
 pub mod hubspot;
+pub mod salesforce;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -21,9 +22,13 @@ use jiff::SignedDuration;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use std::path::PathBuf;
+
 use data::OrgProfile;
 use faults::{FaultInjector, Faults};
 use hubspot::{HubspotLimits, HubspotSettings, HubspotShared};
+use salesforce::oauth::{AppKeys, KeyError};
+use salesforce::{SalesforceSettings, SalesforceShared};
 use stats::{Stats, StatsSnapshot};
 
 /// How an emulator is set up.
@@ -40,6 +45,12 @@ pub struct EmulatorConfig {
     pub hubspot_token_lifetime: SignedDuration,
     /// Faults to inject (none by default).
     pub faults: Faults,
+    /// The newest Salesforce API version served (`62.0`).
+    pub salesforce_api_version: String,
+    /// Salesforce API requests allowed per 24 hours.
+    pub salesforce_daily_api_requests: u64,
+    /// Salesforce session timeout (2 hours by default; shorter in tests).
+    pub salesforce_session_lifetime: SignedDuration,
 }
 
 impl Default for EmulatorConfig {
@@ -52,6 +63,9 @@ impl Default for EmulatorConfig {
             hubspot_limits: HubspotLimits::default(),
             hubspot_token_lifetime: SignedDuration::from_mins(30),
             faults: Faults::default(),
+            salesforce_api_version: salesforce::DEFAULT_API_VERSION.to_string(),
+            salesforce_daily_api_requests: SalesforceSettings::default().daily_api_requests,
+            salesforce_session_lifetime: SalesforceSettings::default().session_lifetime,
         }
     }
 }
@@ -64,6 +78,14 @@ pub struct EmulatorInfo {
     pub hubspot_client_id: String,
     pub hubspot_client_secret: String,
     pub hubspot_refresh_token: String,
+    /// Login URL and instance URL at once (the token endpoint is `{login}/services/oauth2/token`).
+    pub salesforce_login_url: String,
+    pub salesforce_client_id: String,
+    pub salesforce_client_secret: String,
+    pub salesforce_username: String,
+    /// A PEM file with the private key JWT bearer assertions are signed with.
+    pub salesforce_private_key_file: PathBuf,
+    pub salesforce_refresh_token: String,
 }
 
 /// Problems starting the emulator.
@@ -76,6 +98,15 @@ pub enum EmulatorError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(
+        "cannot write the emulator's private key to {path}: {source} — make the temporary directory writable or set TMPDIR"
+    )]
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// An emulator serving in the background; dropping it stops it.
@@ -85,6 +116,8 @@ pub struct RunningEmulator {
     address: SocketAddr,
     stats: Arc<Stats>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// The private-key PEM written for clients; removed on drop.
+    key_file: PathBuf,
 }
 
 #[derive(Clone)]
@@ -101,6 +134,32 @@ impl RunningEmulator {
     pub async fn start(config: EmulatorConfig, address: SocketAddr) -> Result<Self, EmulatorError> {
         let mut org = data::generate(config.seed, config.records, config.profile);
         let stats = Arc::new(Stats::default());
+        let seed = config.seed;
+        let keys = tokio::task::spawn_blocking(move || AppKeys::generate(seed))
+            .await
+            .map_err(|_| KeyError::Interrupted)
+            .and_then(|generated| generated)?;
+        // Salesforce first: it names its users after the HubSpot owners before HubSpot takes them.
+        let salesforce = Arc::new(SalesforceShared::new(
+            &mut org,
+            config.seed,
+            keys,
+            SalesforceSettings {
+                api_version: config.salesforce_api_version.clone(),
+                daily_api_requests: config.salesforce_daily_api_requests,
+                enforce_limits: config.rate_limits,
+                session_lifetime: if config.faults.expiry {
+                    config
+                        .salesforce_session_lifetime
+                        .min(faults::EXPIRY_TOKEN_LIFETIME)
+                } else {
+                    config.salesforce_session_lifetime
+                },
+                fixed_session_expiry: config.faults.expiry,
+                partial_failures: config.faults.partial,
+            },
+            Arc::clone(&stats),
+        ));
         let hubspot = Arc::new(HubspotShared::new(
             &mut org,
             config.seed,
@@ -126,12 +185,25 @@ impl RunningEmulator {
             .map_err(|source| EmulatorError::Bind { address, source })?;
         let base_url = format!("http://{bound}");
         hubspot.set_base_url(&base_url);
+        salesforce.set_base_url(&base_url);
+        let key_file = std::env::temp_dir().join(format!(
+            "crmsync-emulator-{}-{}.pem",
+            std::process::id(),
+            bound.port()
+        ));
+        write_private_key(&key_file, &salesforce.keys)?;
         let info = EmulatorInfo {
-            hubspot_base_url: base_url,
+            hubspot_base_url: base_url.clone(),
             hubspot_token: hubspot.credentials.private_app_token.clone(),
             hubspot_client_id: hubspot.credentials.client_id.clone(),
             hubspot_client_secret: hubspot.credentials.client_secret.clone(),
             hubspot_refresh_token: hubspot.credentials.refresh_token.clone(),
+            salesforce_login_url: base_url.clone(),
+            salesforce_client_id: salesforce.credentials.client_id.clone(),
+            salesforce_client_secret: salesforce.credentials.client_secret.clone(),
+            salesforce_username: salesforce.credentials.username.clone(),
+            salesforce_private_key_file: key_file.clone(),
+            salesforce_refresh_token: salesforce.credentials.refresh_token.clone(),
         };
         let app = Router::new()
             .route("/__emulator/stats", get(stats_route))
@@ -139,6 +211,7 @@ impl RunningEmulator {
                 stats: Arc::clone(&stats),
             })
             .merge(hubspot::router(hubspot))
+            .merge(salesforce::router(salesforce))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::new(FaultInjector::new(
                     config.faults,
@@ -163,6 +236,7 @@ impl RunningEmulator {
             address: bound,
             stats,
             shutdown: Some(shutdown),
+            key_file,
         })
     }
 
@@ -185,5 +259,26 @@ impl Drop for RunningEmulator {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        let _ = std::fs::remove_file(&self.key_file);
     }
+}
+
+/// Writes the private key where only this user can read it.
+fn write_private_key(path: &std::path::Path, keys: &AppKeys) -> Result<(), EmulatorError> {
+    use secrecy::ExposeSecret;
+    use std::io::Write;
+    let failed = |source| EmulatorError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(failed)?;
+    file.write_all(keys.private_pem.expose_secret().as_bytes())
+        .map_err(failed)
 }
