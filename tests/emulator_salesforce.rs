@@ -598,3 +598,93 @@ async fn the_same_seed_serves_the_same_org() {
     assert_eq!(answers[0], answers[1]);
     assert_ne!(answers[0], answers[2]);
 }
+
+#[tokio::test]
+async fn bulk_query_jobs_run_to_completion_and_page_csv_by_locator() {
+    let emulator = start(config(600)).await;
+    let token = jwt_login(&emulator).await;
+    let base = format!(
+        "{}/services/data/v62.0/jobs/query",
+        emulator.info().salesforce_login_url
+    );
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(&base)
+        .bearer_auth(&token)
+        .json(&json!({"operation": "query", "query": "SELECT Id, LastName, Owner.Email FROM Lead ORDER BY Id"}))
+        .send()
+        .await
+        .expect("create job")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(created["state"], "UploadComplete");
+    assert_eq!(created["object"], "Lead");
+    let id = created["id"].as_str().expect("job id").to_string();
+    assert!(id.starts_with("750"));
+    let early = client
+        .get(format!("{base}/{id}/results"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("early results");
+    assert_eq!(early.status().as_u16(), 412);
+    let mut states = Vec::new();
+    loop {
+        let job: Value = client
+            .get(format!("{base}/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .expect("JSON");
+        states.push(job["state"].as_str().unwrap_or_default().to_string());
+        if job["state"] == "JobComplete" {
+            assert_eq!(job["jobType"], "V2Query");
+            break;
+        }
+        assert!(states.len() < 10, "{states:?}");
+    }
+    assert_eq!(states, ["UploadComplete", "InProgress", "JobComplete"]);
+    let (status, count) = query(&emulator, &token, "SELECT COUNT() FROM Lead").await;
+    assert_eq!(status, 200);
+    let total = count["totalSize"].as_u64().expect("count") as usize;
+    let mut locator: Option<String> = None;
+    let mut lines: Vec<String> = Vec::new();
+    loop {
+        let mut request = client
+            .get(format!("{base}/{id}/results"))
+            .bearer_auth(&token)
+            .query(&[("maxRecords", "150")]);
+        if let Some(locator) = &locator {
+            request = request.query(&[("locator", locator.as_str())]);
+        }
+        let response = request.send().await.expect("results");
+        assert_eq!(response.status().as_u16(), 200);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string)
+                .expect(name)
+        };
+        assert_eq!(header("content-type"), "text/csv");
+        let next = header("sforce-locator");
+        let count: usize = header("sforce-numberofrecords").parse().expect("count");
+        let body = response.text().await.expect("CSV");
+        let mut rows = body.lines();
+        assert_eq!(rows.next(), Some(r#""Id","LastName","Owner.Email""#));
+        let rows: Vec<String> = rows.map(str::to_string).collect();
+        assert_eq!(rows.len(), count);
+        lines.extend(rows);
+        if next == "null" {
+            break;
+        }
+        locator = Some(next);
+    }
+    assert_eq!(lines.len(), total);
+    assert!(lines.iter().all(|line| line.starts_with("\"00Q")));
+}

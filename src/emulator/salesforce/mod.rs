@@ -2,6 +2,7 @@
 //! endpoints, sObject Collections, Bulk API 2.0 query jobs and the org's API limits, over a
 //! seeded org whose picklists follow the chosen profile.
 
+mod bulk;
 mod describe;
 pub mod oauth;
 mod query;
@@ -92,6 +93,7 @@ pub struct SalesforceShared {
     stats: Arc<Stats>,
     base_url: RwLock<String>,
     cursors: Mutex<query::Cursors>,
+    bulk_jobs: Mutex<bulk::Jobs>,
 }
 
 impl std::fmt::Debug for SalesforceShared {
@@ -136,6 +138,7 @@ impl SalesforceShared {
             stats,
             base_url: RwLock::new(String::new()),
             cursors: Mutex::new(query::Cursors::default()),
+            bulk_jobs: Mutex::new(bulk::Jobs::default()),
         }
     }
 
@@ -400,5 +403,6 @@ pub fn router(shared: Arc<SalesforceShared>) -> Router {
     oauth::routes(Arc::clone(&shared))
         .merge(describe::routes(Arc::clone(&shared)))
         .merge(query::routes(Arc::clone(&shared)))
+        .merge(bulk::routes(Arc::clone(&shared)))
         .merge(writes::routes(shared))
 }

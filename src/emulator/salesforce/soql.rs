@@ -990,9 +990,11 @@ impl Operand {
         }
         let holds = match (self, value) {
             (_, FieldValue::Null) => None,
-            (Operand::Text(literal), FieldValue::Text(text)) => {
-                Some(operator.holds(compare_folded(text, literal)))
-            }
+            (Operand::Text(literal), FieldValue::Text(text)) => Some(match operator {
+                OrderingOperator::Equal => equals_folded(text, literal),
+                OrderingOperator::NotEqual => !equals_folded(text, literal),
+                _ => operator.holds(compare_folded(text, literal)),
+            }),
             (Operand::Id(literal), FieldValue::Text(text)) => {
                 Some(operator.holds(id_key(text).cmp(literal)))
             }
@@ -1122,6 +1124,22 @@ fn compare_folded(text: &str, folded: &str) -> Ordering {
     }
 }
 
+/// Whether `text` equals already case-folded `folded`, case-insensitively.
+fn equals_folded(text: &str, folded: &str) -> bool {
+    if folded.is_ascii() {
+        // Folding never turns ASCII into anything else, and turns other characters into
+        // ASCII only while getting shorter: equal lengths compare byte by byte, and a shorter
+        // text never matches.
+        match text.len().cmp(&folded.len()) {
+            Ordering::Equal => return text.eq_ignore_ascii_case(folded),
+            Ordering::Less => return false,
+            Ordering::Greater if text.is_ascii() => return false,
+            Ordering::Greater => {}
+        }
+    }
+    text.chars().flat_map(char::to_lowercase).eq(folded.chars())
+}
+
 fn compare_case_insensitive(left: &str, right: &str) -> Ordering {
     if left.is_ascii() && right.is_ascii() {
         left.bytes()
@@ -1145,6 +1163,58 @@ fn is_valid_id(text: &str) -> bool {
 
 /// `LIKE` matching, case-insensitive; `pattern` is already case-folded.
 fn like_matches(pattern: &[LikeAtom], text: &str) -> bool {
+    if text.is_ascii()
+        && pattern
+            .iter()
+            .all(|atom| !matches!(atom, LikeAtom::Char(character) if !character.is_ascii()))
+    {
+        like_matches_ascii(pattern, text.as_bytes())
+    } else {
+        like_matches_unicode(pattern, text)
+    }
+}
+
+/// [`like_matches`] over ASCII text with an ASCII pattern, byte by byte.
+fn like_matches_ascii(pattern: &[LikeAtom], text: &[u8]) -> bool {
+    let (mut position, mut next) = (0, 0);
+    let mut retry: Option<(usize, usize)> = None;
+    while next < text.len() {
+        let byte = text[next].to_ascii_lowercase();
+        match pattern.get(position) {
+            Some(LikeAtom::AnyMany) => {
+                retry = Some((position, next));
+                position += 1;
+                continue;
+            }
+            Some(LikeAtom::AnyOne) => {
+                position += 1;
+                next += 1;
+                continue;
+            }
+            Some(LikeAtom::Char(expected)) if u32::from(byte) == u32::from(*expected) => {
+                position += 1;
+                next += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match &mut retry {
+            Some((star, resume)) => {
+                *resume += 1;
+                next = *resume;
+                position = *star + 1;
+            }
+            None => return false,
+        }
+    }
+    pattern
+        .get(position..)
+        .unwrap_or_default()
+        .iter()
+        .all(|atom| *atom == LikeAtom::AnyMany)
+}
+
+fn like_matches_unicode(pattern: &[LikeAtom], text: &str) -> bool {
     let mut remaining = text.chars().flat_map(char::to_lowercase);
     let mut position = 0;
     let mut retry = None;
@@ -1754,8 +1824,9 @@ impl PreparedQuery {
                     .map(|key| key.access.value(data, record)),
             );
         }
-        let mut positions: Vec<usize> = (0..rows.len()).collect();
-        positions.sort_by(|&left, &right| {
+        // Ties keep table order (the position breaks them), so an unstable sort is stable here
+        // and only the first OFFSET + LIMIT rows need sorting.
+        let compare = |left: &usize, right: &usize| {
             let left_keys = &keys[left * key_count..(left + 1) * key_count];
             let right_keys = &keys[right * key_count..(right + 1) * key_count];
             self.order_by
@@ -1763,8 +1834,19 @@ impl PreparedQuery {
                 .zip(left_keys.iter().zip(right_keys))
                 .map(|(key, (left, right))| compare_for_order(key, left, right))
                 .find(|ordering| *ordering != Ordering::Equal)
-                .unwrap_or(Ordering::Equal)
-        });
+                .unwrap_or_else(|| left.cmp(right))
+        };
+        let mut positions: Vec<usize> = (0..rows.len()).collect();
+        let wanted = self
+            .limit
+            .map_or(usize::MAX, |limit| self.offset.saturating_add(limit));
+        if wanted < positions.len() {
+            if wanted > 0 {
+                positions.select_nth_unstable_by(wanted - 1, compare);
+            }
+            positions.truncate(wanted);
+        }
+        positions.sort_unstable_by(compare);
         positions
             .into_iter()
             .map(|position| rows[position])
@@ -1950,6 +2032,66 @@ fn escape_json_into(out: &mut String, text: &str) {
         unescaped_from = index + 1;
     }
     out.push_str(&text[unescaped_from..]);
+}
+
+/// Result rows as Bulk API 2.0 writes them: one flat column per selected field, named by its
+/// path (`Owner.Email`).
+impl PreparedQuery {
+    /// Column names, in the order [`PreparedQuery::csv_values`] gives values.
+    pub fn csv_columns(&self) -> Vec<String> {
+        fn walk(columns: &[Column], prefix: &str, out: &mut Vec<String>) {
+            for column in columns {
+                match column {
+                    Column::Field { name, .. } => out.push(format!("{prefix}{name}")),
+                    Column::Relationship { name, columns, .. } => {
+                        walk(columns, &format!("{prefix}{name}."), out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.columns, "", &mut out);
+        out
+    }
+
+    /// One row's cells as text (empty for null, and for every field behind an empty lookup).
+    pub fn csv_values(&self, data: &OrgData, row: usize) -> Vec<String> {
+        fn walk(
+            data: &OrgData,
+            record: Option<&SfRecord>,
+            columns: &[Column],
+            out: &mut Vec<String>,
+        ) {
+            for column in columns {
+                match column {
+                    Column::Field {
+                        index,
+                        field_type,
+                        is_deleted_flag,
+                        ..
+                    } => out.push(
+                        record
+                            .map(|record| {
+                                local_value(record, *index, *is_deleted_flag)
+                                    .to_csv_text(*field_type)
+                            })
+                            .unwrap_or_default(),
+                    ),
+                    Column::Relationship { hop, columns, .. } => {
+                        let related = record.and_then(|record| follow(data, record, *hop));
+                        walk(data, related, columns, out);
+                    }
+                }
+            }
+        }
+        let record = data
+            .tables
+            .get(self.table)
+            .and_then(|table| table.records.get(row));
+        let mut out = Vec::new();
+        walk(data, record, &self.columns, &mut out);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -3123,6 +3265,32 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn fast_paths_agree_with_the_general_ones(
+            text in "[a-cA-C%_ K\u{212A}é]{0,12}",
+            raw_pattern in "[a-cA-C%_ ké]{0,8}",
+        ) {
+            let pattern: Vec<LikeAtom> = decode_string(&raw_pattern, true)
+                .expect("no escapes")
+                .into_iter()
+                .map(|atom| match atom {
+                    LikeAtom::Char(character) => {
+                        LikeAtom::Char(character.to_lowercase().next().unwrap_or(character))
+                    }
+                    other => other,
+                })
+                .collect();
+            prop_assert_eq!(
+                like_matches(&pattern, &text),
+                like_matches_unicode(&pattern, &text)
+            );
+            let folded = fold(&raw_pattern);
+            prop_assert_eq!(
+                equals_folded(&text, &folded),
+                compare_folded(&text, &folded) == Ordering::Equal
+            );
+        }
 
         #[test]
         fn arbitrary_text_never_panics(query in "\\PC{0,80}") {
