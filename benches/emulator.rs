@@ -2,8 +2,9 @@
 //!
 //! Run: `cargo bench --bench emulator [-- PEOPLE]` (default 100,000 people). It starts
 //! `crmsync emulate --rate-limits off` as its own process, reads its resident memory, then has
-//! 16 concurrent clients list HubSpot contacts page by page (100 per page) and reports answered
-//! requests per second. Client and emulator share this machine's cores.
+//! 16 concurrent clients list HubSpot contacts page by page (100 per page), then page through a
+//! Salesforce SOQL query over leads (`nextRecordsUrl`, 200 per page), and reports answered
+//! requests per second for each. Client and emulator share this machine's cores.
 //! Targets: at least 5,000 list requests/s; 1,000,000 people in under 2 GB.
 
 use std::io::{BufRead, BufReader};
@@ -123,6 +124,87 @@ fn main() {
         failed.load(Ordering::Relaxed),
         answered as f64 / elapsed.as_secs_f64()
     );
+    let (answered, failed, elapsed) = runtime.block_on(salesforce_paging(&info));
+    println!(
+        "query leads (200 per page via nextRecordsUrl), {CLIENTS} clients: {answered} answered, {failed} failed, {:.0} requests/s",
+        answered as f64 / elapsed.as_secs_f64()
+    );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Logs in with client credentials, then has every client page through a query over all leads,
+/// starting the query again whenever it is done. Returns (answered, failed, elapsed).
+async fn salesforce_paging(info: &serde_json::Value) -> (u64, u64, Duration) {
+    let base = info["salesforce_login_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let client = reqwest::Client::new();
+    let token: serde_json::Value = match client
+        .post(format!("{base}/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_id",
+                info["salesforce_client_id"].as_str().unwrap_or_default(),
+            ),
+            (
+                "client_secret",
+                info["salesforce_client_secret"]
+                    .as_str()
+                    .unwrap_or_default(),
+            ),
+        ])
+        .send()
+        .await
+    {
+        Ok(response) => response.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    };
+    let token = token["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let answered = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let began = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        let (answered, failed) = (Arc::clone(&answered), Arc::clone(&failed));
+        workers.push(tokio::spawn(async move {
+            let first = format!(
+                "{base}/services/data/v62.0/query?q=SELECT+Id,Email,Status,LastModifiedDate+FROM+Lead"
+            );
+            let mut next: Option<String> = None;
+            for _ in 0..REQUESTS_PER_CLIENT {
+                let url = next.take().map_or_else(|| first.clone(), |path| format!("{base}{path}"));
+                let sent = client
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .header("Sforce-Query-Options", "batchSize=200")
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status().is_success() => {
+                        let body: serde_json::Value = response.json().await.unwrap_or_default();
+                        next = body["nextRecordsUrl"].as_str().map(str::to_string);
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    (
+        answered.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        began.elapsed(),
+    )
 }

@@ -841,11 +841,15 @@ pub struct PreparedQuery {
     table: usize,
     count: bool,
     columns: Vec<Column>,
+    flat_fields: FlatFields,
     filter: Option<Filter>,
     order_by: Vec<OrderKey>,
     limit: Option<usize>,
     offset: usize,
 }
+
+/// The selected fields in `SELECT` order, each with its canonical path (`Owner.Email`).
+type FlatFields = Vec<(Box<str>, FieldAccess)>;
 
 /// One step through a lookup: the lookup field on the current record and the table of the
 /// object it points at.
@@ -1366,8 +1370,10 @@ impl<'c> Checker<'c> {
         })
     }
 
-    fn columns(&self, paths: &[FieldPath]) -> Result<Vec<Column>, SoqlError> {
+    /// The render tree of the selected fields, and the same fields flat in `SELECT` order.
+    fn columns(&self, paths: &[FieldPath]) -> Result<(Vec<Column>, FlatFields), SoqlError> {
         let mut columns = Vec::new();
+        let mut flat_fields = Vec::new();
         let mut seen: Vec<(Vec<Hop>, usize)> = Vec::new();
         for path in paths {
             let resolved = self.resolve(path)?;
@@ -1389,8 +1395,9 @@ impl<'c> Checker<'c> {
                     is_deleted_flag: resolved.access.is_deleted_flag,
                 },
             );
+            flat_fields.push((resolved.display.into_boxed_str(), resolved.access));
         }
-        Ok(columns)
+        Ok((columns, flat_fields))
     }
 
     fn filter(&self, condition: &Condition) -> Result<Filter, SoqlError> {
@@ -1714,8 +1721,8 @@ impl Query {
             object,
             today: now.to_zoned(TimeZone::UTC).date(),
         };
-        let (count, columns) = match &self.selection {
-            Selection::Count => (true, Vec::new()),
+        let (count, (columns, flat_fields)) = match &self.selection {
+            Selection::Count => (true, (Vec::new(), Vec::new())),
             Selection::Fields(paths) => (false, checker.columns(paths)?),
         };
         let filter = self
@@ -1746,6 +1753,7 @@ impl Query {
             table,
             count,
             columns,
+            flat_fields,
             filter,
             order_by,
             limit: self.limit,
@@ -2034,63 +2042,30 @@ fn escape_json_into(out: &mut String, text: &str) {
     out.push_str(&text[unescaped_from..]);
 }
 
-/// Result rows as Bulk API 2.0 writes them: one flat column per selected field, named by its
-/// path (`Owner.Email`).
+/// Result rows as Bulk API 2.0 writes them: one flat column per selected field, in `SELECT`
+/// order, named by its path (`Owner.Email`).
 impl PreparedQuery {
     /// Column names, in the order [`PreparedQuery::csv_values`] gives values.
     pub fn csv_columns(&self) -> Vec<String> {
-        fn walk(columns: &[Column], prefix: &str, out: &mut Vec<String>) {
-            for column in columns {
-                match column {
-                    Column::Field { name, .. } => out.push(format!("{prefix}{name}")),
-                    Column::Relationship { name, columns, .. } => {
-                        walk(columns, &format!("{prefix}{name}."), out);
-                    }
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.columns, "", &mut out);
-        out
+        self.flat_fields
+            .iter()
+            .map(|(path, _)| path.to_string())
+            .collect()
     }
 
     /// One row's cells as text (empty for null, and for every field behind an empty lookup).
     pub fn csv_values(&self, data: &OrgData, row: usize) -> Vec<String> {
-        fn walk(
-            data: &OrgData,
-            record: Option<&SfRecord>,
-            columns: &[Column],
-            out: &mut Vec<String>,
-        ) {
-            for column in columns {
-                match column {
-                    Column::Field {
-                        index,
-                        field_type,
-                        is_deleted_flag,
-                        ..
-                    } => out.push(
-                        record
-                            .map(|record| {
-                                local_value(record, *index, *is_deleted_flag)
-                                    .to_csv_text(*field_type)
-                            })
-                            .unwrap_or_default(),
-                    ),
-                    Column::Relationship { hop, columns, .. } => {
-                        let related = record.and_then(|record| follow(data, record, *hop));
-                        walk(data, related, columns, out);
-                    }
-                }
-            }
-        }
-        let record = data
+        let Some(record) = data
             .tables
             .get(self.table)
-            .and_then(|table| table.records.get(row));
-        let mut out = Vec::new();
-        walk(data, record, &self.columns, &mut out);
-        out
+            .and_then(|table| table.records.get(row))
+        else {
+            return vec![String::new(); self.flat_fields.len()];
+        };
+        self.flat_fields
+            .iter()
+            .map(|(_, access)| access.value(data, record).to_csv_text(access.field_type))
+            .collect()
     }
 }
 
@@ -3178,6 +3153,37 @@ mod tests {
             out.ends_with(r#""AnnualRevenue":5000.0,"NumberOfEmployees":10}"#),
             "{out}"
         );
+    }
+
+    #[test]
+    fn csv_rows_follow_select_order() {
+        let data = org();
+        let prepared = prepare(
+            &data,
+            "SELECT owner.email, Email, Owner.Name, IsConverted, AnnualRevenue FROM Lead \
+             ORDER BY Id DESC",
+        )
+        .expect("prepared");
+        assert_eq!(
+            prepared.csv_columns(),
+            [
+                "Owner.Email",
+                "Email",
+                "Owner.Name",
+                "IsConverted",
+                "AnnualRevenue"
+            ]
+        );
+        let rows = prepared.select(&data, false);
+        assert_eq!(
+            prepared.csv_values(&data, rows[0]),
+            ["", "ELAN@EXAMPLE.COM", "", "false", ""]
+        );
+        assert_eq!(
+            prepared.csv_values(&data, rows[1]),
+            ["Owner.Two@Example.com", "", "Otto Two", "true", "250000.5"]
+        );
+        assert_eq!(prepared.csv_values(&data, 999), ["", "", "", "", ""]);
     }
 
     #[test]
