@@ -186,8 +186,8 @@ pub fn org_data(org: &mut GeneratedOrg, seed: u64) -> OrgData {
                 (modstamp, FieldValue::DateTime(when)),
                 (master, winner.map_or(FieldValue::Null, FieldValue::text)),
             ] {
-                if let Some(slot) = index.and_then(|index| record.values.get_mut(index)) {
-                    *slot = value;
+                if let Some(index) = index {
+                    record.set(index, value);
                 }
             }
         }
@@ -237,7 +237,7 @@ fn push(
             *email = email.trim().to_string();
         }
     }
-    let mut record = OrgData::record_from_json(schema, &map);
+    let mut record = OrgData::record_from_json(schema, &map, &mut data.interner);
     super::writes::derive_fields(schema, &mut record);
     data.tables[index].push(record)
 }

@@ -2094,7 +2094,11 @@ mod tests {
     fn push(data: &mut OrgData, object: &str, fields: Value) -> usize {
         let index = data.catalog.object_index(object).expect("object");
         let schema = &data.catalog.objects()[index];
-        let record = OrgData::record_from_json(schema, fields.as_object().expect("object"));
+        let record = OrgData::record_from_json(
+            schema,
+            fields.as_object().expect("object"),
+            &mut data.interner,
+        );
         data.tables[index].push(record)
     }
 

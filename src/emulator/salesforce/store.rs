@@ -1,5 +1,7 @@
-//! The emulated org's records: one table per object, each record a row of [`FieldValue`]s in
-//! the object's field order, findable by id (15- or 18-character, as Salesforce accepts).
+//! The emulated org's records: one table per object, each record the non-null values of its
+//! fields (a bitmap says which fields have one), findable by id (15- or 18-character, as
+//! Salesforce accepts). Repeated text (picklist values, owner ids, names) is interned, so a
+//! million records fit in little memory.
 
 use jiff::Timestamp;
 use rustc_hash::FxHashMap;
@@ -7,28 +9,104 @@ use rustc_hash::FxHashMap;
 use super::schema::{Catalog, FieldType, ObjectSchema};
 use super::value::{FieldValue, parse_datetime};
 
-/// One record: values in the order of its object's fields; `values[0]` is the Id.
+/// Objects have at most this many fields (one bit each in [`SfRecord`]'s bitmap).
+pub const MAX_FIELDS: usize = 64;
+
+static NULL: FieldValue = FieldValue::Null;
+
+/// One record: the non-null values of its fields, in field order; bit `i` of `present` says
+/// whether field `i` has one. Field 0 is the Id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SfRecord {
-    pub values: Vec<FieldValue>,
+    present: u64,
+    values: Box<[FieldValue]>,
     /// When the record went to the recycle bin (`IsDeleted` is true from then on).
     pub deleted_at: Option<Timestamp>,
 }
 
 impl SfRecord {
+    /// A record from one value per field, in field order (nulls are not stored).
+    pub fn from_values(values: Vec<FieldValue>) -> Self {
+        let mut present = 0u64;
+        let mut kept = Vec::with_capacity(values.iter().filter(|value| !value.is_null()).count());
+        for (index, value) in values.into_iter().enumerate().take(MAX_FIELDS) {
+            if !value.is_null() {
+                present |= 1 << index;
+                kept.push(value);
+            }
+        }
+        Self {
+            present,
+            values: kept.into_boxed_slice(),
+            deleted_at: None,
+        }
+    }
+
     pub fn id(&self) -> &str {
-        self.values
-            .get(ObjectSchema::ID)
-            .and_then(FieldValue::as_text)
-            .unwrap_or_default()
+        self.value(ObjectSchema::ID).as_text().unwrap_or_default()
+    }
+
+    /// Where field `index`'s value sits in `values`, if it has one.
+    fn slot(&self, index: usize) -> Option<usize> {
+        if index >= MAX_FIELDS || self.present & (1 << index) == 0 {
+            return None;
+        }
+        Some((self.present & ((1u64 << index) - 1)).count_ones() as usize)
     }
 
     pub fn value(&self, index: usize) -> &FieldValue {
-        self.values.get(index).unwrap_or(&FieldValue::Null)
+        self.slot(index)
+            .and_then(|slot| self.values.get(slot))
+            .unwrap_or(&NULL)
+    }
+
+    /// Sets field `index` (null removes its value).
+    pub fn set(&mut self, index: usize, value: FieldValue) {
+        if index >= MAX_FIELDS {
+            return;
+        }
+        match (self.slot(index), value.is_null()) {
+            (Some(slot), false) => {
+                if let Some(held) = self.values.get_mut(slot) {
+                    *held = value;
+                }
+            }
+            (Some(slot), true) => {
+                let mut values = std::mem::take(&mut self.values).into_vec();
+                values.remove(slot);
+                self.values = values.into_boxed_slice();
+                self.present &= !(1 << index);
+            }
+            (None, false) => {
+                let slot = (self.present & ((1u64 << index) - 1)).count_ones() as usize;
+                let mut values = std::mem::take(&mut self.values).into_vec();
+                values.insert(slot, value);
+                self.values = values.into_boxed_slice();
+                self.present |= 1 << index;
+            }
+            (None, true) => {}
+        }
     }
 
     pub fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()
+    }
+}
+
+/// One shared copy of each text value seeded into the org.
+#[derive(Debug, Default)]
+pub struct Interner {
+    held: rustc_hash::FxHashSet<std::sync::Arc<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, text: &str) -> std::sync::Arc<str> {
+        if let Some(held) = self.held.get(text) {
+            return std::sync::Arc::clone(held);
+        }
+        let shared: std::sync::Arc<str> = std::sync::Arc::from(text);
+        self.held.insert(std::sync::Arc::clone(&shared));
+        shared
     }
 }
 
@@ -66,10 +144,12 @@ pub fn short_id(id: &str) -> &str {
 }
 
 /// Every record of the org, one table per object of the catalog (same order).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OrgData {
     pub catalog: Catalog,
     pub tables: Vec<ObjectTable>,
+    /// Shared copies of the text values seeded.
+    pub interner: Interner,
 }
 
 impl OrgData {
@@ -79,7 +159,11 @@ impl OrgData {
             .iter()
             .map(|_| ObjectTable::default())
             .collect();
-        Self { catalog, tables }
+        Self {
+            catalog,
+            tables,
+            interner: Interner::default(),
+        }
     }
 
     /// The schema and table of an object by name, case-insensitively.
@@ -96,28 +180,27 @@ impl OrgData {
     }
 
     /// Builds a record of `object` from JSON field values (as the generator writes them);
-    /// fields left out are null (false for booleans).
+    /// fields left out are null (false for booleans). Text is shared through `interner`.
     pub fn record_from_json(
         schema: &ObjectSchema,
         fields: &serde_json::Map<String, serde_json::Value>,
+        interner: &mut Interner,
     ) -> SfRecord {
-        let mut values = schema
+        let values = schema
             .fields
             .iter()
             .map(|field| {
                 let value = fields.get(&field.name).unwrap_or(&serde_json::Value::Null);
-                value_from_json(field.field_type, value).unwrap_or(FieldValue::Null)
+                match value_from_json(field.field_type, value).unwrap_or(FieldValue::Null) {
+                    FieldValue::Null if field.field_type == FieldType::Boolean => {
+                        FieldValue::Bool(false)
+                    }
+                    FieldValue::Text(text) => FieldValue::Text(interner.intern(&text)),
+                    other => other,
+                }
             })
             .collect::<Vec<_>>();
-        for (field, value) in schema.fields.iter().zip(values.iter_mut()) {
-            if field.field_type == FieldType::Boolean && value.is_null() {
-                *value = FieldValue::Bool(false);
-            }
-        }
-        SfRecord {
-            values,
-            deleted_at: None,
-        }
+        SfRecord::from_values(values)
     }
 }
 
@@ -166,5 +249,57 @@ pub fn value_from_json(field_type: FieldType, value: &serde_json::Value) -> Opti
             Value::Bool(flag) => Some(FieldValue::text(flag.to_string())),
             _ => None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_store_only_non_null_values_and_set_any_field() {
+        let mut record = SfRecord::from_values(vec![
+            FieldValue::text("00Q000000000001AAA"),
+            FieldValue::Null,
+            FieldValue::Bool(false),
+            FieldValue::Null,
+            FieldValue::Number(3.0),
+        ]);
+        assert_eq!(record.id(), "00Q000000000001AAA");
+        assert_eq!(record.value(1), &FieldValue::Null);
+        assert_eq!(record.value(2), &FieldValue::Bool(false));
+        assert_eq!(record.value(4), &FieldValue::Number(3.0));
+        assert_eq!(record.value(63), &FieldValue::Null);
+        assert_eq!(record.value(64), &FieldValue::Null);
+        record.set(3, FieldValue::text("between"));
+        assert_eq!(record.value(3).as_text(), Some("between"));
+        assert_eq!(record.value(4), &FieldValue::Number(3.0));
+        record.set(2, FieldValue::Null);
+        assert_eq!(record.value(2), &FieldValue::Null);
+        assert_eq!(record.value(3).as_text(), Some("between"));
+        record.set(40, FieldValue::Bool(true));
+        record.set(4, FieldValue::Number(5.0));
+        assert_eq!(record.value(40), &FieldValue::Bool(true));
+        assert_eq!(record.value(4), &FieldValue::Number(5.0));
+        assert_eq!(record.id(), "00Q000000000001AAA");
+    }
+
+    #[test]
+    fn ids_are_found_by_15_or_18_characters() {
+        let mut table = ObjectTable::default();
+        table.push(SfRecord::from_values(vec![FieldValue::text(
+            "00Q000000000001AAA",
+        )]));
+        assert!(table.get("00Q000000000001AAA").is_some());
+        assert!(table.get("00Q000000000001").is_some());
+        assert!(
+            table.get("00Q000000000001AAB").is_some(),
+            "the suffix is only a checksum"
+        );
+        assert!(
+            table.get("00q000000000001").is_none(),
+            "ids are case-sensitive"
+        );
+        assert!(table.get("00Q00000000000").is_none());
     }
 }

@@ -1,25 +1,29 @@
 //! One Salesforce field value as the emulator stores it, and its JSON form on the wire
 //! (date-times as `2024-05-07T22:07:19.000+0000`, dates as `2024-05-07`).
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use jiff::civil::Date;
 use serde_json::Value;
 
 use super::schema::FieldType;
 
-/// A stored field value. Which variant a field holds follows from its [`FieldType`].
+/// A stored field value. Which variant a field holds follows from its [`FieldType`]. Text is
+/// shared (`Arc`) so the many records holding the same picklist value, owner id or company
+/// name hold one copy of it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
     Null,
     Bool(bool),
     Number(f64),
-    Text(Box<str>),
+    Text(Arc<str>),
     Date(Date),
     DateTime(Timestamp),
 }
 
 impl FieldValue {
-    pub fn text(text: impl Into<Box<str>>) -> Self {
+    pub fn text(text: impl Into<Arc<str>>) -> Self {
         FieldValue::Text(text.into())
     }
 

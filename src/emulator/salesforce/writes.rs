@@ -53,11 +53,14 @@ pub fn derive_fields(schema: &ObjectSchema, record: &mut SfRecord) {
             .flatten()
             .collect::<Vec<_>>()
             .join(" ");
-        record.values[name] = if full.is_empty() {
-            FieldValue::Null
-        } else {
-            FieldValue::text(full)
-        };
+        record.set(
+            name,
+            if full.is_empty() {
+                FieldValue::Null
+            } else {
+                FieldValue::text(full)
+            },
+        );
     }
     if schema.name == "Opportunity"
         && let Some(stage) = get(record, "StageName")
@@ -73,13 +76,13 @@ pub fn derive_fields(schema: &ObjectSchema, record: &mut SfRecord) {
             ("ForecastCategoryName", FieldValue::text(category_name)),
         ] {
             if let Some(index) = schema.field_index(field) {
-                record.values[index] = value;
+                record.set(index, value);
             }
         }
         if let Some(index) = schema.field_index("Probability")
-            && record.values[index].is_null()
+            && record.value(index).is_null()
         {
-            record.values[index] = FieldValue::Number(f64::from(*probability));
+            record.set(index, FieldValue::Number(f64::from(*probability)));
         }
     }
 }
@@ -546,10 +549,7 @@ impl<'a> Planner<'a> {
                 values[index] = value;
             }
         }
-        let mut record = SfRecord {
-            values,
-            deleted_at: None,
-        };
+        let mut record = SfRecord::from_values(values);
         derive_fields(self.schema, &mut record);
         ItemOutcome {
             id: Some(id),
@@ -769,7 +769,7 @@ fn apply(data: &mut OrgData, object_index: usize, change: Change, now: Timestamp
             ("LastModifiedById", FieldValue::text(user)),
         ] {
             if let Some(index) = schema.field_index(name) {
-                record.values[index] = value;
+                record.set(index, value);
             }
         }
     };
@@ -780,7 +780,7 @@ fn apply(data: &mut OrgData, object_index: usize, change: Change, now: Timestamp
         Change::Update { position, values } => {
             let record = &mut table.records[position];
             for (index, value) in values {
-                record.values[index] = value;
+                record.set(index, value);
             }
             derive_fields(&schema, record);
             stamp(record);
@@ -789,10 +789,10 @@ fn apply(data: &mut OrgData, object_index: usize, change: Change, now: Timestamp
             let record = &mut table.records[position];
             record.deleted_at = Some(now);
             if let Some(index) = schema.field_index("IsDeleted") {
-                record.values[index] = FieldValue::Bool(true);
+                record.set(index, FieldValue::Bool(true));
             }
             if let Some(index) = schema.field_index("SystemModstamp") {
-                record.values[index] = FieldValue::DateTime(now);
+                record.set(index, FieldValue::DateTime(now));
             }
         }
     }
