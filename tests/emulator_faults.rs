@@ -157,3 +157,79 @@ async fn expiry_hands_out_tokens_that_last_seconds_and_slow_still_answers() {
             .all(|(status, _, _)| *status == 200)
     );
 }
+
+#[tokio::test]
+async fn salesforce_gets_its_own_kinds_of_fault() {
+    let emulator = start("flaky,storm", 11).await;
+    let info = emulator.info().clone();
+    let client = reqwest::Client::new();
+    // Log in until the token endpoint answers (it can be hit by a fault too).
+    let mut token = None;
+    for _ in 0..50 {
+        let Ok(response) = client
+            .post(format!(
+                "{}/services/oauth2/token",
+                info.salesforce_login_url
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", info.salesforce_client_id.as_str()),
+                ("client_secret", info.salesforce_client_secret.as_str()),
+            ])
+            .send()
+            .await
+        else {
+            continue;
+        };
+        if response.status().is_success()
+            && let Ok(body) = response.json::<Value>().await
+        {
+            token = body["access_token"].as_str().map(str::to_string);
+            break;
+        }
+    }
+    let token = token.expect("a token within 50 tries");
+    let mut kinds: std::collections::BTreeMap<u16, Value> = std::collections::BTreeMap::new();
+    for _ in 0..600 {
+        let Ok(response) = client
+            .get(format!(
+                "{}/services/data/v62.0/limits",
+                info.salesforce_login_url
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+        else {
+            kinds.entry(0).or_insert(Value::Null);
+            continue;
+        };
+        let status = response.status().as_u16();
+        let body = match response.text().await {
+            Ok(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            Err(_) => {
+                kinds.entry(0).or_insert(Value::Null);
+                continue;
+            }
+        };
+        if status != 200 {
+            kinds.entry(status).or_insert(body);
+        }
+    }
+    assert_eq!(
+        kinds.get(&403).map(|body| body[0]["errorCode"].clone()),
+        Some(Value::from("REQUEST_LIMIT_EXCEEDED")),
+        "storms refuse with the concurrent-request limit: {kinds:?}"
+    );
+    assert!(!kinds.contains_key(&429), "Salesforce sends no 429");
+    if let Some(body) = kinds.get(&500) {
+        assert_eq!(body[0]["errorCode"], "UNKNOWN_EXCEPTION");
+    }
+    if let Some(body) = kinds.get(&503) {
+        assert_eq!(body[0]["errorCode"], "SERVER_UNAVAILABLE");
+    }
+    assert!(
+        kinds.len() >= 3,
+        "several kinds of fault: {:?}",
+        kinds.keys()
+    );
+}
