@@ -24,7 +24,7 @@ pub enum Command {
         config: Option<PathBuf>,
     },
 
-    /// Serve emulated HubSpot (and, as it lands, Salesforce) APIs over a seeded org.
+    /// Serve emulated HubSpot and Salesforce APIs over a seeded org.
     ///
     /// Prints one JSON line with the base URLs and credentials, then serves until interrupted.
     Emulate {
@@ -43,7 +43,7 @@ pub enum Command {
         /// Enforce the real rate limits (`off` for fast benchmarks).
         #[arg(long, value_enum, default_value = "on")]
         rate_limits: Switch,
-        /// Faults to inject: none, or a comma-separated list of flaky, storm, slow, expiry.
+        /// Faults to inject: none, or a comma-separated list of flaky, storm, slow, expiry, partial.
         #[arg(long, default_value = "none", value_name = "PROFILE")]
         faults: crmsync::emulator::faults::Faults,
     },

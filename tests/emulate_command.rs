@@ -32,10 +32,31 @@ async fn emulate_prints_its_details_serves_and_stops_on_sigterm() {
     assert!(base_url.starts_with("http://127.0.0.1:"), "{base_url}");
     let token = info["hubspot_token"].as_str().expect("token");
     assert!(token.starts_with("pat-na1-"));
+    let keys: Vec<&String> = info.as_object().expect("an object").keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "hubspot_base_url",
+            "hubspot_token",
+            "hubspot_client_id",
+            "hubspot_client_secret",
+            "hubspot_refresh_token",
+            "salesforce_login_url",
+            "salesforce_client_id",
+            "salesforce_client_secret",
+            "salesforce_username",
+            "salesforce_private_key_file",
+            "salesforce_refresh_token",
+        ]
+    );
     for key in [
         "hubspot_client_id",
         "hubspot_client_secret",
         "hubspot_refresh_token",
+        "salesforce_client_id",
+        "salesforce_client_secret",
+        "salesforce_username",
+        "salesforce_refresh_token",
     ] {
         assert!(
             info[key].as_str().is_some_and(|value| !value.is_empty()),
@@ -53,6 +74,21 @@ async fn emulate_prints_its_details_serves_and_stops_on_sigterm() {
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["results"].as_array().map(Vec::len), Some(5));
 
+    let key_file = info["salesforce_private_key_file"]
+        .as_str()
+        .expect("key file")
+        .to_string();
+    let pem = std::fs::read_to_string(&key_file).expect("the key file exists while serving");
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "only the owner may read the private key");
+    }
     let killed = Command::new("kill")
         .arg(child.id().to_string())
         .status()
@@ -60,4 +96,8 @@ async fn emulate_prints_its_details_serves_and_stops_on_sigterm() {
     assert!(killed.success());
     let status = child.wait().expect("exits");
     assert!(status.success(), "{status}");
+    assert!(
+        !std::path::Path::new(&key_file).exists(),
+        "the private key is removed at exit"
+    );
 }
