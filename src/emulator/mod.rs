@@ -174,6 +174,7 @@ impl RunningEmulator {
                 } else {
                     config.hubspot_token_lifetime
                 },
+                partial_failures: config.faults.partial,
             },
             Arc::clone(&stats),
         ));

@@ -1,6 +1,7 @@
 //! The HubSpot side of the emulator: private-app and OAuth bearer tokens, the CRM v3 object
 //! endpoints over the seeded org, rate-limit budgets and headers, and HubSpot's error bodies.
 
+mod associations;
 mod catalog;
 mod limits;
 mod oauth;
@@ -8,6 +9,7 @@ mod objects;
 mod owners;
 mod schema;
 mod search;
+mod single;
 mod writes;
 
 use std::collections::HashMap;
@@ -34,6 +36,9 @@ pub struct HubspotSettings {
     pub enforce_limits: bool,
     /// Lifetime of OAuth access tokens (HubSpot: 30 minutes).
     pub token_lifetime: SignedDuration,
+    /// Make some inputs of batch writes fail with a transient error and a 207 (the `partial`
+    /// fault; see `writes`).
+    pub partial_failures: bool,
 }
 
 /// The credentials the emulated account accepts.
@@ -55,6 +60,8 @@ pub struct HubspotShared {
     pub settings: HubspotSettings,
     /// Records by object type name (`contacts`, `companies`, `deals`), ordered by id.
     objects: RwLock<HashMap<&'static str, Vec<EmulatedRecord>>>,
+    /// Which companies each contact is associated with.
+    associations: RwLock<associations::ContactCompanies>,
     /// OAuth access tokens handed out, with their expiry.
     access_tokens: Mutex<HashMap<String, Timestamp>>,
     limiter: Mutex<RateLimiter>,
@@ -103,6 +110,7 @@ impl HubspotShared {
             "deals",
             sorted_by_id(std::mem::take(&mut org.hubspot_deals)),
         );
+        let associations = associations::ContactCompanies::seed(&objects);
         Self {
             credentials,
             profile: org.profile,
@@ -114,6 +122,7 @@ impl HubspotShared {
             )),
             settings,
             objects: RwLock::new(objects),
+            associations: RwLock::new(associations),
             access_tokens: Mutex::new(HashMap::new()),
             stats,
             sequence: AtomicU64::new(0),
@@ -163,6 +172,22 @@ impl HubspotShared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The contact-company associations, for reading.
+    fn read_associations(&self) -> std::sync::RwLockReadGuard<'_, associations::ContactCompanies> {
+        self.associations
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The contact-company associations, for writing.
+    fn write_associations(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, associations::ContactCompanies> {
+        self.associations
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn count_written(&self, object: &str, count: usize) {
         self.stats.written("hubspot", object, count);
     }
@@ -202,6 +227,8 @@ pub fn router(shared: Arc<HubspotShared>) -> Router {
         .merge(search::routes(Arc::clone(&shared)))
         .merge(schema::routes(Arc::clone(&shared)))
         .merge(writes::routes(Arc::clone(&shared)))
+        .merge(single::routes(Arc::clone(&shared)))
+        .merge(associations::routes(Arc::clone(&shared)))
         .merge(owners::routes(Arc::clone(&shared)))
         .merge(oauth::routes(shared))
 }

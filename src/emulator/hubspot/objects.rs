@@ -1,6 +1,7 @@
 //! CRM v3 objects: list (`GET /crm/v3/objects/{type}`) and read one
 //! (`GET /crm/v3/objects/{type}/{id}`), for contacts, companies and deals (by name or by type
-//! id such as `0-1`).
+//! id such as `0-1`), with a contact's companies under `associations=companies`; an id a merge
+//! absorbed reads as the merged record. Also how every endpoint renders a record.
 
 use std::sync::Arc;
 
@@ -12,8 +13,10 @@ use axum::routing::get;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
 
+use super::associations;
 use super::catalog;
 use super::limits::Budget;
+use super::writes::find_live;
 use super::{Caller, HubspotShared, OBJECT_TYPES, admit, error_response, json_response};
 use crate::emulator::data::{EmulatedRecord, OrgProfile};
 
@@ -87,6 +90,17 @@ struct ListQuery {
     properties: Vec<String>,
     archived: Option<String>,
     id_property: Option<String>,
+    /// Object types whose associated ids to include.
+    associations: Vec<String>,
+}
+
+/// The names of a comma-separated query value.
+fn comma_separated(value: &str) -> impl Iterator<Item = String> + '_ {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
 }
 
 impl ListQuery {
@@ -97,6 +111,7 @@ impl ListQuery {
             properties: Vec::new(),
             archived: None,
             id_property: None,
+            associations: Vec::new(),
         };
         for (key, value) in pairs {
             match key.as_str() {
@@ -104,13 +119,8 @@ impl ListQuery {
                 "after" => query.after = Some(value),
                 "archived" => query.archived = Some(value),
                 "idProperty" => query.id_property = Some(value),
-                "properties" => query.properties.extend(
-                    value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|name| !name.is_empty())
-                        .map(str::to_string),
-                ),
+                "properties" => query.properties.extend(comma_separated(&value)),
+                "associations" => query.associations.extend(comma_separated(&value)),
                 _ => {}
             }
         }
@@ -193,6 +203,7 @@ impl Selection {
         ObjectView {
             record,
             selection: self,
+            associations: None,
         }
     }
 }
@@ -201,6 +212,23 @@ impl Selection {
 pub(super) struct ObjectView<'a> {
     record: &'a EmulatedRecord,
     selection: &'a Selection,
+    /// The v3 `associations` member, when asked for and there are some.
+    associations: Option<Value>,
+}
+
+impl ObjectView<'_> {
+    /// Adds a contact's companies when `requested` asks for them.
+    fn with_associations(
+        mut self,
+        shared: &HubspotShared,
+        object: &str,
+        requested: &[String],
+    ) -> Self {
+        if object == "contacts" && associations::wants_companies(requested) {
+            self.associations = associations::v3_companies(shared, &self.record.id);
+        }
+        self
+    }
 }
 
 struct PropertiesView<'a>(&'a ObjectView<'a>);
@@ -243,6 +271,9 @@ impl Serialize for ObjectView<'_> {
         map.serialize_entry("archived", &record.archived)?;
         if record.archived {
             map.serialize_entry("archivedAt", &updated)?;
+        }
+        if let Some(associations) = &self.associations {
+            map.serialize_entry("associations", associations)?;
         }
         if let Some(prefix) = &self.selection.record_url {
             map.serialize_entry("url", &format!("{prefix}{}", record.id))?;
@@ -340,7 +371,11 @@ fn list_inner(
     let results: Vec<ObjectView<'_>> = page
         .by_ref()
         .take(limit)
-        .map(|record| selection.view(record))
+        .map(|record| {
+            selection
+                .view(record)
+                .with_associations(shared, object, &query.associations)
+        })
         .collect();
     let mut body = ListPage {
         results,
@@ -395,9 +430,10 @@ fn read_one_inner(
     };
     let id_property = query.id_property.as_deref().unwrap_or("hs_object_id");
     let objects = shared.read_objects();
-    let found = objects.get(object).and_then(|records| {
+    let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
+    let found = if archived {
         records.iter().find(|record| {
-            record.archived == archived
+            record.archived
                 && match id_property {
                     "hs_object_id" => record.id == object_id,
                     // Unique-value properties such as email match case-insensitively.
@@ -408,12 +444,17 @@ fn read_one_inner(
                         .is_some_and(|value| value.trim().eq_ignore_ascii_case(object_id.trim())),
                 }
         })
-    });
+    } else {
+        // Live records also resolve ids a merge absorbed to the merged record.
+        find_live(records, id_property, object_id).map(|index| &records[index])
+    };
     match found {
         Some(record) => json_response(
             shared,
             StatusCode::OK,
-            &Selection::new(object, &query.properties, shared.profile).view(record),
+            &Selection::new(object, &query.properties, shared.profile)
+                .view(record)
+                .with_associations(shared, object, &query.associations),
             Some(budget),
         ),
         None => error_response(

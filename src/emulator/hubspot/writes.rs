@@ -1,10 +1,16 @@
-//! Batch reads and writes: `POST /crm/v3/objects/{type}/batch/{read,create,update,upsert}`.
+//! Batch reads and writes: `POST /crm/v3/objects/{type}/batch/{read,create,update,upsert,archive}`,
+//! and the write rules the single-object endpoints (`single`) share with them.
 //!
-//! Status codes are exactly HubSpot's (create 201; read, update, upsert 200; 207 for partial
-//! results), since the official SDKs accept nothing else. Writes validate like HubSpot: an
-//! unknown property or an invalid option fails the whole batch with its VALIDATION_ERROR body;
+//! Status codes are exactly HubSpot's (create 201; read, update, upsert 200; archive 204; 207 for
+//! partial results), since the official SDKs accept nothing else. Writes validate like HubSpot:
+//! an unknown property or an invalid option fails the whole batch with its VALIDATION_ERROR body;
 //! `lifecyclestage` only moves forward unless it was cleared first; entering a stage stamps
 //! `hs_v2_date_entered_<stage>`; every write advances the modification date.
+//!
+//! Under the `partial` fault about one input in twenty of a batch create, update or upsert fails
+//! with a transient error (see [`transient_error`]) and the batch answers 207 with the others'
+//! results. Batch archive has no multi-status answer in HubSpot's spec (204 or an error only), so
+//! the fault leaves it alone.
 
 use std::sync::Arc;
 
@@ -20,10 +26,12 @@ use serde_json::{Value, json};
 use super::catalog::{self, PropertyDefinition};
 use super::objects::{ObjectView, Selection, admit_object};
 use super::{HubspotShared, error_response, json_response, parse_body};
-use crate::emulator::data::{EmulatedRecord, HUBSPOT_DEAL_STAGES, OrgProfile};
+use crate::emulator::data::{EmulatedRecord, HUBSPOT_DEAL_STAGES, OrgProfile, SeededRng};
 
 /// Most inputs one batch takes.
 pub const MAX_BATCH: usize = 100;
+/// Share of batch-write inputs that fail under the `partial` fault, in percent.
+const PARTIAL_FAILURE_PERCENT: u64 = 5;
 
 pub fn routes(shared: Arc<HubspotShared>) -> Router {
     Router::new()
@@ -31,11 +39,15 @@ pub fn routes(shared: Arc<HubspotShared>) -> Router {
         .with_state(shared)
 }
 
-fn api_time(at: Timestamp) -> String {
+pub(super) fn api_time(at: Timestamp) -> String {
     at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-fn validation(shared: &HubspotShared, message: &str, extra: Option<(&str, Value)>) -> Response {
+pub(super) fn validation(
+    shared: &HubspotShared,
+    message: &str,
+    extra: Option<(&str, Value)>,
+) -> Response {
     error_response(
         shared,
         StatusCode::BAD_REQUEST,
@@ -92,6 +104,7 @@ fn batch_inner(
         "create" => create(shared, object, &inputs, started),
         "update" => update(shared, object, &inputs, started),
         "upsert" => upsert(shared, object, &inputs, started),
+        "archive" => archive(shared, object, &inputs),
         other => error_response(
             shared,
             StatusCode::NOT_FOUND,
@@ -103,7 +116,10 @@ fn batch_inner(
 }
 
 /// The ids of the inputs; a 400 when one appears twice.
-fn input_ids(shared: &HubspotShared, inputs: &[Value]) -> Result<Vec<String>, Box<Response>> {
+pub(super) fn input_ids(
+    shared: &HubspotShared,
+    inputs: &[Value],
+) -> Result<Vec<String>, Box<Response>> {
     let ids: Vec<String> = inputs
         .iter()
         .map(|input| match &input["id"] {
@@ -141,7 +157,7 @@ fn kind_word(object: &str) -> &'static str {
     }
 }
 
-fn not_found_error(object: &str, ids: &[String]) -> Value {
+pub(super) fn not_found_error(object: &str, ids: &[String]) -> Value {
     json!({
         "status": "error",
         "category": "OBJECT_NOT_FOUND",
@@ -244,6 +260,41 @@ fn find(records: &[EmulatedRecord], id_property: &str, value: &str) -> Option<us
     })
 }
 
+/// The position of the live record whose `id_property` is `value`. An object id a merge
+/// absorbed resolves to the record it was merged into, as HubSpot's do.
+pub(super) fn find_live(
+    records: &[EmulatedRecord],
+    id_property: &str,
+    value: &str,
+) -> Option<usize> {
+    let live = |record: &EmulatedRecord| !record.archived;
+    let matches = |record: &EmulatedRecord| {
+        if id_property == "hs_object_id" {
+            record.id == value
+        } else {
+            record
+                .properties
+                .get(id_property)
+                .and_then(Value::as_str)
+                .is_some_and(|stored| stored.trim().eq_ignore_ascii_case(value.trim()))
+        }
+    };
+    records
+        .iter()
+        .position(|record| live(record) && matches(record))
+        .or_else(|| {
+            (id_property == "hs_object_id").then_some(())?;
+            records.iter().position(|record| {
+                live(record)
+                    && record
+                        .properties
+                        .get("hs_merged_object_ids")
+                        .and_then(Value::as_str)
+                        .is_some_and(|merged| merged.split(';').any(|id| id.trim() == value))
+            })
+        })
+}
+
 /// A written value as HubSpot stores it: text, with null meaning "clear".
 fn written_text(value: &Value) -> String {
     match value {
@@ -254,7 +305,7 @@ fn written_text(value: &Value) -> String {
 }
 
 /// The `properties` of one input (none when absent).
-fn input_properties(input: &Value) -> &serde_json::Map<String, Value> {
+pub(super) fn input_properties(input: &Value) -> &serde_json::Map<String, Value> {
     static NONE: std::sync::LazyLock<serde_json::Map<String, Value>> =
         std::sync::LazyLock::new(serde_json::Map::new);
     input["properties"].as_object().unwrap_or(&NONE)
@@ -262,7 +313,7 @@ fn input_properties(input: &Value) -> &serde_json::Map<String, Value> {
 
 /// Checks every property of every input against the portal's definitions. The first problems
 /// fail the whole batch, in HubSpot's "Property values were not valid" body.
-fn validate_properties(
+pub(super) fn validate_properties(
     shared: &HubspotShared,
     object: &str,
     inputs: &[Value],
@@ -334,7 +385,7 @@ fn invalid_value(definition: &PropertyDefinition, value: &str) -> Option<String>
 
 /// Applies a write to a record: the values, the lifecycle rule, stage-entry stamps and the
 /// modification date.
-fn apply(
+pub(super) fn apply(
     record: &mut EmulatedRecord,
     object: &str,
     properties: &serde_json::Map<String, Value>,
@@ -392,6 +443,122 @@ fn apply(
     record.updated_at = now;
 }
 
+/// What a write did, input by input.
+#[derive(Debug, Default)]
+pub(super) struct WriteOutcome {
+    /// Positions of the records written, and whether each is new.
+    pub(super) written: Vec<(usize, bool)>,
+    /// Ids no live record has.
+    pub(super) missing: Vec<String>,
+    /// Errors of single inputs: duplicates and the `partial` fault's transient failures.
+    pub(super) item_errors: Vec<ItemError>,
+}
+
+/// Why one input of a write failed.
+#[derive(Debug)]
+pub(super) enum ItemError {
+    /// A contact with this email exists: its id, and the input's trace id.
+    Conflict { existing_id: String, trace: String },
+    /// The `partial` fault: the input's context key and value.
+    Transient { key: &'static str, value: String },
+}
+
+impl ItemError {
+    /// The error as a batch answer lists it (HubSpot's `StandardError`).
+    pub(super) fn to_json(&self) -> Value {
+        match self {
+            ItemError::Conflict { existing_id, trace } => json!({
+                "status": "error",
+                "category": "CONFLICT",
+                "message": format!("Contact already exists. Existing ID: {existing_id}"),
+                "context": {"objectWriteTraceId": [trace], "existingId": [existing_id]},
+            }),
+            ItemError::Transient { key, value } => transient_error(key, value),
+        }
+    }
+}
+
+impl WriteOutcome {
+    /// Every failure, as the batch answer lists them.
+    fn errors(&self, object: &str) -> Vec<Value> {
+        let mut errors: Vec<Value> = self.item_errors.iter().map(ItemError::to_json).collect();
+        if !self.missing.is_empty() {
+            errors.push(not_found_error(object, &self.missing));
+        }
+        errors
+    }
+}
+
+/// The error of an input the `partial` fault fails: HubSpot's 423 "LOCKED" condition, which its
+/// error-handling guide (developers.hubspot.com/docs/api-reference/error-handling) describes as
+/// a temporary lock when a large volume is synced too quickly, to be retried after at least two
+/// seconds. The message is the one client code and write-ups quote for that condition; that
+/// HubSpot reports it per input inside a 207 is this emulator's assumption, not a recording.
+/// The fields are those the spec's `StandardError` requires.
+fn transient_error(key: &str, value: &str) -> Value {
+    json!({
+        "status": "error",
+        "category": "LOCKED",
+        "message": "Attempting to sync large volume too quickly; system lock for ~2 seconds",
+        "context": { key: [value] },
+        "errors": [],
+        "links": {},
+    })
+}
+
+/// Whether the next input fails, under the `partial` fault: one in twenty, decided by the
+/// shared sequence number so a run can be repeated.
+fn fails_transiently(shared: &HubspotShared, faults: Faults) -> bool {
+    faults == Faults::Inject
+        && shared.settings.partial_failures
+        && SeededRng::new(shared.next_sequence() ^ 0x7061_7274_6961_6c21)
+            .percent(PARTIAL_FAILURE_PERCENT)
+}
+
+/// Whether a write may be hit by the `partial` fault (batches) or not (single-object writes,
+/// which have no multi-status answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Faults {
+    Inject,
+    Never,
+}
+
+/// The `idProperty` of an input (`hs_object_id` when absent).
+pub(super) fn input_id_property(input: &Value) -> &str {
+    input["idProperty"].as_str().unwrap_or("hs_object_id")
+}
+
+/// Updates the live records `ids` name (one per input); already validated.
+pub(super) fn update_records(
+    shared: &HubspotShared,
+    object: &str,
+    records: &mut [EmulatedRecord],
+    inputs: &[Value],
+    ids: &[String],
+    faults: Faults,
+) -> WriteOutcome {
+    let now = Timestamp::now();
+    let mut outcome = WriteOutcome::default();
+    for (input, id) in inputs.iter().zip(ids) {
+        if fails_transiently(shared, faults) {
+            outcome.item_errors.push(ItemError::Transient {
+                key: "ids",
+                value: id.clone(),
+            });
+            continue;
+        }
+        match find_live(records, input_id_property(input), id) {
+            Some(index) => {
+                apply(&mut records[index], object, input_properties(input), now);
+                outcome.written.push((index, false));
+            }
+            None => outcome.missing.push(id.clone()),
+        }
+    }
+    shared.count_written(object, outcome.written.len());
+    outcome
+}
+
 fn update(
     shared: &HubspotShared,
     object: &'static str,
@@ -405,33 +572,22 @@ fn update(
     if let Err(response) = validate_properties(shared, object, inputs) {
         return *response;
     }
-    let now = Timestamp::now();
     let mut objects = shared.write_objects();
     let records = objects.entry(object).or_default();
-    let mut updated = Vec::new();
-    let mut missing = Vec::new();
-    for (input, id) in inputs.iter().zip(&ids) {
-        let id_property = input["idProperty"].as_str().unwrap_or("hs_object_id");
-        match find(records, id_property, id).filter(|index| !records[*index].archived) {
-            Some(index) => {
-                apply(&mut records[index], object, input_properties(input), now);
-                updated.push(index);
-            }
-            None => missing.push(id.clone()),
-        }
-    }
-    shared.count_written(object, updated.len());
+    let outcome = update_records(shared, object, records, inputs, &ids, Faults::Inject);
     let selection = Selection::new(object, &[], shared.profile);
-    let results = updated
+    let results = outcome
+        .written
         .iter()
-        .map(|index| selection.view(&records[*index]))
+        .map(|(index, _)| selection.view(&records[*index]))
         .collect();
-    let errors = if missing.is_empty() {
-        Vec::new()
-    } else {
-        vec![not_found_error(object, &missing)]
-    };
-    batch_response(shared, StatusCode::OK, results, errors, started)
+    batch_response(
+        shared,
+        StatusCode::OK,
+        results,
+        outcome.errors(object),
+        started,
+    )
 }
 
 /// The next free record id (ids grow, like HubSpot's).
@@ -444,7 +600,7 @@ fn next_id(records: &[EmulatedRecord]) -> u64 {
         + 1
 }
 
-fn new_record(records: &[EmulatedRecord], now: Timestamp) -> EmulatedRecord {
+pub(super) fn new_record(records: &[EmulatedRecord], now: Timestamp) -> EmulatedRecord {
     let id = next_id(records).to_string();
     let mut record = EmulatedRecord {
         id: id.clone(),
@@ -462,6 +618,47 @@ fn new_record(records: &[EmulatedRecord], now: Timestamp) -> EmulatedRecord {
     record
 }
 
+/// Creates a record per input; already validated. Contacts are unique by email.
+pub(super) fn create_records(
+    shared: &HubspotShared,
+    object: &str,
+    records: &mut Vec<EmulatedRecord>,
+    inputs: &[Value],
+    faults: Faults,
+) -> WriteOutcome {
+    let now = Timestamp::now();
+    let mut outcome = WriteOutcome::default();
+    for (position, input) in inputs.iter().enumerate() {
+        let trace = input["objectWriteTraceId"]
+            .as_str()
+            .map_or_else(|| position.to_string(), str::to_string);
+        if fails_transiently(shared, faults) {
+            outcome.item_errors.push(ItemError::Transient {
+                key: "objectWriteTraceId",
+                value: trace,
+            });
+            continue;
+        }
+        let properties = input_properties(input);
+        if object == "contacts"
+            && let Some(email) = properties.get("email").and_then(Value::as_str)
+            && let Some(existing) = find(records, "email", email)
+        {
+            outcome.item_errors.push(ItemError::Conflict {
+                existing_id: records[existing].id.clone(),
+                trace,
+            });
+            continue;
+        }
+        let mut record = new_record(records, now);
+        apply(&mut record, object, properties, now);
+        records.push(record);
+        outcome.written.push((records.len() - 1, true));
+    }
+    shared.count_written(object, outcome.written.len());
+    outcome
+}
+
 fn create(
     shared: &HubspotShared,
     object: &'static str,
@@ -471,42 +668,49 @@ fn create(
     if let Err(response) = validate_properties(shared, object, inputs) {
         return *response;
     }
-    let now = Timestamp::now();
     let mut objects = shared.write_objects();
     let records = objects.entry(object).or_default();
-    let mut created = Vec::new();
-    let mut errors = Vec::new();
-    for (position, input) in inputs.iter().enumerate() {
-        let properties = input_properties(input);
-        // Contacts are unique by email.
-        if object == "contacts"
-            && let Some(email) = properties.get("email").and_then(Value::as_str)
-            && let Some(existing) = find(records, "email", email)
-        {
-            let existing_id = records[existing].id.clone();
-            errors.push(json!({
-                "status": "error",
-                "category": "CONFLICT",
-                "message": format!("Contact already exists. Existing ID: {existing_id}"),
-                "context": {
-                    "objectWriteTraceId": [input["objectWriteTraceId"].as_str().map_or_else(|| position.to_string(), str::to_string)],
-                    "existingId": [existing_id],
-                },
-            }));
-            continue;
-        }
-        let mut record = new_record(records, now);
-        apply(&mut record, object, properties, now);
-        records.push(record);
-        created.push(records.len() - 1);
-    }
-    shared.count_written(object, created.len());
+    let outcome = create_records(shared, object, records, inputs, Faults::Inject);
     let selection = Selection::new(object, &[], shared.profile);
-    let results = created
+    let results = outcome
+        .written
         .iter()
-        .map(|index| selection.view(&records[*index]))
+        .map(|(index, _)| selection.view(&records[*index]))
         .collect();
-    batch_response(shared, StatusCode::CREATED, results, errors, started)
+    batch_response(
+        shared,
+        StatusCode::CREATED,
+        results,
+        outcome.errors(object),
+        started,
+    )
+}
+
+/// A 400 unless `id_property` is a unique-value property of `object`, the only kind updates and
+/// upserts may find records by.
+pub(super) fn check_id_property(
+    shared: &HubspotShared,
+    object: &str,
+    id_property: &str,
+) -> Result<(), Box<Response>> {
+    let unique = catalog::properties(object, shared.profile)
+        .iter()
+        .any(|d| d.name == id_property && d.unique);
+    if unique {
+        return Ok(());
+    }
+    let type_id = super::OBJECT_TYPES
+        .iter()
+        .find(|(name, _)| *name == object)
+        .map_or("0-1", |(_, id)| *id);
+    Err(Box::new(validation(
+        shared,
+        &format!(
+            "Unable to perform update/upsert by non-unique {type_id} property {id_property} in portal ID {}",
+            super::oauth::HUB_ID
+        ),
+        None,
+    )))
 }
 
 fn upsert(
@@ -519,25 +723,9 @@ fn upsert(
         Ok(ids) => ids,
         Err(response) => return *response,
     };
-    let definitions = catalog::properties(object, shared.profile);
     for input in inputs {
-        let id_property = input["idProperty"].as_str().unwrap_or("hs_object_id");
-        let unique = definitions
-            .iter()
-            .any(|d| d.name == id_property && d.unique);
-        if !unique {
-            let type_id = super::OBJECT_TYPES
-                .iter()
-                .find(|(name, _)| *name == object)
-                .map_or("0-1", |(_, id)| *id);
-            return validation(
-                shared,
-                &format!(
-                    "Unable to perform update/upsert by non-unique {type_id} property {id_property} in portal ID {}",
-                    super::oauth::HUB_ID
-                ),
-                None,
-            );
+        if let Err(response) = check_id_property(shared, object, input_id_property(input)) {
+            return *response;
         }
     }
     if let Err(response) = validate_properties(shared, object, inputs) {
@@ -546,14 +734,21 @@ fn upsert(
     let now = Timestamp::now();
     let mut objects = shared.write_objects();
     let records = objects.entry(object).or_default();
-    let mut touched: Vec<(usize, bool)> = Vec::new();
+    let mut outcome = WriteOutcome::default();
     for (input, id) in inputs.iter().zip(&ids) {
-        let id_property = input["idProperty"].as_str().unwrap_or("hs_object_id");
+        if fails_transiently(shared, Faults::Inject) {
+            outcome.item_errors.push(ItemError::Transient {
+                key: "ids",
+                value: id.clone(),
+            });
+            continue;
+        }
+        let id_property = input_id_property(input);
         let properties = input_properties(input);
-        match find(records, id_property, id).filter(|index| !records[*index].archived) {
+        match find_live(records, id_property, id) {
             Some(index) => {
                 apply(&mut records[index], object, properties, now);
-                touched.push((index, false));
+                outcome.written.push((index, false));
             }
             None => {
                 let mut record = new_record(records, now);
@@ -562,11 +757,11 @@ fn upsert(
                     .insert(id_property.to_string(), Value::String(id.clone()));
                 apply(&mut record, object, properties, now);
                 records.push(record);
-                touched.push((records.len() - 1, true));
+                outcome.written.push((records.len() - 1, true));
             }
         }
     }
-    shared.count_written(object, touched.len());
+    shared.count_written(object, outcome.written.len());
     let selection = Selection::new(object, &[], shared.profile);
     #[derive(serde::Serialize)]
     struct Upserted<'a> {
@@ -574,7 +769,8 @@ fn upsert(
         object: ObjectView<'a>,
         new: bool,
     }
-    let results: Vec<Upserted<'_>> = touched
+    let results: Vec<Upserted<'_>> = outcome
+        .written
         .iter()
         .map(|(index, new)| Upserted {
             object: selection.view(&records[*index]),
@@ -586,14 +782,64 @@ fn upsert(
     struct UpsertAnswer<'a> {
         status: &'static str,
         results: Vec<Upserted<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        num_errors: Option<usize>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<Value>,
         started_at: String,
         completed_at: String,
     }
+    let errors = outcome.errors(object);
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::MULTI_STATUS
+    };
     let answer = UpsertAnswer {
         status: "COMPLETE",
         results,
+        num_errors: (!errors.is_empty()).then_some(errors.len()),
+        errors,
         started_at: api_time(started),
         completed_at: api_time(Timestamp::now()),
     };
-    json_response(shared, StatusCode::OK, &answer, None)
+    json_response(shared, status, &answer, None)
+}
+
+/// Archives the live records with these object ids. Ids no live record has are passed over,
+/// as archiving is idempotent.
+pub(super) fn archive_records(
+    shared: &HubspotShared,
+    object: &str,
+    records: &mut [EmulatedRecord],
+    ids: &[String],
+) {
+    let mut archived = 0;
+    for id in ids {
+        if let Some(index) = records
+            .iter()
+            .position(|record| !record.archived && record.id == *id)
+        {
+            records[index].archived = true;
+            archived += 1;
+        }
+    }
+    shared.count_written(object, archived);
+}
+
+fn archive(shared: &HubspotShared, object: &'static str, inputs: &[Value]) -> Response {
+    let ids = match input_ids(shared, inputs) {
+        Ok(ids) => ids,
+        Err(response) => return *response,
+    };
+    let mut objects = shared.write_objects();
+    let records = objects.entry(object).or_default();
+    archive_records(shared, object, records, &ids);
+    no_content()
+}
+
+/// HubSpot's 204: no body at all.
+pub(super) fn no_content() -> Response {
+    use axum::response::IntoResponse;
+    StatusCode::NO_CONTENT.into_response()
 }
