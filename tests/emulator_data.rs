@@ -203,7 +203,25 @@ fn the_shipped_mappings_read_the_classic_org_and_quarantine_the_custom_values() 
                 object: object.to_string(),
                 id: record.id.clone(),
                 modified_at: record.updated_at,
-                properties: record.properties.clone().into_iter().collect(),
+                properties: {
+                    let mut properties: crmsync::record::Properties =
+                        record.properties.to_json_map().into_iter().collect();
+                    // Salesforce's audit dates are the record's own timestamps.
+                    if system == System::Salesforce {
+                        for (name, at) in [
+                            ("CreatedDate", record.created_at),
+                            ("LastModifiedDate", record.updated_at),
+                        ] {
+                            properties.insert(
+                                name.to_string(),
+                                serde_json::Value::String(
+                                    at.strftime("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string(),
+                                ),
+                            );
+                        }
+                    }
+                    properties
+                },
             };
             let normalized = mapper.normalize(&source).expect("mapped object");
             assert!(

@@ -422,11 +422,11 @@ async fn contact_with_company(emulator: &RunningEmulator) -> (String, String) {
         .iter()
         .find(|c| !c.archived)
         .expect("a live contact");
-    let company_name = contact.properties["company"].as_str().expect("company");
+    let company_name = contact.properties.text("company").expect("company");
     let company = org
         .hubspot_companies
         .iter()
-        .find(|c| c.properties["name"] == company_name)
+        .find(|c| c.properties.text("name") == Some(company_name))
         .expect("the company exists");
     let (status, _) = get(
         emulator,

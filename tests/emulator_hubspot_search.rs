@@ -48,10 +48,7 @@ async fn filters_sorts_and_pages() {
     let customers = org
         .hubspot_contacts
         .iter()
-        .filter(|c| {
-            !c.archived
-                && c.properties.get("lifecyclestage").and_then(Value::as_str) == Some("customer")
-        })
+        .filter(|c| !c.archived && c.properties.text("lifecyclestage") == Some("customer"))
         .count();
     let request = json!({
         "filterGroups": [{"filters": [{"propertyName": "lifecyclestage", "operator": "EQ", "value": "customer"}]}],

@@ -9,13 +9,15 @@
 //! apostrophes and non-ASCII letters; modification times spread over months.
 //!
 //! Records keep their properties in the shape each API sends: HubSpot as strings, Salesforce as
-//! typed JSON.
-
-use std::collections::BTreeMap;
+//! typed scalars; repeated values are stored once ([`Properties`]). Salesforce's audit dates
+//! (`CreatedDate`, `LastModifiedDate`, `SystemModstamp`) are the records' `created_at` and
+//! `updated_at`, not properties.
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::{Value, json};
+
+pub use super::properties::{Properties, PropertyValue};
 
 /// Which picklists the org has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,7 +131,7 @@ pub struct EmulatedRecord {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub archived: bool,
-    pub properties: BTreeMap<String, Value>,
+    pub properties: Properties,
 }
 
 /// A generated org: both CRMs' records.
@@ -276,11 +278,6 @@ fn hubspot_time(at: Timestamp) -> String {
     at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// Salesforce timestamps as the REST API writes them: `2024-05-01T12:34:56.000+0000`.
-fn salesforce_time(at: Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
-}
-
 /// Where a generated person lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Presence {
@@ -289,8 +286,54 @@ enum Presence {
     Both,
 }
 
+/// The Salesforce objects the generator makes records of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SalesforceObject {
+    Lead,
+    Contact,
+    Account,
+    Opportunity,
+}
+
+impl SalesforceObject {
+    pub fn name(self) -> &'static str {
+        match self {
+            SalesforceObject::Lead => "Lead",
+            SalesforceObject::Contact => "Contact",
+            SalesforceObject::Account => "Account",
+            SalesforceObject::Opportunity => "Opportunity",
+        }
+    }
+}
+
 /// Builds an org of `people` people from `seed`.
 pub fn generate(seed: u64, people: usize, profile: OrgProfile) -> GeneratedOrg {
+    let mut leads = Vec::new();
+    let mut contacts = Vec::new();
+    let mut accounts = Vec::new();
+    let mut opportunities = Vec::new();
+    let mut org = generate_with(seed, people, profile, &mut |object, record| match object {
+        SalesforceObject::Lead => leads.push(record),
+        SalesforceObject::Contact => contacts.push(record),
+        SalesforceObject::Account => accounts.push(record),
+        SalesforceObject::Opportunity => opportunities.push(record),
+    });
+    org.salesforce_leads = leads;
+    org.salesforce_contacts = contacts;
+    org.salesforce_accounts = accounts;
+    org.salesforce_opportunities = opportunities;
+    org
+}
+
+/// Builds the org like [`generate`], but hands each Salesforce record to `salesforce` as it
+/// is made instead of keeping it (the returned org has none), so a caller that converts them
+/// never holds them all at once.
+pub fn generate_with(
+    seed: u64,
+    people: usize,
+    profile: OrgProfile,
+    salesforce: &mut dyn FnMut(SalesforceObject, EmulatedRecord),
+) -> GeneratedOrg {
     let mut org = GeneratedOrg {
         profile,
         hubspot_contacts: Vec::new(),
@@ -333,23 +376,28 @@ pub fn generate(seed: u64, people: usize, profile: OrgProfile) -> GeneratedOrg {
         if presence != Presence::SalesforceOnly {
             let id = hubspot_next_id.to_string();
             hubspot_next_id += 1;
-            let mut properties = BTreeMap::new();
+            // Room for the owner and the lead status too: no regrowing, no holes in the heap.
+            let mut properties = Properties::with_capacity(12);
             let shown_email = messy_email(&email, &mut rng);
             for (name, value) in [
                 ("email", shown_email),
-                ("firstname", first.to_string()),
-                ("lastname", last.to_string()),
-                ("company", company.to_string()),
-                ("jobtitle", "Head of Growth".to_string()),
-                ("lifecyclestage", lifecycle.to_string()),
                 ("createdate", hubspot_time(created)),
                 ("lastmodifieddate", hubspot_time(modified)),
                 ("hs_object_id", id.clone()),
             ] {
-                properties.insert(name.to_string(), Value::String(value));
+                properties.insert(name, value);
+            }
+            for (name, value) in [
+                ("firstname", first),
+                ("lastname", last),
+                ("company", company),
+                ("jobtitle", "Head of Growth"),
+                ("lifecyclestage", lifecycle),
+            ] {
+                properties.insert_shared(name, value);
             }
             if rng.percent(70) {
-                properties.insert("hs_lead_status".into(), Value::String(lead_status.into()));
+                properties.insert_shared("hs_lead_status", lead_status);
             }
             let archived = rng.percent(2);
             org.hubspot_contacts.push(EmulatedRecord {
@@ -362,7 +410,8 @@ pub fn generate(seed: u64, people: usize, profile: OrgProfile) -> GeneratedOrg {
         }
         if presence != Presence::HubspotOnly {
             generate_salesforce_person(
-                &mut org,
+                profile,
+                salesforce,
                 &mut rng,
                 &mut salesforce_next_id,
                 SalesforcePerson {
@@ -394,12 +443,13 @@ struct SalesforcePerson<'a> {
 }
 
 fn generate_salesforce_person(
-    org: &mut GeneratedOrg,
+    profile: OrgProfile,
+    salesforce: &mut dyn FnMut(SalesforceObject, EmulatedRecord),
     rng: &mut SeededRng,
     next_id: &mut u64,
     person: SalesforcePerson<'_>,
 ) {
-    let statuses = org.profile.lead_statuses();
+    let statuses = profile.lead_statuses();
     let (status, converted) = statuses[person.index % statuses.len()];
     let mut take_id = |prefix: &str| {
         let id = salesforce_id(prefix, *next_id);
@@ -409,7 +459,6 @@ fn generate_salesforce_person(
     let lead_id = take_id("00Q");
     let email = messy_email(person.email, rng);
     let mut lead = json!({
-        "attributes": {"type": "Lead", "url": format!("/services/data/v62.0/sobjects/Lead/{lead_id}")},
         "Id": lead_id,
         "FirstName": person.first,
         "LastName": person.last,
@@ -423,9 +472,6 @@ fn generate_salesforce_person(
         "ConvertedOpportunityId": null,
         "ConvertedDate": null,
         "IsDeleted": false,
-        "CreatedDate": salesforce_time(person.created),
-        "LastModifiedDate": salesforce_time(person.modified),
-        "SystemModstamp": salesforce_time(person.modified),
     });
     if converted {
         let account_id = take_id("001");
@@ -436,41 +482,62 @@ fn generate_salesforce_person(
         lead["ConvertedAccountId"] = json!(account_id);
         lead["ConvertedOpportunityId"] = json!(opportunity_id);
         lead["ConvertedDate"] = json!(person.modified.strftime("%Y-%m-%d").to_string());
-        org.salesforce_accounts.push(salesforce_record(
-            &account_id,
-            json!({"attributes": {"type": "Account"}, "Id": account_id, "Name": person.company, "IsDeleted": false}),
-            person.created,
-            person.modified,
-        ));
-        org.salesforce_contacts.push(salesforce_record(
-            &contact_id,
-            json!({
-                "attributes": {"type": "Contact"}, "Id": contact_id, "AccountId": account_id,
-                "FirstName": person.first, "LastName": person.last, "Email": email, "IsDeleted": false,
-            }),
-            person.created,
-            person.modified,
-        ));
-        org.salesforce_opportunities.push(salesforce_record(
-            &opportunity_id,
-            json!({
-                "attributes": {"type": "Opportunity"}, "Id": opportunity_id, "AccountId": account_id,
-                "ContactId": contact_id, "Name": format!("{} — new business", person.company),
-                "StageName": stage, "IsClosed": closed, "IsWon": won, "Probability": probability,
-                "Amount": (rng.below(90) + 10) * 1000, "CloseDate": person.modified.strftime("%Y-%m-%d").to_string(),
-                "IsDeleted": false,
-            }),
-            person.created,
-            person.modified,
-        ));
+        salesforce(
+            SalesforceObject::Account,
+            salesforce_record(
+                &account_id,
+                json!({"Id": account_id, "Name": person.company, "IsDeleted": false}),
+                person.created,
+                person.modified,
+            ),
+        );
+        salesforce(
+            SalesforceObject::Contact,
+            salesforce_record(
+                &contact_id,
+                json!({
+                    "Id": contact_id, "AccountId": account_id,
+                    "FirstName": person.first, "LastName": person.last, "Email": email, "IsDeleted": false,
+                }),
+                person.created,
+                person.modified,
+            ),
+        );
+        salesforce(
+            SalesforceObject::Opportunity,
+            salesforce_record(
+                &opportunity_id,
+                json!({
+                    "Id": opportunity_id, "AccountId": account_id,
+                    "ContactId": contact_id, "Name": format!("{} — new business", person.company),
+                    "StageName": stage, "IsClosed": closed, "IsWon": won, "Probability": probability,
+                    "Amount": (rng.below(90) + 10) * 1000, "CloseDate": person.modified.strftime("%Y-%m-%d").to_string(),
+                    "IsDeleted": false,
+                }),
+                person.created,
+                person.modified,
+            ),
+        );
     }
-    org.salesforce_leads.push(salesforce_record(
-        &lead_id,
-        lead,
-        person.created,
-        person.modified,
-    ));
+    salesforce(
+        SalesforceObject::Lead,
+        salesforce_record(&lead_id, lead, person.created, person.modified),
+    );
 }
+
+/// Salesforce fields whose values are (nearly) unique per record: kept as their own copy
+/// rather than shared.
+const SALESFORCE_UNIQUE_FIELDS: [&str; 9] = [
+    "Id",
+    "Email",
+    "AccountId",
+    "ContactId",
+    "ConvertedAccountId",
+    "ConvertedContactId",
+    "ConvertedOpportunityId",
+    "ConvertedDate",
+    "CloseDate",
+];
 
 fn salesforce_record(
     id: &str,
@@ -478,19 +545,20 @@ fn salesforce_record(
     created: Timestamp,
     modified: Timestamp,
 ) -> EmulatedRecord {
-    let mut properties: BTreeMap<String, Value> = match value {
-        Value::Object(map) => map.into_iter().collect(),
-        _ => BTreeMap::new(),
-    };
-    properties
-        .entry("CreatedDate".to_string())
-        .or_insert_with(|| json!(salesforce_time(created)));
-    properties
-        .entry("LastModifiedDate".to_string())
-        .or_insert_with(|| json!(salesforce_time(modified)));
-    properties
-        .entry("SystemModstamp".to_string())
-        .or_insert_with(|| json!(salesforce_time(modified)));
+    let mut properties = Properties::with_capacity(value.as_object().map_or(0, |map| map.len()));
+    if let Value::Object(map) = value {
+        for (name, value) in map {
+            match value {
+                Value::Object(_) | Value::Array(_) => {}
+                Value::String(text) if !SALESFORCE_UNIQUE_FIELDS.contains(&name.as_str()) => {
+                    properties.insert_shared(&name, &text);
+                }
+                other => {
+                    properties.insert(&name, other);
+                }
+            }
+        }
+    }
     EmulatedRecord {
         id: id.to_string(),
         created_at: created,
@@ -549,13 +617,13 @@ fn merge_some_contacts(org: &mut GeneratedOrg, rng: &mut SeededRng) {
         let absorbed_id = org.hubspot_contacts[absorbed].id.clone();
         org.hubspot_contacts[absorbed].archived = true;
         let survivor_record = &mut org.hubspot_contacts[survivor];
-        let merged = match survivor_record.properties.get("hs_merged_object_ids") {
-            Some(Value::String(existing)) => format!("{existing};{absorbed_id}"),
-            _ => absorbed_id,
+        let merged = match survivor_record.properties.text("hs_merged_object_ids") {
+            Some(existing) => format!("{existing};{absorbed_id}"),
+            None => absorbed_id,
         };
         survivor_record
             .properties
-            .insert("hs_merged_object_ids".into(), Value::String(merged));
+            .insert("hs_merged_object_ids", merged);
     }
 }
 
@@ -570,18 +638,12 @@ fn generate_companies_and_deals(
     for name in COMPANIES {
         let id = next_id.to_string();
         *next_id += 1;
-        let mut properties = BTreeMap::new();
-        properties.insert("name".into(), Value::String(name.into()));
-        properties.insert(
-            "domain".into(),
-            Value::String(format!("{}.example", ascii_slug(name))),
-        );
-        properties.insert("hs_object_id".into(), Value::String(id.clone()));
-        properties.insert("createdate".into(), Value::String(hubspot_time(now)));
-        properties.insert(
-            "hs_lastmodifieddate".into(),
-            Value::String(hubspot_time(now)),
-        );
+        let mut properties = Properties::default();
+        properties.insert_shared("name", name);
+        properties.insert("domain", format!("{}.example", ascii_slug(name)));
+        properties.insert("hs_object_id", id.clone());
+        properties.insert("createdate", hubspot_time(now));
+        properties.insert("hs_lastmodifieddate", hubspot_time(now));
         org.hubspot_companies.push(EmulatedRecord {
             id,
             created_at: now,
@@ -597,8 +659,7 @@ fn generate_companies_and_deals(
         .filter(|contact| {
             contact
                 .properties
-                .get("lifecyclestage")
-                .and_then(Value::as_str)
+                .text("lifecyclestage")
                 .is_some_and(|stage| late_stages.contains(&stage))
         })
         .map(|contact| (contact.created_at, contact.updated_at))
@@ -607,18 +668,23 @@ fn generate_companies_and_deals(
         let (stage, _, _) = *rng.pick(&HUBSPOT_DEAL_STAGES);
         let id = next_id.to_string();
         *next_id += 1;
-        let mut properties = BTreeMap::new();
+        let mut properties = Properties::with_capacity(9);
         for (name, value) in [
             ("dealname", format!("Deal {id}")),
-            ("amount", ((rng.below(90) + 10) * 1000).to_string()),
-            ("pipeline", "default".to_string()),
-            ("dealstage", stage.to_string()),
             ("closedate", hubspot_time(modified)),
             ("createdate", hubspot_time(created)),
             ("hs_lastmodifieddate", hubspot_time(modified)),
             ("hs_object_id", id.clone()),
         ] {
-            properties.insert(name.to_string(), Value::String(value));
+            properties.insert(name, value);
+        }
+        let amount = ((rng.below(90) + 10) * 1000).to_string();
+        for (name, value) in [
+            ("amount", amount.as_str()),
+            ("pipeline", "default"),
+            ("dealstage", stage),
+        ] {
+            properties.insert_shared(name, value);
         }
         org.hubspot_deals.push(EmulatedRecord {
             id,
@@ -634,6 +700,26 @@ fn generate_companies_and_deals(
 /// five contacts has none). A separate random source keeps the other data unchanged.
 fn assign_owners(org: &mut GeneratedOrg, seed: u64) {
     let mut rng = SeededRng::new(seed ^ 0x6f77_6e65_7273);
+    org.hubspot_owners = owners();
+    let owner_ids: Vec<String> = org
+        .hubspot_owners
+        .iter()
+        .map(|owner| owner.id.clone())
+        .collect();
+    for record in org
+        .hubspot_contacts
+        .iter_mut()
+        .chain(org.hubspot_deals.iter_mut())
+    {
+        if rng.percent(80) {
+            let owner = rng.pick(&owner_ids);
+            record.properties.insert_shared("hubspot_owner_id", owner);
+        }
+    }
+}
+
+/// The org's six sales and marketing users (the same in every org).
+pub fn owners() -> Vec<Owner> {
     let people = [
         ("Maya", "Lindqvist", "Sales"),
         ("Tomás", "Ortega", "Sales"),
@@ -642,7 +728,7 @@ fn assign_owners(org: &mut GeneratedOrg, seed: u64) {
         ("Yuki", "Sato", "Marketing"),
         ("Greta", "Nowak", "Sales"),
     ];
-    org.hubspot_owners = people
+    people
         .iter()
         .enumerate()
         .map(|(index, (first, last, team))| Owner {
@@ -657,24 +743,7 @@ fn assign_owners(org: &mut GeneratedOrg, seed: u64) {
             last_name: (*last).to_string(),
             team,
         })
-        .collect();
-    let owner_ids: Vec<String> = org
-        .hubspot_owners
-        .iter()
-        .map(|owner| owner.id.clone())
-        .collect();
-    for record in org
-        .hubspot_contacts
-        .iter_mut()
-        .chain(org.hubspot_deals.iter_mut())
-    {
-        if rng.percent(80) {
-            let owner = rng.pick(&owner_ids).clone();
-            record
-                .properties
-                .insert("hubspot_owner_id".into(), Value::String(owner));
-        }
-    }
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod data;
 pub mod faults;
 pub mod hubspot;
+pub mod properties;
 pub mod salesforce;
 pub mod stats;
 
@@ -100,6 +101,8 @@ pub enum EmulatorError {
     },
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error("generating the emulator's org was interrupted")]
+    Interrupted,
     #[error(
         "cannot write the emulator's private key to {path}: {source} — make the temporary directory writable or set TMPDIR"
     )]
@@ -132,16 +135,27 @@ async fn stats_route(State(state): State<EmulatorState>) -> axum::Json<StatsSnap
 impl RunningEmulator {
     /// Seeds the org, binds `address` and serves until dropped.
     pub async fn start(config: EmulatorConfig, address: SocketAddr) -> Result<Self, EmulatorError> {
-        let mut org = data::generate(config.seed, config.records, config.profile);
         let stats = Arc::new(Stats::default());
-        let seed = config.seed;
-        let keys = tokio::task::spawn_blocking(move || AppKeys::generate(seed))
-            .await
-            .map_err(|_| KeyError::Interrupted)
-            .and_then(|generated| generated)?;
-        // Salesforce first: it names its users after the HubSpot owners before HubSpot takes them.
+        let (seed, people, profile) = (config.seed, config.records, config.profile);
+        // Generating a large org takes seconds: off the async threads. Salesforce records go
+        // straight into the org's compact tables as they are made.
+        let (generated, keys) = tokio::join!(
+            async {
+                tokio::task::spawn_blocking(move || {
+                    let mut seeder = salesforce::seed::OrgSeeder::new(profile, seed);
+                    let org = data::generate_with(seed, people, profile, &mut |object, record| {
+                        seeder.add(object, record)
+                    });
+                    (org, seeder.finish())
+                })
+                .await
+            },
+            async { tokio::task::spawn_blocking(move || AppKeys::generate(seed)).await }
+        );
+        let (mut org, salesforce_data) = generated.map_err(|_| EmulatorError::Interrupted)?;
+        let keys = keys.map_err(|_| KeyError::Interrupted)??;
         let salesforce = Arc::new(SalesforceShared::new(
-            &mut org,
+            salesforce_data,
             config.seed,
             keys,
             SalesforceSettings {

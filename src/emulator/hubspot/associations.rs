@@ -43,13 +43,8 @@ pub(super) struct ContactCompanies {
 impl ContactCompanies {
     /// Associates every contact whose `company` names an existing company with that company.
     pub(super) fn seed(objects: &HashMap<&'static str, Vec<EmulatedRecord>>) -> Self {
-        let text = |record: &EmulatedRecord, name: &str| {
-            record
-                .properties
-                .get(name)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+        let text =
+            |record: &EmulatedRecord, name: &str| record.properties.text(name).map(str::to_string);
         let company_ids: HashMap<String, String> = objects
             .get("companies")
             .into_iter()

@@ -250,9 +250,9 @@ impl Serialize for PropertiesView<'_> {
 
 /// The API's time format; the stored date properties already use it.
 fn api_time(record: &EmulatedRecord, property: &str, fallback: jiff::Timestamp) -> String {
-    match record.properties.get(property) {
-        Some(Value::String(text)) => text.clone(),
-        _ => fallback.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+    match record.properties.text(property) {
+        Some(text) => text.to_string(),
+        None => fallback.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
     }
 }
 
@@ -439,8 +439,7 @@ fn read_one_inner(
                     // Unique-value properties such as email match case-insensitively.
                     property => record
                         .properties
-                        .get(property)
-                        .and_then(Value::as_str)
+                        .text(property)
                         .is_some_and(|value| value.trim().eq_ignore_ascii_case(object_id.trim())),
                 }
         })

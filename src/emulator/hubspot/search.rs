@@ -121,8 +121,7 @@ fn compare(record_value: &str, filter_value: &str) -> Ordering {
 fn matches(record: &EmulatedRecord, filter: &Filter, enumeration: bool) -> bool {
     let value = record
         .properties
-        .get(&filter.property)
-        .and_then(Value::as_str)
+        .text(&filter.property)
         .filter(|value| !value.is_empty());
     let compare = |left: &str, right: &str| {
         if enumeration {
@@ -349,23 +348,15 @@ fn search_inner(
                     "phone",
                 ]
                 .iter()
-                .filter_map(|p| record.properties.get(*p).and_then(Value::as_str))
+                .filter_map(|p| record.properties.text(p))
                 .any(|value| value.to_lowercase().contains(query.as_str()))
             })
         })
         .collect();
     // Ties are broken by id, so paging is stable.
     found.sort_by(|a, b| {
-        let left = a
-            .properties
-            .get(&sort_property)
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let right = b
-            .properties
-            .get(&sort_property)
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let left = a.properties.text(&sort_property).unwrap_or_default();
+        let right = b.properties.text(&sort_property).unwrap_or_default();
         let order = compare(left, right);
         let order = if descending { order.reverse() } else { order };
         order.then_with(|| {

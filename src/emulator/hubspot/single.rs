@@ -27,6 +27,7 @@ use super::writes::{
     find_live, new_record, no_content, update_records, validate_properties, validation,
 };
 use super::{HubspotShared, error_response, json_response, parse_body};
+use crate::emulator::properties::PropertyValue;
 
 pub fn routes(shared: Arc<HubspotShared>) -> Router {
     Router::new()
@@ -262,8 +263,8 @@ fn merge_inner(
     // The other record's values, then the primary's over them.
     for source in [other, primary] {
         for (name, value) in &records[source].properties {
-            if !matches!(name.as_str(), "hs_object_id" | "hs_merged_object_ids") {
-                merged.properties.insert(name.clone(), value.clone());
+            if !matches!(name, "hs_object_id" | "hs_merged_object_ids") {
+                merged.properties.insert(name, value.clone());
             }
         }
     }
@@ -271,33 +272,30 @@ fn merge_inner(
     for source in [primary, other] {
         let record = &records[source];
         absorbed.push(record.id.clone());
-        if let Some(Value::String(earlier)) = record.properties.get("hs_merged_object_ids") {
+        if let Some(earlier) = record.properties.text("hs_merged_object_ids") {
             absorbed.extend(earlier.split(';').map(str::to_string));
         }
     }
     absorbed.retain(|id| !id.is_empty());
     absorbed.dedup();
-    merged.properties.insert(
-        "hs_merged_object_ids".into(),
-        Value::String(absorbed.join(";")),
-    );
+    merged
+        .properties
+        .insert("hs_merged_object_ids", absorbed.join(";"));
     // The oldest creation date stays; the merge is the latest modification.
     let created = records[primary].created_at.min(records[other].created_at);
     let created_text = [primary, other]
         .into_iter()
         .find(|source| records[*source].created_at == created)
         .and_then(|source| records[source].properties.get("createdate").cloned())
-        .unwrap_or_else(|| Value::String(api_time(created)));
+        .unwrap_or_else(|| PropertyValue::from(api_time(created)));
     merged.created_at = created;
-    merged.properties.insert("createdate".into(), created_text);
+    merged.properties.insert("createdate", created_text);
     let modified = if object == "contacts" {
         "lastmodifieddate"
     } else {
         "hs_lastmodifieddate"
     };
-    merged
-        .properties
-        .insert(modified.into(), Value::String(api_time(now)));
+    merged.properties.insert(modified, api_time(now));
     merged.updated_at = now;
     let originals = [records[primary].id.clone(), records[other].id.clone()];
     records[primary].archived = true;

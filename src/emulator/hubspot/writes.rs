@@ -254,8 +254,7 @@ fn find(records: &[EmulatedRecord], id_property: &str, value: &str) -> Option<us
     records.iter().position(|record| {
         record
             .properties
-            .get(id_property)
-            .and_then(Value::as_str)
+            .text(id_property)
             .is_some_and(|stored| stored.trim().eq_ignore_ascii_case(value.trim()))
     })
 }
@@ -274,8 +273,7 @@ pub(super) fn find_live(
         } else {
             record
                 .properties
-                .get(id_property)
-                .and_then(Value::as_str)
+                .text(id_property)
                 .is_some_and(|stored| stored.trim().eq_ignore_ascii_case(value.trim()))
         }
     };
@@ -288,8 +286,7 @@ pub(super) fn find_live(
                 live(record)
                     && record
                         .properties
-                        .get("hs_merged_object_ids")
-                        .and_then(Value::as_str)
+                        .text("hs_merged_object_ids")
                         .is_some_and(|merged| merged.split(';').any(|id| id.trim() == value))
             })
         })
@@ -408,11 +405,7 @@ pub(super) fn apply(
                     .iter()
                     .position(|s| *s == stage)
             };
-            let current = record
-                .properties
-                .get("lifecyclestage")
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let current = record.properties.text("lifecyclestage").map(str::to_string);
             // Only forward: a lower stage is ignored unless the stage was cleared first.
             if let (Some(current), Some(new)) = (current.as_deref().and_then(order), order(&text))
                 && new < current
@@ -420,16 +413,15 @@ pub(super) fn apply(
                 continue;
             }
             if current.as_deref() != Some(text.as_str()) {
-                record.properties.insert(
-                    format!("hs_v2_date_entered_{text}"),
-                    Value::String(stamp.clone()),
-                );
+                record
+                    .properties
+                    .insert(format!("hs_v2_date_entered_{text}"), stamp.as_str());
             }
         }
         if text.is_empty() {
             record.properties.remove(name);
         } else {
-            record.properties.insert(name.clone(), Value::String(text));
+            record.properties.insert(name, text);
         }
     }
     let modified = if object == "contacts" {
@@ -437,9 +429,7 @@ pub(super) fn apply(
     } else {
         "hs_lastmodifieddate"
     };
-    record
-        .properties
-        .insert(modified.to_string(), Value::String(stamp));
+    record.properties.insert(modified, stamp);
     record.updated_at = now;
 }
 
@@ -609,12 +599,8 @@ pub(super) fn new_record(records: &[EmulatedRecord], now: Timestamp) -> Emulated
         archived: false,
         properties: Default::default(),
     };
-    record
-        .properties
-        .insert("hs_object_id".into(), Value::String(id));
-    record
-        .properties
-        .insert("createdate".into(), Value::String(api_time(now)));
+    record.properties.insert("hs_object_id", id);
+    record.properties.insert("createdate", api_time(now));
     record
 }
 
@@ -752,9 +738,7 @@ fn upsert(
             }
             None => {
                 let mut record = new_record(records, now);
-                record
-                    .properties
-                    .insert(id_property.to_string(), Value::String(id.clone()));
+                record.properties.insert(id_property, id.as_str());
                 apply(&mut record, object, properties, now);
                 records.push(record);
                 outcome.written.push((records.len() - 1, true));

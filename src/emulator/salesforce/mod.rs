@@ -7,7 +7,7 @@ mod describe;
 pub mod oauth;
 mod query;
 pub mod schema;
-mod seed;
+pub mod seed;
 pub mod soql;
 pub mod store;
 pub mod value;
@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use super::data::{GeneratedOrg, SeededRng, salesforce_id};
+use super::data::{SeededRng, salesforce_id};
 use super::stats::Stats;
 use oauth::{AppKeys, Session, Sessions};
 use store::OrgData;
@@ -103,9 +103,9 @@ impl std::fmt::Debug for SalesforceShared {
 }
 
 impl SalesforceShared {
-    /// Takes the Salesforce records out of `org` (the emulator owns them from now on).
+    /// Serves `data` (built by [`seed::OrgSeeder`]).
     pub fn new(
-        org: &mut GeneratedOrg,
+        data: OrgData,
         seed: u64,
         keys: AppKeys,
         settings: SalesforceSettings,
@@ -124,7 +124,6 @@ impl SalesforceShared {
             org_id,
             user_id,
         };
-        let data = seed::org_data(org, seed);
         Self {
             credentials,
             keys,

@@ -9,7 +9,8 @@ use super::schema::{Catalog, FieldType};
 use super::store::OrgData;
 use super::value::FieldValue;
 use crate::emulator::data::{
-    GeneratedOrg, SALESFORCE_OPPORTUNITY_STAGES, SeededRng, salesforce_id,
+    EmulatedRecord, OrgProfile, Properties, SALESFORCE_OPPORTUNITY_STAGES, SalesforceObject,
+    SeededRng, owners, salesforce_id,
 };
 
 /// Id number of the integration user the connected app runs as.
@@ -33,134 +34,139 @@ pub fn forecast_category(stage: &str) -> (&'static str, &'static str) {
     }
 }
 
-/// The org's records, taken out of `org`.
-pub fn org_data(org: &mut GeneratedOrg, seed: u64) -> OrgData {
-    let catalog = Catalog::new(org.profile);
-    let mut data = OrgData::new(catalog);
-    let mut rng = SeededRng::new(seed ^ 0x7366_6f72_6773);
-    let created = Timestamp::from_second(1_640_995_200).unwrap_or(Timestamp::UNIX_EPOCH);
-    let integration_user = salesforce_id("005", INTEGRATION_USER_NUMBER);
+/// Builds the org's records as the generator hands them over, one at a time, so the
+/// generated records are never all held at once.
+pub struct OrgSeeder {
+    data: OrgData,
+    rng: SeededRng,
+    integration_user: String,
+    owner_ids: Vec<String>,
+    inactive_status: &'static str,
+    /// Positions of the leads still live, candidates to have absorbed a merged one.
+    surviving_leads: Vec<usize>,
+}
 
-    let mut users = vec![json!({
-        "Id": integration_user, "Username": "integration@crmsync-demo.example",
-        "FirstName": "Integration", "LastName": "User", "Email": "integration@crmsync-demo.example",
-        "IsActive": true, "UserType": "Standard", "Department": "Revenue Operations",
-    })];
-    for (index, owner) in org.hubspot_owners.iter().enumerate() {
-        users.push(json!({
-            "Id": salesforce_id("005", INTEGRATION_USER_NUMBER + 1 + index as u64),
-            "Username": owner.email, "Email": owner.email,
-            "FirstName": owner.first_name, "LastName": owner.last_name,
-            "IsActive": true, "UserType": "Standard", "Department": owner.team,
-        }));
-    }
-    let owner_ids: Vec<String> = users
-        .iter()
-        .skip(1)
-        .filter_map(|user| user["Id"].as_str().map(str::to_string))
-        .collect();
-    for user in &users {
-        push(&mut data, "User", user, created, created, &integration_user);
-    }
-
-    for (index, (status, converted)) in org.profile.lead_statuses().iter().enumerate() {
-        let record = json!({
-            "Id": salesforce_id("01J", 10_000 + index as u64),
-            "MasterLabel": status, "ApiName": status, "SortOrder": index + 1,
-            "IsDefault": index == 0, "IsConverted": converted,
-        });
-        push(
-            &mut data,
-            "LeadStatus",
-            &record,
-            created,
-            created,
-            &integration_user,
-        );
-    }
-    for (index, (stage, closed, won, probability)) in
-        SALESFORCE_OPPORTUNITY_STAGES.iter().enumerate()
-    {
-        let (category, category_name) = forecast_category(stage);
-        let record = json!({
-            "Id": salesforce_id("01J", 20_000 + index as u64),
-            "MasterLabel": stage, "ApiName": stage, "IsActive": true, "SortOrder": index + 1,
-            "IsClosed": closed, "IsWon": won, "DefaultProbability": probability,
-            "ForecastCategory": category, "ForecastCategoryName": category_name,
-        });
-        push(
-            &mut data,
-            "OpportunityStage",
-            &record,
-            created,
-            created,
-            &integration_user,
-        );
-    }
-
-    let owner_of = |rng: &mut SeededRng| -> String {
-        if owner_ids.is_empty() {
-            integration_user.clone()
-        } else {
-            rng.pick(&owner_ids).clone()
+impl OrgSeeder {
+    /// The users, lead statuses and opportunity stages of an org with `profile`'s picklists.
+    pub fn new(profile: OrgProfile, seed: u64) -> Self {
+        let mut data = OrgData::new(Catalog::new(profile));
+        let created = Timestamp::from_second(1_640_995_200).unwrap_or(Timestamp::UNIX_EPOCH);
+        let integration_user = salesforce_id("005", INTEGRATION_USER_NUMBER);
+        let mut users = vec![json!({
+            "Id": integration_user, "Username": "integration@crmsync-demo.example",
+            "FirstName": "Integration", "LastName": "User", "Email": "integration@crmsync-demo.example",
+            "IsActive": true, "UserType": "Standard", "Department": "Revenue Operations",
+        })];
+        // The same people as HubSpot's owners, so owners can be matched across the systems.
+        for (index, owner) in owners().iter().enumerate() {
+            users.push(json!({
+                "Id": salesforce_id("005", INTEGRATION_USER_NUMBER + 1 + index as u64),
+                "Username": owner.email, "Email": owner.email,
+                "FirstName": owner.first_name, "LastName": owner.last_name,
+                "IsActive": true, "UserType": "Standard", "Department": owner.team,
+            }));
         }
-    };
-    for (object, records) in [
-        ("Account", std::mem::take(&mut org.salesforce_accounts)),
-        ("Contact", std::mem::take(&mut org.salesforce_contacts)),
-        (
-            "Opportunity",
-            std::mem::take(&mut org.salesforce_opportunities),
-        ),
-    ] {
-        for record in records {
-            let mut fields = fields_of(record.properties);
-            let owner = owner_of(&mut rng);
-            fields.insert("OwnerId".into(), json!(owner));
+        let owner_ids: Vec<String> = users
+            .iter()
+            .skip(1)
+            .filter_map(|user| user["Id"].as_str().map(str::to_string))
+            .collect();
+        for user in &users {
+            push(&mut data, "User", user, created, created, &integration_user);
+        }
+        for (index, (status, converted)) in profile.lead_statuses().iter().enumerate() {
+            let record = json!({
+                "Id": salesforce_id("01J", 10_000 + index as u64),
+                "MasterLabel": status, "ApiName": status, "SortOrder": index + 1,
+                "IsDefault": index == 0, "IsConverted": converted,
+            });
+            push(
+                &mut data,
+                "LeadStatus",
+                &record,
+                created,
+                created,
+                &integration_user,
+            );
+        }
+        for (index, (stage, closed, won, probability)) in
+            SALESFORCE_OPPORTUNITY_STAGES.iter().enumerate()
+        {
+            let (category, category_name) = forecast_category(stage);
+            let record = json!({
+                "Id": salesforce_id("01J", 20_000 + index as u64),
+                "MasterLabel": stage, "ApiName": stage, "IsActive": true, "SortOrder": index + 1,
+                "IsClosed": closed, "IsWon": won, "DefaultProbability": probability,
+                "ForecastCategory": category, "ForecastCategoryName": category_name,
+            });
+            push(
+                &mut data,
+                "OpportunityStage",
+                &record,
+                created,
+                created,
+                &integration_user,
+            );
+        }
+        Self {
+            data,
+            rng: SeededRng::new(seed ^ 0x7366_6f72_6773),
+            integration_user,
+            owner_ids,
+            inactive_status: super::schema::inactive_lead_status(profile),
+            surviving_leads: Vec::new(),
+        }
+    }
+
+    fn owner(&mut self) -> String {
+        if self.owner_ids.is_empty() {
+            self.integration_user.clone()
+        } else {
+            self.rng.pick(&self.owner_ids).clone()
+        }
+    }
+
+    /// Adds one generated record, with an owner; some unconverted leads end up on a
+    /// deactivated status or in the recycle bin (half of those merged into another lead).
+    pub fn add(&mut self, object: SalesforceObject, record: EmulatedRecord) {
+        let mut fields = fields_of(record.properties);
+        let owner = self.owner();
+        fields.insert("OwnerId".into(), json!(owner));
+        if object != SalesforceObject::Lead {
             if let Some(stage) = fields.get("StageName").and_then(Value::as_str) {
                 let (category, name) = forecast_category(stage);
                 fields.insert("ForecastCategory".into(), json!(category));
                 fields.insert("ForecastCategoryName".into(), json!(name));
             }
             push(
-                &mut data,
-                object,
+                &mut self.data,
+                object.name(),
                 &Value::Object(fields),
                 record.created_at,
                 record.updated_at,
                 &owner,
             );
+            return;
         }
-    }
-
-    let inactive = super::schema::inactive_lead_status(org.profile);
-    let leads = std::mem::take(&mut org.salesforce_leads);
-    let mut survivors: Vec<String> = Vec::new();
-    let mut deletions: Vec<(usize, Timestamp, Option<String>)> = Vec::new();
-    for record in leads {
-        let mut fields = fields_of(record.properties);
-        let owner = owner_of(&mut rng);
-        fields.insert("OwnerId".into(), json!(owner));
         let converted = fields
             .get("IsConverted")
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let mut deleted = None;
         if !converted {
-            if rng.percent(INACTIVE_STATUS_PERCENT) {
-                fields.insert("Status".into(), json!(inactive));
+            if self.rng.percent(INACTIVE_STATUS_PERCENT) {
+                fields.insert("Status".into(), json!(self.inactive_status));
             }
-            if rng.percent(DELETED_PERCENT) {
+            if self.rng.percent(DELETED_PERCENT) {
                 let when = record.updated_at
-                    + SignedDuration::from_secs(rng.below(86_400 * 5) as i64 + 60);
-                // Half of the leads in the recycle bin lost a merge.
-                let winner = (rng.percent(50) && !survivors.is_empty())
-                    .then(|| rng.pick(&survivors).clone());
+                    + SignedDuration::from_secs(self.rng.below(86_400 * 5) as i64 + 60);
+                let winner = (self.rng.percent(50) && !self.surviving_leads.is_empty())
+                    .then(|| *self.rng.pick(&self.surviving_leads));
                 deleted = Some((when, winner));
             }
         }
         let position = push(
-            &mut data,
+            &mut self.data,
             "Lead",
             &Value::Object(fields),
             record.created_at,
@@ -168,39 +174,48 @@ pub fn org_data(org: &mut GeneratedOrg, seed: u64) -> OrgData {
             &owner,
         );
         match deleted {
-            Some((when, winner)) => deletions.push((position, when, winner)),
-            None => survivors.push(record.id),
+            Some((when, winner)) => self.delete_lead(position, when, winner),
+            None => self.surviving_leads.push(position),
         }
     }
-    if let Some(lead_index) = data.catalog.object_index("Lead") {
-        let schema = &data.catalog.objects()[lead_index];
+
+    /// Sends the lead at `position` to the recycle bin at `when`, merged into the lead at
+    /// `winner` if given.
+    fn delete_lead(&mut self, position: usize, when: Timestamp, winner: Option<usize>) {
+        let Some(lead_index) = self.data.catalog.object_index("Lead") else {
+            return;
+        };
+        let schema = &self.data.catalog.objects()[lead_index];
         let is_deleted = schema.field_index("IsDeleted");
         let master = schema.field_index("MasterRecordId");
         let modstamp = schema.field_index("SystemModstamp");
-        let table = &mut data.tables[lead_index];
-        for (position, when, winner) in deletions {
-            let record = &mut table.records[position];
-            record.deleted_at = Some(when);
-            for (index, value) in [
-                (is_deleted, FieldValue::Bool(true)),
-                (modstamp, FieldValue::DateTime(when)),
-                (master, winner.map_or(FieldValue::Null, FieldValue::text)),
-            ] {
-                if let Some(index) = index {
-                    record.set(index, value);
-                }
+        let table = &mut self.data.tables[lead_index];
+        let winner_id = winner
+            .and_then(|winner| table.records.get(winner))
+            .map(|record| FieldValue::text(record.id()));
+        let Some(record) = table.records.get_mut(position) else {
+            return;
+        };
+        record.deleted_at = Some(when);
+        for (index, value) in [
+            (is_deleted, FieldValue::Bool(true)),
+            (modstamp, FieldValue::DateTime(when)),
+            (master, winner_id.unwrap_or(FieldValue::Null)),
+        ] {
+            if let Some(index) = index {
+                record.set(index, value);
             }
         }
     }
-    data
+
+    pub fn finish(self) -> OrgData {
+        self.data
+    }
 }
 
-/// The generated fields without the `attributes` the generator adds.
-fn fields_of(properties: std::collections::BTreeMap<String, Value>) -> Map<String, Value> {
-    properties
-        .into_iter()
-        .filter(|(name, _)| name != "attributes")
-        .collect()
+/// The generated fields as JSON values.
+fn fields_of(properties: Properties) -> Map<String, Value> {
+    properties.to_json_map()
 }
 
 /// Adds a record with its audit fields and full name; returns its position in its table.

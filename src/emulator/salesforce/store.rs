@@ -114,14 +114,17 @@ impl Interner {
 #[derive(Debug, Clone, Default)]
 pub struct ObjectTable {
     pub records: Vec<SfRecord>,
-    /// Position in `records` by the id's first 15 characters (case-sensitive).
-    by_id: FxHashMap<Box<str>, usize>,
+    /// Position in `records` by the id's first 15 characters (case-sensitive), packed into a
+    /// number.
+    by_id: FxHashMap<u128, usize>,
 }
 
 impl ObjectTable {
     pub fn push(&mut self, record: SfRecord) -> usize {
         let position = self.records.len();
-        self.by_id.insert(short_id(record.id()).into(), position);
+        if let Some(key) = id_key(record.id()) {
+            self.by_id.insert(key, position);
+        }
         self.records.push(record);
         position
     }
@@ -131,7 +134,7 @@ impl ObjectTable {
         if id.len() != 15 && id.len() != 18 {
             return None;
         }
-        self.by_id.get(short_id(id)).copied()
+        self.by_id.get(&id_key(id)?).copied()
     }
 
     pub fn get(&self, id: &str) -> Option<&SfRecord> {
@@ -141,6 +144,20 @@ impl ObjectTable {
 
 pub fn short_id(id: &str) -> &str {
     id.get(..15).unwrap_or(id)
+}
+
+/// An id's first 15 characters as one number (6 bits a character); `None` for characters an
+/// id cannot have.
+fn id_key(id: &str) -> Option<u128> {
+    short_id(id).bytes().try_fold(0u128, |key, byte| {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'A'..=b'Z' => byte - b'A' + 10,
+            b'a'..=b'z' => byte - b'a' + 36,
+            _ => return None,
+        };
+        Some((key << 6) | u128::from(digit))
+    })
 }
 
 /// Every record of the org, one table per object of the catalog (same order).

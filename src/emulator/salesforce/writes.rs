@@ -53,12 +53,13 @@ pub fn derive_fields(schema: &ObjectSchema, record: &mut SfRecord) {
             .flatten()
             .collect::<Vec<_>>()
             .join(" ");
+        // Full names repeat across records; one shared copy each.
         record.set(
             name,
             if full.is_empty() {
                 FieldValue::Null
             } else {
-                FieldValue::text(full)
+                FieldValue::Text(crate::emulator::properties::shared_text(&full))
             },
         );
     }
