@@ -286,3 +286,56 @@ async fn upsert_by_email_updates_or_creates() {
         m.starts_with("Unable to perform update/upsert by non-unique 0-1 property hs_object_id")
     }));
 }
+
+#[tokio::test]
+async fn numbers_date_times_and_owner_ids_are_validated_by_type() {
+    let emulator = start().await;
+    let deal = |properties: Value| json!({"inputs": [{"properties": properties}]});
+    for (properties, property, error) in [
+        (
+            json!({"dealname": "Big", "amount": "lots"}),
+            "amount",
+            "INVALID_FLOAT",
+        ),
+        (
+            json!({"dealname": "Big", "closedate": "2025-10-23"}),
+            "closedate",
+            "INVALID_LONG",
+        ),
+        (
+            json!({"dealname": "Big", "closedate": "2025-10-23T10:00:00.123456Z"}),
+            "closedate",
+            "INVALID_LONG",
+        ),
+        (
+            json!({"dealname": "Big", "hubspot_owner_id": "maya"}),
+            "hubspot_owner_id",
+            "INVALID_INTEGER",
+        ),
+    ] {
+        let (status, body) = post(
+            &emulator,
+            "/crm/v3/objects/deals/batch/create",
+            deal(properties),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["category"], "VALIDATION_ERROR");
+        assert_eq!(body["errors"][0]["code"], error, "{body}");
+        assert_eq!(body["errors"][0]["context"]["propertyName"][0], property);
+    }
+    let (status, body) = post(
+        &emulator,
+        "/crm/v3/objects/deals/batch/create",
+        deal(json!({"dealname": "Big", "amount": "1250.50", "closedate": "1767225600000", "hubspot_owner_id": "41629779"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = post(
+        &emulator,
+        "/crm/v3/objects/deals/batch/create",
+        deal(json!({"dealname": "Later", "closedate": "2026-01-01T00:00:00.000Z"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+}

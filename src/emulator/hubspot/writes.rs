@@ -331,8 +331,8 @@ pub(super) fn validate_properties(
                     "PROPERTY_DOESNT_EXIST",
                 )),
                 Some(definition) => {
-                    if let Some(message) = invalid_value(definition, &text) {
-                        problems.push((name.clone(), message, "INVALID_OPTION"));
+                    if let Some((message, error)) = invalid_value(definition, &text) {
+                        problems.push((name.clone(), message, error));
                     }
                 }
             }
@@ -358,11 +358,35 @@ pub(super) fn validate_properties(
     )))
 }
 
-/// Why `value` is not acceptable for `definition`, if it is not. Empty clears and is fine.
-fn invalid_value(definition: &PropertyDefinition, value: &str) -> Option<String> {
-    if value.is_empty() || definition.kind != "enumeration" || definition.name == "hubspot_owner_id"
-    {
+/// Why `value` is not acceptable for `definition`, if it is not: HubSpot's message and error
+/// code. Empty clears and is fine. Owner ids must be integers; numbers must parse; date-times
+/// take epoch milliseconds or ISO 8601 up to milliseconds (a bare date is refused);
+/// enumerations take one of their options.
+fn invalid_value(definition: &PropertyDefinition, value: &str) -> Option<(String, &'static str)> {
+    if value.is_empty() {
         return None;
+    }
+    if definition.name == "hubspot_owner_id" {
+        return value.parse::<u64>().is_err().then(|| {
+            (
+                format!("{value} was not a valid integer (for owner ID)."),
+                "INVALID_INTEGER",
+            )
+        });
+    }
+    match definition.kind {
+        "number" => {
+            return value
+                .parse::<f64>()
+                .map_or(true, |number| !number.is_finite())
+                .then(|| (format!("{value} was not a valid number."), "INVALID_FLOAT"));
+        }
+        "datetime" => {
+            return (!valid_datetime(value))
+                .then(|| (format!("{value} was not a valid long."), "INVALID_LONG"));
+        }
+        "enumeration" => {}
+        _ => return None,
     }
     let allowed: Vec<&str> = match definition.name {
         "dealstage" => HUBSPOT_DEAL_STAGES.iter().map(|(id, _, _)| *id).collect(),
@@ -373,11 +397,27 @@ fn invalid_value(definition: &PropertyDefinition, value: &str) -> Option<String>
     if allowed.contains(&value) {
         None
     } else {
-        Some(format!(
-            "{value} was not one of the allowed options: [{}]",
-            allowed.join(", ")
+        Some((
+            format!(
+                "{value} was not one of the allowed options: [{}]",
+                allowed.join(", ")
+            ),
+            "INVALID_OPTION",
         ))
     }
+}
+
+/// A date-time as HubSpot takes one: epoch milliseconds, or ISO 8601 with at most millisecond
+/// precision.
+fn valid_datetime(value: &str) -> bool {
+    if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return value.parse::<i64>().is_ok();
+    }
+    let fraction_digits = value
+        .split_once('.')
+        .map(|(_, rest)| rest.bytes().take_while(u8::is_ascii_digit).count())
+        .unwrap_or(0);
+    fraction_digits <= 3 && value.contains('T') && value.parse::<jiff::Timestamp>().is_ok()
 }
 
 /// Applies a write to a record: the values, the lifecycle rule, stage-entry stamps and the
