@@ -18,6 +18,8 @@ const DEFAULT_PAGE: usize = 100;
 pub fn routes(shared: Arc<HubspotShared>) -> Router {
     Router::new()
         .route("/crm/v3/owners", get(list))
+        // The official SDKs ask with a trailing slash.
+        .route("/crm/v3/owners/", get(list))
         .route("/crm/v3/owners/{owner_id}", get(read_one))
         .with_state(shared)
 }

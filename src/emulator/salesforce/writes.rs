@@ -1341,7 +1341,12 @@ fn write_many(
                 ))
             })?;
             let fields = parse_fields(&data.catalog.objects()[index], map).map_err(|refusal| shared.refusal(refusal))?;
-            let id = map.get("Id").and_then(Value::as_str).map(str::to_string);
+            // Field names are case-insensitive: jsforce, for one, sends `id`.
+            let id = map
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("Id"))
+                .and_then(|(_, id)| id.as_str())
+                .map(str::to_string);
             typed.push((index, fields, id));
         }
         let mut planned: Vec<(usize, ItemOutcome)> = Vec::with_capacity(typed.len());
