@@ -17,7 +17,8 @@ use crmsync::emulator::{EmulatorConfig, RunningEmulator};
 async fn start() -> RunningEmulator {
     RunningEmulator::start(
         EmulatorConfig {
-            records: 300,
+            // Enough leads for several 200-record query pages.
+            records: 800,
             rate_limits: false,
             ..EmulatorConfig::default()
         },
@@ -93,4 +94,18 @@ async fn jsforce_works_against_the_emulator() {
         .arg(&info.salesforce_private_key_file)
         .arg(&info.salesforce_refresh_token);
     run(command, "jsforce").await;
+    let stats = emulator.stats();
+    let pages = stats
+        .requests_by_endpoint
+        .get("salesforce GET /services/data/{version}/query/{locator}")
+        .map_or(0, |by_status| by_status.get(&200).copied().unwrap_or(0));
+    assert!(
+        pages >= 2,
+        "jsforce paged through nextRecordsUrl ({pages} pages)"
+    );
+    let bulk_results = stats
+        .requests_by_endpoint
+        .get("salesforce GET /services/data/{version}/jobs/query/{id}/results")
+        .map_or(0, |by_status| by_status.get(&200).copied().unwrap_or(0));
+    assert!(bulk_results >= 1, "jsforce read Bulk API 2.0 results");
 }

@@ -64,7 +64,10 @@ async function main() {
   const all = await conn
     .query('SELECT Id FROM Lead')
     .run({ autoFetch: true, maxFetch: 100000, headers: { 'Sforce-Query-Options': 'batchSize=200' } });
-  check(all.length === count.totalSize || all.records?.length === count.totalSize, 'autoFetch pages through every lead');
+  check(
+    all.totalSize === count.totalSize && all.records.length === count.totalSize,
+    `autoFetch pages through every lead (${all.records.length} of ${count.totalSize})`,
+  );
 
   const describe = await conn.sobject('Lead').describe();
   const status = describe.fields.find((field) => field.name === 'Status');
