@@ -46,6 +46,15 @@ pub enum Command {
         /// Faults to inject: none, or a comma-separated list of flaky, storm, slow, expiry, partial.
         #[arg(long, default_value = "none", value_name = "PROFILE")]
         faults: crmsync::emulator::faults::Faults,
+        /// The HubSpot subscription whose API limits apply.
+        #[arg(long, value_enum, default_value = "free")]
+        hubspot_tier: TierArg,
+        /// The newest Salesforce API version served (older ones down to 31.0 are served too).
+        #[arg(long, default_value = crmsync::emulator::salesforce::DEFAULT_API_VERSION, value_name = "VERSION")]
+        salesforce_api_version: String,
+        /// Salesforce API requests allowed per 24 hours (DailyApiRequests).
+        #[arg(long, default_value_t = 100_000, value_name = "COUNT")]
+        salesforce_daily_requests: u64,
     },
 }
 
@@ -56,6 +65,19 @@ pub enum OrgArg {
     Classic,
     /// Customised picklists: other lead statuses, a custom lifecycle stage.
     Custom,
+}
+
+/// `--hubspot-tier` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TierArg {
+    /// Free and Starter: 100 requests per 10 s, 250,000 a day.
+    Free,
+    /// Professional: 190 per 10 s, 625,000 a day.
+    Professional,
+    /// Enterprise: 190 per 10 s, 1,000,000 a day.
+    Enterprise,
+    /// With the API limit increase: 250 per 10 s, 1,000,000 a day.
+    LimitIncrease,
 }
 
 /// `on` / `off`.

@@ -9,8 +9,9 @@ use clap::Parser;
 use crmsync::config::EnvVars;
 use crmsync::diagnostics::render_with_source;
 
-use cli::{Cli, Command, OrgArg, Switch};
+use cli::{Cli, Command, OrgArg, Switch, TierArg};
 use crmsync::emulator::data::OrgProfile;
+use crmsync::emulator::hubspot::{HubspotLimits, HubspotTier};
 use crmsync::emulator::{EmulatorConfig, RunningEmulator};
 
 fn main() -> ExitCode {
@@ -65,7 +66,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             org,
             rate_limits,
             faults,
+            hubspot_tier,
+            salesforce_api_version,
+            salesforce_daily_requests,
         } => {
+            let Some(major) = salesforce_api_version
+                .strip_suffix(".0")
+                .and_then(|major| major.parse::<u32>().ok())
+                .filter(|major| *major >= crmsync::emulator::salesforce::OLDEST_API_VERSION)
+            else {
+                anyhow::bail!(
+                    "--salesforce-api-version {salesforce_api_version:?} is not a Salesforce API version — use one such as 62.0 (31.0 or newer)"
+                );
+            };
             let config = EmulatorConfig {
                 seed,
                 records,
@@ -75,6 +88,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
                 rate_limits: rate_limits == Switch::On,
                 faults,
+                hubspot_limits: HubspotLimits::for_tier(match hubspot_tier {
+                    TierArg::Free => HubspotTier::Free,
+                    TierArg::Professional => HubspotTier::Professional,
+                    TierArg::Enterprise => HubspotTier::Enterprise,
+                    TierArg::LimitIncrease => HubspotTier::LimitIncrease,
+                }),
+                salesforce_api_version: format!("{major}.0"),
+                salesforce_daily_api_requests: salesforce_daily_requests,
                 ..EmulatorConfig::default()
             };
             let runtime = tokio::runtime::Runtime::new()?;

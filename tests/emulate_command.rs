@@ -101,3 +101,74 @@ async fn emulate_prints_its_details_serves_and_stops_on_sigterm() {
         "the private key is removed at exit"
     );
 }
+
+#[tokio::test]
+async fn emulate_takes_the_hubspot_tier_and_salesforce_api_version() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crmsync"))
+        .args([
+            "emulate",
+            "--records",
+            "50",
+            "--hubspot-tier",
+            "professional",
+            "--salesforce-api-version",
+            "60.0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("crmsync emulate starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("one line");
+    let info: Value = serde_json::from_str(&line).expect("the line is JSON");
+    let client = reqwest::Client::new();
+    let hubspot = client
+        .get(format!(
+            "{}/crm/v3/objects/contacts?limit=1",
+            info["hubspot_base_url"].as_str().expect("url")
+        ))
+        .bearer_auth(info["hubspot_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        hubspot
+            .headers()
+            .get("x-hubspot-ratelimit-max")
+            .and_then(|value| value.to_str().ok()),
+        Some("190"),
+        "Professional's ten-second budget"
+    );
+    let versions: Value = client
+        .get(format!(
+            "{}/services/data",
+            info["salesforce_login_url"].as_str().expect("url")
+        ))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    let newest = versions
+        .as_array()
+        .and_then(|list| list.last())
+        .map(|version| version["version"].clone());
+    assert_eq!(newest, Some(Value::from("60.0")));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_crmsync"))
+        .args(["emulate", "--salesforce-api-version", "sixty"])
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("is not a Salesforce API version"),
+        "{stderr}"
+    );
+}

@@ -22,6 +22,34 @@ impl Default for HubspotLimits {
     }
 }
 
+/// HubSpot subscription tiers, which set the API limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubspotTier {
+    /// Free and Starter: 100 per 10 s, 250,000 a day.
+    Free,
+    /// Professional: 190 per 10 s, 625,000 a day.
+    Professional,
+    /// Enterprise: 190 per 10 s, 1,000,000 a day.
+    Enterprise,
+    /// With the API limit increase: 250 per 10 s, 1,000,000 a day.
+    LimitIncrease,
+}
+
+impl HubspotLimits {
+    pub fn for_tier(tier: HubspotTier) -> Self {
+        let (per_ten_seconds, per_day) = match tier {
+            HubspotTier::Free => (100, 250_000),
+            HubspotTier::Professional => (190, 625_000),
+            HubspotTier::Enterprise => (190, 1_000_000),
+            HubspotTier::LimitIncrease => (250, 1_000_000),
+        };
+        Self {
+            per_ten_seconds,
+            per_day,
+        }
+    }
+}
+
 /// The policy a refused request ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {

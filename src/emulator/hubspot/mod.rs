@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-pub use limits::{HubspotLimits, Policy};
+pub use limits::{HubspotLimits, HubspotTier, Policy};
 
 use super::data::{EmulatedRecord, GeneratedOrg, SeededRng};
 use super::stats::Stats;
