@@ -229,11 +229,7 @@ async fn create(
         Ok(shared.api_json(StatusCode::OK, &info))
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
-        "POST /services/data/{version}/jobs/query",
-        response.status(),
-    );
-    response
+    shared.answered("POST /services/data/{version}/jobs/query", response)
 }
 
 async fn list(
@@ -265,8 +261,7 @@ async fn list(
             )
         }
     };
-    shared.record("GET /services/data/{version}/jobs/query", response.status());
-    response
+    shared.answered("GET /services/data/{version}/jobs/query", response)
 }
 
 async fn poll(
@@ -294,11 +289,7 @@ async fn poll(
             }
         }
     };
-    shared.record(
-        "GET /services/data/{version}/jobs/query/{id}",
-        response.status(),
-    );
-    response
+    shared.answered("GET /services/data/{version}/jobs/query/{id}", response)
 }
 
 async fn abort(
@@ -339,11 +330,7 @@ async fn abort(
             }
         }
     };
-    shared.record(
-        "PATCH /services/data/{version}/jobs/query/{id}",
-        response.status(),
-    );
-    response
+    shared.answered("PATCH /services/data/{version}/jobs/query/{id}", response)
 }
 
 async fn remove(
@@ -364,11 +351,7 @@ async fn remove(
             }
         }
     };
-    shared.record(
-        "DELETE /services/data/{version}/jobs/query/{id}",
-        response.status(),
-    );
-    response
+    shared.answered("DELETE /services/data/{version}/jobs/query/{id}", response)
 }
 
 /// A CSV cell, always quoted, with quotes doubled.
@@ -458,11 +441,10 @@ async fn results(
         Ok::<_, Response>(response)
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "GET /services/data/{version}/jobs/query/{id}/results",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 /// Locators are opaque to clients; these are base64 of the next row's offset.

@@ -86,8 +86,7 @@ async fn versions(State(shared): State<Arc<SalesforceShared>>) -> Response {
         })
         .collect();
     let response = shared.plain_json(StatusCode::OK, &list);
-    shared.record("GET /services/data", response.status());
-    response
+    shared.answered("GET /services/data", response)
 }
 
 /// Checks the version and the session; `Err` is the answer to send instead.
@@ -140,8 +139,7 @@ async fn resources(
             shared.api_json(StatusCode::OK, &body)
         }
     };
-    shared.record("GET /services/data/{version}", response.status());
-    response
+    shared.answered("GET /services/data/{version}", response)
 }
 
 async fn limits(
@@ -179,8 +177,7 @@ async fn limits(
             shared.api_json(StatusCode::OK, &body)
         }
     };
-    shared.record("GET /services/data/{version}/limits", response.status());
-    response
+    shared.answered("GET /services/data/{version}/limits", response)
 }
 
 /// The flags every object shares in describeGlobal and describe.
@@ -255,8 +252,7 @@ async fn describe_global(
             )
         }
     };
-    shared.record("GET /services/data/{version}/sobjects", response.status());
-    response
+    shared.answered("GET /services/data/{version}/sobjects", response)
 }
 
 async fn describe_object(
@@ -274,11 +270,10 @@ async fn describe_object(
             }
         }
     };
-    shared.record(
+    shared.answered(
         "GET /services/data/{version}/sobjects/{object}/describe",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 /// An object's full describe: flags, fields, record types, child relationships.

@@ -184,8 +184,11 @@ impl SalesforceShared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn record(&self, endpoint: &str, status: StatusCode) {
-        self.stats.record("salesforce", endpoint, status.as_u16());
+    /// Counts `response` under `endpoint` and hands it on.
+    fn answered(&self, endpoint: &str, response: Response) -> Response {
+        self.stats
+            .record("salesforce", endpoint, response.status().as_u16());
+        response
     }
 
     fn count_written(&self, object: &str, count: usize) {

@@ -155,8 +155,7 @@ async fn token(
             &json!({"error": refusal.error, "error_description": refusal.description}),
         ),
     };
-    shared.record("POST /services/oauth2/token", response.status());
-    response
+    shared.answered("POST /services/oauth2/token", response)
 }
 
 /// The JWT bearer grant: an RS256-signed assertion naming the app (`iss`), the user (`sub`),

@@ -67,8 +67,7 @@ async fn query(
     headers: HeaderMap,
 ) -> Response {
     let response = run(&shared, &version, &params, &headers, false);
-    shared.record("GET /services/data/{version}/query", response.status());
-    response
+    shared.answered("GET /services/data/{version}/query", response)
 }
 
 async fn query_all(
@@ -78,8 +77,7 @@ async fn query_all(
     headers: HeaderMap,
 ) -> Response {
     let response = run(&shared, &version, &params, &headers, true);
-    shared.record("GET /services/data/{version}/queryAll", response.status());
-    response
+    shared.answered("GET /services/data/{version}/queryAll", response)
 }
 
 async fn more(
@@ -88,11 +86,7 @@ async fn more(
     headers: HeaderMap,
 ) -> Response {
     let response = next_page(&shared, &version, &locator, &headers, false);
-    shared.record(
-        "GET /services/data/{version}/query/{locator}",
-        response.status(),
-    );
-    response
+    shared.answered("GET /services/data/{version}/query/{locator}", response)
 }
 
 async fn more_all(
@@ -101,11 +95,7 @@ async fn more_all(
     headers: HeaderMap,
 ) -> Response {
     let response = next_page(&shared, &version, &locator, &headers, true);
-    shared.record(
-        "GET /services/data/{version}/queryAll/{locator}",
-        response.status(),
-    );
-    response
+    shared.answered("GET /services/data/{version}/queryAll/{locator}", response)
 }
 
 /// `batchSize=N` from `Sforce-Query-Options`, held to 200–2,000.

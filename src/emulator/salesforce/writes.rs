@@ -914,11 +914,7 @@ async fn object_info(
         ))
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
-        "GET /services/data/{version}/sobjects/{object}",
-        response.status(),
-    );
-    response
+    shared.answered("GET /services/data/{version}/sobjects/{object}", response)
 }
 
 async fn create_one(
@@ -944,11 +940,7 @@ async fn create_one(
         single_answer(&shared, &mut data, index, outcome, StatusCode::CREATED, false)
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
-        "POST /services/data/{version}/sobjects/{object}",
-        response.status(),
-    );
-    response
+    shared.answered("POST /services/data/{version}/sobjects/{object}", response)
 }
 
 /// Commits one item and answers as the single-record endpoints do: `success_status` with
@@ -1027,11 +1019,10 @@ async fn read_one(
         }
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "GET /services/data/{version}/sobjects/{object}/{id}",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 async fn update_one(
@@ -1070,11 +1061,10 @@ async fn update_one(
         )
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "PATCH /services/data/{version}/sobjects/{object}/{id}",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 async fn delete_one(
@@ -1100,11 +1090,10 @@ async fn delete_one(
         )
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "DELETE /services/data/{version}/sobjects/{object}/{id}",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 /// The external-id (or id-lookup, for reads) field named in the path; `Err` is the 404.
@@ -1175,11 +1164,10 @@ async fn read_by_external_id(
         }
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "GET /services/data/{version}/sobjects/{object}/{field}/{value}",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 async fn upsert_one(
@@ -1221,11 +1209,10 @@ async fn upsert_one(
         }
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "PATCH /services/data/{version}/sobjects/{object}/{field}/{value}",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 /// The `records` array of a collections request, after the request-level checks.
@@ -1281,11 +1268,7 @@ async fn create_many(
     body: Bytes,
 ) -> Response {
     let response = write_many(&shared, &version, &headers, &body, WriteKind::Create);
-    shared.record(
-        "POST /services/data/{version}/composite/sobjects",
-        response.status(),
-    );
-    response
+    shared.answered("POST /services/data/{version}/composite/sobjects", response)
 }
 
 async fn update_many(
@@ -1295,11 +1278,10 @@ async fn update_many(
     body: Bytes,
 ) -> Response {
     let response = write_many(&shared, &version, &headers, &body, WriteKind::Update);
-    shared.record(
+    shared.answered(
         "PATCH /services/data/{version}/composite/sobjects",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1459,11 +1441,10 @@ async fn upsert_many(
         Ok::<_, Response>(shared.api_json(StatusCode::OK, &results))
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "PATCH /services/data/{version}/composite/sobjects/{object}/{field}",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 async fn delete_many(
@@ -1528,11 +1509,10 @@ async fn delete_many(
         Ok::<_, Response>(shared.api_json(StatusCode::OK, &results))
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "DELETE /services/data/{version}/composite/sobjects",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 async fn retrieve_many_get(
@@ -1553,11 +1533,10 @@ async fn retrieve_many_get(
         ids,
         params.get("fields").cloned(),
     );
-    shared.record(
+    shared.answered(
         "GET /services/data/{version}/composite/sobjects/{object}",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 async fn retrieve_many_post(
@@ -1592,11 +1571,10 @@ async fn retrieve_many_post(
         list("ids"),
         Some(fields.join(",")),
     );
-    shared.record(
+    shared.answered(
         "POST /services/data/{version}/composite/sobjects/{object}",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 /// Records by id (null where none is found), with the fields asked for.
@@ -1722,11 +1700,10 @@ async fn updated(
         ))
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "GET /services/data/{version}/sobjects/{object}/updated",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
 
 async fn deleted(
@@ -1768,9 +1745,8 @@ async fn deleted(
         ))
     })()
     .unwrap_or_else(|response| response);
-    shared.record(
+    shared.answered(
         "GET /services/data/{version}/sobjects/{object}/deleted",
-        response.status(),
-    );
-    response
+        response,
+    )
 }
