@@ -151,3 +151,36 @@ fn missing_secret_errors_name_the_reference_only() {
         "environment variable SECRETS_TEST_SURELY_UNSET_VARIABLE is not set — export it (or mount it) before starting crmsync"
     );
 }
+
+#[tokio::test]
+async fn the_emulators_credentials_stay_out_of_debug_output() {
+    let emulator = crmsync::emulator::RunningEmulator::start(
+        crmsync::emulator::EmulatorConfig {
+            records: 10,
+            ..crmsync::emulator::EmulatorConfig::default()
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("emulator starts");
+    let info = emulator.info().clone();
+    let shown = format!("{emulator:?} {info:?} {info:#?}");
+    for secret in [
+        &info.hubspot_token,
+        &info.hubspot_client_secret,
+        &info.hubspot_refresh_token,
+        &info.salesforce_client_secret,
+        &info.salesforce_refresh_token,
+    ] {
+        assert!(!shown.contains(secret.as_str()), "a secret in {shown}");
+    }
+    assert!(
+        shown.contains(&info.hubspot_base_url),
+        "the URLs still show"
+    );
+    let line = serde_json::to_string(&info).expect("the JSON line");
+    assert!(
+        line.contains(&info.salesforce_client_secret),
+        "the JSON line is for clients and carries the credentials"
+    );
+}

@@ -72,7 +72,8 @@ impl Default for EmulatorConfig {
 }
 
 /// Where the emulator listens and the credentials it accepts: what a client needs to connect.
-#[derive(Debug, Clone, Serialize)]
+/// Serialized, this is the line `crmsync emulate` prints; its Debug form hides the secrets.
+#[derive(Clone, Serialize)]
 pub struct EmulatorInfo {
     pub hubspot_base_url: String,
     pub hubspot_token: String,
@@ -87,6 +88,28 @@ pub struct EmulatorInfo {
     /// A PEM file with the private key JWT bearer assertions are signed with.
     pub salesforce_private_key_file: PathBuf,
     pub salesforce_refresh_token: String,
+}
+
+impl std::fmt::Debug for EmulatorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HIDDEN: &str = "[redacted]";
+        f.debug_struct("EmulatorInfo")
+            .field("hubspot_base_url", &self.hubspot_base_url)
+            .field("hubspot_token", &HIDDEN)
+            .field("hubspot_client_id", &self.hubspot_client_id)
+            .field("hubspot_client_secret", &HIDDEN)
+            .field("hubspot_refresh_token", &HIDDEN)
+            .field("salesforce_login_url", &self.salesforce_login_url)
+            .field("salesforce_client_id", &self.salesforce_client_id)
+            .field("salesforce_client_secret", &HIDDEN)
+            .field("salesforce_username", &self.salesforce_username)
+            .field(
+                "salesforce_private_key_file",
+                &self.salesforce_private_key_file,
+            )
+            .field("salesforce_refresh_token", &HIDDEN)
+            .finish()
+    }
 }
 
 /// Problems starting the emulator.

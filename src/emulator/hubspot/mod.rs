@@ -42,12 +42,20 @@ pub struct HubspotSettings {
 }
 
 /// The credentials the emulated account accepts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HubspotCredentials {
     pub private_app_token: String,
     pub client_id: String,
     pub client_secret: String,
     pub refresh_token: String,
+}
+
+impl std::fmt::Debug for HubspotCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubspotCredentials")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything the HubSpot handlers share.

@@ -64,7 +64,7 @@ impl Default for SalesforceSettings {
 }
 
 /// What a client needs to log in to the emulated org.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SalesforceCredentials {
     /// Consumer key of the connected app.
     pub client_id: String,
@@ -75,6 +75,17 @@ pub struct SalesforceCredentials {
     pub refresh_token: String,
     pub org_id: String,
     pub user_id: String,
+}
+
+impl std::fmt::Debug for SalesforceCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SalesforceCredentials")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("org_id", &self.org_id)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything the Salesforce handlers share.
