@@ -29,7 +29,11 @@ async fn post(emulator: &RunningEmulator, path: &str, body: Value) -> (u16, Valu
         .await
         .expect("request");
     let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON"))
+    let text = response.text().await.expect("body");
+    if text.is_empty() {
+        return (status, Value::Null);
+    }
+    (status, serde_json::from_str(&text).expect("JSON"))
 }
 
 async fn contact(emulator: &RunningEmulator, id: &str) -> Value {
@@ -338,4 +342,53 @@ async fn numbers_date_times_and_owner_ids_are_validated_by_type() {
     )
     .await;
     assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn updates_keep_emails_unique_and_find_records_by_unique_properties_only() {
+    let emulator = start().await;
+    let (first_id, _) = some_contact(&emulator, 0).await;
+    let (_, second_email) = some_contact(&emulator, 1).await;
+    let (status, body) = post(
+        &emulator,
+        "/crm/v3/objects/contacts/batch/update",
+        json!({"inputs": [{"id": first_id, "properties": {"email": second_email}}]}),
+    )
+    .await;
+    assert_eq!(status, 207, "{body}");
+    assert_eq!(body["errors"][0]["category"], "CONFLICT");
+    assert_eq!(body["errors"][0]["context"]["ids"][0], first_id);
+    let (status, body) = post(
+        &emulator,
+        "/crm/v3/objects/contacts/batch/update",
+        json!({"inputs": [{"id": "Quixote", "idProperty": "firstname", "properties": {"jobtitle": "Knight"}}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("non-unique")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_archived_contacts_email_can_be_used_again() {
+    let emulator = start().await;
+    let (id, email) = some_contact(&emulator, 2).await;
+    let (status, _) = post(
+        &emulator,
+        "/crm/v3/objects/contacts/batch/archive",
+        json!({"inputs": [{"id": id}]}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, body) = post(
+        &emulator,
+        "/crm/v3/objects/contacts/batch/create",
+        json!({"inputs": [{"properties": {"email": email}}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
 }

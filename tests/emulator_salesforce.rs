@@ -688,3 +688,60 @@ async fn bulk_query_jobs_run_to_completion_and_page_csv_by_locator() {
     assert_eq!(lines.len(), total);
     assert!(lines.iter().all(|line| line.starts_with("\"00Q")));
 }
+
+#[tokio::test]
+async fn bulk_results_take_any_max_records_without_failing() {
+    let emulator = start(config(100)).await;
+    let token = jwt_login(&emulator).await;
+    let base = format!(
+        "{}/services/data/v62.0/jobs/query",
+        emulator.info().salesforce_login_url
+    );
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(&base)
+        .bearer_auth(&token)
+        .json(&json!({"operation": "query", "query": "SELECT Id FROM Lead"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("JSON");
+    let id = created["id"].as_str().expect("job id");
+    for _ in 0..3 {
+        client
+            .get(format!("{base}/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("poll");
+    }
+    let first = client
+        .get(format!("{base}/{id}/results?maxRecords=5"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("results");
+    let locator = first
+        .headers()
+        .get("sforce-locator")
+        .and_then(|value| value.to_str().ok())
+        .expect("locator")
+        .to_string();
+    let rest = client
+        .get(format!(
+            "{base}/{id}/results?locator={locator}&maxRecords=18446744073709551615"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("results");
+    assert_eq!(rest.status().as_u16(), 200);
+    assert_eq!(
+        rest.headers()
+            .get("sforce-locator")
+            .and_then(|value| value.to_str().ok()),
+        Some("null")
+    );
+}

@@ -473,3 +473,106 @@ async fn updated_and_deleted_feeds_and_incremental_queries_see_writes() {
     let stats = emulator.stats();
     assert_eq!(stats.records_written.get("salesforce Lead"), Some(&2));
 }
+
+#[tokio::test]
+async fn writes_keep_to_what_salesforce_allows() {
+    let emulator = start("none").await;
+    let client = Client::login(&emulator).await;
+    // Upserting by record id only updates.
+    let (status, body) = client
+        .send(
+            Method::PATCH,
+            "/sobjects/Lead/Id/00Q000000000zzzAAA",
+            Some(json!({"LastName": "Nobody", "Company": "X"})),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body[0]["errorCode"], "NOT_FOUND");
+    // Read-only objects stay as they are.
+    let users = client.query("SELECT Id FROM User LIMIT 1").await;
+    let user = users["records"][0]["Id"].as_str().expect("a user");
+    let (status, body) = client
+        .send(Method::DELETE, &format!("/sobjects/User/{user}"), None)
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body[0]["errorCode"], "INSUFFICIENT_ACCESS_OR_READONLY");
+    // A body that is not a record is refused, not taken as an empty update.
+    let leads = client
+        .query("SELECT Id FROM Lead WHERE IsConverted = false LIMIT 1")
+        .await;
+    let lead = leads["records"][0]["Id"].as_str().expect("a lead");
+    let (status, body) = client
+        .send(
+            Method::PATCH,
+            &format!("/sobjects/Lead/{lead}"),
+            Some(json!([])),
+        )
+        .await;
+    assert_eq!(
+        (status, body[0]["errorCode"].clone()),
+        (400, json!("JSON_PARSER_ERROR"))
+    );
+    // The URL's external id wins over one in the body: the upsert stays idempotent.
+    for _ in 0..2 {
+        let (status, _) = client
+            .send(
+                Method::PATCH,
+                "/sobjects/Lead/HubSpot_Contact_Id__c/hs-9",
+                Some(json!({"LastName": "Ito", "Company": "Y", "HubSpot_Contact_Id__c": "hs-10"})),
+            )
+            .await;
+        assert!(status == 201 || status == 200, "{status}");
+    }
+    let keyed = client
+        .query("SELECT HubSpot_Contact_Id__c FROM Lead WHERE LastName = 'Ito'")
+        .await;
+    assert_eq!(keyed["totalSize"], 1);
+    assert_eq!(keyed["records"][0]["HubSpot_Contact_Id__c"], "hs-9");
+    // The same key twice in one request: the second is refused even when the key exists.
+    let (status, results) = client
+        .send(
+            Method::PATCH,
+            "/composite/sobjects/Lead/HubSpot_Contact_Id__c",
+            Some(json!({"records": [
+                {"attributes": {"type": "Lead"}, "HubSpot_Contact_Id__c": "hs-9", "Title": "A"},
+                {"attributes": {"type": "Lead"}, "HubSpot_Contact_Id__c": "HS-9", "Title": "B"},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(results[0]["success"], true, "{results}");
+    assert_eq!(results[1]["errors"][0]["statusCode"], "DUPLICATE_VALUE");
+}
+
+#[tokio::test]
+async fn a_new_stage_brings_its_probability() {
+    let emulator = start("none").await;
+    let client = Client::login(&emulator).await;
+    let (status, created) = client
+        .send(
+            Method::POST,
+            "/sobjects/Opportunity",
+            Some(json!({"Name": "Renewal", "StageName": "Prospecting", "CloseDate": "2026-12-31"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id");
+    client
+        .send(
+            Method::PATCH,
+            &format!("/sobjects/Opportunity/{id}"),
+            Some(json!({"StageName": "Closed Won"})),
+        )
+        .await;
+    let (_, opportunity) = client
+        .send(
+            Method::GET,
+            &format!("/sobjects/Opportunity/{id}?fields=StageName,Probability,IsClosed,IsWon,ForecastCategory"),
+            None,
+        )
+        .await;
+    assert_eq!(opportunity["Probability"], 100.0);
+    assert_eq!(opportunity["IsClosed"], true);
+    assert_eq!(opportunity["IsWon"], true);
+    assert_eq!(opportunity["ForecastCategory"], "Closed");
+}

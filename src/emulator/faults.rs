@@ -240,13 +240,19 @@ pub async fn inject(
         return next.run(request).await;
     }
     let system = System::of(request.uri().path());
+    // Token endpoints answer in OAuth's own error shape; of the faults, only the edge's (502,
+    // 503 pages, dropped connections) reach them.
+    let token_endpoint = matches!(
+        request.uri().path(),
+        "/services/oauth2/token" | "/oauth/v1/token"
+    );
     let number = injector.requests.fetch_add(1, Ordering::Relaxed);
     let mut rng = SeededRng::new(injector.seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     if faults.slow {
         tokio::time::sleep(Duration::from_millis(50 + rng.below(200))).await;
     }
     let endpoint = format!("{} (fault)", request.method());
-    if faults.storm {
+    if faults.storm && !token_endpoint {
         let in_storm = injector
             .storm_left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
@@ -278,14 +284,15 @@ pub async fn inject(
             injector.stats.record(system.name(), &endpoint, 0);
             return dropped_connection();
         }
-        let statuses: &[StatusCode] = match system {
-            System::Hubspot => &[
+        let statuses: &[StatusCode] = match (system, token_endpoint) {
+            (_, true) => &[StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE],
+            (System::Hubspot, false) => &[
                 StatusCode::TOO_MANY_REQUESTS,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 StatusCode::BAD_GATEWAY,
                 StatusCode::SERVICE_UNAVAILABLE,
             ],
-            System::Salesforce => &[
+            (System::Salesforce, false) => &[
                 StatusCode::INTERNAL_SERVER_ERROR,
                 StatusCode::BAD_GATEWAY,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -296,6 +303,8 @@ pub async fn inject(
             .stats
             .record(system.name(), &endpoint, status.as_u16());
         return match (system, status) {
+            (_, StatusCode::BAD_GATEWAY) => server_error(status),
+            (_, _) if token_endpoint => server_error(status),
             (System::Hubspot, StatusCode::TOO_MANY_REQUESTS) => hubspot_rate_limited(),
             (System::Salesforce, status) => {
                 salesforce_server_error(status, number).unwrap_or_else(|| server_error(status))

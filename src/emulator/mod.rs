@@ -224,8 +224,12 @@ impl RunningEmulator {
         let base_url = format!("http://{bound}");
         hubspot.set_base_url(&base_url);
         salesforce.set_base_url(&base_url);
+        // A name nobody can guess ahead, created fresh (never through an existing file).
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
         let key_file = std::env::temp_dir().join(format!(
-            "crmsync-emulator-{}-{}.pem",
+            "crmsync-emulator-{}-{}-{nonce:08x}.pem",
             std::process::id(),
             bound.port()
         ));
@@ -310,7 +314,7 @@ fn write_private_key(path: &std::path::Path, keys: &AppKeys) -> Result<(), Emula
         source,
     };
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

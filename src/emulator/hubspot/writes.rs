@@ -488,7 +488,12 @@ pub(super) struct WriteOutcome {
 #[derive(Debug)]
 pub(super) enum ItemError {
     /// A contact with this email exists: its id, and the input's trace id.
-    Conflict { existing_id: String, trace: String },
+    /// Another live contact has the email: its id, and the input's context key and value.
+    Conflict {
+        existing_id: String,
+        key: &'static str,
+        value: String,
+    },
     /// The `partial` fault: the input's context key and value.
     Transient { key: &'static str, value: String },
 }
@@ -497,11 +502,15 @@ impl ItemError {
     /// The error as a batch answer lists it (HubSpot's `StandardError`).
     pub(super) fn to_json(&self) -> Value {
         match self {
-            ItemError::Conflict { existing_id, trace } => json!({
+            ItemError::Conflict {
+                existing_id,
+                key,
+                value,
+            } => json!({
                 "status": "error",
                 "category": "CONFLICT",
                 "message": format!("Contact already exists. Existing ID: {existing_id}"),
-                "context": {"objectWriteTraceId": [trace], "existingId": [existing_id]},
+                "context": {*key: [value], "existingId": [existing_id]},
             }),
             ItemError::Transient { key, value } => transient_error(key, value),
         }
@@ -579,7 +588,23 @@ pub(super) fn update_records(
         }
         match find_live(records, input_id_property(input), id) {
             Some(index) => {
-                apply(&mut records[index], object, input_properties(input), now);
+                let properties = input_properties(input);
+                // A contact's email stays unique.
+                let taken = properties
+                    .get("email")
+                    .and_then(Value::as_str)
+                    .filter(|_| object == "contacts")
+                    .and_then(|email| find_live(records, "email", email))
+                    .filter(|holder| *holder != index);
+                if let Some(holder) = taken {
+                    outcome.item_errors.push(ItemError::Conflict {
+                        existing_id: records[holder].id.clone(),
+                        key: "ids",
+                        value: id.clone(),
+                    });
+                    continue;
+                }
+                apply(&mut records[index], object, properties, now);
                 outcome.written.push((index, false));
             }
             None => outcome.missing.push(id.clone()),
@@ -599,6 +624,14 @@ fn update(
         Ok(ids) => ids,
         Err(response) => return *response,
     };
+    for input in inputs {
+        let id_property = input_id_property(input);
+        if id_property != "hs_object_id"
+            && let Err(response) = check_id_property(shared, object, id_property)
+        {
+            return *response;
+        }
+    }
     if let Err(response) = validate_properties(shared, object, inputs) {
         return *response;
     }
@@ -620,12 +653,13 @@ fn update(
     )
 }
 
-/// The next free record id (ids grow, like HubSpot's).
+/// The next free record id (ids grow, like HubSpot's; records are kept in id order, so the
+/// last holds the highest).
 fn next_id(records: &[EmulatedRecord]) -> u64 {
     records
         .iter()
-        .filter_map(|record| record.id.parse::<u64>().ok())
-        .max()
+        .rev()
+        .find_map(|record| record.id.parse::<u64>().ok())
         .unwrap_or(1000)
         + 1
 }
@@ -668,11 +702,12 @@ pub(super) fn create_records(
         let properties = input_properties(input);
         if object == "contacts"
             && let Some(email) = properties.get("email").and_then(Value::as_str)
-            && let Some(existing) = find(records, "email", email)
+            && let Some(existing) = find_live(records, "email", email)
         {
             outcome.item_errors.push(ItemError::Conflict {
                 existing_id: records[existing].id.clone(),
-                trace,
+                key: "objectWriteTraceId",
+                value: trace,
             });
             continue;
         }

@@ -27,7 +27,7 @@ use crate::emulator::data::salesforce_id;
 
 /// Rows per result set when the client sets no `maxRecords`.
 const DEFAULT_MAX_RECORDS: usize = 50_000;
-/// Jobs kept; the oldest finished ones are forgotten first.
+/// Jobs kept; beyond this the oldest is forgotten.
 const MAX_JOBS: usize = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,7 +406,7 @@ async fn results(
             .and_then(|text| text.parse::<usize>().ok())
             .filter(|count| *count > 0)
             .unwrap_or(DEFAULT_MAX_RECORDS);
-        let end = (start + max_records).min(rows.len());
+        let end = start.saturating_add(max_records).min(rows.len());
         let separator = delimiter_char(&delimiter).unwrap_or(',');
         let newline = if line_ending == "CRLF" { "\r\n" } else { "\n" };
         let org = shared.read_org();

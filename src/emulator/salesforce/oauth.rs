@@ -97,9 +97,18 @@ pub struct Session {
 }
 
 /// The access tokens handed out.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Sessions {
     by_token: HashMap<String, Session>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The tokens are secrets: only how many there are.
+        f.debug_struct("Sessions")
+            .field("open", &self.by_token.len())
+            .finish()
+    }
 }
 
 impl Sessions {

@@ -871,6 +871,20 @@ mod tests {
     }
 
     #[test]
+    fn every_object_fits_the_record_bitmap() {
+        for profile in [OrgProfile::Classic, OrgProfile::Custom] {
+            for object in Catalog::new(profile).objects() {
+                assert!(
+                    object.fields.len() <= super::super::store::MAX_FIELDS,
+                    "{} has {} fields",
+                    object.name,
+                    object.fields.len()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn picklists_follow_the_org_profile() {
         let custom = Catalog::new(OrgProfile::Custom);
         let status = custom

@@ -253,6 +253,6 @@ fn push(
         }
     }
     let mut record = OrgData::record_from_json(schema, &map, &mut data.interner);
-    super::writes::derive_fields(schema, &mut record);
+    super::writes::derive_fields(schema, &mut record, Some(&mut data.interner));
     data.tables[index].push(record)
 }

@@ -2064,7 +2064,7 @@ impl PreparedQuery {
         };
         self.flat_fields
             .iter()
-            .map(|(_, access)| access.value(data, record).to_csv_text(access.field_type))
+            .map(|(_, access)| access.value(data, record).to_csv_text())
             .collect()
     }
 }

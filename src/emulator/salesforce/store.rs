@@ -110,23 +110,90 @@ impl Interner {
     }
 }
 
-/// The records of one object, in creation order, with an index by id.
+/// The records of one object, in creation order, with an index by id and one by each
+/// external-id field's value (upserts look records up by it).
 #[derive(Debug, Clone, Default)]
 pub struct ObjectTable {
+    /// The records; change an external-id field through [`ObjectTable::set`] so its index
+    /// follows.
     pub records: Vec<SfRecord>,
     /// Position in `records` by the id's first 15 characters (case-sensitive), packed into a
     /// number.
     by_id: FxHashMap<u128, usize>,
+    /// Which fields are external ids.
+    external_fields: Vec<usize>,
+    /// Positions (deleted records included) by external-id field and value, trimmed and
+    /// lowercased, as Salesforce matches external ids.
+    by_external_id: FxHashMap<(usize, Box<str>), Vec<usize>>,
+}
+
+/// An external-id value as it is matched: trimmed, case-insensitive.
+fn external_key(value: &str) -> Box<str> {
+    value.trim().to_lowercase().into_boxed_str()
 }
 
 impl ObjectTable {
+    /// A table whose `external_fields` are indexed by value.
+    pub fn new(external_fields: Vec<usize>) -> Self {
+        Self {
+            external_fields,
+            ..Self::default()
+        }
+    }
+
     pub fn push(&mut self, record: SfRecord) -> usize {
         let position = self.records.len();
         if let Some(key) = id_key(record.id()) {
             self.by_id.insert(key, position);
         }
+        for field in &self.external_fields {
+            if let Some(value) = record.value(*field).as_text() {
+                self.by_external_id
+                    .entry((*field, external_key(value)))
+                    .or_default()
+                    .push(position);
+            }
+        }
         self.records.push(record);
         position
+    }
+
+    /// Sets field `index` of the record at `position`, keeping the external-id index current.
+    pub fn set(&mut self, position: usize, index: usize, value: FieldValue) {
+        let Some(record) = self.records.get_mut(position) else {
+            return;
+        };
+        if self.external_fields.contains(&index) {
+            if let Some(old) = record.value(index).as_text() {
+                let key = (index, external_key(old));
+                if let Some(positions) = self.by_external_id.get_mut(&key) {
+                    positions.retain(|held| *held != position);
+                    if positions.is_empty() {
+                        self.by_external_id.remove(&key);
+                    }
+                }
+            }
+            if let Some(new) = value.as_text() {
+                self.by_external_id
+                    .entry((index, external_key(new)))
+                    .or_default()
+                    .push(position);
+            }
+        }
+        record.set(index, value);
+    }
+
+    /// Positions of the records (deleted ones included) whose external-id field `index` holds
+    /// `value`; `None` when `index` is not an indexed external-id field.
+    pub fn with_external_id(&self, index: usize, value: &str) -> Option<&[usize]> {
+        if !self.external_fields.contains(&index) {
+            return None;
+        }
+        Some(
+            self.by_external_id
+                .get(&(index, external_key(value)))
+                .map_or(&[], Vec::as_slice),
+        )
     }
 
     /// Position of the record with `id` (15 or 18 characters).
@@ -174,7 +241,17 @@ impl OrgData {
         let tables = catalog
             .objects()
             .iter()
-            .map(|_| ObjectTable::default())
+            .map(|object| {
+                ObjectTable::new(
+                    object
+                        .fields
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, field)| field.external_id)
+                        .map(|(index, _)| index)
+                        .collect(),
+                )
+            })
             .collect();
         Self {
             catalog,
@@ -251,9 +328,13 @@ pub fn value_from_json(field_type: FieldType, value: &serde_json::Value) -> Opti
             Some(FieldValue::Number(number))
         }
         FieldType::Date => {
-            let text = value.as_str()?;
-            text.get(..10)
-                .and_then(|day| day.parse::<jiff::civil::Date>().ok())
+            // A date, or a date-time whose day is taken.
+            let text = value.as_str()?.trim();
+            text.parse::<jiff::civil::Date>()
+                .ok()
+                .or_else(|| {
+                    parse_datetime(text).map(|at| at.to_zoned(jiff::tz::TimeZone::UTC).date())
+                })
                 .map(FieldValue::Date)
         }
         FieldType::DateTime => value

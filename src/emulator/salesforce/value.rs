@@ -58,7 +58,7 @@ impl FieldValue {
             FieldValue::Null => Value::Null,
             FieldValue::Bool(value) => Value::Bool(*value),
             FieldValue::Number(number) => {
-                if field_type == FieldType::Int {
+                if field_type == FieldType::Int && number.abs() < 9.0e15 {
                     Value::from(*number as i64)
                 } else {
                     serde_json::Number::from_f64(*number)
@@ -73,12 +73,12 @@ impl FieldValue {
     }
 
     /// The value as a CSV cell (Bulk API 2.0 results): empty for null.
-    pub fn to_csv_text(&self, field_type: FieldType) -> String {
+    pub fn to_csv_text(&self) -> String {
         match self {
             FieldValue::Null => String::new(),
             FieldValue::Bool(value) => value.to_string(),
             FieldValue::Number(number) => {
-                if field_type == FieldType::Int || number.fract() == 0.0 {
+                if number.fract() == 0.0 && number.abs() < 9.0e15 {
                     format!("{}", *number as i64)
                 } else {
                     number.to_string()

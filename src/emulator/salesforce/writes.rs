@@ -41,7 +41,11 @@ const MAX_REPLICATION_IDS: usize = 600_000;
 
 /// Recomputes the fields Salesforce derives: full names, and an opportunity's closed/won
 /// flags, probability and forecast category from its stage.
-pub fn derive_fields(schema: &ObjectSchema, record: &mut SfRecord) {
+pub fn derive_fields(
+    schema: &ObjectSchema,
+    record: &mut SfRecord,
+    interner: Option<&mut super::store::Interner>,
+) {
     let get = |record: &SfRecord, name: &str| {
         schema
             .field_index(name)
@@ -53,13 +57,14 @@ pub fn derive_fields(schema: &ObjectSchema, record: &mut SfRecord) {
             .flatten()
             .collect::<Vec<_>>()
             .join(" ");
-        // Full names repeat across records; one shared copy each.
+        // Full names repeat across records: one shared copy each, where the org's interner is
+        // at hand.
         record.set(
             name,
-            if full.is_empty() {
-                FieldValue::Null
-            } else {
-                FieldValue::Text(crate::emulator::properties::shared_text(&full))
+            match (full.is_empty(), interner) {
+                (true, _) => FieldValue::Null,
+                (false, Some(interner)) => FieldValue::Text(interner.intern(&full)),
+                (false, None) => FieldValue::text(full),
             },
         );
     }
@@ -378,13 +383,25 @@ fn unique_holder<'a>(
     value: &str,
     except: Option<usize>,
 ) -> Option<&'a SfRecord> {
+    let live_other = |position: &usize| {
+        Some(*position) != except
+            && table
+                .records
+                .get(*position)
+                .is_some_and(|r| !r.is_deleted())
+    };
+    if let Some(positions) = table.with_external_id(index, value) {
+        return positions
+            .iter()
+            .find(|position| live_other(position))
+            .and_then(|position| table.records.get(*position));
+    }
     table
         .records
         .iter()
         .enumerate()
         .find_map(|(position, record)| {
-            (Some(position) != except
-                && !record.is_deleted()
+            (live_other(&position)
                 && record
                     .value(index)
                     .as_text()
@@ -401,6 +418,8 @@ struct Planner<'a> {
     schema: &'a ObjectSchema,
     /// Unique values claimed by earlier items of this request (field index, lowercase value).
     claimed: HashSet<(usize, String)>,
+    /// External-id values earlier upsert items of this request named (lowercase, trimmed).
+    upsert_keys: HashSet<String>,
     now: Timestamp,
     user_id: String,
 }
@@ -413,6 +432,7 @@ impl<'a> Planner<'a> {
             object_index,
             schema: &data.catalog.objects()[object_index],
             claimed: HashSet::new(),
+            upsert_keys: HashSet::new(),
             now: Timestamp::now(),
             user_id: shared.credentials.user_id.clone(),
         }
@@ -551,7 +571,7 @@ impl<'a> Planner<'a> {
             }
         }
         let mut record = SfRecord::from_values(values);
-        derive_fields(self.schema, &mut record);
+        derive_fields(self.schema, &mut record, None);
         ItemOutcome {
             id: Some(id),
             created: true,
@@ -570,6 +590,12 @@ impl<'a> Planner<'a> {
         };
         if !id.starts_with(self.schema.key_prefix.as_str()) || (id.len() != 15 && id.len() != 18) {
             return Err(wrong_type());
+        }
+        if !self.schema.createable {
+            return Err(ItemError::new(
+                "INSUFFICIENT_ACCESS_OR_READONLY",
+                "insufficient access rights on object id",
+            ));
         }
         let position = self
             .table()
@@ -669,19 +695,37 @@ impl<'a> Planner<'a> {
         key: &str,
         mut fields: Vec<(usize, FieldValue)>,
     ) -> Result<ItemOutcome, Vec<String>> {
+        let failed = |error| {
+            Ok(ItemOutcome {
+                id: None,
+                created: false,
+                result: Err(error),
+            })
+        };
+        if !self.upsert_keys.insert(key.trim().to_lowercase()) {
+            return failed(
+                ItemError::new(
+                    "DUPLICATE_VALUE",
+                    format!("Duplicate external id specified: {key}"),
+                )
+                .on(&self.schema.fields[external_field].name),
+            );
+        }
+        // The key named by the URL (or the item) is the one that counts.
+        fields.retain(|(index, _)| *index != external_field);
         let holders = matching_positions(self.table(), external_field, key);
         match holders.as_slice() {
+            // An upsert by record id only ever updates.
+            [] if external_field == ObjectSchema::ID => failed(ItemError::new(
+                "NOT_FOUND",
+                "The requested resource does not exist",
+            )),
             [] => {
-                if external_field != ObjectSchema::ID
-                    && !fields.iter().any(|(index, _)| *index == external_field)
-                {
-                    fields.push((external_field, FieldValue::text(key)));
-                }
+                fields.push((external_field, FieldValue::text(key)));
                 Ok(self.plan_create(fields))
             }
             [position] => {
                 let id = self.table().records[*position].id().to_string();
-                fields.retain(|(index, _)| *index != external_field);
                 Ok(self.plan_update(&id, fields))
             }
             many => Err(many
@@ -694,13 +738,19 @@ impl<'a> Planner<'a> {
 
 /// Live records whose field `index` holds `key` (case-insensitively, as external ids match).
 fn matching_positions(table: &super::store::ObjectTable, index: usize, key: &str) -> Vec<usize> {
+    let live = |position: &usize| {
+        table
+            .records
+            .get(*position)
+            .is_some_and(|r| !r.is_deleted())
+    };
     if index == ObjectSchema::ID {
-        return table
-            .position(key)
-            .filter(|position| !table.records[*position].is_deleted())
-            .into_iter()
-            .collect();
+        return table.position(key).filter(live).into_iter().collect();
     }
+    if let Some(positions) = table.with_external_id(index, key) {
+        return positions.iter().copied().filter(live).collect();
+    }
+    // Id-lookup fields (such as Email) that are not external ids: a scan, for reads.
     table
         .records
         .iter()
@@ -761,39 +811,57 @@ fn commit(
 }
 
 fn apply(data: &mut OrgData, object_index: usize, change: Change, now: Timestamp, user: &str) {
-    let schema = data.catalog.objects()[object_index].clone();
-    let table = &mut data.tables[object_index];
-    let stamp = |record: &mut SfRecord| {
-        for (name, value) in [
-            ("LastModifiedDate", FieldValue::DateTime(now)),
-            ("SystemModstamp", FieldValue::DateTime(now)),
-            ("LastModifiedById", FieldValue::text(user)),
-        ] {
-            if let Some(index) = schema.field_index(name) {
-                record.set(index, value);
-            }
-        }
+    let OrgData {
+        catalog,
+        tables,
+        interner,
+    } = data;
+    let (Some(schema), Some(table)) = (
+        catalog.objects().get(object_index),
+        tables.get_mut(object_index),
+    ) else {
+        return;
     };
+    let stamps = [
+        ("LastModifiedDate", FieldValue::DateTime(now)),
+        ("SystemModstamp", FieldValue::DateTime(now)),
+        ("LastModifiedById", FieldValue::text(user)),
+    ];
     match change {
         Change::Create(record) => {
             table.push(record);
         }
         Change::Update { position, values } => {
-            let record = &mut table.records[position];
+            // A new stage brings its default probability unless the write sets one.
+            let stage = schema.field_index("StageName");
+            let probability = schema.field_index("Probability");
+            let stage_changes = values.iter().any(|(index, _)| Some(*index) == stage);
+            let sets_probability = values.iter().any(|(index, _)| Some(*index) == probability);
             for (index, value) in values {
-                record.set(index, value);
+                table.set(position, index, value);
             }
-            derive_fields(&schema, record);
-            stamp(record);
+            if let (true, false, Some(probability)) = (stage_changes, sets_probability, probability)
+            {
+                table.set(position, probability, FieldValue::Null);
+            }
+            for (name, value) in stamps {
+                if let Some(index) = schema.field_index(name) {
+                    table.set(position, index, value);
+                }
+            }
+            if let Some(record) = table.records.get_mut(position) {
+                derive_fields(schema, record, Some(interner));
+            }
         }
         Change::Delete { position } => {
-            let record = &mut table.records[position];
-            record.deleted_at = Some(now);
+            if let Some(record) = table.records.get_mut(position) {
+                record.deleted_at = Some(now);
+            }
             if let Some(index) = schema.field_index("IsDeleted") {
-                record.set(index, FieldValue::Bool(true));
+                table.set(position, index, FieldValue::Bool(true));
             }
             if let Some(index) = schema.field_index("SystemModstamp") {
-                record.set(index, FieldValue::DateTime(now));
+                table.set(position, index, FieldValue::DateTime(now));
             }
         }
     }
@@ -928,19 +996,33 @@ async fn create_one(
         let body = parse_json(&shared, &body).map_err(|response| *response)?;
         let mut data = shared.write_org();
         let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
-        let Some(map) = body.as_object() else {
-            return Err(shared.refusal(refused(
-                StatusCode::BAD_REQUEST,
-                "JSON_PARSER_ERROR",
-                "Cannot deserialize instance of SObject from START_ARRAY value [ at [line:1, column:1]",
-            )));
-        };
-        let fields = parse_fields(&data.catalog.objects()[index], map).map_err(|refusal| shared.refusal(refusal))?;
+        let map = record_body(&shared, &body)?;
+        let map = &map;
+        let fields = parse_fields(&data.catalog.objects()[index], map)
+            .map_err(|refusal| shared.refusal(refusal))?;
         let outcome = Planner::new(&shared, &data, index).plan_create(fields);
-        single_answer(&shared, &mut data, index, outcome, StatusCode::CREATED, false)
+        single_answer(
+            &shared,
+            &mut data,
+            index,
+            outcome,
+            StatusCode::CREATED,
+            false,
+        )
     })()
     .unwrap_or_else(|response| response);
     shared.answered("POST /services/data/{version}/sobjects/{object}", response)
+}
+
+/// The fields of a single-record body, which must be a JSON object.
+fn record_body(shared: &SalesforceShared, body: &Value) -> Result<Map<String, Value>, Response> {
+    body.as_object().cloned().ok_or_else(|| {
+        shared.refusal(refused(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "Cannot deserialize instance of SObject from a value that is not an object at [line:1, column:1]",
+        ))
+    })
 }
 
 /// Commits one item and answers as the single-record endpoints do: `success_status` with
@@ -954,7 +1036,7 @@ fn single_answer(
     with_created: bool,
 ) -> Result<Response, Response> {
     if let Err(error) = &outcome.result {
-        let status = if error.code == "ENTITY_IS_DELETED" {
+        let status = if matches!(error.code, "ENTITY_IS_DELETED" | "NOT_FOUND") {
             StatusCode::NOT_FOUND
         } else {
             StatusCode::BAD_REQUEST
@@ -1048,7 +1130,7 @@ async fn update_one(
         if data.tables[index].position(&id).is_none() {
             return Err(shared.not_found());
         }
-        let map = body.as_object().cloned().unwrap_or_default();
+        let map = record_body(&shared, &body)?;
         let fields = parse_fields(schema, &map).map_err(|refusal| shared.refusal(refusal))?;
         let outcome = Planner::new(&shared, &data, index).plan_update(&id, fields);
         single_answer(
@@ -1184,7 +1266,7 @@ async fn upsert_one(
         let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
         let schema = &data.catalog.objects()[index];
         let field_index = external_field(&shared, schema, &field, true)?;
-        let map = body.as_object().cloned().unwrap_or_default();
+        let map = record_body(&shared, &body)?;
         let fields = parse_fields(schema, &map).map_err(|refusal| shared.refusal(refusal))?;
         let update_only = params
             .get("updateOnly")
