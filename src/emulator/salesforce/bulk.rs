@@ -140,7 +140,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = (|| {
+    shared.respond("POST /services/data/{version}/jobs/query", || {
         let major = admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
         let bad_request =
             |message: &str| shared.error(StatusCode::BAD_REQUEST, "API_ERROR", message, None);
@@ -227,9 +227,7 @@ async fn create(
             jobs.by_id.insert(job.id.clone(), job);
         }
         Ok(shared.api_json(StatusCode::OK, &info))
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered("POST /services/data/{version}/jobs/query", response)
+    })
 }
 
 async fn list(
@@ -372,7 +370,7 @@ async fn results(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let response = (|| {
+    shared.respond("GET /services/data/{version}/jobs/query/{id}/results", || {
         let major = admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
         let found = shared.bulk_jobs.lock().ok().and_then(|jobs| {
             jobs.by_id.get(&id).map(|job| {
@@ -439,12 +437,7 @@ async fn results(
         }
         shared.add_limit_info(response_headers);
         Ok::<_, Response>(response)
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
-        "GET /services/data/{version}/jobs/query/{id}/results",
-        response,
-    )
+    })
 }
 
 /// Locators are opaque to clients; these are base64 of the next row's offset.

@@ -195,6 +195,16 @@ impl SalesforceShared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Runs a handler whose early returns are answers too, and counts its answer under
+    /// `endpoint`.
+    fn respond(
+        &self,
+        endpoint: &str,
+        handler: impl FnOnce() -> Result<Response, Response>,
+    ) -> Response {
+        self.answered(endpoint, handler().unwrap_or_else(|response| response))
+    }
+
     /// Counts `response` under `endpoint` and hands it on.
     fn answered(&self, endpoint: &str, response: Response) -> Response {
         self.stats

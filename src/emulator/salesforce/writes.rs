@@ -958,7 +958,7 @@ async fn object_info(
     Path((version, object)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let response = (|| {
+    shared.respond("GET /services/data/{version}/sobjects/{object}", || {
         let major = admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
         let data = shared.read_org();
         let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
@@ -980,9 +980,7 @@ async fn object_info(
             StatusCode::OK,
             &json!({"objectDescribe": info, "recentItems": []}),
         ))
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered("GET /services/data/{version}/sobjects/{object}", response)
+    })
 }
 
 async fn create_one(
@@ -991,7 +989,7 @@ async fn create_one(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = (|| {
+    shared.respond("POST /services/data/{version}/sobjects/{object}", || {
         admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
         let body = parse_json(&shared, &body).map_err(|response| *response)?;
         let mut data = shared.write_org();
@@ -1009,9 +1007,7 @@ async fn create_one(
             StatusCode::CREATED,
             false,
         )
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered("POST /services/data/{version}/sobjects/{object}", response)
+    })
 }
 
 /// The fields of a single-record body, which must be a JSON object.
@@ -1071,39 +1067,40 @@ async fn read_one(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let response = (|| {
-        let major = admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
-        let data = shared.read_org();
-        let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
-        let schema = &data.catalog.objects()[index];
-        let fields = requested_fields(schema, params.get("fields"))
-            .map_err(|name| shared.refusal(unknown_column(schema, &name)))?;
-        if !id.starts_with(schema.key_prefix.as_str()) || (id.len() != 15 && id.len() != 18) {
-            return Err(shared.error(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                &format!("Provided external ID field does not exist or is not accessible: {id}"),
-                None,
-            ));
-        }
-        match data.tables[index].get(&id) {
-            None => Err(shared.not_found()),
-            Some(record) if record.is_deleted() => Err(shared.error(
-                StatusCode::NOT_FOUND,
-                "ENTITY_IS_DELETED",
-                "entity is deleted",
-                Some(&[]),
-            )),
-            Some(record) => Ok(shared.api_json(
-                StatusCode::OK,
-                &record_json(schema, record, major, fields.as_deref()),
-            )),
-        }
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
+    shared.respond(
         "GET /services/data/{version}/sobjects/{object}/{id}",
-        response,
+        || {
+            let major =
+                admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
+            let data = shared.read_org();
+            let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
+            let schema = &data.catalog.objects()[index];
+            let fields = requested_fields(schema, params.get("fields"))
+                .map_err(|name| shared.refusal(unknown_column(schema, &name)))?;
+            if !id.starts_with(schema.key_prefix.as_str()) || (id.len() != 15 && id.len() != 18) {
+                return Err(shared.error(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    &format!(
+                        "Provided external ID field does not exist or is not accessible: {id}"
+                    ),
+                    None,
+                ));
+            }
+            match data.tables[index].get(&id) {
+                None => Err(shared.not_found()),
+                Some(record) if record.is_deleted() => Err(shared.error(
+                    StatusCode::NOT_FOUND,
+                    "ENTITY_IS_DELETED",
+                    "entity is deleted",
+                    Some(&[]),
+                )),
+                Some(record) => Ok(shared.api_json(
+                    StatusCode::OK,
+                    &record_json(schema, record, major, fields.as_deref()),
+                )),
+            }
+        },
     )
 }
 
@@ -1113,39 +1110,39 @@ async fn update_one(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = (|| {
-        admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
-        let body = parse_json(&shared, &body).map_err(|response| *response)?;
-        let mut data = shared.write_org();
-        let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
-        let schema = &data.catalog.objects()[index];
-        if !id.starts_with(schema.key_prefix.as_str()) || (id.len() != 15 && id.len() != 18) {
-            return Err(shared.error(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                &format!("Provided external ID field does not exist or is not accessible: {id}"),
-                None,
-            ));
-        }
-        if data.tables[index].position(&id).is_none() {
-            return Err(shared.not_found());
-        }
-        let map = record_body(&shared, &body)?;
-        let fields = parse_fields(schema, &map).map_err(|refusal| shared.refusal(refusal))?;
-        let outcome = Planner::new(&shared, &data, index).plan_update(&id, fields);
-        single_answer(
-            &shared,
-            &mut data,
-            index,
-            outcome,
-            StatusCode::NO_CONTENT,
-            false,
-        )
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
+    shared.respond(
         "PATCH /services/data/{version}/sobjects/{object}/{id}",
-        response,
+        || {
+            admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
+            let body = parse_json(&shared, &body).map_err(|response| *response)?;
+            let mut data = shared.write_org();
+            let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
+            let schema = &data.catalog.objects()[index];
+            if !id.starts_with(schema.key_prefix.as_str()) || (id.len() != 15 && id.len() != 18) {
+                return Err(shared.error(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    &format!(
+                        "Provided external ID field does not exist or is not accessible: {id}"
+                    ),
+                    None,
+                ));
+            }
+            if data.tables[index].position(&id).is_none() {
+                return Err(shared.not_found());
+            }
+            let map = record_body(&shared, &body)?;
+            let fields = parse_fields(schema, &map).map_err(|refusal| shared.refusal(refusal))?;
+            let outcome = Planner::new(&shared, &data, index).plan_update(&id, fields);
+            single_answer(
+                &shared,
+                &mut data,
+                index,
+                outcome,
+                StatusCode::NO_CONTENT,
+                false,
+            )
+        },
     )
 }
 
@@ -1154,27 +1151,25 @@ async fn delete_one(
     Path((version, object, id)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let response = (|| {
-        admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
-        let mut data = shared.write_org();
-        let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
-        if data.tables[index].position(&id).is_none() {
-            return Err(shared.not_found());
-        }
-        let outcome = Planner::new(&shared, &data, index).plan_delete(&id);
-        single_answer(
-            &shared,
-            &mut data,
-            index,
-            outcome,
-            StatusCode::NO_CONTENT,
-            false,
-        )
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
+    shared.respond(
         "DELETE /services/data/{version}/sobjects/{object}/{id}",
-        response,
+        || {
+            admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
+            let mut data = shared.write_org();
+            let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
+            if data.tables[index].position(&id).is_none() {
+                return Err(shared.not_found());
+            }
+            let outcome = Planner::new(&shared, &data, index).plan_delete(&id);
+            single_answer(
+                &shared,
+                &mut data,
+                index,
+                outcome,
+                StatusCode::NO_CONTENT,
+                false,
+            )
+        },
     )
 }
 
@@ -1221,34 +1216,33 @@ async fn read_by_external_id(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let response = (|| {
-        let major = admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
-        let data = shared.read_org();
-        let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
-        let schema = &data.catalog.objects()[index];
-        let field_index = external_field(&shared, schema, &field, false)?;
-        let fields = requested_fields(schema, params.get("fields"))
-            .map_err(|name| shared.refusal(unknown_column(schema, &name)))?;
-        let table = &data.tables[index];
-        match matching_positions(table, field_index, &value).as_slice() {
-            [] => Err(shared.not_found()),
-            [position] => Ok(shared.api_json(
-                StatusCode::OK,
-                &record_json(schema, &table.records[*position], major, fields.as_deref()),
-            )),
-            many => {
-                let ids: Vec<String> = many
-                    .iter()
-                    .map(|position| table.records[*position].id().to_string())
-                    .collect();
-                Ok(multiple_choices(&shared, schema, &ids, major))
-            }
-        }
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
+    shared.respond(
         "GET /services/data/{version}/sobjects/{object}/{field}/{value}",
-        response,
+        || {
+            let major =
+                admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
+            let data = shared.read_org();
+            let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
+            let schema = &data.catalog.objects()[index];
+            let field_index = external_field(&shared, schema, &field, false)?;
+            let fields = requested_fields(schema, params.get("fields"))
+                .map_err(|name| shared.refusal(unknown_column(schema, &name)))?;
+            let table = &data.tables[index];
+            match matching_positions(table, field_index, &value).as_slice() {
+                [] => Err(shared.not_found()),
+                [position] => Ok(shared.api_json(
+                    StatusCode::OK,
+                    &record_json(schema, &table.records[*position], major, fields.as_deref()),
+                )),
+                many => {
+                    let ids: Vec<String> = many
+                        .iter()
+                        .map(|position| table.records[*position].id().to_string())
+                        .collect();
+                    Ok(multiple_choices(&shared, schema, &ids, major))
+                }
+            }
+        },
     )
 }
 
@@ -1259,41 +1253,43 @@ async fn upsert_one(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = (|| {
-        let major = admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
-        let body = parse_json(&shared, &body).map_err(|response| *response)?;
-        let mut data = shared.write_org();
-        let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
-        let schema = &data.catalog.objects()[index];
-        let field_index = external_field(&shared, schema, &field, true)?;
-        let map = record_body(&shared, &body)?;
-        let fields = parse_fields(schema, &map).map_err(|refusal| shared.refusal(refusal))?;
-        let update_only = params
-            .get("updateOnly")
-            .is_some_and(|flag| flag.eq_ignore_ascii_case("true"));
-        if update_only && matching_positions(&data.tables[index], field_index, &value).is_empty() {
-            return Err(shared.not_found());
-        }
-        let planned = Planner::new(&shared, &data, index).plan_upsert(field_index, &value, fields);
-        match planned {
-            Err(ids) => {
-                let schema = data.catalog.objects()[index].clone();
-                Ok(multiple_choices(&shared, &schema, &ids, major))
-            }
-            Ok(outcome) => {
-                let status = match (outcome.created, major >= 46) {
-                    (true, _) => StatusCode::CREATED,
-                    (false, true) => StatusCode::OK,
-                    (false, false) => StatusCode::NO_CONTENT,
-                };
-                single_answer(&shared, &mut data, index, outcome, status, true)
-            }
-        }
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
+    shared.respond(
         "PATCH /services/data/{version}/sobjects/{object}/{field}/{value}",
-        response,
+        || {
+            let major =
+                admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
+            let body = parse_json(&shared, &body).map_err(|response| *response)?;
+            let mut data = shared.write_org();
+            let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
+            let schema = &data.catalog.objects()[index];
+            let field_index = external_field(&shared, schema, &field, true)?;
+            let map = record_body(&shared, &body)?;
+            let fields = parse_fields(schema, &map).map_err(|refusal| shared.refusal(refusal))?;
+            let update_only = params
+                .get("updateOnly")
+                .is_some_and(|flag| flag.eq_ignore_ascii_case("true"));
+            if update_only
+                && matching_positions(&data.tables[index], field_index, &value).is_empty()
+            {
+                return Err(shared.not_found());
+            }
+            let planned =
+                Planner::new(&shared, &data, index).plan_upsert(field_index, &value, fields);
+            match planned {
+                Err(ids) => {
+                    let schema = data.catalog.objects()[index].clone();
+                    Ok(multiple_choices(&shared, &schema, &ids, major))
+                }
+                Ok(outcome) => {
+                    let status = match (outcome.created, major >= 46) {
+                        (true, _) => StatusCode::CREATED,
+                        (false, true) => StatusCode::OK,
+                        (false, false) => StatusCode::NO_CONTENT,
+                    };
+                    single_answer(&shared, &mut data, index, outcome, status, true)
+                }
+            }
+        },
     )
 }
 
@@ -1447,85 +1443,83 @@ async fn upsert_many(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = (|| {
-        admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
-        let body = parse_json(&shared, &body).map_err(|response| *response)?;
-        let (records, all_or_none) = collection_records(&shared, &body)?;
-        let mut data = shared.write_org();
-        let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
-        let schema = &data.catalog.objects()[index];
-        let field_index = external_field(&shared, schema, &field, true)?;
-        let mut parsed = Vec::with_capacity(records.len());
-        for map in &records {
-            if record_type(map).is_some_and(|kind| !kind.eq_ignore_ascii_case(&schema.name)) {
-                return Err(shared.refusal(refused(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_FIELD",
-                    format!(
-                        "Only the {} sObject type is allowed in this upsert call",
-                        schema.name
-                    ),
-                )));
+    shared.respond(
+        "PATCH /services/data/{version}/composite/sobjects/{object}/{field}",
+        || {
+            admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
+            let body = parse_json(&shared, &body).map_err(|response| *response)?;
+            let (records, all_or_none) = collection_records(&shared, &body)?;
+            let mut data = shared.write_org();
+            let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
+            let schema = &data.catalog.objects()[index];
+            let field_index = external_field(&shared, schema, &field, true)?;
+            let mut parsed = Vec::with_capacity(records.len());
+            for map in &records {
+                if record_type(map).is_some_and(|kind| !kind.eq_ignore_ascii_case(&schema.name)) {
+                    return Err(shared.refusal(refused(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_FIELD",
+                        format!(
+                            "Only the {} sObject type is allowed in this upsert call",
+                            schema.name
+                        ),
+                    )));
+                }
+                parsed.push(parse_fields(schema, map).map_err(|refusal| shared.refusal(refusal))?);
             }
-            parsed.push(parse_fields(schema, map).map_err(|refusal| shared.refusal(refusal))?);
-        }
-        let mut planned = Vec::with_capacity(parsed.len());
-        {
-            let mut planner = Planner::new(&shared, &data, index);
-            for fields in parsed {
-                let key = fields
-                    .iter()
-                    .find(|(index, _)| *index == field_index)
-                    .and_then(|(_, value)| value.as_text().map(str::to_string));
-                let outcome = if fields.iter().any(|(index, _)| *index == ObjectSchema::ID)
-                    && field_index != ObjectSchema::ID
-                {
-                    ItemOutcome {
-                        id: None,
-                        created: false,
-                        result: Err(ItemError::new(
-                            "INVALID_FIELD",
-                            "Id field should not be specified in the sobject data.",
-                        )
-                        .on("Id")),
-                    }
-                } else if let Some(key) = key {
-                    match planner.plan_upsert(field_index, &key, fields) {
-                        Ok(outcome) => outcome,
-                        Err(ids) => ItemOutcome {
+            let mut planned = Vec::with_capacity(parsed.len());
+            {
+                let mut planner = Planner::new(&shared, &data, index);
+                for fields in parsed {
+                    let key = fields
+                        .iter()
+                        .find(|(index, _)| *index == field_index)
+                        .and_then(|(_, value)| value.as_text().map(str::to_string));
+                    let outcome = if fields.iter().any(|(index, _)| *index == ObjectSchema::ID)
+                        && field_index != ObjectSchema::ID
+                    {
+                        ItemOutcome {
                             id: None,
                             created: false,
                             result: Err(ItemError::new(
-                                "DUPLICATE_EXTERNAL_ID",
-                                format!(
-                                    "{}: more than one record found for external id field: {}",
-                                    schema.fields[field_index].name,
-                                    ids.join(", ")
-                                ),
+                                "INVALID_FIELD",
+                                "Id field should not be specified in the sobject data.",
                             )
-                            .on(&schema.fields[field_index].name)),
-                        },
-                    }
-                } else {
-                    ItemOutcome {
-                        id: None,
-                        created: false,
-                        result: Err(ItemError::new(
-                            "MISSING_ARGUMENT",
-                            format!("{} not specified", schema.fields[field_index].name),
-                        )),
-                    }
-                };
-                planned.push((index, outcome));
+                            .on("Id")),
+                        }
+                    } else if let Some(key) = key {
+                        match planner.plan_upsert(field_index, &key, fields) {
+                            Ok(outcome) => outcome,
+                            Err(ids) => ItemOutcome {
+                                id: None,
+                                created: false,
+                                result: Err(ItemError::new(
+                                    "DUPLICATE_EXTERNAL_ID",
+                                    format!(
+                                        "{}: more than one record found for external id field: {}",
+                                        schema.fields[field_index].name,
+                                        ids.join(", ")
+                                    ),
+                                )
+                                .on(&schema.fields[field_index].name)),
+                            },
+                        }
+                    } else {
+                        ItemOutcome {
+                            id: None,
+                            created: false,
+                            result: Err(ItemError::new(
+                                "MISSING_ARGUMENT",
+                                format!("{} not specified", schema.fields[field_index].name),
+                            )),
+                        }
+                    };
+                    planned.push((index, outcome));
+                }
             }
-        }
-        let results = commit(&shared, &mut data, planned, all_or_none, true);
-        Ok::<_, Response>(shared.api_json(StatusCode::OK, &results))
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
-        "PATCH /services/data/{version}/composite/sobjects/{object}/{field}",
-        response,
+            let results = commit(&shared, &mut data, planned, all_or_none, true);
+            Ok::<_, Response>(shared.api_json(StatusCode::OK, &results))
+        },
     )
 }
 
@@ -1535,7 +1529,7 @@ async fn delete_many(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let response = (|| {
+    shared.respond("DELETE /services/data/{version}/composite/sobjects", || {
         admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
         let ids: Vec<String> = params
             .get("ids")
@@ -1589,12 +1583,7 @@ async fn delete_many(
         }
         let results = commit(&shared, &mut data, planned, all_or_none, false);
         Ok::<_, Response>(shared.api_json(StatusCode::OK, &results))
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
-        "DELETE /services/data/{version}/composite/sobjects",
-        response,
-    )
+    })
 }
 
 async fn retrieve_many_get(
@@ -1748,43 +1737,41 @@ async fn updated(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let response = (|| {
-        admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
-        let data = shared.read_org();
-        let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
-        let (start, end) = replication_window(&shared, &params, UPDATED_WINDOW_DAYS)?;
-        let schema = &data.catalog.objects()[index];
-        let modstamp = schema
-            .field_index("SystemModstamp")
-            .unwrap_or(ObjectSchema::ID);
-        let ids: Vec<&str> = data.tables[index]
-            .records
-            .iter()
-            .filter(|record| !record.is_deleted())
-            .filter(|record| {
-                record
-                    .value(modstamp)
-                    .as_timestamp()
-                    .is_some_and(|at| at >= start && at < end)
-            })
-            .map(SfRecord::id)
-            .collect();
-        if ids.len() > MAX_REPLICATION_IDS {
-            return Err(shared.refusal(refused(
+    shared.respond(
+        "GET /services/data/{version}/sobjects/{object}/updated",
+        || {
+            admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
+            let data = shared.read_org();
+            let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
+            let (start, end) = replication_window(&shared, &params, UPDATED_WINDOW_DAYS)?;
+            let schema = &data.catalog.objects()[index];
+            let modstamp = schema
+                .field_index("SystemModstamp")
+                .unwrap_or(ObjectSchema::ID);
+            let ids: Vec<&str> = data.tables[index]
+                .records
+                .iter()
+                .filter(|record| !record.is_deleted())
+                .filter(|record| {
+                    record
+                        .value(modstamp)
+                        .as_timestamp()
+                        .is_some_and(|at| at >= start && at < end)
+                })
+                .map(SfRecord::id)
+                .collect();
+            if ids.len() > MAX_REPLICATION_IDS {
+                return Err(shared.refusal(refused(
                 StatusCode::BAD_REQUEST,
                 "EXCEEDED_ID_LIMIT",
                 "The number of ids returned exceeds the limit of 600,000; narrow the date range",
             )));
-        }
-        Ok::<_, Response>(shared.api_json(
-            StatusCode::OK,
-            &json!({"ids": ids, "latestDateCovered": format_datetime(end)}),
-        ))
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
-        "GET /services/data/{version}/sobjects/{object}/updated",
-        response,
+            }
+            Ok::<_, Response>(shared.api_json(
+                StatusCode::OK,
+                &json!({"ids": ids, "latestDateCovered": format_datetime(end)}),
+            ))
+        },
     )
 }
 
@@ -1794,41 +1781,39 @@ async fn deleted(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let response = (|| {
-        admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
-        let data = shared.read_org();
-        let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
-        let (start, end) = replication_window(&shared, &params, DELETED_WINDOW_DAYS)?;
-        let records: Vec<Value> = data.tables[index]
-            .records
-            .iter()
-            .filter_map(|record| {
-                let at = record.deleted_at?;
-                (at >= start && at < end)
-                    .then(|| json!({"id": record.id(), "deletedDate": format_datetime(at)}))
-            })
-            .collect();
-        if records.len() > MAX_REPLICATION_IDS {
-            return Err(shared.refusal(refused(
+    shared.respond(
+        "GET /services/data/{version}/sobjects/{object}/deleted",
+        || {
+            admit_versioned(&shared, &version, &headers).map_err(|response| *response)?;
+            let data = shared.read_org();
+            let index = object_of(&shared, &data, &object).map_err(|response| *response)?;
+            let (start, end) = replication_window(&shared, &params, DELETED_WINDOW_DAYS)?;
+            let records: Vec<Value> = data.tables[index]
+                .records
+                .iter()
+                .filter_map(|record| {
+                    let at = record.deleted_at?;
+                    (at >= start && at < end)
+                        .then(|| json!({"id": record.id(), "deletedDate": format_datetime(at)}))
+                })
+                .collect();
+            if records.len() > MAX_REPLICATION_IDS {
+                return Err(shared.refusal(refused(
                 StatusCode::BAD_REQUEST,
                 "EXCEEDED_ID_LIMIT",
                 "The number of ids returned exceeds the limit of 600,000; narrow the date range",
             )));
-        }
-        // Nothing has been purged from the recycle bin of the emulated org.
-        let earliest = Timestamp::now() - SignedDuration::from_hours(24 * DELETED_WINDOW_DAYS);
-        Ok::<_, Response>(shared.api_json(
-            StatusCode::OK,
-            &json!({
-                "deletedRecords": records,
-                "earliestDateAvailable": format_datetime(earliest),
-                "latestDateCovered": format_datetime(end),
-            }),
-        ))
-    })()
-    .unwrap_or_else(|response| response);
-    shared.answered(
-        "GET /services/data/{version}/sobjects/{object}/deleted",
-        response,
+            }
+            // Nothing has been purged from the recycle bin of the emulated org.
+            let earliest = Timestamp::now() - SignedDuration::from_hours(24 * DELETED_WINDOW_DAYS);
+            Ok::<_, Response>(shared.api_json(
+                StatusCode::OK,
+                &json!({
+                    "deletedRecords": records,
+                    "earliestDateAvailable": format_datetime(earliest),
+                    "latestDateCovered": format_datetime(end),
+                }),
+            ))
+        },
     )
 }
