@@ -23,7 +23,7 @@ async fn start(faults: &str, seed: u64) -> RunningEmulator {
 }
 
 /// Status, content type and retry-after of `count` sequential list requests; a connection
-/// dropped mid-answer shows as status 0.
+/// dropped mid-answer shows as status 0, a 200 with malformed JSON as status 1.
 async fn statuses(emulator: &RunningEmulator, count: usize) -> Vec<(u16, String, Option<String>)> {
     let client = reqwest::Client::new();
     let mut seen = Vec::with_capacity(count);
@@ -51,6 +51,10 @@ async fn statuses(emulator: &RunningEmulator, count: usize) -> Vec<(u16, String,
         let content_type = header("content-type").unwrap_or_default();
         let retry_after = header("retry-after");
         match response.text().await {
+            // A 200 whose JSON is cut short counts as its own kind of fault.
+            Ok(body) if status == 200 && serde_json::from_str::<Value>(&body).is_err() => {
+                seen.push((1, content_type, retry_after))
+            }
             Ok(_) => seen.push((status, content_type, retry_after)),
             Err(_) => seen.push((0, String::new(), None)),
         }
@@ -69,9 +73,10 @@ async fn flaky_answers_some_server_errors_the_same_way_every_run() {
         .collect();
     assert!((3..=40).contains(&errors.len()), "{} faults", errors.len());
     for (status, content_type, _) in &errors {
-        assert!([0, 429, 500, 502, 503].contains(status), "{status}");
+        assert!([0, 1, 429, 500, 502, 503].contains(status), "{status}");
         match status {
             0 => {}
+            1 => assert!(content_type.starts_with("application/json")),
             429 | 500 => assert!(content_type.starts_with("application/json")),
             _ => assert_eq!(content_type, "text/html"),
         }
@@ -79,6 +84,10 @@ async fn flaky_answers_some_server_errors_the_same_way_every_run() {
     let kinds: std::collections::BTreeSet<u16> =
         errors.iter().map(|(status, _, _)| *status).collect();
     assert!(kinds.len() >= 3, "several kinds of fault: {kinds:?}");
+    assert!(
+        kinds.contains(&1),
+        "some 200s carry malformed JSON: {kinds:?}"
+    );
     assert!(first.iter().filter(|(status, _, _)| *status == 200).count() > 250);
 }
 

@@ -1,5 +1,6 @@
 //! Switchable faults, so clients are tested against the failures real APIs have: `flaky`
-//! (a share of 429/500/502/503 answers and connections dropped mid-answer), `storm` (bursts
+//! (a share of 429/500/502/503 answers, connections dropped mid-answer, and 200s whose JSON
+//! is cut short), `storm` (bursts
 //! of 429 with Retry-After from HubSpot; Salesforce, which has no 429, refuses bursts with its
 //! concurrent-request limit), `slow` (added latency), `expiry` (access tokens that expire
 //! within seconds) and `partial` (some items of batch writes fail; see each API's writes). Which request gets
@@ -183,6 +184,16 @@ fn salesforce_server_error(status: StatusCode, number: u64) -> Option<Response> 
     Some(json_answer(status, body, "application/json;charset=UTF-8"))
 }
 
+/// A 200 whose body is not the JSON it claims to be (a proxy cut it short).
+fn malformed_body() -> Response {
+    let mut response = (StatusCode::OK, "{\"results\":[{\"id\":\"").into_response();
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    response
+}
+
 /// An answer whose body breaks off: the connection drops mid-response.
 fn dropped_connection() -> Response {
     let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
@@ -283,6 +294,10 @@ pub async fn inject(
         if rng.percent(15) {
             injector.stats.record(system.name(), &endpoint, 0);
             return dropped_connection();
+        }
+        if !token_endpoint && rng.percent(10) {
+            injector.stats.record(system.name(), &endpoint, 200);
+            return malformed_body();
         }
         let statuses: &[StatusCode] = match (system, token_endpoint) {
             (_, true) => &[StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE],
