@@ -18,6 +18,7 @@ pub mod check;
 pub mod config;
 pub mod diagnostics;
 pub mod emulator;
+pub mod http;
 pub mod mapping;
 pub mod record;
 pub mod secret;
