@@ -19,6 +19,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod emulator;
 pub mod http;
+pub mod hubspot;
 pub mod mapping;
 pub mod record;
 pub mod secret;
