@@ -53,7 +53,7 @@ impl RetryPolicy {
 }
 
 /// A number from 0 to 1, random enough to spread retries (not for anything secret).
-fn random_unit() -> f64 {
+pub fn random_unit() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(

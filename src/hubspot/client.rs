@@ -1,0 +1,477 @@
+//! Every HubSpot request goes through [`HubspotClient::send`]: it waits for the rate budget
+//! (the general one, or search's own), adds the bearer token, reads the rate-limit headers,
+//! and decides what an answer means — a 429 waits as HubSpot says and tries again, a 401
+//! refreshes the token once, server errors and dropped connections back off with jitter, a
+//! spent daily allowance (or the reserve left for the portal's other apps) stops the run
+//! cleanly, and any other refusal comes back with HubSpot's own category and message.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::auth::{AuthError, TokenSource};
+use crate::http::limiter::{BudgetError, Pacer, WindowBudget};
+use crate::http::retry::{RetryPolicy, random_unit, retry_after};
+
+/// Which of HubSpot's budgets a request spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// The rolling ten-second budget of every CRM endpoint but search.
+    General,
+    /// The search endpoints' own per-second budget (their answers carry no rate headers).
+    Search,
+}
+
+/// The account's limits, as configured (HubSpot's answers correct them as they come).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSettings {
+    pub requests_per_10s: u32,
+    pub search_per_second: u32,
+    /// Share of the daily allowance left for the portal's other integrations.
+    pub daily_reserve_percent: u8,
+}
+
+impl Default for RateSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_10s: 100,
+            search_per_second: 5,
+            daily_reserve_percent: 10,
+        }
+    }
+}
+
+/// A HubSpot request that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubspotError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+    #[error(
+        "HubSpot rejected the credentials for {endpoint} even after a fresh token ({message}) — check the token and the app's scopes"
+    )]
+    Unauthorized { endpoint: String, message: String },
+    #[error(
+        "HubSpot's daily API allowance is spent ({endpoint}: {message}) — the run stops here and resumes from its checkpoint on the next run"
+    )]
+    DailyLimit { endpoint: String, message: String },
+    #[error(
+        "only {remaining} of the portal's {daily} daily API calls are left, the {reserve_percent}% reserve kept for its other apps — the run stops here and resumes from its checkpoint later"
+    )]
+    DailyReserve {
+        remaining: u64,
+        daily: u64,
+        reserve_percent: u8,
+    },
+    #[error(
+        "HubSpot answered {} to {}: {}: {} (correlation id {})",
+        .0.status, .0.endpoint, .0.category, .0.message, .0.correlation_id
+    )]
+    Rejected(Box<Rejection>),
+    #[error(
+        "HubSpot could not be reached for {endpoint} after {attempts} attempts: {last} — check the network or HubSpot's status page, then run again"
+    )]
+    Unavailable {
+        endpoint: String,
+        attempts: u32,
+        last: String,
+    },
+}
+
+/// What HubSpot said when it refused a request (other than for rate or credentials).
+#[derive(Debug)]
+pub struct Rejection {
+    pub endpoint: String,
+    pub status: u16,
+    pub category: String,
+    pub message: String,
+    pub correlation_id: String,
+    pub body: Value,
+}
+
+/// A successful answer: status (200, 201, 204 or 207), body (null when empty) and headers.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+/// What the daily headers last said.
+#[derive(Debug, Default, Clone, Copy)]
+struct DailyState {
+    daily: Option<u64>,
+    remaining: Option<u64>,
+}
+
+/// The HubSpot API as crmsync calls it.
+#[derive(Debug)]
+pub struct HubspotClient {
+    http: reqwest::Client,
+    base_url: String,
+    tokens: TokenSource,
+    general: Pacer,
+    search: Pacer,
+    settings: RateSettings,
+    retry: RetryPolicy,
+    daily: Mutex<DailyState>,
+    calls: AtomicU64,
+}
+
+/// 429s in a row one request waits out before giving up.
+const MAX_RATE_LIMITED_WAITS: u32 = 30;
+
+/// What one answer means.
+enum Verdict {
+    /// Usable.
+    Done(Answer),
+    /// A 401: the token was refused.
+    Unauthorized,
+    /// Worth another attempt.
+    Retry(Transient),
+    /// Final.
+    Fail(HubspotError),
+}
+
+/// The kinds of trouble worth another attempt.
+enum Transient {
+    /// Wait this long (the server said so), then try again.
+    RateLimited(Duration),
+    /// Back off, then try again.
+    Failed(String),
+}
+
+impl HubspotClient {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        tokens: TokenSource,
+        settings: RateSettings,
+        retry: RetryPolicy,
+    ) -> Result<Self, HubspotError> {
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            tokens,
+            general: Pacer::new(WindowBudget {
+                max: settings.requests_per_10s,
+                window: Duration::from_secs(10),
+            })?,
+            search: Pacer::new(WindowBudget {
+                max: settings.search_per_second,
+                window: Duration::from_secs(1),
+            })?,
+            settings,
+            retry,
+            daily: Mutex::new(DailyState::default()),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    /// Requests sent so far, retries included.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    fn pacer(&self, budget: Budget) -> &Pacer {
+        match budget {
+            Budget::General => &self.general,
+            Budget::Search => &self.search,
+        }
+    }
+
+    /// Sends one request (`path` after the base URL, e.g. `/crm/v3/objects/contacts`), retrying
+    /// what is worth retrying. `object` and `endpoint` name it in logs and errors.
+    pub async fn send(
+        &self,
+        budget: Budget,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        object: &str,
+    ) -> Result<Answer, HubspotError> {
+        let endpoint = format!("{method} {}", path_template(path));
+        let mut attempt = 0u32;
+        let mut rate_limited_waits = 0u32;
+        let mut refreshed = false;
+        let mut bearer = self.tokens.bearer().await?;
+        loop {
+            attempt += 1;
+            self.check_daily_reserve()?;
+            self.pacer(budget).ready().await;
+            let span = tracing::info_span!(
+                "hubspot_request",
+                object,
+                endpoint = %endpoint,
+                attempt,
+                correlation_id = tracing::field::Empty,
+                status = tracing::field::Empty,
+            );
+            let outcome = self
+                .attempt(&method, path, query, body, &bearer, budget)
+                .instrument(span.clone())
+                .await;
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let transient = match outcome {
+                Ok((status, headers, body)) => {
+                    span.record("status", status.as_u16());
+                    if let Some(id) = header_text(&headers, "x-hubspot-correlation-id") {
+                        span.record("correlation_id", id);
+                    }
+                    match self.classify(status, &headers, body, &endpoint) {
+                        Verdict::Done(answer) => return Ok(answer),
+                        Verdict::Unauthorized if !refreshed => {
+                            // A 401: one fresh token, then the verdict stands.
+                            refreshed = true;
+                            match self.tokens.after_unauthorized(bearer.generation).await? {
+                                Some(fresh) => {
+                                    bearer = fresh;
+                                    attempt -= 1;
+                                    continue;
+                                }
+                                None => {
+                                    return Err(HubspotError::Unauthorized {
+                                        endpoint,
+                                        message: "the private app token was refused".into(),
+                                    });
+                                }
+                            }
+                        }
+                        Verdict::Unauthorized => {
+                            return Err(HubspotError::Unauthorized {
+                                endpoint,
+                                message: "a freshly refreshed token was refused too".into(),
+                            });
+                        }
+                        Verdict::Retry(transient) => transient,
+                        Verdict::Fail(error) => return Err(error),
+                    }
+                }
+                Err(failure) => Transient::Failed(failure),
+            };
+            match transient {
+                Transient::RateLimited(wait) => {
+                    rate_limited_waits += 1;
+                    attempt -= 1;
+                    if rate_limited_waits > MAX_RATE_LIMITED_WAITS {
+                        return Err(HubspotError::Unavailable {
+                            endpoint,
+                            attempts: rate_limited_waits,
+                            last: "rate limited every time".into(),
+                        });
+                    }
+                    // Everyone sharing the budget waits, plus a little jitter for this one.
+                    self.pacer(budget).pause_for(wait);
+                    tokio::time::sleep(wait + self.retry.delay(1, random_unit()) / 4).await;
+                }
+                Transient::Failed(last) => {
+                    if !self.retry.may_retry(attempt) {
+                        return Err(HubspotError::Unavailable {
+                            endpoint,
+                            attempts: attempt,
+                            last,
+                        });
+                    }
+                    tracing::warn!(endpoint = %endpoint, attempt, reason = %last, "HubSpot request failed; retrying");
+                    tokio::time::sleep(self.retry.jittered_delay(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt: the status, headers and body, or why none came.
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        bearer: &super::auth::Bearer,
+        budget: Budget,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), String> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base_url))
+            .header(http::header::AUTHORIZATION, bearer.header_value())
+            .header(http::header::ACCEPT, "application/json");
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(describe)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if budget == Budget::General {
+            self.observe_headers(&headers);
+        }
+        let body = response.bytes().await.map_err(describe)?;
+        Ok((status, headers, body.to_vec()))
+    }
+
+    /// What an answer means.
+    fn classify(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Vec<u8>,
+        endpoint: &str,
+    ) -> Verdict {
+        let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_slice::<Value>(&body)
+        };
+        if status.is_success() {
+            return match parsed {
+                Ok(body) => Verdict::Done(Answer {
+                    status,
+                    body,
+                    headers: headers.clone(),
+                }),
+                // A body cut short on the way: ask again.
+                Err(error) => Verdict::Retry(Transient::Failed(format!(
+                    "the answer was not complete JSON ({error})"
+                ))),
+            };
+        }
+        let body = parsed.unwrap_or(Value::Null);
+        let text = |key: &str| {
+            body.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        match status.as_u16() {
+            401 => Verdict::Unauthorized,
+            429 if text("policyName") == "DAILY" => Verdict::Fail(HubspotError::DailyLimit {
+                endpoint: endpoint.to_string(),
+                message: text("message"),
+            }),
+            429 => {
+                let interval = header_text(headers, "x-hubspot-ratelimit-interval-milliseconds")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .map(Duration::from_millis);
+                let wait = retry_after(headers)
+                    .or(interval)
+                    .unwrap_or(Duration::from_secs(1));
+                Verdict::Retry(Transient::RateLimited(wait))
+            }
+            500..=599 => Verdict::Retry(Transient::Failed(format!("HTTP {status}"))),
+            _ => Verdict::Fail(HubspotError::Rejected(Box::new(Rejection {
+                endpoint: endpoint.to_string(),
+                status: status.as_u16(),
+                category: text("category"),
+                message: text("message"),
+                correlation_id: text("correlationId"),
+                body,
+            }))),
+        }
+    }
+
+    /// Follows the rate-limit headers: a different maximum rebuilds the budget; a spent window
+    /// pauses everyone until it rolls on; the daily figures feed the reserve check.
+    fn observe_headers(&self, headers: &HeaderMap) {
+        let number =
+            |name: &str| header_text(headers, name).and_then(|text| text.parse::<u64>().ok());
+        if let Some(max) = number("x-hubspot-ratelimit-max").and_then(|max| u32::try_from(max).ok())
+            && self.general.observe_max(max)
+        {
+            tracing::info!(
+                max,
+                "HubSpot reports a different ten-second limit; pacing to it"
+            );
+        }
+        if number("x-hubspot-ratelimit-remaining") == Some(0) {
+            let interval = number("x-hubspot-ratelimit-interval-milliseconds").unwrap_or(10_000);
+            self.general
+                .pause_for(Duration::from_millis(interval.min(10_000)));
+        }
+        if let (Some(daily), Some(remaining)) = (
+            number("x-hubspot-ratelimit-daily"),
+            number("x-hubspot-ratelimit-daily-remaining"),
+        ) && let Ok(mut state) = self.daily.lock()
+        {
+            *state = DailyState {
+                daily: Some(daily),
+                remaining: Some(remaining),
+            };
+        }
+    }
+
+    fn check_daily_reserve(&self) -> Result<(), HubspotError> {
+        let state = *self
+            .daily
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(daily), Some(remaining)) = (state.daily, state.remaining) {
+            let reserve = daily * u64::from(self.settings.daily_reserve_percent) / 100;
+            if remaining <= reserve {
+                return Err(HubspotError::DailyReserve {
+                    remaining,
+                    daily,
+                    reserve_percent: self.settings.daily_reserve_percent,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// What went wrong with a request that got no answer, without the URL's query (it never holds
+/// secrets here, but the habit costs nothing).
+fn describe(error: reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the answer broke off"
+    } else {
+        "the request failed"
+    };
+    format!("{kind}: {}", error.without_url())
+}
+
+/// The path with ids replaced, so logs group requests by endpoint:
+/// `/crm/v3/objects/contacts/123` → `/crm/v3/objects/contacts/{id}`.
+fn path_template(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if !segment.is_empty() && segment.bytes().all(|byte| byte.is_ascii_digit()) {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_group_by_endpoint() {
+        assert_eq!(
+            path_template("/crm/v3/objects/contacts/123"),
+            "/crm/v3/objects/contacts/{id}"
+        );
+        assert_eq!(
+            path_template("/crm/v3/objects/0-1/batch/read"),
+            "/crm/v3/objects/0-1/batch/read"
+        );
+    }
+}

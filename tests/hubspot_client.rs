@@ -1,0 +1,270 @@
+//! Every HubSpot request path against the emulator's faults: storms of 429, flaky servers,
+//! dropped connections and cut-short JSON, tokens expiring mid-run, a spent daily allowance,
+//! the reserve left for other apps, and refusals reported with HubSpot's own words.
+
+use std::net::SocketAddr;
+
+use crmsync::emulator::faults::Faults;
+use crmsync::emulator::hubspot::HubspotLimits;
+use crmsync::emulator::{EmulatorConfig, RunningEmulator};
+use crmsync::http::retry::RetryPolicy;
+use crmsync::hubspot::auth::{HubspotCredentials, TokenSource};
+use crmsync::hubspot::client::{Budget, HubspotClient, HubspotError, RateSettings};
+use http::Method;
+use secrecy::SecretString;
+
+async fn start(faults: &str, limits: HubspotLimits, rate_limits: bool) -> RunningEmulator {
+    RunningEmulator::start(
+        EmulatorConfig {
+            seed: 21,
+            records: 300,
+            rate_limits,
+            hubspot_limits: limits,
+            faults: faults.parse::<Faults>().expect("faults"),
+            ..EmulatorConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("emulator starts")
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 8,
+        base_delay: std::time::Duration::from_millis(20),
+        max_delay: std::time::Duration::from_millis(200),
+    }
+}
+
+fn client(
+    emulator: &RunningEmulator,
+    credentials: HubspotCredentials,
+    settings: RateSettings,
+) -> HubspotClient {
+    let base = &emulator.info().hubspot_base_url;
+    let http = reqwest::Client::new();
+    let tokens = TokenSource::new(credentials, base, http.clone()).expect("tokens");
+    HubspotClient::new(http, base, tokens, settings, fast_retries()).expect("client")
+}
+
+fn private_app(emulator: &RunningEmulator) -> HubspotCredentials {
+    HubspotCredentials::PrivateApp {
+        token: SecretString::from(emulator.info().hubspot_token.as_str()),
+    }
+}
+
+fn oauth(emulator: &RunningEmulator) -> HubspotCredentials {
+    let info = emulator.info();
+    HubspotCredentials::OAuth {
+        client_id: info.hubspot_client_id.clone(),
+        client_secret: SecretString::from(info.hubspot_client_secret.as_str()),
+        refresh_token: SecretString::from(info.hubspot_refresh_token.as_str()),
+    }
+}
+
+/// Pages through every contact with the client; returns the ids in order.
+async fn all_contact_ids(client: &HubspotClient) -> Result<Vec<String>, HubspotError> {
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "100".to_string())];
+        if let Some(after) = &after {
+            query.push(("after", after.clone()));
+        }
+        let answer = client
+            .send(
+                Budget::General,
+                Method::GET,
+                "/crm/v3/objects/contacts",
+                &query,
+                None,
+                "contacts",
+            )
+            .await?;
+        for result in answer.body["results"].as_array().into_iter().flatten() {
+            ids.push(result["id"].as_str().unwrap_or_default().to_string());
+        }
+        match answer.body["paging"]["next"]["after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return Ok(ids),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_fault_profile_ends_with_every_record_once() {
+    let quiet = start("none", HubspotLimits::default(), false).await;
+    let expected = all_contact_ids(&client(
+        &quiet,
+        private_app(&quiet),
+        RateSettings::default(),
+    ))
+    .await
+    .expect("a quiet read");
+    assert!(expected.len() > 200);
+    for faults in ["flaky", "storm", "slow", "flaky,storm"] {
+        let emulator = start(faults, HubspotLimits::default(), false).await;
+        let client = client(&emulator, private_app(&emulator), RateSettings::default());
+        let ids = all_contact_ids(&client)
+            .await
+            .unwrap_or_else(|error| panic!("{faults}: {error}"));
+        assert_eq!(
+            ids, expected,
+            "{faults}: the same records, each once, in order"
+        );
+        assert!(client.calls() >= 3, "{faults}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_expiring_mid_run_lose_no_page() {
+    let emulator = start("expiry", HubspotLimits::default(), false).await;
+    let client = client(&emulator, oauth(&emulator), RateSettings::default());
+    let first = all_contact_ids(&client).await.expect("first read");
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    let second = all_contact_ids(&client)
+        .await
+        .expect("a read after the token expired");
+    assert_eq!(first, second);
+    let token_requests: u64 = emulator
+        .stats()
+        .requests_by_endpoint
+        .get("hubspot POST /oauth/v1/token")
+        .map_or(0, |by_status| by_status.values().sum());
+    assert!(
+        token_requests >= 2,
+        "the token was refreshed ({token_requests})"
+    );
+}
+
+#[tokio::test]
+async fn a_spent_daily_allowance_stops_cleanly() {
+    let emulator = start(
+        "none",
+        HubspotLimits {
+            per_ten_seconds: 100,
+            per_day: 2,
+        },
+        true,
+    )
+    .await;
+    let client = client(
+        &emulator,
+        private_app(&emulator),
+        RateSettings {
+            daily_reserve_percent: 0,
+            ..RateSettings::default()
+        },
+    );
+    let error = all_contact_ids(&client)
+        .await
+        .expect_err("the allowance runs out");
+    assert!(
+        matches!(
+            error,
+            HubspotError::DailyReserve { .. } | HubspotError::DailyLimit { .. }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("resumes from its checkpoint"),
+        "{error}"
+    );
+    assert!(
+        client.calls() <= 3,
+        "no retry loop: {} calls",
+        client.calls()
+    );
+}
+
+#[tokio::test]
+async fn the_reserve_for_other_apps_is_left_alone() {
+    let emulator = start(
+        "none",
+        HubspotLimits {
+            per_ten_seconds: 100,
+            per_day: 20,
+        },
+        true,
+    )
+    .await;
+    let client = client(
+        &emulator,
+        private_app(&emulator),
+        RateSettings {
+            daily_reserve_percent: 50,
+            ..RateSettings::default()
+        },
+    );
+    let mut answered = 0;
+    let error = loop {
+        match client
+            .send(
+                Budget::General,
+                Method::GET,
+                "/crm/v3/objects/contacts",
+                &[("limit", "1".to_string())],
+                None,
+                "contacts",
+            )
+            .await
+        {
+            Ok(_) => answered += 1,
+            Err(error) => break error,
+        }
+        assert!(answered < 20, "the reserve was never reached");
+    };
+    assert!(
+        matches!(
+            error,
+            HubspotError::DailyReserve {
+                remaining: 10,
+                daily: 20,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(answered, 10, "ten calls, then the reserve");
+    assert_eq!(client.calls(), 10, "the eleventh was never sent");
+}
+
+#[tokio::test]
+async fn refusals_come_back_with_hubspots_words() {
+    let emulator = start("none", HubspotLimits::default(), false).await;
+    let client = client(&emulator, private_app(&emulator), RateSettings::default());
+    let error = client
+        .send(
+            Budget::General,
+            Method::GET,
+            "/crm/v3/objects/unicorns",
+            &[],
+            None,
+            "unicorns",
+        )
+        .await
+        .expect_err("no such object");
+    match &error {
+        HubspotError::Rejected(rejection) => {
+            assert!(
+                rejection.status == 400 || rejection.status == 404,
+                "{}",
+                rejection.status
+            );
+            assert!(!rejection.message.is_empty());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(client.calls(), 1, "a refusal is not retried");
+    let bad = HubspotCredentials::PrivateApp {
+        token: SecretString::from("pat-na1-not-a-real-token"),
+    };
+    let unauthorized = self::client(&emulator, bad, RateSettings::default());
+    let error = all_contact_ids(&unauthorized).await.expect_err("refused");
+    assert!(
+        matches!(error, HubspotError::Unauthorized { .. }),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("pat-na1-not-a-real-token"));
+}
