@@ -1,6 +1,7 @@
 //! The HubSpot side of the emulator: private-app and OAuth bearer tokens, the CRM v3 object
 //! endpoints over the seeded org, rate-limit budgets and headers, and HubSpot's error bodies.
 
+mod admin;
 mod associations;
 mod catalog;
 mod limits;
@@ -238,6 +239,7 @@ pub fn router(shared: Arc<HubspotShared>) -> Router {
         .merge(single::routes(Arc::clone(&shared)))
         .merge(associations::routes(Arc::clone(&shared)))
         .merge(owners::routes(Arc::clone(&shared)))
+        .merge(admin::routes(Arc::clone(&shared)))
         .merge(oauth::routes(shared))
 }
 

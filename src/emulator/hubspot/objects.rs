@@ -270,7 +270,14 @@ impl Serialize for ObjectView<'_> {
         map.serialize_entry("updatedAt", &updated)?;
         map.serialize_entry("archived", &record.archived)?;
         if record.archived {
-            map.serialize_entry("archivedAt", &updated)?;
+            // Archiving stamps the record's time, not its modification property.
+            map.serialize_entry(
+                "archivedAt",
+                &record
+                    .updated_at
+                    .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string(),
+            )?;
         }
         if let Some(associations) = &self.associations {
             map.serialize_entry("associations", associations)?;

@@ -298,8 +298,10 @@ fn merge_inner(
     merged.properties.insert(modified, api_time(now));
     merged.updated_at = now;
     let originals = [records[primary].id.clone(), records[other].id.clone()];
-    records[primary].archived = true;
-    records[other].archived = true;
+    for original in [primary, other] {
+        records[original].archived = true;
+        records[original].updated_at = now;
+    }
     records.push(merged);
     shared.count_written(object, 1);
     if object == "contacts" {

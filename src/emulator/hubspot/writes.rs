@@ -874,12 +874,15 @@ pub(super) fn archive_records(
     ids: &[String],
 ) {
     let mut archived = 0;
+    let now = Timestamp::now();
     for id in ids {
         if let Some(index) = records
             .iter()
             .position(|record| !record.archived && record.id == *id)
         {
+            // `archivedAt` is the time of archiving.
             records[index].archived = true;
+            records[index].updated_at = now;
             archived += 1;
         }
     }

@@ -1,0 +1,261 @@
+//! HubSpot reads against the emulator: a full read returns exactly the portal's contacts; an
+//! incremental read after writes returns exactly what changed — also when 12,000 records share
+//! one modification time past search's 10,000-result cap — with archived records as
+//! tombstones; records stream through a bounded channel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use crmsync::emulator::data::{OrgProfile, generate};
+use crmsync::emulator::{EmulatorConfig, RunningEmulator};
+use crmsync::http::retry::RetryPolicy;
+use crmsync::hubspot::auth::{HubspotCredentials, TokenSource};
+use crmsync::hubspot::client::{HubspotClient, RateSettings};
+use crmsync::hubspot::read::{HubspotReader, ReadEvent, ReadSummary};
+use crmsync::record::SourceRecord;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const SEED: u64 = 31;
+
+async fn start(people: usize) -> RunningEmulator {
+    RunningEmulator::start(
+        EmulatorConfig {
+            seed: SEED,
+            records: people,
+            rate_limits: false,
+            ..EmulatorConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("emulator starts")
+}
+
+fn client(emulator: &RunningEmulator) -> HubspotClient {
+    let base = &emulator.info().hubspot_base_url;
+    let http = reqwest::Client::new();
+    let tokens = TokenSource::new(
+        HubspotCredentials::PrivateApp {
+            token: SecretString::from(emulator.info().hubspot_token.as_str()),
+        },
+        base,
+        http.clone(),
+    )
+    .expect("tokens");
+    HubspotClient::new(
+        http,
+        base,
+        tokens,
+        RateSettings::default(),
+        RetryPolicy::default(),
+    )
+    .expect("client")
+}
+
+/// Everything a read sent, collected off its channel.
+#[derive(Default)]
+struct Collected {
+    records: Vec<SourceRecord>,
+    archived: Vec<String>,
+}
+
+async fn collect<F, Fut>(read: F) -> (Collected, ReadSummary)
+where
+    F: FnOnce(mpsc::Sender<ReadEvent>) -> Fut,
+    Fut: std::future::Future<Output = ReadSummary>,
+{
+    // A small channel: the reader must wait for the consumer, not buffer everything.
+    let (sender, mut receiver) = mpsc::channel(2);
+    let consumer = tokio::spawn(async move {
+        let mut collected = Collected::default();
+        while let Some(event) = receiver.recv().await {
+            match event {
+                ReadEvent::Records(records) => collected.records.extend(records),
+                ReadEvent::Archived(tombstones) => collected
+                    .archived
+                    .extend(tombstones.into_iter().map(|t| t.id)),
+                ReadEvent::Merged(_) => {}
+            }
+        }
+        collected
+    });
+    let summary = read(sender).await;
+    (consumer.await.expect("consumer"), summary)
+}
+
+fn properties() -> Vec<String> {
+    [
+        "email",
+        "firstname",
+        "lastname",
+        "lifecyclestage",
+        "hs_lead_status",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_returns_exactly_the_portals_contacts() {
+    let people = 25_000;
+    let emulator = start(people).await;
+    let client = client(&emulator);
+    let reader = HubspotReader::new(&client);
+    let (collected, summary) = collect(|events| async move {
+        reader
+            .full("contacts", &properties(), &events)
+            .await
+            .expect("full read")
+    })
+    .await;
+    let generated = generate(SEED, people, OrgProfile::Classic);
+    let expected: BTreeMap<String, Option<String>> = generated
+        .hubspot_contacts
+        .iter()
+        .filter(|contact| !contact.archived)
+        .map(|contact| {
+            (
+                contact.id.clone(),
+                contact.properties.text("email").map(str::to_string),
+            )
+        })
+        .collect();
+    assert!(expected.len() >= 19_000, "{} contacts", expected.len());
+    let read: BTreeMap<String, Option<String>> = collected
+        .records
+        .iter()
+        .map(|record| {
+            (
+                record.id.clone(),
+                record
+                    .properties
+                    .get("email")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(read.len(), collected.records.len(), "no record twice");
+    assert_eq!(read, expected, "the same ids with the same emails");
+    let archived: BTreeSet<&String> = collected.archived.iter().collect();
+    let expected_archived: BTreeSet<&String> = generated
+        .hubspot_contacts
+        .iter()
+        .filter(|contact| contact.archived)
+        .map(|contact| &contact.id)
+        .collect();
+    assert_eq!(
+        archived, expected_archived,
+        "archived contacts as tombstones"
+    );
+    assert_eq!(summary.records, expected.len());
+    let list_pages = expected.len().div_ceil(100);
+    let archived_pages = expected_archived.len().div_ceil(100).max(1);
+    assert_eq!(
+        client.calls() as usize,
+        list_pages + archived_pages,
+        "one call per 100 records"
+    );
+}
+
+async fn post(emulator: &RunningEmulator, path: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", emulator.info().hubspot_base_url))
+        .bearer_auth(&emulator.info().hubspot_token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let text = response.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_read_returns_what_changed_past_the_search_cap() {
+    let emulator = start(17_000).await;
+    let client = client(&emulator);
+    let reader = HubspotReader::new(&client);
+    let reader = &reader;
+    let (before, full) = collect(|events| async move {
+        reader
+            .full("contacts", &properties(), &events)
+            .await
+            .expect("full read")
+    })
+    .await;
+    let high_water = full.high_water.expect("a high-water mark");
+    assert!(before.records.len() > 13_000);
+
+    // 12,000 contacts stamped with one identical time, as a bulk update leaves them.
+    let touched = post(
+        &emulator,
+        "/__emulator/hubspot/touch",
+        json!({"object": "contacts", "count": 12_000, "properties": {"jobtitle": "Bulk"}}),
+    )
+    .await;
+    assert_eq!(touched["touched"], 12_000);
+    let mut changed: BTreeSet<String> = before
+        .records
+        .iter()
+        .take(12_000)
+        .map(|record| record.id.clone())
+        .collect();
+    // Two more, changed one by one after the bulk update, and one archived.
+    let others: Vec<String> = before.records[12_500..12_502]
+        .iter()
+        .map(|record| record.id.clone())
+        .collect();
+    for id in &others {
+        post(
+            &emulator,
+            "/crm/v3/objects/contacts/batch/update",
+            json!({"inputs": [{"id": id, "properties": {"jobtitle": "Single"}}]}),
+        )
+        .await;
+        changed.insert(id.clone());
+    }
+    let archived_id = before.records[13_000].id.clone();
+    post(
+        &emulator,
+        "/crm/v3/objects/contacts/batch/archive",
+        json!({"inputs": [{"id": archived_id}]}),
+    )
+    .await;
+    // The overlap window may bring back records from just before the checkpoint.
+    let overlap_start = high_water - jiff::SignedDuration::from_secs(60);
+    let boundary: BTreeSet<String> = before
+        .records
+        .iter()
+        .filter(|record| record.modified_at >= overlap_start && record.id != archived_id)
+        .map(|record| record.id.clone())
+        .collect();
+
+    let calls_before = client.calls();
+    let (after, summary) = collect(|events| async move {
+        reader
+            .incremental("contacts", &properties(), high_water, &events)
+            .await
+            .expect("incremental read")
+    })
+    .await;
+    let read: BTreeSet<String> = after
+        .records
+        .iter()
+        .map(|record| record.id.clone())
+        .collect();
+    assert_eq!(read.len(), after.records.len(), "no record twice");
+    let expected: BTreeSet<String> = changed.union(&boundary).cloned().collect();
+    assert_eq!(read.len(), expected.len());
+    assert_eq!(read, expected, "exactly what changed");
+    assert_eq!(
+        after.archived,
+        vec![archived_id],
+        "the archived contact as a tombstone"
+    );
+    assert!(summary.high_water > Some(high_water));
+    let calls = client.calls() - calls_before;
+    println!("incremental read of {} records: {calls} calls", read.len());
+    assert!(calls <= 70, "{calls} calls for {} records", read.len());
+}
