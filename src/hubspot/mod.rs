@@ -1,7 +1,8 @@
 //! The HubSpot connector: authentication ([`auth`]), the one place every request goes
-//! through ([`client`]) and full and incremental reads ([`read`]); schema and write-back
-//! build on them.
+//! through ([`client`]), full and incremental reads ([`read`]) and the portal's schema —
+//! properties and their options, pipelines, owners ([`schema`]); write-back builds on them.
 
 pub mod auth;
 pub mod client;
 pub mod read;
+pub mod schema;
