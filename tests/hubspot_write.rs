@@ -1,0 +1,227 @@
+//! HubSpot write-back against the emulator: only changed records and properties are sent, in
+//! batches of 100; under the `partial` fault good items land, locked ones are retried alone
+//! and land too, refused ones are dead-lettered with their reason; values HubSpot would refuse
+//! never leave; lifecycle regressions happen only when allowed, by clearing first.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crmsync::emulator::faults::Faults;
+use crmsync::emulator::{EmulatorConfig, RunningEmulator};
+use crmsync::http::retry::RetryPolicy;
+use crmsync::hubspot::auth::{HubspotCredentials, TokenSource};
+use crmsync::hubspot::client::{HubspotClient, RateSettings};
+use crmsync::hubspot::read::{HubspotReader, ReadEvent};
+use crmsync::hubspot::schema::PortalSchema;
+use crmsync::hubspot::write::{HubspotWriter, PlannedUpdate};
+use crmsync::record::SourceRecord;
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+async fn connect(faults: &str) -> (RunningEmulator, HubspotClient) {
+    let emulator = RunningEmulator::start(
+        EmulatorConfig {
+            seed: 41,
+            records: 400,
+            rate_limits: false,
+            faults: faults.parse::<Faults>().expect("faults"),
+            ..EmulatorConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("emulator starts");
+    let base = emulator.info().hubspot_base_url.clone();
+    let http = reqwest::Client::new();
+    let tokens = TokenSource::new(
+        HubspotCredentials::PrivateApp {
+            token: SecretString::from(emulator.info().hubspot_token.as_str()),
+        },
+        &base,
+        http.clone(),
+    )
+    .expect("tokens");
+    let client = HubspotClient::new(
+        http,
+        &base,
+        tokens,
+        RateSettings::default(),
+        RetryPolicy::default(),
+    )
+    .expect("client");
+    (emulator, client)
+}
+
+async fn contacts(client: &HubspotClient) -> Vec<SourceRecord> {
+    let reader = HubspotReader::new(client);
+    let (sender, mut receiver) = mpsc::channel(4);
+    let properties: Vec<String> = ["email", "jobtitle", "lifecyclestage"]
+        .map(str::to_string)
+        .to_vec();
+    let read = async {
+        let summary = reader.full("contacts", &properties, &sender).await;
+        drop(sender);
+        summary
+    };
+    let collect = async {
+        let mut records = Vec::new();
+        while let Some(event) = receiver.recv().await {
+            if let ReadEvent::Records(page) = event {
+                records.extend(page);
+            }
+        }
+        records
+    };
+    let (summary, records) = tokio::join!(read, collect);
+    summary.expect("read");
+    records
+}
+
+fn current(record: &SourceRecord) -> BTreeMap<String, String> {
+    record
+        .properties
+        .iter()
+        .filter_map(|(name, value)| value.as_str().map(|text| (name.clone(), text.to_string())))
+        .collect()
+}
+
+fn planned(
+    record: &SourceRecord,
+    desired: &[(&str, &str)],
+    allow_regression: bool,
+) -> PlannedUpdate {
+    PlannedUpdate {
+        id: record.id.clone(),
+        current: current(record),
+        desired: desired
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        allow_regression,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_failures_land_the_good_retry_the_locked_and_dead_letter_the_refused() {
+    let (emulator, client) = connect("partial").await;
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    let records = contacts(&client).await;
+    assert!(records.len() > 290);
+    let mut plan: Vec<PlannedUpdate> = records[..250]
+        .iter()
+        .map(|record| planned(record, &[("jobtitle", "Revenue Lead")], false))
+        .collect();
+    // Already right: nothing to send.
+    plan.extend(records[250..270].iter().map(|record| {
+        let title = current(record).get("jobtitle").cloned().unwrap_or_default();
+        planned(record, &[("jobtitle", title.as_str())], false)
+    }));
+    // A value HubSpot would refuse, and a record that no longer exists.
+    plan.push(planned(
+        &records[280],
+        &[("lifecyclestage", "wizard")],
+        false,
+    ));
+    let mut ghost = planned(&records[281], &[("jobtitle", "Ghost")], false);
+    ghost.id = "999999999".into();
+    plan.push(ghost);
+    let calls_before = client.calls();
+    let mut writer = HubspotWriter::new(&client, &schema);
+    writer.retry_wait = Duration::from_millis(50);
+    let report = writer.update("contacts", plan).await.expect("write-back");
+    assert_eq!(report.written, 250, "{report:?}");
+    assert_eq!(report.unchanged, 20);
+    assert!(report.retried > 0, "the partial fault locked some items");
+    let letters: Vec<(&str, Option<&str>)> = report
+        .dead_letters
+        .iter()
+        .map(|letter| (letter.id.as_str(), letter.property.as_deref()))
+        .collect();
+    assert_eq!(
+        letters,
+        vec![
+            (records[280].id.as_str(), Some("lifecyclestage")),
+            ("999999999", None)
+        ],
+        "{:?}",
+        report.dead_letters
+    );
+    assert!(
+        report.dead_letters[0]
+            .reason
+            .contains("not one of the options")
+    );
+    assert!(report.dead_letters[1].reason.contains("OBJECT_NOT_FOUND"));
+    let calls = client.calls() - calls_before;
+    assert!(
+        calls <= 3 + 3,
+        "batches of 100 and retries of the locked only: {calls} calls"
+    );
+    // Every intended change is in HubSpot.
+    let after = contacts(&client).await;
+    let titled = after
+        .iter()
+        .filter(|record| {
+            record.properties.get("jobtitle").and_then(Value::as_str) == Some("Revenue Lead")
+        })
+        .count();
+    assert_eq!(titled, 250);
+    drop(emulator);
+}
+
+#[tokio::test]
+async fn lifecycle_regressions_happen_only_when_allowed() {
+    let (_emulator, client) = connect("none").await;
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    let records = contacts(&client).await;
+    let customers: Vec<&SourceRecord> = records
+        .iter()
+        .filter(|record| {
+            record
+                .properties
+                .get("lifecyclestage")
+                .and_then(Value::as_str)
+                == Some("customer")
+        })
+        .take(2)
+        .collect();
+    assert_eq!(customers.len(), 2);
+    let writer = HubspotWriter::new(&client, &schema);
+    let report = writer
+        .update(
+            "contacts",
+            vec![
+                planned(customers[0], &[("lifecyclestage", "lead")], false),
+                planned(customers[1], &[("lifecyclestage", "lead")], true),
+            ],
+        )
+        .await
+        .expect("write-back");
+    assert_eq!(report.refused_regressions.len(), 1);
+    assert_eq!(report.refused_regressions[0].id, customers[0].id);
+    assert_eq!(report.refused_regressions[0].from, "customer");
+    assert_eq!(report.written, 1);
+    let after = contacts(&client).await;
+    let stage = |id: &str| {
+        after
+            .iter()
+            .find(|record| record.id == id)
+            .and_then(|record| record.properties.get("lifecyclestage"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    assert_eq!(
+        stage(&customers[0].id).as_deref(),
+        Some("customer"),
+        "refused: unchanged"
+    );
+    assert_eq!(
+        stage(&customers[1].id).as_deref(),
+        Some("lead"),
+        "allowed: cleared, then set"
+    );
+}
