@@ -259,3 +259,51 @@ async fn an_incremental_read_returns_what_changed_past_the_search_cap() {
     println!("incremental read of {} records: {calls} calls", read.len());
     assert!(calls <= 70, "{calls} calls for {} records", read.len());
 }
+
+#[tokio::test]
+async fn a_property_list_too_long_for_a_url_is_read_through_batch_read() {
+    let emulator = start(600).await;
+    let client = client(&emulator);
+    let reader = HubspotReader::new(&client);
+    let reader = &reader;
+    // Hundreds of properties: portals with many custom properties ask for this.
+    let mut many = properties();
+    many.extend((0..400).map(|n| format!("custom_property_with_a_long_name_{n:03}")));
+    let (collected, _) = collect(|events| async move {
+        reader
+            .full("contacts", &many, &events)
+            .await
+            .expect("full read")
+    })
+    .await;
+    let (plain, _) = collect(|events| async move {
+        reader
+            .full("contacts", &properties(), &events)
+            .await
+            .expect("full read")
+    })
+    .await;
+    let emails = |records: &[SourceRecord]| -> Vec<(String, Option<String>)> {
+        records
+            .iter()
+            .map(|record| {
+                (
+                    record.id.clone(),
+                    record
+                        .properties
+                        .get("email")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(emails(&collected.records), emails(&plain.records));
+    let stats = emulator.stats();
+    let batch_reads: u64 = stats
+        .requests_by_endpoint
+        .get("hubspot POST /crm/v3/objects/{type}/batch/read")
+        .map_or(0, |by_status| by_status.values().sum());
+    let pages = plain.records.len().div_ceil(100) as u64;
+    assert_eq!(batch_reads, pages, "one batch/read per listed page");
+}
