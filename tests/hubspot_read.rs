@@ -10,8 +10,9 @@ use crmsync::emulator::data::{OrgProfile, generate};
 use crmsync::emulator::{EmulatorConfig, RunningEmulator};
 use crmsync::http::retry::RetryPolicy;
 use crmsync::hubspot::auth::{HubspotCredentials, TokenSource};
+use crmsync::hubspot::client::HubspotError;
 use crmsync::hubspot::client::{HubspotClient, RateSettings};
-use crmsync::hubspot::read::{HubspotReader, ReadEvent, ReadSummary};
+use crmsync::hubspot::read::{HubspotReader, ReadError, ReadEvent, ReadSummary, ResumePoint};
 use crmsync::record::SourceRecord;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -59,6 +60,7 @@ fn client(emulator: &RunningEmulator) -> HubspotClient {
 struct Collected {
     records: Vec<SourceRecord>,
     archived: Vec<String>,
+    resume: Option<ResumePoint>,
 }
 
 async fn collect<F, Fut>(read: F) -> (Collected, ReadSummary)
@@ -77,6 +79,7 @@ where
                     .archived
                     .extend(tombstones.into_iter().map(|t| t.id)),
                 ReadEvent::Merged(_) => {}
+                ReadEvent::Progress(point) => collected.resume = Some(point),
             }
         }
         collected
@@ -306,4 +309,117 @@ async fn a_property_list_too_long_for_a_url_is_read_through_batch_read() {
         .map_or(0, |by_status| by_status.values().sum());
     let pages = plain.records.len().div_ceil(100) as u64;
     assert_eq!(batch_reads, pages, "one batch/read per listed page");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_stopped_by_the_daily_allowance_resumes_where_it_stopped() {
+    let emulator = RunningEmulator::start(
+        EmulatorConfig {
+            seed: SEED,
+            records: 5_000,
+            rate_limits: true,
+            hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
+                per_ten_seconds: 1_000,
+                per_day: 30,
+            },
+            ..EmulatorConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("emulator starts");
+    let base = emulator.info().hubspot_base_url.clone();
+    // Each run is its own process with its own client.
+    let run_client = || {
+        let http = reqwest::Client::new();
+        let tokens = TokenSource::new(
+            HubspotCredentials::PrivateApp {
+                token: SecretString::from(emulator.info().hubspot_token.as_str()),
+            },
+            &base,
+            http.clone(),
+        )
+        .expect("tokens");
+        HubspotClient::new(
+            http,
+            &base,
+            tokens,
+            RateSettings {
+                requests_per_10s: 1_000,
+                daily_reserve_percent: 0,
+                ..RateSettings::default()
+            },
+            RetryPolicy::default(),
+        )
+        .expect("client")
+    };
+    let client = run_client();
+    let reader = HubspotReader::new(&client);
+    let reader = &reader;
+    let mut outcome = None;
+    let (first, _) = collect(|events| {
+        let outcome = &mut outcome;
+        async move {
+            *outcome = Some(reader.full("contacts", &properties(), &events).await);
+            ReadSummary::default()
+        }
+    })
+    .await;
+    let stopped = outcome
+        .expect("ran")
+        .expect_err("the allowance runs out mid-read");
+    assert!(
+        matches!(
+            stopped,
+            ReadError::Api(HubspotError::DailyReserve { .. } | HubspotError::DailyLimit { .. })
+        ),
+        "{stopped}"
+    );
+    let Some(ResumePoint::FullAfter(cursor)) = first.resume.clone() else {
+        panic!("no resume point after {} records", first.records.len());
+    };
+    assert!(
+        first.records.len() >= 1_000,
+        "{} records before the stop",
+        first.records.len()
+    );
+    // Midnight: the allowance is whole again; the next run resumes from the checkpoint.
+    reqwest::Client::new()
+        .post(format!("{base}/__emulator/hubspot/new-day"))
+        .send()
+        .await
+        .expect("new day");
+    let client = run_client();
+    let reader = HubspotReader::new(&client);
+    let reader = &reader;
+    let mut outcome = None;
+    let (rest, _) = collect(|events| {
+        let outcome = &mut outcome;
+        async move {
+            *outcome = Some(
+                reader
+                    .full_from("contacts", &properties(), Some(cursor), &events)
+                    .await,
+            );
+            ReadSummary::default()
+        }
+    })
+    .await;
+    outcome.expect("ran").expect("the rest reads");
+    let mut ids: Vec<String> = first
+        .records
+        .iter()
+        .chain(&rest.records)
+        .map(|record| record.id.clone())
+        .collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "no record twice");
+    let expected = generate(SEED, 5_000, OrgProfile::Classic)
+        .hubspot_contacts
+        .iter()
+        .filter(|contact| !contact.archived)
+        .count();
+    assert_eq!(total, expected, "every record once across the two runs");
 }

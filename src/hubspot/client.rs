@@ -102,12 +102,18 @@ pub struct Answer {
     pub headers: HeaderMap,
 }
 
-/// What the daily headers last said.
+/// What the daily headers last said, and when.
 #[derive(Debug, Default, Clone, Copy)]
 struct DailyState {
     daily: Option<u64>,
     remaining: Option<u64>,
+    observed: Option<tokio::time::Instant>,
 }
+
+/// Daily figures older than this no longer hold requests back: the allowance may have been
+/// renewed at midnight (in the portal's time zone, which the API does not say), and the next
+/// answer brings fresh figures.
+const DAILY_FIGURES_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 /// The HubSpot API as crmsync calls it.
 #[derive(Debug)]
@@ -402,6 +408,7 @@ impl HubspotClient {
             *state = DailyState {
                 daily: Some(daily),
                 remaining: Some(remaining),
+                observed: Some(tokio::time::Instant::now()),
             };
         }
     }
@@ -411,7 +418,10 @@ impl HubspotClient {
             .daily
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let (Some(daily), Some(remaining)) = (state.daily, state.remaining) {
+        let fresh = state
+            .observed
+            .is_some_and(|observed| observed.elapsed() < DAILY_FIGURES_LIFETIME);
+        if let (true, Some(daily), Some(remaining)) = (fresh, state.daily, state.remaining) {
             let reserve = daily * u64::from(self.settings.daily_reserve_percent) / 100;
             if remaining <= reserve {
                 return Err(HubspotError::DailyReserve {

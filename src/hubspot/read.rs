@@ -40,6 +40,18 @@ pub enum ReadEvent {
     Archived(Vec<Tombstone>),
     /// Records that absorbed others in a merge.
     Merged(Vec<Merge>),
+    /// Everything before this point has been handed over: a run stopped after it (a spent
+    /// daily allowance, say) resumes here.
+    Progress(ResumePoint),
+}
+
+/// Where a read can pick up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumePoint {
+    /// A full read: the list page to continue from.
+    FullAfter(String),
+    /// An incremental read: the modification time read up to.
+    ModifiedSince(Timestamp),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,13 +142,25 @@ impl<'a> HubspotReader<'a> {
         properties: &[String],
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
+        self.full_from(object, properties, None, events).await
+    }
+
+    /// A full read picked up at `resume` (a [`ResumePoint::FullAfter`] cursor), or from the
+    /// start.
+    pub async fn full_from(
+        &self,
+        object: &str,
+        properties: &[String],
+        resume: Option<String>,
+        events: &mpsc::Sender<ReadEvent>,
+    ) -> Result<ReadSummary, ReadError> {
         let properties = with_read_properties(object, properties);
         let joined = properties.join(",");
         let list_path = format!("/crm/v3/objects/{object}");
         // Base URL, path, `limit`, `after` and the list itself.
         let by_batch = list_path.len() + joined.len() + 200 > MAX_URL_LENGTH;
         let mut summary = ReadSummary::default();
-        let mut after: Option<String> = None;
+        let mut after: Option<String> = resume;
         loop {
             let mut query = vec![("limit", LIST_PAGE.to_string())];
             query.push((
@@ -168,7 +192,11 @@ impl<'a> HubspotReader<'a> {
             }
             self.deliver(object, results, &mut summary, events).await?;
             match page.body["paging"]["next"]["after"].as_str() {
-                Some(next) => after = Some(next.to_string()),
+                Some(next) => {
+                    after = Some(next.to_string());
+                    let point = ResumePoint::FullAfter(next.to_string());
+                    send(events, ReadEvent::Progress(point), object).await?;
+                }
                 None => break,
             }
         }
@@ -385,6 +413,18 @@ impl<'a> HubspotReader<'a> {
                 })
                 .collect();
             self.deliver(object, fresh, summary, events).await?;
+            // Everything modified before the latest instant read is in; resuming there (at
+            // or after it) loses nothing.
+            if let Some(ms) = window.last_modified_ms
+                && let Ok(at) = Timestamp::from_millisecond(ms)
+            {
+                send(
+                    events,
+                    ReadEvent::Progress(ResumePoint::ModifiedSince(at)),
+                    object,
+                )
+                .await?;
+            }
             if all_tied && page.body["paging"]["next"].is_object() {
                 window.capped = true;
                 return Ok(window);

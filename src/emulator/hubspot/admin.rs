@@ -1,6 +1,7 @@
 //! Test controls that are not part of HubSpot's API, under `/__emulator/hubspot/`: a bulk
 //! "touch" that gives many records one identical modification time, as HubSpot's own bulk
-//! updates (imports, workflows) do in real portals.
+//! updates (imports, workflows) do in real portals, and "new-day", which makes the daily
+//! allowance whole again as midnight does.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use super::writes::api_time;
 pub fn routes(shared: Arc<HubspotShared>) -> Router {
     Router::new()
         .route("/__emulator/hubspot/touch", post(touch))
+        .route("/__emulator/hubspot/new-day", post(new_day))
         .with_state(shared)
 }
 
@@ -60,4 +62,10 @@ async fn touch(State(shared): State<Arc<HubspotShared>>, Json(request): Json<Val
     }
     shared.count_written(object, touched);
     Json(json!({"touched": touched, "at": stamp})).into_response()
+}
+
+/// Midnight in the portal's time zone: the daily allowance starts over.
+async fn new_day(State(shared): State<Arc<HubspotShared>>) -> Response {
+    shared.start_new_day();
+    StatusCode::NO_CONTENT.into_response()
 }

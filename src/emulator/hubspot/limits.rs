@@ -132,6 +132,11 @@ impl RateLimiter {
 
     /// Counts a request at `now`: the budget after it, or the policy that refuses it. Refused
     /// requests do not use the budget.
+    /// A new day: the daily allowance is whole again.
+    pub fn new_day(&mut self) {
+        self.used_today = 0;
+    }
+
     pub fn admit(&mut self, now: Instant) -> Result<Budget, Policy> {
         while self
             .window

@@ -197,6 +197,14 @@ impl HubspotShared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Makes the daily allowance whole again.
+    fn start_new_day(&self) {
+        match self.limiter.lock() {
+            Ok(mut limiter) => limiter.new_day(),
+            Err(poisoned) => poisoned.into_inner().new_day(),
+        }
+    }
+
     fn count_written(&self, object: &str, count: usize) {
         self.stats.written("hubspot", object, count);
     }
