@@ -383,7 +383,7 @@ impl HubspotClient {
     }
 
     /// Follows the rate-limit headers: a different maximum rebuilds the budget; a spent window
-    /// pauses everyone until it rolls on; the daily figures feed the reserve check.
+    /// pauses everyone briefly; the daily figures feed the reserve check.
     fn observe_headers(&self, headers: &HeaderMap) {
         let number =
             |name: &str| header_text(headers, name).and_then(|text| text.parse::<u64>().ok());
@@ -395,10 +395,13 @@ impl HubspotClient {
                 "HubSpot reports a different ten-second limit; pacing to it"
             );
         }
+        // A full window (other apps share it, or requests bunched up on the way): hold back
+        // for one request's share of the window, the time the oldest needs to age out.
         if number("x-hubspot-ratelimit-remaining") == Some(0) {
             let interval = number("x-hubspot-ratelimit-interval-milliseconds").unwrap_or(10_000);
+            let max = number("x-hubspot-ratelimit-max").unwrap_or(100).max(1);
             self.general
-                .pause_for(Duration::from_millis(interval.min(10_000)));
+                .pause_for(Duration::from_millis((interval / max).clamp(100, 10_000)));
         }
         if let (Some(daily), Some(remaining)) = (
             number("x-hubspot-ratelimit-daily"),
