@@ -423,3 +423,45 @@ async fn a_read_stopped_by_the_daily_allowance_resumes_where_it_stopped() {
         .count();
     assert_eq!(total, expected, "every record once across the two runs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_reads_come_through_every_fault_profile_unchanged() {
+    let quiet = start(1_500).await;
+    let since = jiff::Timestamp::from_second(1_700_000_000).expect("timestamp");
+    let read_all = |emulator: &RunningEmulator| {
+        let client = client(emulator);
+        async move {
+            let reader = HubspotReader::new(&client);
+            let reader = &reader;
+            let (collected, _) = collect(|events| async move {
+                reader
+                    .incremental("contacts", &properties(), since, &events)
+                    .await
+                    .expect("incremental read")
+            })
+            .await;
+            collected
+                .records
+                .iter()
+                .map(|record| record.id.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    let expected = read_all(&quiet).await;
+    assert!(expected.len() > 1_000);
+    for faults in ["flaky", "storm", "flaky,storm,slow"] {
+        let emulator = RunningEmulator::start(
+            EmulatorConfig {
+                seed: SEED,
+                records: 1_500,
+                rate_limits: false,
+                faults: faults.parse().expect("faults"),
+                ..EmulatorConfig::default()
+            },
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .expect("emulator starts");
+        assert_eq!(read_all(&emulator).await, expected, "{faults}");
+    }
+}
