@@ -83,14 +83,68 @@ pub enum HubspotAuth {
     },
 }
 
+/// HubSpot subscription tiers, which set the default API limits (HubSpot's usage guidelines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubspotTier {
+    /// Free and Starter: 100 requests per 10 s, 250,000 a day.
+    Free,
+    /// Professional: 190 per 10 s, 625,000 a day.
+    Professional,
+    /// Enterprise: 190 per 10 s, 1,000,000 a day.
+    Enterprise,
+    /// With the API limit increase: 250 per 10 s, 1,000,000 a day.
+    LimitIncrease,
+}
+
+impl HubspotTier {
+    /// The names `tier` takes.
+    pub const NAMES: [&'static str; 5] = [
+        "free",
+        "starter",
+        "professional",
+        "enterprise",
+        "limit_increase",
+    ];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "free" | "starter" => HubspotTier::Free,
+            "professional" => HubspotTier::Professional,
+            "enterprise" => HubspotTier::Enterprise,
+            "limit_increase" => HubspotTier::LimitIncrease,
+            _ => return None,
+        })
+    }
+
+    /// Requests per rolling 10 seconds.
+    pub fn requests_per_10s(self) -> u32 {
+        match self {
+            HubspotTier::Free => 100,
+            HubspotTier::Professional | HubspotTier::Enterprise => 190,
+            HubspotTier::LimitIncrease => 250,
+        }
+    }
+
+    /// Requests per day.
+    pub fn daily_limit(self) -> u64 {
+        match self {
+            HubspotTier::Free => 250_000,
+            HubspotTier::Professional => 625_000,
+            HubspotTier::Enterprise | HubspotTier::LimitIncrease => 1_000_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubspotRateLimit {
-    /// Requests allowed per rolling 10 seconds (HubSpot: 100 on Free/Starter, 190 on Pro/Enterprise private apps).
+    /// The subscription the defaults below come from.
+    pub tier: HubspotTier,
+    /// Requests allowed per rolling 10 seconds (default: the tier's).
     pub requests_per_10s: u32,
     /// CRM search requests per second (HubSpot: 5 per account).
     pub search_per_second: u32,
-    /// The account's daily request allowance, if known.
-    pub daily_limit: Option<u64>,
+    /// The account's daily request allowance (default: the tier's).
+    pub daily_limit: u64,
     /// Share of the daily allowance crmsync leaves for other integrations.
     pub daily_reserve_percent: u8,
 }

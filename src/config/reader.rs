@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use jiff::SignedDuration;
 
 use super::{
-    Config, EnvVars, FieldSource, HubspotAuth, HubspotConfig, HubspotRateLimit, LogConfig,
-    LogFormat, ReconcileConfig, SalesforceAuth, SalesforceConfig, ScheduleConfig, StagePolicy,
-    WarehouseConfig, WarehouseUrl, WriteBackConfig, WriteTarget, env_var_name,
+    Config, EnvVars, FieldSource, HubspotAuth, HubspotConfig, HubspotRateLimit, HubspotTier,
+    LogConfig, LogFormat, ReconcileConfig, SalesforceAuth, SalesforceConfig, ScheduleConfig,
+    StagePolicy, WarehouseConfig, WarehouseUrl, WriteBackConfig, WriteTarget, env_var_name,
 };
 use crate::diagnostics::{Diagnostics, Located, Location, SourceFile, did_you_mean, list};
 use crate::secret::{
@@ -529,21 +529,39 @@ impl<'e> Settings<'e> {
         };
         let rate = &table.table("rate_limit");
         let rate_limit = {
+            let tier_name = self.string_or(rate, "tier", "free");
+            let tier = HubspotTier::from_name(&tier_name.value).unwrap_or_else(|| {
+                self.report(
+                    tier_name.location.clone(),
+                    format!("unknown HubSpot tier {:?}", tier_name.value),
+                    suggest(&tier_name.value, &HubspotTier::NAMES),
+                );
+                HubspotTier::Free
+            });
             let limit = HubspotRateLimit {
-                requests_per_10s: self.bounded(rate, "requests_per_10s", 1..=1000, 100) as u32,
+                tier,
+                requests_per_10s: self.bounded(
+                    rate,
+                    "requests_per_10s",
+                    1..=1000,
+                    i64::from(tier.requests_per_10s()),
+                ) as u32,
                 search_per_second: self.bounded(rate, "search_per_second", 1..=100, 5) as u32,
-                daily_limit: self.integer(rate, "daily_limit").and_then(|n| {
-                    if n.value <= 0 {
-                        self.report(
-                            n.location,
-                            "`hubspot.rate_limit.daily_limit` must be positive",
-                            "set the account's daily allowance, or remove the key",
-                        );
-                        None
-                    } else {
-                        Some(n.value as u64)
-                    }
-                }),
+                daily_limit: self
+                    .integer(rate, "daily_limit")
+                    .and_then(|n| {
+                        if n.value <= 0 {
+                            self.report(
+                                n.location,
+                                "`hubspot.rate_limit.daily_limit` must be positive",
+                                "set the account's daily allowance, or remove the key to use the tier's",
+                            );
+                            None
+                        } else {
+                            Some(n.value as u64)
+                        }
+                    })
+                    .unwrap_or(tier.daily_limit()),
                 daily_reserve_percent: self.bounded(rate, "daily_reserve_percent", 0..=90, 10)
                     as u8,
             };
