@@ -225,3 +225,61 @@ async fn lifecycle_regressions_happen_only_when_allowed() {
         "allowed: cleared, then set"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserts_by_email_create_the_missing_and_update_the_known() {
+    let (_emulator, client) = connect("partial").await;
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    let records = contacts(&client).await;
+    let known: Vec<String> = records
+        .iter()
+        .filter_map(|record| record.properties.get("email").and_then(Value::as_str))
+        .take(2)
+        .map(|email| email.trim().to_string())
+        .collect();
+    let mut upserts: Vec<(String, BTreeMap<String, String>)> = (0..150)
+        .map(|n| {
+            (
+                format!("new.person{n}@salesforce-only.example"),
+                BTreeMap::from([
+                    ("firstname".to_string(), format!("New{n}")),
+                    ("lifecyclestage".to_string(), "lead".to_string()),
+                ]),
+            )
+        })
+        .collect();
+    for email in &known {
+        upserts.push((
+            email.clone(),
+            BTreeMap::from([("jobtitle".to_string(), "Known".to_string())]),
+        ));
+    }
+    upserts.push((
+        "bad.stage@salesforce-only.example".into(),
+        BTreeMap::from([("lifecyclestage".to_string(), "wizard".to_string())]),
+    ));
+    let mut writer = HubspotWriter::new(&client, &schema);
+    writer.retry_wait = Duration::from_millis(50);
+    let report = writer
+        .upsert("contacts", "email", upserts)
+        .await
+        .expect("upsert");
+    assert_eq!(report.written, 152, "{report:?}");
+    assert_eq!(report.dead_letters.len(), 1);
+    assert_eq!(
+        report.dead_letters[0].property.as_deref(),
+        Some("lifecyclestage")
+    );
+    let after = contacts(&client).await;
+    assert_eq!(
+        after.len(),
+        records.len() + 150,
+        "150 created, the known ones updated"
+    );
+    let titled = after
+        .iter()
+        .filter(|record| record.properties.get("jobtitle").and_then(Value::as_str) == Some("Known"))
+        .count();
+    assert_eq!(titled, 2);
+}

@@ -1,5 +1,6 @@
 //! Write-back to HubSpot: `batch/update` in batches of 100 holding only the records, and only
-//! the properties, whose values differ from what HubSpot holds. Values HubSpot would refuse
+//! the properties, whose values differ from what HubSpot holds; `batch/upsert` by a unique
+//! property for records HubSpot lacks. Values HubSpot would refuse
 //! (not one of a property's options, unknown or calculated properties) are dead-lettered before
 //! sending. A lifecycle stage only moves backwards when the reconcile policy allows it — by
 //! clearing it first, since HubSpot ignores a direct backward write — and every refused
@@ -118,10 +119,42 @@ impl<'a> HubspotWriter<'a> {
         }
         // Clearing first: HubSpot ignores a direct backward lifecycle write.
         let mut cleared = WriteReport::default();
-        self.send_all(object, clear_first, &mut cleared).await?;
+        self.send_all(object, &BatchKind::Update, clear_first, &mut cleared)
+            .await?;
         report.dead_letters.extend(cleared.dead_letters);
         report.retried += cleared.retried;
-        self.send_all(object, inputs, &mut report).await?;
+        self.send_all(object, &BatchKind::Update, inputs, &mut report)
+            .await?;
+        Ok(report)
+    }
+
+    /// Creates or updates records found by the unique `id_property` (`email` for contacts):
+    /// records HubSpot lacks (people known only to Salesforce). Values are checked as for
+    /// updates; nothing is compared, since HubSpot's values are not known.
+    pub async fn upsert(
+        &self,
+        object: &str,
+        id_property: &str,
+        records: Vec<(String, BTreeMap<String, String>)>,
+    ) -> Result<WriteReport, HubspotError> {
+        let mut report = WriteReport::default();
+        let mut inputs: Vec<Input> = Vec::new();
+        for (key, desired) in records {
+            let planned = PlannedUpdate {
+                id: key,
+                current: BTreeMap::new(),
+                desired,
+                allow_regression: true,
+            };
+            let changes = self.changes(object, &planned, &mut report);
+            if !changes.is_empty() {
+                inputs.push((planned.id, changes));
+            }
+        }
+        let kind = BatchKind::Upsert {
+            id_property: id_property.to_string(),
+        };
+        self.send_all(object, &kind, inputs, &mut report).await?;
         Ok(report)
     }
 
@@ -208,6 +241,7 @@ impl<'a> HubspotWriter<'a> {
     async fn send_all(
         &self,
         object: &str,
+        kind: &BatchKind,
         inputs: Vec<Input>,
         report: &mut WriteReport,
     ) -> Result<(), HubspotError> {
@@ -216,7 +250,7 @@ impl<'a> HubspotWriter<'a> {
         while !pending.is_empty() {
             let mut retry: Vec<Input> = Vec::new();
             for batch in pending.chunks(BATCH_SIZE) {
-                let outcome = self.send_batch(object, batch).await?;
+                let outcome = self.send_batch(object, kind, batch).await?;
                 report.written += outcome.written;
                 report.dead_letters.extend(outcome.dead_letters);
                 retry.extend(outcome.retry);
@@ -246,15 +280,25 @@ impl<'a> HubspotWriter<'a> {
     async fn send_batch(
         &self,
         object: &str,
+        kind: &BatchKind,
         batch: &[Input],
     ) -> Result<BatchOutcome, HubspotError> {
+        let (endpoint, id_property) = match kind {
+            BatchKind::Update => ("update", None),
+            BatchKind::Upsert { id_property } => ("upsert", Some(id_property.as_str())),
+        };
         let body = json!({
             "inputs": batch
                 .iter()
-                .map(|(id, properties)| json!({"id": id, "properties": properties}))
+                .map(|(id, properties)| match id_property {
+                    Some(id_property) => {
+                        json!({"idProperty": id_property, "id": id, "properties": properties})
+                    }
+                    None => json!({"id": id, "properties": properties}),
+                })
                 .collect::<Vec<_>>(),
         });
-        let path = format!("/crm/v3/objects/{object}/batch/update");
+        let path = format!("/crm/v3/objects/{object}/batch/{endpoint}");
         let answer = self
             .client
             .send(
@@ -365,6 +409,15 @@ fn differs(update: &PlannedUpdate) -> bool {
         .desired
         .iter()
         .any(|(property, value)| held(update, property).trim() != value.trim())
+}
+
+/// Which batch endpoint inputs go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BatchKind {
+    /// `batch/update`: inputs name records by id.
+    Update,
+    /// `batch/upsert`: inputs name records by a unique property; missing ones are created.
+    Upsert { id_property: String },
 }
 
 /// What one batch call did.
