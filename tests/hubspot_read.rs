@@ -465,3 +465,63 @@ async fn incremental_reads_come_through_every_fault_profile_unchanged() {
         assert_eq!(read_all(&emulator).await, expected, "{faults}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merges_reach_an_incremental_read_as_a_merge_and_tombstones() {
+    let emulator = start(400).await;
+    let client = client(&emulator);
+    let reader = HubspotReader::new(&client);
+    let reader = &reader;
+    let (before, full) = collect(|events| async move {
+        reader
+            .full("contacts", &properties(), &events)
+            .await
+            .expect("full read")
+    })
+    .await;
+    let (primary, other) = (before.records[10].id.clone(), before.records[11].id.clone());
+    let merged = post(
+        &emulator,
+        "/crm/v3/objects/contacts/merge",
+        json!({"primaryObjectId": primary, "objectIdToMerge": other}),
+    )
+    .await;
+    let merged_id = merged["id"]
+        .as_str()
+        .expect("the merged record")
+        .to_string();
+    let (sender, mut receiver) = mpsc::channel(2);
+    let since = full.high_water.expect("high water");
+    let read = async {
+        let summary = reader
+            .incremental("contacts", &properties(), since, &sender)
+            .await;
+        drop(sender);
+        summary
+    };
+    let events = async {
+        let mut merges = Vec::new();
+        let mut tombstones = Vec::new();
+        while let Some(event) = receiver.recv().await {
+            match event {
+                ReadEvent::Merged(found) => merges.extend(found),
+                ReadEvent::Archived(found) => tombstones.extend(found.into_iter().map(|t| t.id)),
+                _ => {}
+            }
+        }
+        (merges, tombstones)
+    };
+    let (summary, (merges, mut tombstones)) = tokio::join!(read, events);
+    summary.expect("incremental read");
+    let merge = merges
+        .iter()
+        .find(|merge| merge.survivor == merged_id)
+        .expect("the merge");
+    let mut absorbed = merge.absorbed.clone();
+    absorbed.sort();
+    let mut originals = vec![primary, other];
+    originals.sort();
+    assert_eq!(absorbed, originals);
+    tombstones.sort();
+    assert_eq!(tombstones, originals, "both originals are archived");
+}
