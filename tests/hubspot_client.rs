@@ -268,3 +268,61 @@ async fn refusals_come_back_with_hubspots_words() {
     );
     assert!(!error.to_string().contains("pat-na1-not-a-real-token"));
 }
+
+/// A log sink the test can read back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut buffer) = self.0.lock() {
+            buffer.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn trace_logs_name_every_request_and_no_secret() {
+    let emulator = start("expiry,flaky", HubspotLimits::default(), false).await;
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let client = client(&emulator, oauth(&emulator), RateSettings::default());
+    all_contact_ids(&client).await.expect("a read");
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    all_contact_ids(&client)
+        .await
+        .expect("a read after the token expired");
+    let logs = String::from_utf8_lossy(&captured.0.lock().expect("logs")).to_string();
+    assert!(logs.contains("hubspot_request"), "requests are spans");
+    assert!(logs.contains("access token refreshed"), "{logs}");
+    let info = emulator.info();
+    for secret in [
+        info.hubspot_client_secret.as_str(),
+        info.hubspot_refresh_token.as_str(),
+        info.hubspot_token.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "a secret in the logs");
+    }
+    // Access tokens the emulator handed out look like UUIDs after "Bearer ".
+    assert!(
+        !logs.contains("Bearer "),
+        "no authorization header in the logs"
+    );
+}

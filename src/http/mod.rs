@@ -1,6 +1,8 @@
 //! One HTTP stack for both CRMs: the client and its `oauth2` adapter ([`client`]), request
-//! pacing under rate budgets ([`limiter`]) and the retry schedule ([`retry`]).
+//! pacing under rate budgets ([`limiter`]), the retry schedule ([`retry`]) and what keeps
+//! secrets out of its logs ([`redact`]).
 
 pub mod client;
 pub mod limiter;
+pub mod redact;
 pub mod retry;

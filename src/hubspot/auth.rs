@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::http::client::OAuthHttp;
+use crate::http::retry::RetryPolicy;
 
 /// How crmsync authenticates with HubSpot.
 pub enum HubspotCredentials {
@@ -213,23 +214,38 @@ impl TokenSource {
         };
         let mut refresh_token = refresh_token.lock().await;
         let grant = RefreshToken::new(refresh_token.expose_secret().to_string());
-        let requested = Instant::now();
-        let answer = client
-            .exchange_refresh_token(&grant)
-            .request_async(&self.http)
-            .await
-            .map_err(|error| match error {
-                RequestTokenError::ServerResponse(response) => AuthError::Refused {
-                    code: response.error().to_string(),
-                    description: response
-                        .error_description()
-                        .cloned()
-                        .unwrap_or_else(|| "no description".into()),
-                },
-                RequestTokenError::Request(error) => AuthError::Unreachable(error.to_string()),
-                RequestTokenError::Parse(error, _) => AuthError::Unexpected(error.to_string()),
-                RequestTokenError::Other(message) => AuthError::Unexpected(message),
-            })?;
+        // The token endpoint fails now and then like any other (a 502 page, a dropped
+        // connection): those are tried again; a refusal is final.
+        let policy = RetryPolicy::default();
+        let mut attempt = 0;
+        let (answer, requested) = loop {
+            attempt += 1;
+            let requested = Instant::now();
+            let outcome = client
+                .exchange_refresh_token(&grant)
+                .request_async(&self.http)
+                .await;
+            let transient = match outcome {
+                Ok(answer) => break (answer, requested),
+                Err(RequestTokenError::ServerResponse(response)) => {
+                    return Err(AuthError::Refused {
+                        code: response.error().to_string(),
+                        description: response
+                            .error_description()
+                            .cloned()
+                            .unwrap_or_else(|| "no description".into()),
+                    });
+                }
+                Err(RequestTokenError::Request(error)) => AuthError::Unreachable(error.to_string()),
+                Err(RequestTokenError::Parse(error, _)) => AuthError::Unexpected(error.to_string()),
+                Err(RequestTokenError::Other(message)) => AuthError::Unexpected(message),
+            };
+            if !policy.may_retry(attempt) {
+                return Err(transient);
+            }
+            tracing::warn!(attempt, reason = %transient, "HubSpot token refresh failed; retrying");
+            tokio::time::sleep(policy.jittered_delay(attempt)).await;
+        };
         // HubSpot may hand out a new refresh token; the next refresh uses it.
         if let Some(rotated) = answer.refresh_token() {
             *refresh_token = SecretString::from(rotated.secret().as_str());

@@ -312,6 +312,10 @@ impl HubspotClient {
         if let Some(body) = body {
             request = request.json(body);
         }
+        tracing::debug!(
+            url = %crate::http::redact::redact_url(&format!("{}{path}", self.base_url)),
+            "sending"
+        );
         let response = request.send().await.map_err(describe)?;
         let status = response.status();
         let headers = response.headers().clone();
