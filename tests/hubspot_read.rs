@@ -269,6 +269,13 @@ async fn a_property_list_too_long_for_a_url_is_read_through_batch_read() {
     let client = client(&emulator);
     let reader = HubspotReader::new(&client);
     let reader = &reader;
+    // The `all` selection: every property the portal defines.
+    let all = reader.all_properties("contacts").await.expect("properties");
+    assert!(
+        ["email", "lifecyclestage", "hs_lead_status"]
+            .iter()
+            .all(|name| all.iter().any(|p| p == name))
+    );
     // Hundreds of properties: portals with many custom properties ask for this.
     let mut many = properties();
     many.extend((0..400).map(|n| format!("custom_property_with_a_long_name_{n:03}")));

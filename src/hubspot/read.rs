@@ -116,22 +116,10 @@ impl<'a> HubspotReader<'a> {
 
     /// Every property `object` defines (the `all` selection), from the properties API.
     pub async fn all_properties(&self, object: &str) -> Result<Vec<String>, ReadError> {
-        let answer = self
-            .client
-            .send(
-                Budget::General,
-                Method::GET,
-                &format!("/crm/v3/properties/{object}"),
-                &[],
-                None,
-                object,
-            )
-            .await?;
-        Ok(answer.body["results"]
-            .as_array()
+        Ok(super::schema::properties(self.client, object)
+            .await?
             .into_iter()
-            .flatten()
-            .filter_map(|property| property["name"].as_str().map(str::to_string))
+            .map(|property| property.name)
             .collect())
     }
 
