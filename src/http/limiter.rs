@@ -104,6 +104,14 @@ impl Pacer {
         limiter
             .until_ready_with_jitter(Jitter::up_to(Duration::from_millis(20)))
             .await;
+        // A pause set while this task waited for its turn (a Retry-After) still holds it back.
+        let pause = *self
+            .pause_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(until) = pause.filter(|until| *until > Instant::now()) {
+            tokio::time::sleep_until(until).await;
+        }
     }
 
     /// Holds every request back for `duration` from now (a later pause already set stands).

@@ -206,10 +206,11 @@ impl HubspotClient {
         let mut attempt = 0u32;
         let mut rate_limited_waits = 0u32;
         let mut refreshed = false;
-        let mut bearer = self.tokens.bearer().await?;
         loop {
             attempt += 1;
             self.check_daily_reserve()?;
+            // Fetched for every attempt: waits and backoff can outlast a token.
+            let bearer = self.tokens.bearer().await?;
             self.pacer(budget).ready().await;
             let span = tracing::info_span!(
                 "hubspot_request",
@@ -236,8 +237,8 @@ impl HubspotClient {
                             // A 401: one fresh token, then the verdict stands.
                             refreshed = true;
                             match self.tokens.after_unauthorized(bearer.generation).await? {
-                                Some(fresh) => {
-                                    bearer = fresh;
+                                // The next attempt takes the fresh token.
+                                Some(_) => {
                                     attempt -= 1;
                                     continue;
                                 }
@@ -374,6 +375,10 @@ impl HubspotClient {
                     .unwrap_or(Duration::from_secs(1));
                 Verdict::Retry(Transient::RateLimited(wait))
             }
+            // Locked: HubSpot asks for a retry after about two seconds.
+            423 => Verdict::Retry(Transient::RateLimited(
+                retry_after(headers).unwrap_or(Duration::from_secs(2)),
+            )),
             500..=599 => Verdict::Retry(Transient::Failed(format!("HTTP {status}"))),
             _ => Verdict::Fail(HubspotError::Rejected(Box::new(Rejection {
                 endpoint: endpoint.to_string(),

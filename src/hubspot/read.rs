@@ -417,11 +417,12 @@ impl<'a> HubspotReader<'a> {
                 window.capped = true;
                 return Ok(window);
             }
-            let Some(next) = page.body["paging"]["next"]["after"]
-                .as_str()
-                .and_then(|next| next.parse::<usize>().ok())
-            else {
-                return Ok(window);
+            let next = match page.body["paging"]["next"]["after"].as_str() {
+                None => return Ok(window),
+                Some(next) => next.parse::<usize>().map_err(|_| ReadError::Shape {
+                    object: object.to_string(),
+                    what: format!("a search paging cursor {next:?} that is not an offset"),
+                })?,
             };
             if next + SEARCH_PAGE > SEARCH_CAP {
                 window.capped = true;
