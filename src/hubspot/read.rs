@@ -72,7 +72,8 @@ pub struct ReadSummary {
     pub records: usize,
     pub archived: usize,
     pub merges: usize,
-    /// The latest modification time read: the next incremental read starts here.
+    /// Where the next incremental read starts: the latest modification time read (for a full
+    /// read, the time it started).
     pub high_water: Option<Timestamp>,
 }
 
@@ -147,6 +148,9 @@ impl<'a> HubspotReader<'a> {
         let list_path = format!("/crm/v3/objects/{object}");
         // Base URL, path, `limit`, `after` and the list itself.
         let by_batch = list_path.len() + joined.len() + 200 > MAX_URL_LENGTH;
+        // Records edited while the list is paged may be older than the newest one read: the
+        // next incremental read starts from when this one started.
+        let started = Timestamp::now();
         let mut summary = ReadSummary::default();
         let mut after: Option<String> = resume;
         loop {
@@ -189,6 +193,7 @@ impl<'a> HubspotReader<'a> {
             }
         }
         self.archived(object, None, &mut summary, events).await?;
+        summary.high_water = Some(started);
         Ok(summary)
     }
 
