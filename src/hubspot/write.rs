@@ -346,7 +346,11 @@ impl<'a> HubspotWriter<'a> {
                 }
             }
         }
-        outcome.written = batch.iter().filter(|(id, _)| !failed.contains(id)).count();
+        // What HubSpot reports as done counts, not what was not reported as failed.
+        outcome.written = answer.body["results"]
+            .as_array()
+            .map_or(0, Vec::len)
+            .min(batch.len());
         Ok(outcome)
     }
 
