@@ -319,7 +319,6 @@ impl<'a> HubspotWriter<'a> {
             Err(other) => return Err(other),
         };
         let mut outcome = BatchOutcome::default();
-        let mut failed: BTreeSet<String> = BTreeSet::new();
         for error in answer.body["errors"].as_array().into_iter().flatten() {
             let category = error["category"].as_str().unwrap_or_default();
             let message = error["message"].as_str().unwrap_or_default();
@@ -332,7 +331,6 @@ impl<'a> HubspotWriter<'a> {
                 .flatten()
                 .filter_map(Value::as_str)
             {
-                failed.insert(id.to_string());
                 if RETRYABLE_CATEGORIES.contains(&category) {
                     if let Some(input) = batch.iter().find(|(input_id, _)| input_id == id) {
                         outcome.retry.push(input.clone());
