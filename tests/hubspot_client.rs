@@ -2,95 +2,14 @@
 //! dropped connections and cut-short JSON, tokens expiring mid-run, a spent daily allowance,
 //! the reserve left for other apps, and refusals reported with HubSpot's own words.
 
-use std::net::SocketAddr;
+mod hubspot_common;
 
-use crmsync::emulator::faults::Faults;
 use crmsync::emulator::hubspot::HubspotLimits;
-use crmsync::emulator::{EmulatorConfig, RunningEmulator};
-use crmsync::http::retry::RetryPolicy;
-use crmsync::hubspot::auth::{HubspotCredentials, TokenSource};
-use crmsync::hubspot::client::{Budget, HubspotClient, HubspotError, RateSettings};
+use crmsync::hubspot::auth::HubspotCredentials;
+use crmsync::hubspot::client::{Budget, HubspotError, RateSettings};
 use http::Method;
+use hubspot_common::{all_contact_ids, client, oauth, private_app, start};
 use secrecy::SecretString;
-
-async fn start(faults: &str, limits: HubspotLimits, rate_limits: bool) -> RunningEmulator {
-    RunningEmulator::start(
-        EmulatorConfig {
-            seed: 21,
-            records: 300,
-            rate_limits,
-            hubspot_limits: limits,
-            faults: faults.parse::<Faults>().expect("faults"),
-            ..EmulatorConfig::default()
-        },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .expect("emulator starts")
-}
-
-fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 8,
-        base_delay: std::time::Duration::from_millis(20),
-        max_delay: std::time::Duration::from_millis(200),
-    }
-}
-
-fn client(
-    emulator: &RunningEmulator,
-    credentials: HubspotCredentials,
-    settings: RateSettings,
-) -> HubspotClient {
-    let base = &emulator.info().hubspot_base_url;
-    let http = reqwest::Client::new();
-    let tokens = TokenSource::new(credentials, base, http.clone()).expect("tokens");
-    HubspotClient::new(http, base, tokens, settings, fast_retries()).expect("client")
-}
-
-fn private_app(emulator: &RunningEmulator) -> HubspotCredentials {
-    HubspotCredentials::PrivateApp {
-        token: SecretString::from(emulator.info().hubspot_token.as_str()),
-    }
-}
-
-fn oauth(emulator: &RunningEmulator) -> HubspotCredentials {
-    let info = emulator.info();
-    HubspotCredentials::OAuth {
-        client_id: info.hubspot_client_id.clone(),
-        client_secret: SecretString::from(info.hubspot_client_secret.as_str()),
-        refresh_token: SecretString::from(info.hubspot_refresh_token.as_str()),
-    }
-}
-
-/// Pages through every contact with the client; returns the ids in order.
-async fn all_contact_ids(client: &HubspotClient) -> Result<Vec<String>, HubspotError> {
-    let mut ids = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut query = vec![("limit", "100".to_string())];
-        if let Some(after) = &after {
-            query.push(("after", after.clone()));
-        }
-        let answer = client
-            .send(
-                Budget::General,
-                Method::GET,
-                "/crm/v3/objects/contacts",
-                &query,
-                None,
-                "contacts",
-            )
-            .await?;
-        for result in answer.body["results"].as_array().into_iter().flatten() {
-            ids.push(result["id"].as_str().unwrap_or_default().to_string());
-        }
-        match answer.body["paging"]["next"]["after"].as_str() {
-            Some(next) => after = Some(next.to_string()),
-            None => return Ok(ids),
-        }
-    }
-}
 
 #[tokio::test]
 async fn every_fault_profile_ends_with_every_record_once() {
