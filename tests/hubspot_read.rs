@@ -382,8 +382,11 @@ async fn a_read_stopped_by_the_daily_allowance_resumes_where_it_stopped() {
         ),
         "{stopped}"
     );
-    let Some(ResumePoint::FullAfter(cursor)) = first.resume.clone() else {
+    let Some(point) = first.resume.clone() else {
         panic!("no resume point after {} records", first.records.len());
+    };
+    let ResumePoint::Full { started, .. } = point.clone() else {
+        panic!("a full read resumes as a full read: {point:?}");
     };
     assert!(
         first.records.len() >= 1_000,
@@ -405,14 +408,19 @@ async fn a_read_stopped_by_the_daily_allowance_resumes_where_it_stopped() {
         async move {
             *outcome = Some(
                 reader
-                    .full_from("contacts", &properties(), Some(cursor), &events)
+                    .resume("contacts", &properties(), point.clone(), &events)
                     .await,
             );
             ReadSummary::default()
         }
     })
     .await;
-    outcome.expect("ran").expect("the rest reads");
+    let resumed = outcome.expect("ran").expect("the rest reads");
+    assert_eq!(
+        resumed.high_water,
+        Some(started),
+        "the next incremental read starts from when the first run began"
+    );
     let mut ids: Vec<String> = first
         .records
         .iter()
@@ -531,4 +539,158 @@ async fn merges_reach_an_incremental_read_as_a_merge_and_tombstones() {
     assert_eq!(absorbed, originals);
     tombstones.sort();
     assert_eq!(tombstones, originals, "both originals are archived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_edited_while_an_incremental_read_runs_are_not_skipped() {
+    let emulator = start(4_000).await;
+    let client = client(&emulator);
+    let reader = HubspotReader::new(&client);
+    let since = jiff::Timestamp::from_second(1_000_000_000).expect("timestamp");
+    // One event in flight: the reader is at most a page ahead of the edits below.
+    let (sender, mut receiver) = mpsc::channel(1);
+    let read = async {
+        let summary = reader
+            .incremental("contacts", &properties(), since, &sender)
+            .await;
+        drop(sender);
+        summary
+    };
+    let consume = async {
+        let mut ids = Vec::new();
+        let mut edited = false;
+        while let Some(event) = receiver.recv().await {
+            let ReadEvent::Records(records) = event else {
+                continue;
+            };
+            if !edited {
+                // Records already read change: they move to the end of the modification
+                // order, and everything after them moves up by as many places.
+                edited = true;
+                let inputs: Vec<Value> = records
+                    .iter()
+                    .take(50)
+                    .map(|record| json!({"id": record.id, "properties": {"jobtitle": "Edited"}}))
+                    .collect();
+                let answer = post(
+                    &emulator,
+                    "/crm/v3/objects/contacts/batch/update",
+                    json!({ "inputs": inputs }),
+                )
+                .await;
+                assert_eq!(answer["status"], "COMPLETE", "{answer}");
+            }
+            ids.extend(records.into_iter().map(|record| record.id));
+        }
+        ids
+    };
+    let (summary, ids) = tokio::join!(read, consume);
+    summary.expect("incremental read");
+    let read: BTreeSet<String> = ids.into_iter().collect();
+    let live: BTreeSet<String> = generate(SEED, 4_000, OrgProfile::Classic)
+        .hubspot_contacts
+        .iter()
+        .filter(|contact| !contact.archived)
+        .map(|contact| contact.id.clone())
+        .collect();
+    let missing: Vec<&String> = live.difference(&read).collect();
+    assert!(
+        missing.is_empty(),
+        "{} contacts never read, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_incremental_read_still_reports_what_was_archived_before_it_stopped() {
+    let emulator = start(3_000).await;
+    let client = client(&emulator);
+    let mut reader = HubspotReader::new(&client);
+    // No overlap: the resume point alone decides what the second run reads.
+    reader.overlap = std::time::Duration::ZERO;
+    let reader = &reader;
+    let (before, full) = collect(|events| async move {
+        reader
+            .full("contacts", &properties(), &events)
+            .await
+            .expect("full read")
+    })
+    .await;
+    let high_water = full.high_water.expect("high water");
+    let archived_id = before.records[5].id.clone();
+    post(
+        &emulator,
+        "/crm/v3/objects/contacts/batch/archive",
+        json!({"inputs": [{"id": archived_id}]}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let touched = post(
+        &emulator,
+        "/__emulator/hubspot/touch",
+        json!({"object": "contacts", "count": 1_500, "properties": {"jobtitle": "Later"}}),
+    )
+    .await;
+    assert_eq!(touched["touched"], 1_500);
+
+    // The first run stops (the engine went away) after three pages.
+    let (sender, mut receiver) = mpsc::channel(1);
+    let first = async {
+        let outcome = reader
+            .incremental("contacts", &properties(), high_water, &sender)
+            .await;
+        drop(sender);
+        outcome
+    };
+    let consume = async {
+        let (mut pages, mut ids, mut point) = (0, Vec::new(), None);
+        while let Some(event) = receiver.recv().await {
+            match event {
+                ReadEvent::Records(records) => {
+                    pages += 1;
+                    ids.extend(records.into_iter().map(|record| record.id));
+                    if pages == 3 {
+                        break;
+                    }
+                }
+                ReadEvent::Progress(progress) => point = Some(progress),
+                _ => {}
+            }
+        }
+        drop(receiver);
+        (ids, point)
+    };
+    let (outcome, (first_ids, point)) = tokio::join!(first, consume);
+    assert!(
+        matches!(outcome, Err(ReadError::Closed { .. })),
+        "{outcome:?}"
+    );
+    let point = point.expect("a resume point");
+    let ResumePoint::Incremental { modified_since, .. } = point else {
+        panic!("an incremental read resumes as one: {point:?}");
+    };
+    assert!(modified_since > high_water, "{point:?}");
+
+    let (rest, _) = collect(|events| async move {
+        reader
+            .resume("contacts", &properties(), point, &events)
+            .await
+            .expect("resumed read")
+    })
+    .await;
+    assert_eq!(
+        rest.archived,
+        vec![archived_id],
+        "archived before the stop, reported after it"
+    );
+    let read: BTreeSet<String> = first_ids
+        .into_iter()
+        .chain(rest.records.iter().map(|record| record.id.clone()))
+        .collect();
+    assert!(
+        read.len() >= 1_500,
+        "{} records across both runs",
+        read.len()
+    );
 }

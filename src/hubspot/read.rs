@@ -4,12 +4,14 @@
 //! - Full reads page the list endpoint (100 a page). When the property list would make the URL
 //!   too long, the list only yields ids and the properties come from `batch/read` (POST).
 //! - Incremental reads search on the last-modified property, ascending, 200 a page, from the
-//!   checkpoint minus a small overlap. Search stops at 10,000 results a query, so a long run
-//!   restarts its window from the last timestamp seen; records sharing that very timestamp
-//!   (thousands, after a bulk update) are read in id order with an id tie-break, so none is
-//!   lost and none loops.
+//!   checkpoint minus a small overlap. Each query starts where the previous page ended rather
+//!   than at an offset, so records edited during the read cannot shift one past a page
+//!   boundary, and search's 10,000-result cap never applies. Records sharing the instant a
+//!   page ended on are left out of the next query by id; more of them than a page holds
+//!   (thousands, after a bulk update) are read in id order, so none is lost and none loops.
 //! - Archived records (which search never returns) come from the `archived=true` listing on
 //!   every run, as tombstones; merges come from `hs_merged_object_ids`.
+//! - Progress events say where a stopped read resumes without losing anything.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -26,8 +28,6 @@ use crate::record::{Properties, SourceRecord, System};
 pub const LIST_PAGE: usize = 100;
 /// Records a search page holds.
 pub const SEARCH_PAGE: usize = 200;
-/// Results one search query can page through.
-pub const SEARCH_CAP: usize = 10_000;
 /// URLs longer than this read properties through `batch/read` instead.
 pub const MAX_URL_LENGTH: usize = 4_000;
 
@@ -48,10 +48,15 @@ pub enum ReadEvent {
 /// Where a read can pick up again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResumePoint {
-    /// A full read: the list page to continue from.
-    FullAfter(String),
-    /// An incremental read: the modification time read up to.
-    ModifiedSince(Timestamp),
+    /// A full read: the list page to continue from, and when the read first started (where
+    /// the next incremental read begins, however many runs the full read takes).
+    Full { after: String, started: Timestamp },
+    /// An incremental read: records modified from `modified_since` on are still to read,
+    /// and records archived from `archived_since` on (where the stopped read began).
+    Incremental {
+        modified_since: Timestamp,
+        archived_since: Timestamp,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,16 +136,18 @@ impl<'a> HubspotReader<'a> {
         properties: &[String],
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
-        self.full_from(object, properties, None, events).await
+        // Records edited while the list is paged may be older than the newest one read: the
+        // next incremental read starts from when this one started.
+        self.full_read(object, properties, None, Timestamp::now(), events)
+            .await
     }
 
-    /// A full read picked up at `resume` (a [`ResumePoint::FullAfter`] cursor), or from the
-    /// start.
-    pub async fn full_from(
+    async fn full_read(
         &self,
         object: &str,
         properties: &[String],
-        resume: Option<String>,
+        resume_after: Option<String>,
+        started: Timestamp,
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
         let properties = with_read_properties(object, properties);
@@ -148,11 +155,8 @@ impl<'a> HubspotReader<'a> {
         let list_path = format!("/crm/v3/objects/{object}");
         // Base URL, path, `limit`, `after` and the list itself.
         let by_batch = list_path.len() + joined.len() + 200 > MAX_URL_LENGTH;
-        // Records edited while the list is paged may be older than the newest one read: the
-        // next incremental read starts from when this one started.
-        let started = Timestamp::now();
         let mut summary = ReadSummary::default();
-        let mut after: Option<String> = resume;
+        let mut after: Option<String> = resume_after;
         loop {
             let mut query = vec![("limit", LIST_PAGE.to_string())];
             query.push((
@@ -186,7 +190,10 @@ impl<'a> HubspotReader<'a> {
             match page.body["paging"]["next"]["after"].as_str() {
                 Some(next) => {
                     after = Some(next.to_string());
-                    let point = ResumePoint::FullAfter(next.to_string());
+                    let point = ResumePoint::Full {
+                        after: next.to_string(),
+                        started,
+                    };
                     send(events, ReadEvent::Progress(point), object).await?;
                 }
                 None => break,
@@ -244,197 +251,180 @@ impl<'a> HubspotReader<'a> {
         since: Timestamp,
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
+        let start = self.less_overlap(since);
+        self.incremental_read(object, properties, start, start, events)
+            .await
+    }
+
+    /// Picks up a read that stopped at `point` (the last [`ReadEvent::Progress`] it sent).
+    pub async fn resume(
+        &self,
+        object: &str,
+        properties: &[String],
+        point: ResumePoint,
+        events: &mpsc::Sender<ReadEvent>,
+    ) -> Result<ReadSummary, ReadError> {
+        match point {
+            ResumePoint::Full { after, started } => {
+                self.full_read(object, properties, Some(after), started, events)
+                    .await
+            }
+            ResumePoint::Incremental {
+                modified_since,
+                archived_since,
+            } => {
+                let start = self.less_overlap(modified_since);
+                self.incremental_read(object, properties, start, archived_since, events)
+                    .await
+            }
+        }
+    }
+
+    fn less_overlap(&self, at: Timestamp) -> Timestamp {
+        let overlap = jiff::SignedDuration::try_from(self.overlap).unwrap_or_default();
+        at.checked_sub(overlap).unwrap_or(at)
+    }
+
+    /// Records modified at or after `modified_from`, then tombstones for records archived
+    /// at or after `archived_from`.
+    ///
+    /// Every query starts from where the last one ended (keyset paging: `after` stays 0), so
+    /// records edited while the read runs cannot shift a page boundary past a record, and
+    /// the 10,000-result cap never applies. Records at the instant a page ended on are left
+    /// out of the next query by id; a full page at one instant drains that instant by id.
+    async fn incremental_read(
+        &self,
+        object: &str,
+        properties: &[String],
+        modified_from: Timestamp,
+        archived_from: Timestamp,
+        events: &mpsc::Sender<ReadEvent>,
+    ) -> Result<ReadSummary, ReadError> {
         let properties = with_read_properties(object, properties);
         let modified = modified_property(object);
-        let start = since - jiff::SignedDuration::try_from(self.overlap).unwrap_or_default();
         let mut summary = ReadSummary::default();
-        // The window: everything modified at or after `from` (after it, once restarted).
-        let mut from = start.as_millisecond();
-        let mut inclusive = true;
+        let mut position = Position::new(modified_from.as_millisecond());
         loop {
-            let operator = if inclusive { "GTE" } else { "GT" };
-            let filters = json!([{"propertyName": modified, "operator": operator, "value": from.to_string()}]);
-            let sorts = json!([{"propertyName": modified, "direction": "ASCENDING"}]);
-            let read = self
-                .search_window(object, &properties, filters, sorts, &mut summary, events)
+            let page = self
+                .search(
+                    object,
+                    &properties,
+                    position.filter_groups(modified),
+                    modified,
+                )
                 .await?;
-            let Some(last) = read.last_modified_ms.filter(|_| read.capped) else {
+            let started_at = position.at;
+            let full = page.results.len() == SEARCH_PAGE;
+            let all_at_start = page
+                .results
+                .iter()
+                .all(|record| modified_ms(record, modified) == Some(started_at));
+            let fresh = position.take(page.results, modified);
+            let stalled = fresh.is_empty() && position.at == started_at;
+            self.deliver(object, fresh, &mut summary, events).await?;
+            position.report(object, archived_from, events).await?;
+            if !page.more {
                 break;
-            };
-            // The cap was reached: every record at exactly `last`, in id order, then past it.
-            self.read_tie(
-                object,
-                &properties,
-                modified,
-                last,
-                &read.ids_at_last,
-                &mut summary,
-                events,
-            )
-            .await?;
-            from = last;
-            inclusive = false;
+            }
+            if (full && all_at_start) || stalled {
+                if position.past {
+                    return Err(ReadError::Shape {
+                        object: object.to_string(),
+                        what: "search answers that repeat records already read".to_string(),
+                    });
+                }
+                // More records share this instant than a page holds: read them by id.
+                self.drain_instant(object, &properties, &mut position, &mut summary, events)
+                    .await?;
+                position.report(object, archived_from, events).await?;
+            }
         }
-        self.archived(object, Some(start), &mut summary, events)
+        self.archived(object, Some(archived_from), &mut summary, events)
             .await?;
         Ok(summary)
     }
 
-    /// Every record modified at exactly `at` (ms), by id, skipping `seen`.
-    #[allow(clippy::too_many_arguments)]
-    async fn read_tie(
+    /// Every record modified at exactly `position.at`, in id order, skipping those read.
+    async fn drain_instant(
         &self,
         object: &str,
         properties: &[String],
-        modified: &str,
-        at: i64,
-        seen: &HashSet<String>,
+        position: &mut Position,
         summary: &mut ReadSummary,
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<(), ReadError> {
-        let mut after_id: u64 = 0;
-        loop {
-            let filters = json!([
-                {"propertyName": modified, "operator": "EQ", "value": at.to_string()},
-                {"propertyName": "hs_object_id", "operator": "GT", "value": after_id.to_string()},
-            ]);
-            let sorts = json!([{"propertyName": "hs_object_id", "direction": "ASCENDING"}]);
-            let mut read = self
-                .search_pages(
-                    object,
-                    properties,
-                    filters,
-                    sorts,
-                    summary,
-                    events,
-                    Some(seen),
-                )
-                .await?;
-            match read.last_id.take().filter(|_| read.capped) {
-                Some(last_id) => after_id = last_id,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    async fn search_window(
-        &self,
-        object: &str,
-        properties: &[String],
-        filters: Value,
-        sorts: Value,
-        summary: &mut ReadSummary,
-        events: &mpsc::Sender<ReadEvent>,
-    ) -> Result<WindowRead, ReadError> {
-        self.search_pages(object, properties, filters, sorts, summary, events, None)
-            .await
-    }
-
-    /// Pages one search query until it ends, reaches the cap, or (outside the tie phase, `skip`
-    /// unset) meets a whole page at one instant.
-    #[allow(clippy::too_many_arguments)]
-    async fn search_pages(
-        &self,
-        object: &str,
-        properties: &[String],
-        filters: Value,
-        sorts: Value,
-        summary: &mut ReadSummary,
-        events: &mpsc::Sender<ReadEvent>,
-        skip: Option<&HashSet<String>>,
-    ) -> Result<WindowRead, ReadError> {
-        let path = format!("/crm/v3/objects/{object}/search");
         let modified = modified_property(object);
-        let mut window = WindowRead::default();
-        let mut after = 0usize;
+        // Ids compared as HubSpot compares them: each query continues after the raw id the
+        // previous one ended on.
+        let mut after_id = "0".to_string();
         loop {
-            let body = json!({
-                "filterGroups": [{"filters": filters}],
-                "sorts": sorts,
-                "properties": properties,
-                "limit": SEARCH_PAGE,
-                "after": after.to_string(),
-            });
+            let filters = json!([{"filters": [
+                {"propertyName": modified, "operator": "EQ", "value": position.at.to_string()},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": after_id},
+            ]}]);
             let page = self
-                .client
-                .send(
-                    Budget::Search,
-                    Method::POST,
-                    &path,
-                    &[],
-                    Some(&body),
-                    object,
-                )
+                .search(object, properties, filters, "hs_object_id")
                 .await?;
-            let results: Vec<Value> = page.body["results"].as_array().cloned().unwrap_or_default();
-            let previous_last = window.last_modified_ms;
-            // A whole page at the instant the previous one ended on: a bulk update left many
-            // records at one time. Read that instant by id instead of paging towards the cap.
-            let all_tied = skip.is_none()
-                && results.len() == SEARCH_PAGE
-                && previous_last.is_some()
-                && results.iter().all(|record| {
-                    record["properties"][modified]
-                        .as_str()
-                        .and_then(parse_hubspot_time)
-                        .map(|at| at.as_millisecond())
-                        == previous_last
-                });
-            for record in &results {
-                let Some(at) = record["properties"][modified]
-                    .as_str()
-                    .and_then(parse_hubspot_time)
-                else {
-                    continue;
-                };
-                let ms = at.as_millisecond();
-                if window.last_modified_ms != Some(ms) {
-                    window.last_modified_ms = Some(ms);
-                    window.ids_at_last.clear();
-                }
-                if let Some(id) = record["id"].as_str() {
-                    window.ids_at_last.insert(id.to_string());
-                    window.last_id = id.parse().ok().or(window.last_id);
-                }
-            }
-            let fresh: Vec<Value> = results
-                .into_iter()
-                .filter(|record| {
-                    skip.is_none_or(|seen| {
-                        record["id"].as_str().is_none_or(|id| !seen.contains(id))
-                    })
-                })
-                .collect();
+            let last_id = page
+                .results
+                .last()
+                .and_then(|record| record["id"].as_str())
+                .map(str::to_string);
+            let fresh = position.take(page.results, modified);
             self.deliver(object, fresh, summary, events).await?;
-            // Everything modified before the latest instant read is in; resuming there (at
-            // or after it) loses nothing.
-            if let Some(ms) = window.last_modified_ms
-                && let Ok(at) = Timestamp::from_millisecond(ms)
-            {
-                send(
-                    events,
-                    ReadEvent::Progress(ResumePoint::ModifiedSince(at)),
-                    object,
-                )
-                .await?;
+            match last_id {
+                Some(last) if page.more => {
+                    if last == after_id {
+                        return Err(ReadError::Shape {
+                            object: object.to_string(),
+                            what: format!("search answers that do not move past id {last}"),
+                        });
+                    }
+                    after_id = last;
+                }
+                _ => break,
             }
-            if all_tied && page.body["paging"]["next"].is_object() {
-                window.capped = true;
-                return Ok(window);
-            }
-            let next = match page.body["paging"]["next"]["after"].as_str() {
-                None => return Ok(window),
-                Some(next) => next.parse::<usize>().map_err(|_| ReadError::Shape {
-                    object: object.to_string(),
-                    what: format!("a search paging cursor {next:?} that is not an offset"),
-                })?,
-            };
-            if next + SEARCH_PAGE > SEARCH_CAP {
-                window.capped = true;
-                return Ok(window);
-            }
-            after = next;
         }
+        position.past = true;
+        position.read_at.clear();
+        Ok(())
+    }
+
+    /// One search page (always from the first result: queries move by their filters),
+    /// sorted ascending by `sort`.
+    async fn search(
+        &self,
+        object: &str,
+        properties: &[String],
+        filter_groups: Value,
+        sort: &str,
+    ) -> Result<SearchPage, ReadError> {
+        let body = json!({
+            "filterGroups": filter_groups,
+            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+            "properties": properties,
+            "limit": SEARCH_PAGE,
+        });
+        let answer = self
+            .client
+            .send(
+                Budget::Search,
+                Method::POST,
+                &format!("/crm/v3/objects/{object}/search"),
+                &[],
+                Some(&body),
+                object,
+            )
+            .await?;
+        let more = answer.body["paging"]["next"].is_object();
+        let results = match answer.body {
+            Value::Object(mut map) => match map.remove("results") {
+                Some(Value::Array(results)) => results,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        Ok(SearchPage { results, more })
     }
 
     /// Tombstones for records archived at or after `since` (all of them without one).
@@ -516,7 +506,14 @@ impl<'a> HubspotReader<'a> {
                         .collect(),
                 });
             }
-            summary.high_water = summary.high_water.max(Some(record.modified_at));
+            // The property search filters on, where HubSpot sends it.
+            let modified_at = record
+                .properties
+                .get(modified_property(object))
+                .and_then(Value::as_str)
+                .and_then(parse_hubspot_time)
+                .unwrap_or(record.modified_at);
+            summary.high_water = summary.high_water.max(Some(modified_at));
             records.push(record);
         }
         summary.records += records.len();
@@ -529,15 +526,108 @@ impl<'a> HubspotReader<'a> {
     }
 }
 
-/// What one search query read: whether it stopped early (the cap, or a pile-up at one
-/// instant) and where.
-#[derive(Debug, Default)]
-struct WindowRead {
-    capped: bool,
-    last_modified_ms: Option<i64>,
-    /// Ids read whose modification time is `last_modified_ms`.
-    ids_at_last: HashSet<String>,
-    last_id: Option<u64>,
+/// One page of search results, and whether the query matched more.
+struct SearchPage {
+    results: Vec<Value>,
+    more: bool,
+}
+
+/// Ids at most one query leaves out with `NOT_IN`.
+const MAX_EXCLUDED_IDS: usize = 100;
+
+/// How far an incremental read has come: every record modified before `at` (ms) has been
+/// handed over, and of those modified at `at`, the ids in `read_at` — or all of them once
+/// `past` is set.
+#[derive(Debug)]
+struct Position {
+    at: i64,
+    read_at: HashSet<String>,
+    past: bool,
+}
+
+impl Position {
+    fn new(at: i64) -> Self {
+        Self {
+            at,
+            read_at: HashSet::new(),
+            past: false,
+        }
+    }
+
+    /// The next query's filters: past `at`, or at it but for the ids already read.
+    fn filter_groups(&self, modified: &str) -> Value {
+        let at = self.at.to_string();
+        if self.past {
+            return json!([{"filters": [{"propertyName": modified, "operator": "GT", "value": at}]}]);
+        }
+        if self.read_at.is_empty() || self.read_at.len() > MAX_EXCLUDED_IDS {
+            // Too many to leave out: those read come back and are skipped here.
+            return json!([{"filters": [{"propertyName": modified, "operator": "GTE", "value": at}]}]);
+        }
+        let mut read: Vec<&String> = self.read_at.iter().collect();
+        read.sort();
+        json!([
+            {"filters": [{"propertyName": modified, "operator": "GT", "value": at}]},
+            {"filters": [
+                {"propertyName": modified, "operator": "EQ", "value": at},
+                {"propertyName": "hs_object_id", "operator": "NOT_IN", "values": read},
+            ]},
+        ])
+    }
+
+    /// Moves past a page of results (ascending by modification time); returns those not
+    /// read before.
+    fn take(&mut self, results: Vec<Value>, modified: &str) -> Vec<Value> {
+        let mut fresh = Vec::with_capacity(results.len());
+        for record in results {
+            let Some(id) = record["id"].as_str().map(str::to_string) else {
+                fresh.push(record);
+                continue;
+            };
+            match modified_ms(&record, modified) {
+                Some(ms) if ms > self.at => {
+                    self.at = ms;
+                    self.past = false;
+                    self.read_at.clear();
+                    self.read_at.insert(id);
+                    fresh.push(record);
+                }
+                Some(ms) if ms == self.at && self.past => {}
+                _ => {
+                    if self.read_at.insert(id) {
+                        fresh.push(record);
+                    }
+                }
+            }
+        }
+        fresh
+    }
+
+    /// Tells the engine where a stopped read would pick up.
+    async fn report(
+        &self,
+        object: &str,
+        archived_since: Timestamp,
+        events: &mpsc::Sender<ReadEvent>,
+    ) -> Result<(), ReadError> {
+        let next = if self.past { self.at + 1 } else { self.at };
+        let Ok(modified_since) = Timestamp::from_millisecond(next) else {
+            return Ok(());
+        };
+        let point = ResumePoint::Incremental {
+            modified_since,
+            archived_since,
+        };
+        send(events, ReadEvent::Progress(point), object).await
+    }
+}
+
+/// A search result's modification time in epoch milliseconds.
+fn modified_ms(record: &Value, modified: &str) -> Option<i64> {
+    record["properties"][modified]
+        .as_str()
+        .and_then(parse_hubspot_time)
+        .map(|at| at.as_millisecond())
 }
 
 async fn send(

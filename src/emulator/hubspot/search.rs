@@ -174,6 +174,15 @@ fn matches(record: &EmulatedRecord, filter: &Filter, enumeration: bool) -> bool 
     }
 }
 
+/// Where a record falls among records with equal sort values: a fixed scramble of its id.
+fn tie_rank(id: &str) -> (u64, &str) {
+    // FNV-1a: stable across runs and platforms.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash, id)
+}
+
 /// A page of a search answer.
 #[derive(serde::Serialize)]
 struct SearchPage<'a> {
@@ -353,17 +362,15 @@ fn search_inner(
             })
         })
         .collect();
-    // Ties are broken by id, so paging is stable.
+    // HubSpot promises no order among records with equal sort values. Ties here come in a
+    // fixed order that is not id order, so paging is stable but a client that assumes ties
+    // arrive by id (and pages on that) fails here as it would against HubSpot.
     found.sort_by(|a, b| {
         let left = a.properties.text(&sort_property).unwrap_or_default();
         let right = b.properties.text(&sort_property).unwrap_or_default();
         let order = compare(left, right);
         let order = if descending { order.reverse() } else { order };
-        order.then_with(|| {
-            let a_id = a.id.parse::<u64>().unwrap_or(u64::MAX);
-            let b_id = b.id.parse::<u64>().unwrap_or(u64::MAX);
-            a_id.cmp(&b_id)
-        })
+        order.then_with(|| tie_rank(&a.id).cmp(&tie_rank(&b.id)))
     });
     let total = found.len();
     let selection = Selection::new(object, &requested, shared.profile).with_record_urls(object);
