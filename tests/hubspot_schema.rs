@@ -56,31 +56,31 @@ async fn options_pipelines_and_owners_are_read_and_checked() {
         lifecycle
             .options
             .iter()
-            .any(|(value, _)| value == "marketingqualifiedlead")
+            .any(|option| option.value == "marketingqualifiedlead")
     );
     assert_eq!(
-        schema.check("contacts", "lifecyclestage", "lead"),
+        schema.check("contacts", "lifecyclestage", "lead", None),
         ValueCheck::Allowed
     );
     assert_eq!(
-        schema.check("contacts", "lifecyclestage", ""),
+        schema.check("contacts", "lifecyclestage", "", None),
         ValueCheck::Allowed,
         "clearing"
     );
-    match schema.check("contacts", "lifecyclestage", "wizard") {
+    match schema.check("contacts", "lifecyclestage", "wizard", None) {
         ValueCheck::NotAnOption { allowed } => assert!(allowed.contains(&"customer".to_string())),
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        schema.check("contacts", "no_such_property", "x"),
+        schema.check("contacts", "no_such_property", "x", None),
         ValueCheck::UnknownProperty
     );
     assert_eq!(
-        schema.check("deals", "dealstage", "closedwon"),
+        schema.check("deals", "dealstage", "closedwon", None),
         ValueCheck::Allowed
     );
     assert!(matches!(
-        schema.check("deals", "dealstage", "Closed Won"),
+        schema.check("deals", "dealstage", "Closed Won", None),
         ValueCheck::NotAnOption { .. }
     ));
     let pipeline = &schema.pipelines["deals"][0];
@@ -102,7 +102,7 @@ async fn a_customised_portal_shows_its_own_options() {
     let mut schema = PortalSchema::default();
     schema.load(&client, "contacts").await.expect("contacts");
     assert_eq!(
-        schema.check("contacts", "lifecyclestage", "153180554"),
+        schema.check("contacts", "lifecyclestage", "153180554", None),
         ValueCheck::Allowed
     );
 }

@@ -3,7 +3,7 @@
 //! and land too, refused ones are dead-lettered with their reason; values HubSpot would refuse
 //! never leave; lifecycle regressions happen only when allowed, by clearing first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crmsync::hubspot::auth::{HubspotCredentials, TokenSource};
 use crmsync::hubspot::client::{HubspotClient, RateSettings};
 use crmsync::hubspot::read::{HubspotReader, ReadEvent};
 use crmsync::hubspot::schema::PortalSchema;
-use crmsync::hubspot::write::{HubspotWriter, PlannedUpdate};
+use crmsync::hubspot::write::{HubspotWriter, PlannedUpdate, PlannedUpsert, WriteError};
 use crmsync::record::SourceRecord;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -238,26 +238,37 @@ async fn upserts_by_email_create_the_missing_and_update_the_known() {
         .take(2)
         .map(|email| email.trim().to_string())
         .collect();
-    let mut upserts: Vec<(String, BTreeMap<String, String>)> = (0..150)
+    let upsert = |key: &str, desired: &[(&str, &str)]| PlannedUpsert {
+        key: key.to_string(),
+        desired: desired
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        allow_regression: false,
+    };
+    let mut upserts: Vec<PlannedUpsert> = (0..150)
         .map(|n| {
-            (
-                format!("new.person{n}@salesforce-only.example"),
-                BTreeMap::from([
-                    ("firstname".to_string(), format!("New{n}")),
-                    ("lifecyclestage".to_string(), "lead".to_string()),
-                ]),
+            upsert(
+                &format!("new.person{n}@salesforce-only.example"),
+                &[
+                    ("firstname", &format!("New{n}")),
+                    ("lifecyclestage", "lead"),
+                ],
             )
         })
         .collect();
     for email in &known {
-        upserts.push((
-            email.clone(),
-            BTreeMap::from([("jobtitle".to_string(), "Known".to_string())]),
-        ));
+        // HubSpot matches emails ignoring case.
+        upserts.push(upsert(&email.to_uppercase(), &[("jobtitle", "Known")]));
     }
-    upserts.push((
-        "bad.stage@salesforce-only.example".into(),
-        BTreeMap::from([("lifecyclestage".to_string(), "wizard".to_string())]),
+    upserts.push(upsert(
+        "bad.stage@salesforce-only.example",
+        &[("lifecyclestage", "wizard")],
+    ));
+    // The same person twice (two Salesforce records, one email): one write, one dead letter.
+    upserts.push(upsert(
+        "NEW.PERSON0@salesforce-only.example",
+        &[("firstname", "Twin")],
     ));
     let mut writer = HubspotWriter::new(&client, &schema);
     writer.retry_wait = Duration::from_millis(50);
@@ -266,9 +277,10 @@ async fn upserts_by_email_create_the_missing_and_update_the_known() {
         .await
         .expect("upsert");
     assert_eq!(report.written, 152, "{report:?}");
-    assert_eq!(report.dead_letters.len(), 1);
+    assert_eq!(report.dead_letters.len(), 2, "{:?}", report.dead_letters);
+    assert!(report.dead_letters[0].reason.contains("second write"));
     assert_eq!(
-        report.dead_letters[0].property.as_deref(),
+        report.dead_letters[1].property.as_deref(),
         Some("lifecyclestage")
     );
     let after = contacts(&client).await;
@@ -282,4 +294,240 @@ async fn upserts_by_email_create_the_missing_and_update_the_known() {
         .filter(|record| record.properties.get("jobtitle").and_then(Value::as_str) == Some("Known"))
         .count();
     assert_eq!(titled, 2);
+}
+
+fn stage_of(records: &[SourceRecord], id: &str) -> Option<String> {
+    records
+        .iter()
+        .find(|record| record.id == id)
+        .and_then(|record| record.properties.get("lifecyclestage"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn with_stage<'r>(records: &'r [SourceRecord], stage: &str) -> Vec<&'r SourceRecord> {
+    records
+        .iter()
+        .filter(|record| {
+            record
+                .properties
+                .get("lifecyclestage")
+                .and_then(Value::as_str)
+                == Some(stage)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_of_a_known_contact_keeps_to_the_regression_policy() {
+    let (_emulator, client) = connect("none").await;
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    let records = contacts(&client).await;
+    let customers = with_stage(&records, "customer");
+    let email = |record: &SourceRecord| {
+        record
+            .properties
+            .get("email")
+            .and_then(Value::as_str)
+            .map(|email| email.trim().to_string())
+            .expect("an email")
+    };
+    let (kept, moved) = (customers[0], customers[1]);
+    let writer = HubspotWriter::new(&client, &schema);
+    let report = writer
+        .upsert(
+            "contacts",
+            "email",
+            vec![
+                PlannedUpsert {
+                    key: email(kept),
+                    desired: BTreeMap::from([("lifecyclestage".into(), "lead".into())]),
+                    allow_regression: false,
+                },
+                PlannedUpsert {
+                    key: email(moved),
+                    desired: BTreeMap::from([("lifecyclestage".into(), "lead".into())]),
+                    allow_regression: true,
+                },
+            ],
+        )
+        .await
+        .expect("upsert");
+    assert_eq!(report.refused_regressions.len(), 1, "{report:?}");
+    assert_eq!(report.refused_regressions[0].id, kept.id);
+    assert_eq!(report.written, 1);
+    let after = contacts(&client).await;
+    assert_eq!(after.len(), records.len(), "nothing created");
+    assert_eq!(stage_of(&after, &kept.id).as_deref(), Some("customer"));
+    assert_eq!(stage_of(&after, &moved.id).as_deref(), Some("lead"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_regressions_land_through_locked_items() {
+    let (_emulator, client) = connect("partial").await;
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    let records = contacts(&client).await;
+    let later: Vec<&SourceRecord> = records
+        .iter()
+        .filter(|record| {
+            matches!(
+                record
+                    .properties
+                    .get("lifecyclestage")
+                    .and_then(Value::as_str),
+                Some("customer" | "opportunity" | "salesqualifiedlead")
+            )
+        })
+        .collect();
+    assert!(later.len() >= 30, "{} records", later.len());
+    let plan: Vec<PlannedUpdate> = later
+        .iter()
+        .map(|record| {
+            planned(
+                record,
+                &[("lifecyclestage", "subscriber"), ("jobtitle", "Moved back")],
+                true,
+            )
+        })
+        .collect();
+    let mut writer = HubspotWriter::new(&client, &schema);
+    writer.retry_wait = Duration::from_millis(50);
+    let report = writer.update("contacts", plan).await.expect("write-back");
+    assert!(report.dead_letters.is_empty(), "{:?}", report.dead_letters);
+    assert_eq!(report.written, later.len());
+    let after = contacts(&client).await;
+    for record in &later {
+        assert_eq!(
+            stage_of(&after, &record.id).as_deref(),
+            Some("subscriber"),
+            "{}",
+            record.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_hubspot_refuses_whole_loses_only_the_bad_record() {
+    let (_emulator, client) = connect("none").await;
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    let owners = crmsync::hubspot::schema::owners(&client)
+        .await
+        .expect("owners");
+    let records = contacts(&client).await;
+    // Owner ids are left to HubSpot to check: one that is not a number fails the batch.
+    let mut plan: Vec<PlannedUpdate> = records[..60]
+        .iter()
+        .enumerate()
+        .map(|(n, record)| {
+            let owner = &owners[n % owners.len()].id;
+            planned(
+                record,
+                &[("hubspot_owner_id", owner), ("jobtitle", "Assigned")],
+                false,
+            )
+        })
+        .collect();
+    plan[37] = planned(
+        &records[37],
+        &[
+            ("hubspot_owner_id", "not-an-owner"),
+            ("jobtitle", "Assigned"),
+        ],
+        false,
+    );
+    let calls_before = client.calls();
+    let writer = HubspotWriter::new(&client, &schema);
+    let report = writer.update("contacts", plan).await.expect("write-back");
+    let calls = client.calls() - calls_before;
+    assert_eq!(report.dead_letters.len(), 1, "{:?}", report.dead_letters);
+    let letter = &report.dead_letters[0];
+    assert_eq!(
+        (letter.id.as_str(), letter.property.as_deref()),
+        (records[37].id.as_str(), Some("hubspot_owner_id"))
+    );
+    assert!(letter.reason.contains("not-an-owner"), "{}", letter.reason);
+    assert_eq!(
+        report.written, 60,
+        "the bad record's other change lands too"
+    );
+    // Halving 60 down to one: a handful of calls, not one per record.
+    assert!(calls <= 16, "{calls} calls");
+    let after = contacts(&client).await;
+    let assigned: BTreeSet<&str> = after
+        .iter()
+        .filter(|record| {
+            record.properties.get("jobtitle").and_then(Value::as_str) == Some("Assigned")
+        })
+        .map(|record| record.id.as_str())
+        .collect();
+    assert_eq!(assigned.len(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_back_stopped_by_the_daily_allowance_reports_what_it_wrote() {
+    let emulator = RunningEmulator::start(
+        EmulatorConfig {
+            seed: 41,
+            records: 400,
+            rate_limits: true,
+            hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
+                per_ten_seconds: 1_000,
+                per_day: 8,
+            },
+            ..EmulatorConfig::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("emulator starts");
+    let base = emulator.info().hubspot_base_url.clone();
+    let http = reqwest::Client::new();
+    let tokens = TokenSource::new(
+        HubspotCredentials::PrivateApp {
+            token: SecretString::from(emulator.info().hubspot_token.as_str()),
+        },
+        &base,
+        http.clone(),
+    )
+    .expect("tokens");
+    let client = HubspotClient::new(
+        http,
+        &base,
+        tokens,
+        RateSettings {
+            requests_per_10s: 1_000,
+            daily_reserve_percent: 0,
+            ..RateSettings::default()
+        },
+        RetryPolicy::default(),
+    )
+    .expect("client");
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    // The schema and the full read (four list pages, one of archived) leave two calls.
+    let records: Vec<SourceRecord> = contacts(&client).await.into_iter().take(300).collect();
+    let plan: Vec<PlannedUpdate> = records
+        .iter()
+        .map(|record| planned(record, &[("jobtitle", "Before midnight")], false))
+        .collect();
+    let writer = HubspotWriter::new(&client, &schema);
+    let calls_before = client.calls();
+    let outcome = writer.update("contacts", plan).await;
+    let Err(WriteError::Stopped { report, source }) = outcome else {
+        panic!("the allowance runs out: {outcome:?}");
+    };
+    // Two batches fit in the day; the third is refused.
+    assert_eq!(client.calls() - calls_before, 3);
+    assert!(source.to_string().contains("daily"), "{source}");
+    assert_eq!(report.written, 200, "{report:?}");
+    assert_eq!(report.unsent.len(), 100, "{report:?}");
+    let unsent: BTreeSet<&String> = report.unsent.iter().collect();
+    assert!(
+        records[299..]
+            .iter()
+            .all(|record| unsent.contains(&record.id))
+    );
 }

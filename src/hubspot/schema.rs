@@ -16,12 +16,21 @@ pub struct PropertyInfo {
     pub label: String,
     /// `string`, `number`, `datetime`, `date`, `enumeration`, `bool`.
     pub kind: String,
-    /// Enumeration options as (value, label), in display order.
-    pub options: Vec<(String, String)>,
+    /// Enumeration options in display order (hidden ones included: HubSpot only hides them
+    /// in its forms and still accepts them through the API).
+    pub options: Vec<EnumOption>,
     /// The options live elsewhere (deal stages in pipelines, owners).
     pub external_options: bool,
     /// HubSpot computes it; writes are refused.
     pub calculated: bool,
+}
+
+/// One option of an enumeration property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnumOption {
+    pub value: String,
+    pub label: String,
+    pub hidden: bool,
 }
 
 /// A pipeline and its stages.
@@ -53,7 +62,13 @@ pub struct Owner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueCheck {
     Allowed,
-    NotAnOption { allowed: Vec<String> },
+    NotAnOption {
+        allowed: Vec<String>,
+    },
+    /// Not a value of the property's type (`expected` says what is).
+    WrongType {
+        expected: &'static str,
+    },
     UnknownProperty,
     Calculated,
 }
@@ -86,7 +101,14 @@ impl PortalSchema {
     }
 
     /// Whether `value` may be written to `property` of `object` (empty clears and always may).
-    pub fn check(&self, object: &str, property: &str, value: &str) -> ValueCheck {
+    /// A deal stage must belong to the record's `pipeline` when that is known.
+    pub fn check(
+        &self,
+        object: &str,
+        property: &str,
+        value: &str,
+        pipeline: Option<&str>,
+    ) -> ValueCheck {
         let Some(info) = self
             .properties
             .get(object)
@@ -97,14 +119,44 @@ impl PortalSchema {
         if info.calculated {
             return ValueCheck::Calculated;
         }
-        if value.is_empty() || info.kind != "enumeration" || property == "hubspot_owner_id" {
+        if value.is_empty() {
+            return ValueCheck::Allowed;
+        }
+        match info.kind.as_str() {
+            "number" if !value.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+                return ValueCheck::WrongType {
+                    expected: "a number",
+                };
+            }
+            "datetime" | "date" if !is_hubspot_time(value) => {
+                return ValueCheck::WrongType {
+                    expected: "a date as epoch milliseconds or ISO 8601 (2024-05-01 or 2024-05-01T12:00:00Z)",
+                };
+            }
+            _ => {}
+        }
+        // Owners are checked by HubSpot: they come and go between schema reads.
+        if info.kind != "enumeration" || property == "hubspot_owner_id" {
             return ValueCheck::Allowed;
         }
         let allowed: Vec<String> = if info.external_options && property == "dealstage" {
-            self.pipelines
+            let pipelines = self
+                .pipelines
                 .get(object)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let of_record: Vec<&Pipeline> = pipelines
+                .iter()
+                .filter(|candidate| pipeline.is_some_and(|id| candidate.id == id))
+                .collect();
+            // An unknown pipeline is checked against every stage; HubSpot has the last word.
+            let searched = if of_record.is_empty() {
+                pipelines.iter().collect()
+            } else {
+                of_record
+            };
+            searched
                 .into_iter()
-                .flatten()
                 .flat_map(|pipeline| pipeline.stages.iter().map(|stage| stage.id.clone()))
                 .collect()
         } else if info.external_options && property == "pipeline" {
@@ -117,7 +169,7 @@ impl PortalSchema {
         } else {
             info.options
                 .iter()
-                .map(|(value, _)| value.clone())
+                .map(|option| option.value.clone())
                 .collect()
         };
         if allowed.is_empty() || allowed.iter().any(|option| option == value) {
@@ -126,6 +178,14 @@ impl PortalSchema {
             ValueCheck::NotAnOption { allowed }
         }
     }
+}
+
+/// Epoch milliseconds, an ISO 8601 instant, or a calendar date.
+fn is_hubspot_time(value: &str) -> bool {
+    let value = value.trim();
+    value.parse::<i64>().is_ok()
+        || value.parse::<jiff::Timestamp>().is_ok()
+        || value.parse::<jiff::civil::Date>().is_ok()
 }
 
 fn text(value: &Value, key: &str) -> String {
@@ -155,18 +215,37 @@ pub async fn properties(
             name: text(property, "name"),
             label: text(property, "label"),
             kind: text(property, "type"),
-            options: property["options"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|option| option["hidden"].as_bool() != Some(true))
-                .map(|option| (text(option, "value"), text(option, "label")))
-                .collect(),
+            options: options_in_display_order(&property["options"]),
             external_options: property["externalOptions"].as_bool().unwrap_or(false),
             calculated: property["calculated"].as_bool().unwrap_or(false)
                 || property["modificationMetadata"]["readOnlyValue"].as_bool() == Some(true),
         })
         .collect())
+}
+
+/// A property's options sorted by `displayOrder` (options without one keep their place
+/// after those with one; HubSpot sends -1 for "not set").
+fn options_in_display_order(options: &Value) -> Vec<EnumOption> {
+    let mut ordered: Vec<(i64, EnumOption)> = options
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|option| {
+            let order = option["displayOrder"]
+                .as_i64()
+                .filter(|order| *order >= 0)
+                .unwrap_or(i64::MAX);
+            let entry = EnumOption {
+                value: text(option, "value"),
+                label: text(option, "label"),
+                hidden: option["hidden"].as_bool() == Some(true),
+            };
+            (order, entry)
+        })
+        .collect();
+    // Stable: equal orders keep the order HubSpot sent.
+    ordered.sort_by_key(|(order, _)| *order);
+    ordered.into_iter().map(|(_, option)| option).collect()
 }
 
 /// The pipelines of `object` (`deals`) with their stages.
@@ -243,5 +322,116 @@ pub async fn owners(client: &HubspotClient) -> Result<Vec<Owner>, HubspotError> 
             Some(next) => after = Some(next.to_string()),
             None => return Ok(owners),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stage(id: &str) -> PipelineStage {
+        PipelineStage {
+            id: id.to_string(),
+            label: id.to_string(),
+            closed: false,
+            probability: None,
+        }
+    }
+
+    fn property(name: &str, kind: &str, external_options: bool) -> PropertyInfo {
+        PropertyInfo {
+            name: name.to_string(),
+            label: name.to_string(),
+            kind: kind.to_string(),
+            options: Vec::new(),
+            external_options,
+            calculated: false,
+        }
+    }
+
+    fn deals_schema() -> PortalSchema {
+        let mut schema = PortalSchema::default();
+        schema.properties.insert(
+            "deals".to_string(),
+            [
+                property("dealstage", "enumeration", true),
+                property("amount", "number", false),
+                property("closedate", "datetime", false),
+            ]
+            .into_iter()
+            .map(|info| (info.name.clone(), info))
+            .collect(),
+        );
+        schema.pipelines.insert(
+            "deals".to_string(),
+            vec![
+                Pipeline {
+                    id: "default".to_string(),
+                    label: "Sales".to_string(),
+                    stages: vec![stage("appointmentscheduled"), stage("closedwon")],
+                },
+                Pipeline {
+                    id: "renewals".to_string(),
+                    label: "Renewals".to_string(),
+                    stages: vec![stage("renewal_due"), stage("renewed")],
+                },
+            ],
+        );
+        schema
+    }
+
+    #[test]
+    fn a_deal_stage_must_belong_to_the_deals_pipeline() {
+        let schema = deals_schema();
+        assert_eq!(
+            schema.check("deals", "dealstage", "renewed", Some("renewals")),
+            ValueCheck::Allowed
+        );
+        let ValueCheck::NotAnOption { allowed } =
+            schema.check("deals", "dealstage", "closedwon", Some("renewals"))
+        else {
+            panic!("a stage of another pipeline");
+        };
+        assert_eq!(allowed, ["renewal_due", "renewed"]);
+        // Pipeline unknown: any pipeline's stage.
+        assert_eq!(
+            schema.check("deals", "dealstage", "closedwon", None),
+            ValueCheck::Allowed
+        );
+    }
+
+    #[test]
+    fn numbers_and_dates_are_checked_before_sending() {
+        let schema = deals_schema();
+        for (property, value, allowed) in [
+            ("amount", "1200.50", true),
+            ("amount", "lots", false),
+            ("amount", "NaN", false),
+            ("closedate", "1714564800000", true),
+            ("closedate", "2024-05-01", true),
+            ("closedate", "2024-05-01T12:00:00Z", true),
+            ("closedate", "01/05/2024", false),
+        ] {
+            let check = schema.check("deals", property, value, None);
+            assert_eq!(
+                check == ValueCheck::Allowed,
+                allowed,
+                "{property}={value}: {check:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_follow_display_order_and_keep_hidden_ones() {
+        let options = options_in_display_order(&json!([
+            {"value": "customer", "label": "Customer", "displayOrder": 5, "hidden": false},
+            {"value": "lead", "label": "Lead", "displayOrder": 1, "hidden": false},
+            {"value": "legacy", "label": "Legacy", "displayOrder": -1, "hidden": true},
+            {"value": "subscriber", "label": "Subscriber", "displayOrder": 0, "hidden": false},
+        ]));
+        let values: Vec<&str> = options.iter().map(|option| option.value.as_str()).collect();
+        assert_eq!(values, ["subscriber", "lead", "customer", "legacy"]);
+        assert!(options[3].hidden);
     }
 }
