@@ -150,6 +150,60 @@ async fn the_reserve_for_other_apps_is_left_alone() {
 }
 
 #[tokio::test]
+async fn searches_count_against_the_configured_allowance() {
+    // Search answers carry no daily figures: the configured allowance is what counts.
+    let emulator = start("none", HubspotLimits::default(), false).await;
+    let client = client(
+        &emulator,
+        private_app(&emulator),
+        RateSettings {
+            search_per_second: 100,
+            daily_limit: 40,
+            daily_reserve_percent: 25,
+            ..RateSettings::default()
+        },
+    );
+    let mut answered = 0;
+    let error = loop {
+        let answer = client
+            .send(
+                Budget::Search,
+                Method::POST,
+                "/crm/v3/objects/contacts/search",
+                &[],
+                Some(&serde_json::json!({"limit": 1})),
+                "contacts",
+            )
+            .await;
+        match answer {
+            Ok(answer) => {
+                assert!(
+                    answer
+                        .headers
+                        .get("x-hubspot-ratelimit-daily-remaining")
+                        .is_none()
+                );
+                answered += 1;
+            }
+            Err(error) => break error,
+        }
+        assert!(answered <= 40, "the configured allowance was never reached");
+    };
+    assert!(
+        matches!(
+            error,
+            HubspotError::DailyReserve {
+                remaining: 10,
+                daily: 40,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(answered, 30, "thirty searches, then the reserve of ten");
+}
+
+#[tokio::test]
 async fn refusals_come_back_with_hubspots_words() {
     let emulator = start("none", HubspotLimits::default(), false).await;
     let client = client(&emulator, private_app(&emulator), RateSettings::default());

@@ -31,6 +31,9 @@ pub enum Budget {
 pub struct RateSettings {
     pub requests_per_10s: u32,
     pub search_per_second: u32,
+    /// The account's daily allowance: what the reserve is counted against until HubSpot's
+    /// headers say otherwise (search answers carry none).
+    pub daily_limit: u64,
     /// Share of the daily allowance left for the portal's other integrations.
     pub daily_reserve_percent: u8,
 }
@@ -40,6 +43,7 @@ impl Default for RateSettings {
         Self {
             requests_per_10s: 100,
             search_per_second: 5,
+            daily_limit: 250_000,
             daily_reserve_percent: 10,
         }
     }
@@ -102,12 +106,14 @@ pub struct Answer {
     pub headers: HeaderMap,
 }
 
-/// What the daily headers last said, and when.
+/// What the daily headers last said, and when; and the requests sent since, which those
+/// figures do not count yet.
 #[derive(Debug, Default, Clone, Copy)]
 struct DailyState {
     daily: Option<u64>,
     remaining: Option<u64>,
     observed: Option<tokio::time::Instant>,
+    sent_since: u64,
 }
 
 /// Daily figures older than this no longer hold requests back: the allowance may have been
@@ -115,7 +121,8 @@ struct DailyState {
 /// answer brings fresh figures.
 const DAILY_FIGURES_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
-/// The HubSpot API as crmsync calls it.
+/// The HubSpot API as crmsync calls it. One client serves one run: its count of requests
+/// against the daily allowance starts with it.
 #[derive(Debug)]
 pub struct HubspotClient {
     http: reqwest::Client,
@@ -220,6 +227,8 @@ impl HubspotClient {
                 correlation_id = tracing::field::Empty,
                 status = tracing::field::Empty,
             );
+            // Counted as sent before the answer: its daily headers already include it.
+            self.count_daily();
             let outcome = self
                 .attempt(&method, path, query, body, &bearer, budget)
                 .instrument(span.clone())
@@ -421,10 +430,22 @@ impl HubspotClient {
                 daily: Some(daily),
                 remaining: Some(remaining),
                 observed: Some(tokio::time::Instant::now()),
+                sent_since: 0,
             };
         }
     }
 
+    /// Counts a request against the day; answers with daily headers correct the count.
+    fn count_daily(&self) {
+        if let Ok(mut state) = self.daily.lock() {
+            state.sent_since += 1;
+        }
+    }
+
+    /// Stops before a request that would eat into the reserve: by HubSpot's latest daily
+    /// figures less what was sent since, or — with none fresh (search answers carry none;
+    /// the allowance renews at midnight) — by the configured allowance less what was sent
+    /// since the last figures.
     fn check_daily_reserve(&self) -> Result<(), HubspotError> {
         let state = *self
             .daily
@@ -433,15 +454,18 @@ impl HubspotClient {
         let fresh = state
             .observed
             .is_some_and(|observed| observed.elapsed() < DAILY_FIGURES_LIFETIME);
-        if let (true, Some(daily), Some(remaining)) = (fresh, state.daily, state.remaining) {
-            let reserve = daily * u64::from(self.settings.daily_reserve_percent) / 100;
-            if remaining <= reserve {
-                return Err(HubspotError::DailyReserve {
-                    remaining,
-                    daily,
-                    reserve_percent: self.settings.daily_reserve_percent,
-                });
-            }
+        let (daily, remaining) = match (fresh, state.daily, state.remaining) {
+            (true, Some(daily), Some(remaining)) => (daily, remaining),
+            _ => (self.settings.daily_limit, self.settings.daily_limit),
+        };
+        let remaining = remaining.saturating_sub(state.sent_since);
+        let reserve = daily * u64::from(self.settings.daily_reserve_percent) / 100;
+        if remaining <= reserve {
+            return Err(HubspotError::DailyReserve {
+                remaining,
+                daily,
+                reserve_percent: self.settings.daily_reserve_percent,
+            });
         }
         Ok(())
     }

@@ -62,6 +62,7 @@ pub fn connect(
         RateSettings {
             requests_per_10s: rate.requests_per_10s,
             search_per_second: rate.search_per_second,
+            daily_limit: rate.daily_limit,
             daily_reserve_percent: rate.daily_reserve_percent,
         },
         RetryPolicy::default(),
