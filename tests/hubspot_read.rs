@@ -3,56 +3,34 @@
 //! one modification time past search's 10,000-result cap — with archived records as
 //! tombstones; records stream through a bounded channel.
 
+mod hubspot_common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 
 use crmsync::emulator::data::{OrgProfile, generate};
 use crmsync::emulator::{EmulatorConfig, RunningEmulator};
-use crmsync::http::retry::RetryPolicy;
-use crmsync::hubspot::auth::{HubspotCredentials, TokenSource};
 use crmsync::hubspot::client::HubspotError;
 use crmsync::hubspot::client::{HubspotClient, RateSettings};
 use crmsync::hubspot::read::{HubspotReader, ReadError, ReadEvent, ReadSummary, ResumePoint};
 use crmsync::record::SourceRecord;
-use secrecy::SecretString;
+use hubspot_common::{private_client, start_with};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 const SEED: u64 = 31;
 
 async fn start(people: usize) -> RunningEmulator {
-    RunningEmulator::start(
-        EmulatorConfig {
-            seed: SEED,
-            records: people,
-            rate_limits: false,
-            ..EmulatorConfig::default()
-        },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
+    start_with(EmulatorConfig {
+        seed: SEED,
+        records: people,
+        rate_limits: false,
+        ..EmulatorConfig::default()
+    })
     .await
-    .expect("emulator starts")
 }
 
 fn client(emulator: &RunningEmulator) -> HubspotClient {
-    let base = &emulator.info().hubspot_base_url;
-    let http = reqwest::Client::new();
-    let tokens = TokenSource::new(
-        HubspotCredentials::PrivateApp {
-            token: SecretString::from(emulator.info().hubspot_token.as_str()),
-        },
-        base,
-        http.clone(),
-    )
-    .expect("tokens");
-    HubspotClient::new(
-        http,
-        base,
-        tokens,
-        RateSettings::default(),
-        RetryPolicy::default(),
-    )
-    .expect("client")
+    private_client(emulator, RateSettings::default())
 }
 
 /// Everything a read sent, collected off its channel.
@@ -336,45 +314,28 @@ async fn a_property_list_too_long_for_a_url_is_read_through_batch_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_stopped_by_the_daily_allowance_resumes_where_it_stopped() {
-    let emulator = RunningEmulator::start(
-        EmulatorConfig {
-            seed: SEED,
-            records: 5_000,
-            rate_limits: true,
-            hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
-                per_ten_seconds: 1_000,
-                per_day: 30,
-            },
-            ..EmulatorConfig::default()
+    let emulator = start_with(EmulatorConfig {
+        seed: SEED,
+        records: 5_000,
+        rate_limits: true,
+        hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
+            per_ten_seconds: 1_000,
+            per_day: 30,
         },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .expect("emulator starts");
+        ..EmulatorConfig::default()
+    })
+    .await;
     let base = emulator.info().hubspot_base_url.clone();
     // Each run is its own process with its own client.
     let run_client = || {
-        let http = reqwest::Client::new();
-        let tokens = TokenSource::new(
-            HubspotCredentials::PrivateApp {
-                token: SecretString::from(emulator.info().hubspot_token.as_str()),
-            },
-            &base,
-            http.clone(),
-        )
-        .expect("tokens");
-        HubspotClient::new(
-            http,
-            &base,
-            tokens,
+        private_client(
+            &emulator,
             RateSettings {
                 requests_per_10s: 1_000,
                 daily_reserve_percent: 0,
                 ..RateSettings::default()
             },
-            RetryPolicy::default(),
         )
-        .expect("client")
     };
     let client = run_client();
     let reader = HubspotReader::new(&client);
@@ -481,18 +442,14 @@ async fn incremental_reads_come_through_every_fault_profile_unchanged() {
     let expected = read_all(&quiet).await;
     assert!(expected.len() > 1_000);
     for faults in ["flaky", "storm", "flaky,storm,slow"] {
-        let emulator = RunningEmulator::start(
-            EmulatorConfig {
-                seed: SEED,
-                records: 1_500,
-                rate_limits: false,
-                faults: faults.parse().expect("faults"),
-                ..EmulatorConfig::default()
-            },
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        )
-        .await
-        .expect("emulator starts");
+        let emulator = start_with(EmulatorConfig {
+            seed: SEED,
+            records: 1_500,
+            rate_limits: false,
+            faults: faults.parse().expect("faults"),
+            ..EmulatorConfig::default()
+        })
+        .await;
         assert_eq!(read_all(&emulator).await, expected, "{faults}");
     }
 }

@@ -1,46 +1,24 @@
 //! The portal's schema as the connector reads it from the emulator: enumeration options per
 //! org, deal pipelines and stages, owners — and the value check write-back relies on.
 
-use std::net::SocketAddr;
+mod hubspot_common;
 
+use crmsync::emulator::EmulatorConfig;
+use crmsync::emulator::RunningEmulator;
 use crmsync::emulator::data::OrgProfile;
-use crmsync::emulator::{EmulatorConfig, RunningEmulator};
-use crmsync::http::retry::RetryPolicy;
-use crmsync::hubspot::auth::{HubspotCredentials, TokenSource};
 use crmsync::hubspot::client::{HubspotClient, RateSettings};
 use crmsync::hubspot::schema::{PortalSchema, ValueCheck, owners};
-use secrecy::SecretString;
+use hubspot_common::{private_client, start_with};
 
 async fn connect(profile: OrgProfile) -> (RunningEmulator, HubspotClient) {
-    let emulator = RunningEmulator::start(
-        EmulatorConfig {
-            records: 50,
-            profile,
-            rate_limits: false,
-            ..EmulatorConfig::default()
-        },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .expect("emulator starts");
-    let base = emulator.info().hubspot_base_url.clone();
-    let http = reqwest::Client::new();
-    let tokens = TokenSource::new(
-        HubspotCredentials::PrivateApp {
-            token: SecretString::from(emulator.info().hubspot_token.as_str()),
-        },
-        &base,
-        http.clone(),
-    )
-    .expect("tokens");
-    let client = HubspotClient::new(
-        http,
-        &base,
-        tokens,
-        RateSettings::default(),
-        RetryPolicy::default(),
-    )
-    .expect("client");
+    let emulator = start_with(EmulatorConfig {
+        records: 50,
+        profile,
+        rate_limits: false,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = private_client(&emulator, RateSettings::default());
     (emulator, client)
 }
 

@@ -3,55 +3,49 @@
 //! and land too, refused ones are dead-lettered with their reason; values HubSpot would refuse
 //! never leave; lifecycle regressions happen only when allowed, by clearing first.
 
+mod hubspot_common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crmsync::emulator::faults::Faults;
 use crmsync::emulator::{EmulatorConfig, RunningEmulator};
-use crmsync::http::retry::RetryPolicy;
-use crmsync::hubspot::auth::{HubspotCredentials, TokenSource};
 use crmsync::hubspot::client::{HubspotClient, RateSettings};
 use crmsync::hubspot::read::{HubspotReader, ReadEvent};
 use crmsync::hubspot::schema::PortalSchema;
 use crmsync::hubspot::write::{HubspotWriter, PlannedUpdate, PlannedUpsert, WriteError};
 use crmsync::record::SourceRecord;
-use secrecy::SecretString;
+use hubspot_common::{private_client, start_with};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 async fn connect(faults: &str) -> (RunningEmulator, HubspotClient) {
-    let emulator = RunningEmulator::start(
-        EmulatorConfig {
-            seed: 41,
-            records: 400,
-            rate_limits: false,
-            faults: faults.parse::<Faults>().expect("faults"),
-            ..EmulatorConfig::default()
-        },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .expect("emulator starts");
-    let base = emulator.info().hubspot_base_url.clone();
-    let http = reqwest::Client::new();
-    let tokens = TokenSource::new(
-        HubspotCredentials::PrivateApp {
-            token: SecretString::from(emulator.info().hubspot_token.as_str()),
-        },
-        &base,
-        http.clone(),
-    )
-    .expect("tokens");
-    let client = HubspotClient::new(
-        http,
-        &base,
-        tokens,
-        RateSettings::default(),
-        RetryPolicy::default(),
-    )
-    .expect("client");
+    let emulator = start_with(EmulatorConfig {
+        seed: 41,
+        records: 400,
+        rate_limits: false,
+        faults: faults.parse::<Faults>().expect("faults"),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = private_client(&emulator, RateSettings::default());
     (emulator, client)
+}
+
+/// An emulated portal with `faults`, a client, the contacts' schema and the contacts.
+async fn portal(
+    faults: &str,
+) -> (
+    RunningEmulator,
+    HubspotClient,
+    PortalSchema,
+    Vec<SourceRecord>,
+) {
+    let (emulator, client) = connect(faults).await;
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    let records = contacts(&client).await;
+    (emulator, client, schema, records)
 }
 
 async fn contacts(client: &HubspotClient) -> Vec<SourceRecord> {
@@ -105,10 +99,7 @@ fn planned(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_failures_land_the_good_retry_the_locked_and_dead_letter_the_refused() {
-    let (emulator, client) = connect("partial").await;
-    let mut schema = PortalSchema::default();
-    schema.load(&client, "contacts").await.expect("schema");
-    let records = contacts(&client).await;
+    let (emulator, client, schema, records) = portal("partial").await;
     assert!(records.len() > 290);
     let mut plan: Vec<PlannedUpdate> = records[..250]
         .iter()
@@ -174,10 +165,7 @@ async fn partial_failures_land_the_good_retry_the_locked_and_dead_letter_the_ref
 
 #[tokio::test]
 async fn lifecycle_regressions_happen_only_when_allowed() {
-    let (_emulator, client) = connect("none").await;
-    let mut schema = PortalSchema::default();
-    schema.load(&client, "contacts").await.expect("schema");
-    let records = contacts(&client).await;
+    let (_emulator, client, schema, records) = portal("none").await;
     let customers: Vec<&SourceRecord> = records
         .iter()
         .filter(|record| {
@@ -228,10 +216,7 @@ async fn lifecycle_regressions_happen_only_when_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upserts_by_email_create_the_missing_and_update_the_known() {
-    let (_emulator, client) = connect("partial").await;
-    let mut schema = PortalSchema::default();
-    schema.load(&client, "contacts").await.expect("schema");
-    let records = contacts(&client).await;
+    let (_emulator, client, schema, records) = portal("partial").await;
     let known: Vec<String> = records
         .iter()
         .filter_map(|record| record.properties.get("email").and_then(Value::as_str))
@@ -320,10 +305,7 @@ fn with_stage<'r>(records: &'r [SourceRecord], stage: &str) -> Vec<&'r SourceRec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upsert_of_a_known_contact_keeps_to_the_regression_policy() {
-    let (_emulator, client) = connect("none").await;
-    let mut schema = PortalSchema::default();
-    schema.load(&client, "contacts").await.expect("schema");
-    let records = contacts(&client).await;
+    let (_emulator, client, schema, records) = portal("none").await;
     let customers = with_stage(&records, "customer");
     let email = |record: &SourceRecord| {
         record
@@ -365,10 +347,7 @@ async fn an_upsert_of_a_known_contact_keeps_to_the_regression_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_regressions_land_through_locked_items() {
-    let (_emulator, client) = connect("partial").await;
-    let mut schema = PortalSchema::default();
-    schema.load(&client, "contacts").await.expect("schema");
-    let records = contacts(&client).await;
+    let (_emulator, client, schema, records) = portal("partial").await;
     let later: Vec<&SourceRecord> = records
         .iter()
         .filter(|record| {
@@ -468,43 +447,25 @@ async fn a_batch_hubspot_refuses_whole_loses_only_the_bad_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_back_stopped_by_the_daily_allowance_reports_what_it_wrote() {
-    let emulator = RunningEmulator::start(
-        EmulatorConfig {
-            seed: 41,
-            records: 400,
-            rate_limits: true,
-            hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
-                per_ten_seconds: 1_000,
-                per_day: 8,
-            },
-            ..EmulatorConfig::default()
+    let emulator = start_with(EmulatorConfig {
+        seed: 41,
+        records: 400,
+        rate_limits: true,
+        hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
+            per_ten_seconds: 1_000,
+            per_day: 8,
         },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .expect("emulator starts");
-    let base = emulator.info().hubspot_base_url.clone();
-    let http = reqwest::Client::new();
-    let tokens = TokenSource::new(
-        HubspotCredentials::PrivateApp {
-            token: SecretString::from(emulator.info().hubspot_token.as_str()),
-        },
-        &base,
-        http.clone(),
-    )
-    .expect("tokens");
-    let client = HubspotClient::new(
-        http,
-        &base,
-        tokens,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = private_client(
+        &emulator,
         RateSettings {
             requests_per_10s: 1_000,
             daily_reserve_percent: 0,
             ..RateSettings::default()
         },
-        RetryPolicy::default(),
-    )
-    .expect("client");
+    );
     let mut schema = PortalSchema::default();
     schema.load(&client, "contacts").await.expect("schema");
     // The schema and the full read (four list pages, one of archived) leave two calls.

@@ -230,14 +230,10 @@ impl<'a> HubspotWriter<'a> {
             report.retried += clearing.retried;
             report
                 .dead_letters
-                .extend(clearing.dead_letters.into_iter().map(|letter| DeadLetter {
-                    reason: format!(
-                        "moving the lifecycle stage back to {:?} takes clearing it first, which failed: {}",
-                        target.get(letter.id.as_str()).copied().unwrap_or_default(),
-                        letter.reason
-                    ),
-                    property: Some(LIFECYCLE.to_string()),
-                    id: letter.id,
+                .extend(restate(clearing.dead_letters, &target, |to, reason| {
+                    format!(
+                        "moving the lifecycle stage back to {to:?} takes clearing it first, which failed: {reason}"
+                    )
                 }));
             let sets: Vec<Input> = chunk
                 .iter()
@@ -269,14 +265,10 @@ impl<'a> HubspotWriter<'a> {
             report.retried += setting.retried;
             report
                 .dead_letters
-                .extend(setting.dead_letters.into_iter().map(|letter| DeadLetter {
-                    reason: format!(
-                        "the lifecycle stage was cleared to move it back to {:?}, but setting it failed, so the record has no stage until the next run: {}",
-                        target.get(letter.id.as_str()).copied().unwrap_or_default(),
-                        letter.reason
-                    ),
-                    property: Some(LIFECYCLE.to_string()),
-                    id: letter.id,
+                .extend(restate(setting.dead_letters, &target, |to, reason| {
+                    format!(
+                        "the lifecycle stage was cleared to move it back to {to:?}, but setting it failed, so the record has no stage until the next run: {reason}"
+                    )
                 }));
             if let Err(stop) = outcome {
                 return Err(not_moved(stop, &[], &moves));
@@ -588,6 +580,23 @@ impl<'a> HubspotWriter<'a> {
             Err(other) => Err(other),
         }
     }
+}
+
+/// Dead letters of a step in moving lifecycle stages back, said in that step's terms
+/// (`explain` gets the stage each record was moving to and the original reason).
+fn restate<'t>(
+    letters: Vec<DeadLetter>,
+    target: &'t HashMap<&str, &str>,
+    explain: impl Fn(&str, &str) -> String + 't,
+) -> impl Iterator<Item = DeadLetter> + 't {
+    letters.into_iter().map(move |letter| DeadLetter {
+        reason: explain(
+            target.get(letter.id.as_str()).copied().unwrap_or_default(),
+            &letter.reason,
+        ),
+        property: Some(LIFECYCLE.to_string()),
+        id: letter.id,
+    })
 }
 
 /// Ends a write-back: the count of records written, and the stop if there was one.

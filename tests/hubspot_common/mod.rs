@@ -1,4 +1,4 @@
-//! What the HubSpot client tests share: an emulator with given faults and limits, a client
+//! What the HubSpot connector tests share: an emulator with given faults and limits, a client
 //! with quick retries, credentials, and a paged read of every contact.
 
 // Each test binary uses some of these, not all.
@@ -16,19 +16,22 @@ use http::Method;
 use secrecy::SecretString;
 
 pub async fn start(faults: &str, limits: HubspotLimits, rate_limits: bool) -> RunningEmulator {
-    RunningEmulator::start(
-        EmulatorConfig {
-            seed: 21,
-            records: 300,
-            rate_limits,
-            hubspot_limits: limits,
-            faults: faults.parse::<Faults>().expect("faults"),
-            ..EmulatorConfig::default()
-        },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
+    start_with(EmulatorConfig {
+        seed: 21,
+        records: 300,
+        rate_limits,
+        hubspot_limits: limits,
+        faults: faults.parse::<Faults>().expect("faults"),
+        ..EmulatorConfig::default()
+    })
     .await
-    .expect("emulator starts")
+}
+
+/// An emulator as `config` says, on an ephemeral port of 127.0.0.1.
+pub async fn start_with(config: EmulatorConfig) -> RunningEmulator {
+    RunningEmulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("emulator starts")
 }
 
 pub fn fast_retries() -> RetryPolicy {
@@ -48,6 +51,11 @@ pub fn client(
     let http = reqwest::Client::new();
     let tokens = TokenSource::new(credentials, base, http.clone()).expect("tokens");
     HubspotClient::new(http, base, tokens, settings, fast_retries()).expect("client")
+}
+
+/// A client with the emulator's private-app token.
+pub fn private_client(emulator: &RunningEmulator, settings: RateSettings) -> HubspotClient {
+    client(emulator, private_app(emulator), settings)
 }
 
 pub fn private_app(emulator: &RunningEmulator) -> HubspotCredentials {
