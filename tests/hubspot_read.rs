@@ -667,3 +667,74 @@ async fn a_resumed_incremental_read_still_reports_what_was_archived_before_it_st
         read.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companies_and_deals_read_in_full_and_incrementally() {
+    let people = 6_000;
+    let emulator = start(people).await;
+    let client = client(&emulator);
+    let reader = HubspotReader::new(&client);
+    let reader = &reader;
+    let generated = generate(SEED, people, OrgProfile::Classic);
+    let epoch = jiff::Timestamp::from_second(1_000_000_000).expect("timestamp");
+    for (object, records, property) in [
+        ("companies", &generated.hubspot_companies, "domain"),
+        ("deals", &generated.hubspot_deals, "dealstage"),
+    ] {
+        let expected: BTreeMap<String, Option<String>> = records
+            .iter()
+            .filter(|record| !record.archived)
+            .map(|record| {
+                let value = record.properties.text(property).map(str::to_string);
+                (record.id.clone(), value)
+            })
+            .collect();
+        // Companies are a fixed few; deals run to several pages.
+        assert!(expected.len() >= 10, "{object}: {}", expected.len());
+        let wanted = vec![property.to_string()];
+        let wanted = &wanted;
+        let values = |collected: &Collected| -> BTreeMap<String, Option<String>> {
+            collected
+                .records
+                .iter()
+                .map(|record| {
+                    let value = record.properties.get(property).and_then(Value::as_str);
+                    (record.id.clone(), value.map(str::to_string))
+                })
+                .collect()
+        };
+        let (full, _) = collect(|events| async move {
+            reader
+                .full(object, wanted, &events)
+                .await
+                .expect("full read")
+        })
+        .await;
+        assert_eq!(values(&full), expected, "{object}: full read");
+        // Every record changed since long ago: search on `hs_lastmodifieddate`.
+        let (changed, summary) = collect(|events| async move {
+            reader
+                .incremental(object, wanted, epoch, &events)
+                .await
+                .expect("incremental read")
+        })
+        .await;
+        assert_eq!(
+            changed.records.len(),
+            expected.len(),
+            "{object}: none twice"
+        );
+        assert_eq!(values(&changed), expected, "{object}: incremental read");
+        let newest = changed
+            .records
+            .iter()
+            .filter_map(|record| record.properties.get("hs_lastmodifieddate"))
+            .filter_map(Value::as_str)
+            .filter_map(crmsync::hubspot::read::parse_hubspot_time)
+            .max();
+        assert_eq!(
+            summary.high_water, newest,
+            "{object}: the newest change read"
+        );
+    }
+}
