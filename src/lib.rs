@@ -22,6 +22,7 @@ pub mod http;
 pub mod hubspot;
 pub mod mapping;
 pub mod record;
+pub mod salesforce;
 pub mod secret;
 pub mod store;
 pub mod tomldoc;

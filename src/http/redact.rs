@@ -1,5 +1,6 @@
 //! Keeping secrets out of what the HTTP stack logs: query parameters that carry credentials
-//! (`hapikey`, `access_token`, …) lose their values, and so does a URL's password.
+//! (`hapikey`, `access_token`, …) lose their values, and so does a URL's password; transport
+//! errors are described without their URL.
 
 /// Query parameters whose values are credentials.
 const SECRET_PARAMETERS: [&str; 8] = [
@@ -33,6 +34,21 @@ pub fn redact_url(url: &str) -> String {
         })
         .collect();
     format!("{base}?{}", redacted.join("&"))
+}
+
+/// What went wrong with a request that got no answer, without the URL (whose query could
+/// hold a credential).
+pub fn describe_error(error: reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the answer broke off"
+    } else {
+        "the request failed"
+    };
+    format!("{kind}: {}", error.without_url())
 }
 
 #[cfg(test)]

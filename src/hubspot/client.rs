@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::auth::{AuthError, TokenSource};
 use crate::http::limiter::{BudgetError, Pacer, WindowBudget};
+use crate::http::redact::describe_error;
 use crate::http::retry::{RetryPolicy, random_unit, retry_after};
 
 /// Which of HubSpot's budgets a request spends.
@@ -326,13 +327,13 @@ impl HubspotClient {
             url = %crate::http::redact::redact_url(&format!("{}{path}", self.base_url)),
             "sending"
         );
-        let response = request.send().await.map_err(describe)?;
+        let response = request.send().await.map_err(describe_error)?;
         let status = response.status();
         let headers = response.headers().clone();
         if budget == Budget::General {
             self.observe_headers(&headers);
         }
-        let body = response.bytes().await.map_err(describe)?;
+        let body = response.bytes().await.map_err(describe_error)?;
         Ok((status, headers, body.to_vec()))
     }
 
@@ -473,21 +474,6 @@ impl HubspotClient {
 
 fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|value| value.to_str().ok())
-}
-
-/// What went wrong with a request that got no answer, without the URL's query (it never holds
-/// secrets here, but the habit costs nothing).
-fn describe(error: reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "could not connect"
-    } else if error.is_body() || error.is_decode() {
-        "the answer broke off"
-    } else {
-        "the request failed"
-    };
-    format!("{kind}: {}", error.without_url())
 }
 
 /// The path with ids replaced, so logs group requests by endpoint:
