@@ -1,6 +1,9 @@
 //! The Salesforce connector: sessions from the JWT bearer, refresh-token or
-//! client-credentials flows ([`auth`]) and the one place every request goes through, with the
-//! org's API budget and the bounded concurrency ([`client`]).
+//! client-credentials flows ([`auth`]), the one place every request goes through, with the
+//! org's API budget and the bounded concurrency ([`client`]), objects' fields and picklists
+//! ([`describe`]) and queries built from parts, never from text ([`soql`]).
 
 pub mod auth;
 pub mod client;
+pub mod describe;
+pub mod soql;
