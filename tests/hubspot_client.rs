@@ -150,57 +150,92 @@ async fn the_reserve_for_other_apps_is_left_alone() {
 }
 
 #[tokio::test]
-async fn searches_count_against_the_configured_allowance() {
-    // Search answers carry no daily figures: the configured allowance is what counts.
-    let emulator = start("none", HubspotLimits::default(), false).await;
-    let client = client(
-        &emulator,
-        private_app(&emulator),
-        RateSettings {
-            search_per_second: 100,
-            daily_limit: 40,
-            daily_reserve_percent: 25,
-            ..RateSettings::default()
+async fn searches_count_against_the_daily_allowance_though_their_answers_carry_no_figures() {
+    // Forty calls a day. A private app learns the day's figures from one small listing before
+    // its first search; an OAuth app, which HubSpot sends no daily figures, counts against the
+    // configured allowance. Either way the reserve of ten holds.
+    let emulator = start(
+        "none",
+        HubspotLimits {
+            per_ten_seconds: 1_000,
+            per_day: 40,
         },
-    );
-    let mut answered = 0;
-    let error = loop {
-        let answer = client
-            .send(
-                Budget::Search,
-                Method::POST,
-                "/crm/v3/objects/contacts/search",
-                &[],
-                Some(&serde_json::json!({"limit": 1})),
-                "contacts",
-            )
-            .await;
-        match answer {
-            Ok(answer) => {
-                assert!(
-                    answer
-                        .headers
-                        .get("x-hubspot-ratelimit-daily-remaining")
-                        .is_none()
-                );
-                answered += 1;
-            }
-            Err(error) => break error,
-        }
-        assert!(answered <= 40, "the configured allowance was never reached");
-    };
-    assert!(
-        matches!(
-            error,
-            HubspotError::DailyReserve {
-                remaining: 10,
-                daily: 40,
-                ..
-            }
+        true,
+    )
+    .await;
+    for (credentials, basis) in [
+        (private_app(&emulator), "HubSpot's daily figures"),
+        (
+            oauth(&emulator),
+            "configured hubspot.rate_limit.daily_limit",
         ),
-        "{error:?}"
-    );
-    assert_eq!(answered, 30, "thirty searches, then the reserve of ten");
+    ] {
+        emulator_new_day(&emulator).await;
+        let client = client(
+            &emulator,
+            credentials,
+            RateSettings {
+                requests_per_10s: 1_000,
+                daily_limit: 40,
+                daily_reserve_percent: 25,
+                ..RateSettings::default()
+            },
+        );
+        let mut answered = 0;
+        let error = loop {
+            let answer = client
+                .send(
+                    Budget::Search,
+                    Method::POST,
+                    "/crm/v3/objects/contacts/search",
+                    &[],
+                    Some(&serde_json::json!({"limit": 1})),
+                    "contacts",
+                )
+                .await;
+            match answer {
+                Ok(answer) => {
+                    assert!(
+                        answer
+                            .headers
+                            .get("x-hubspot-ratelimit-daily-remaining")
+                            .is_none(),
+                        "search answers carry no daily figures"
+                    );
+                    answered += 1;
+                }
+                Err(error) => break error,
+            }
+            assert!(answered <= 40, "the allowance was never reached");
+        };
+        assert!(
+            matches!(
+                error,
+                HubspotError::DailyReserve {
+                    remaining: 10,
+                    daily: 40,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains(basis), "{error}");
+        assert_eq!(
+            answered, 29,
+            "one listing for the figures, 29 searches, then the reserve"
+        );
+    }
+}
+
+async fn emulator_new_day(emulator: &crmsync::emulator::RunningEmulator) {
+    reqwest::Client::new()
+        .post(format!(
+            "{}/__emulator/hubspot/new-day",
+            emulator.info().hubspot_base_url
+        ))
+        .send()
+        .await
+        .expect("new day");
 }
 
 #[tokio::test]

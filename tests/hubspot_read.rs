@@ -738,3 +738,88 @@ async fn companies_and_deals_read_in_full_and_incrementally() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_stopped_among_records_of_one_instant_resumes_there() {
+    let emulator = start(4_000).await;
+    let client = client(&emulator);
+    let reader = HubspotReader::new(&client);
+    let reader = &reader;
+    let (_, full) = collect(|events| async move {
+        reader
+            .full("contacts", &properties(), &events)
+            .await
+            .expect("full read")
+    })
+    .await;
+    let high_water = full.high_water.expect("high water");
+    let touched = post(
+        &emulator,
+        "/__emulator/hubspot/touch",
+        json!({"object": "contacts", "count": 3_000, "properties": {"jobtitle": "Bulk"}}),
+    )
+    .await;
+    assert_eq!(touched["touched"], 3_000);
+    // The first run stops after eight pages, well inside the 3,000 records of one instant.
+    let (sender, mut receiver) = mpsc::channel(1);
+    let first = async {
+        let outcome = reader
+            .incremental("contacts", &properties(), high_water, &sender)
+            .await;
+        drop(sender);
+        outcome
+    };
+    let consume = async {
+        let (mut pages, mut ids, mut point) = (0, Vec::new(), None);
+        while let Some(event) = receiver.recv().await {
+            match event {
+                ReadEvent::Records(records) => {
+                    pages += 1;
+                    ids.extend(records.into_iter().map(|record| record.id));
+                }
+                ReadEvent::Progress(progress) => {
+                    point = Some(progress);
+                    if pages == 8 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(receiver);
+        (ids, point)
+    };
+    let (outcome, (first_ids, point)) = tokio::join!(first, consume);
+    assert!(
+        matches!(outcome, Err(ReadError::Closed { .. })),
+        "{outcome:?}"
+    );
+    let point = point.expect("a resume point");
+    assert!(
+        matches!(&point, ResumePoint::Incremental { tie: Some(_), .. }),
+        "stopped among the records of one instant: {point:?}"
+    );
+    let (rest, _) = collect(|events| async move {
+        reader
+            .resume("contacts", &properties(), point, &events)
+            .await
+            .expect("resumed read")
+    })
+    .await;
+    let first_ids: BTreeSet<String> = first_ids.into_iter().collect();
+    let rest_ids: BTreeSet<String> = rest
+        .records
+        .iter()
+        .map(|record| record.id.clone())
+        .collect();
+    assert_eq!(
+        first_ids.union(&rest_ids).count(),
+        3_000,
+        "every touched record"
+    );
+    let again = first_ids.intersection(&rest_ids).count();
+    assert!(
+        again <= 400,
+        "{again} records read again: the resumed run started where the first stopped"
+    );
+}

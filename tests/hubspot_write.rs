@@ -487,8 +487,88 @@ async fn a_write_back_stopped_by_the_daily_allowance_reports_what_it_wrote() {
     assert_eq!(report.unsent.len(), 100, "{report:?}");
     let unsent: BTreeSet<&String> = report.unsent.iter().collect();
     assert!(
-        records[299..]
+        records[200..]
             .iter()
             .all(|record| unsent.contains(&record.id))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_read_before_hubspot_moved_it_on_is_not_reported_as_written() {
+    let (_emulator, client, schema, records) = portal("none").await;
+    let customers = with_stage(&records, "customer");
+    let (kept, moved) = (customers[0], customers[1]);
+    // Read as leads; since then HubSpot moved them on to customer.
+    let stale = |record: &SourceRecord, allow_regression: bool| {
+        let mut update = planned(
+            record,
+            &[("lifecyclestage", "opportunity")],
+            allow_regression,
+        );
+        update
+            .current
+            .insert("lifecyclestage".to_string(), "lead".to_string());
+        update
+    };
+    let writer = HubspotWriter::new(&client, &schema);
+    let report = writer
+        .update("contacts", vec![stale(kept, false), stale(moved, true)])
+        .await
+        .expect("write-back");
+    assert_eq!(report.refused_regressions.len(), 1, "{report:?}");
+    let refused = &report.refused_regressions[0];
+    assert_eq!(
+        (
+            refused.id.as_str(),
+            refused.from.as_str(),
+            refused.to.as_str()
+        ),
+        (kept.id.as_str(), "customer", "opportunity")
+    );
+    assert_eq!(report.written, 1, "only the one moved back: {report:?}");
+    let after = contacts(&client).await;
+    assert_eq!(stage_of(&after, &kept.id).as_deref(), Some("customer"));
+    assert_eq!(stage_of(&after, &moved.id).as_deref(), Some("opportunity"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_stopped_while_looking_records_up_reports_every_record_unsent() {
+    let emulator = start_with(EmulatorConfig {
+        seed: 41,
+        records: 100,
+        rate_limits: true,
+        hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
+            per_ten_seconds: 1_000,
+            per_day: 3,
+        },
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = private_client(
+        &emulator,
+        RateSettings {
+            requests_per_10s: 1_000,
+            daily_reserve_percent: 0,
+            ..RateSettings::default()
+        },
+    );
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    // Two calls left after the schema: two lookups of 100 go through, the third is over the
+    // allowance, before anything is written.
+    let upserts: Vec<PlannedUpsert> = (0..250)
+        .map(|n| PlannedUpsert {
+            key: format!("late.person{n}@salesforce-only.example"),
+            desired: BTreeMap::from([("firstname".to_string(), format!("Late{n}"))]),
+            allow_regression: false,
+        })
+        .collect();
+    let outcome = HubspotWriter::new(&client, &schema)
+        .upsert("contacts", "email", upserts)
+        .await;
+    let Err(WriteError::Stopped { report, .. }) = outcome else {
+        panic!("the allowance runs out: {outcome:?}");
+    };
+    assert_eq!(report.written, 0);
+    assert_eq!(report.unsent.len(), 250, "{report:?}");
 }

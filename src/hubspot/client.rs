@@ -66,12 +66,14 @@ pub enum HubspotError {
     )]
     DailyLimit { endpoint: String, message: String },
     #[error(
-        "only {remaining} of the portal's {daily} daily API calls are left, the {reserve_percent}% reserve kept for its other apps — the run stops here and resumes from its checkpoint later"
+        "only {remaining} of the portal's {daily} daily API calls are left ({basis}), the {reserve_percent}% reserve kept for its other apps — the run stops here and resumes from its checkpoint later"
     )]
     DailyReserve {
         remaining: u64,
         daily: u64,
         reserve_percent: u8,
+        /// Where the figures come from.
+        basis: &'static str,
     },
     #[error(
         "HubSpot answered {} to {}: {}: {} (correlation id {})",
@@ -115,6 +117,17 @@ struct DailyState {
     remaining: Option<u64>,
     observed: Option<tokio::time::Instant>,
     sent_since: u64,
+    /// HubSpot sends this app rate headers but no daily figures (OAuth apps get none).
+    without_figures: bool,
+    /// When a request was last sent just to learn the daily figures.
+    probed: Option<tokio::time::Instant>,
+}
+
+/// Whether a request may go now.
+enum DailyCheck {
+    Go,
+    /// Learn the daily figures first (search answers carry none).
+    ProbeFirst,
 }
 
 /// Daily figures older than this no longer hold requests back: the allowance may have been
@@ -216,7 +229,10 @@ impl HubspotClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            self.check_daily_reserve()?;
+            if let DailyCheck::ProbeFirst = self.check_daily_reserve(budget)? {
+                Box::pin(self.probe_daily_figures(object)).await?;
+                self.check_daily_reserve(budget)?;
+            }
             // Fetched for every attempt: waits and backoff can outlast a token.
             let bearer = self.tokens.bearer().await?;
             self.pacer(budget).ready().await;
@@ -422,18 +438,48 @@ impl HubspotClient {
             self.general
                 .pause_for(Duration::from_millis((interval / max).clamp(100, 10_000)));
         }
-        if let (Some(daily), Some(remaining)) = (
+        let Ok(mut state) = self.daily.lock() else {
+            return;
+        };
+        match (
             number("x-hubspot-ratelimit-daily"),
             number("x-hubspot-ratelimit-daily-remaining"),
-        ) && let Ok(mut state) = self.daily.lock()
-        {
-            *state = DailyState {
-                daily: Some(daily),
-                remaining: Some(remaining),
-                observed: Some(tokio::time::Instant::now()),
-                sent_since: 0,
-            };
+        ) {
+            (Some(daily), Some(remaining)) => {
+                *state = DailyState {
+                    daily: Some(daily),
+                    remaining: Some(remaining),
+                    observed: Some(tokio::time::Instant::now()),
+                    sent_since: 0,
+                    without_figures: false,
+                    probed: state.probed,
+                };
+            }
+            // Rate headers without daily ones: an OAuth app, which never gets them.
+            _ if number("x-hubspot-ratelimit-max").is_some() => state.without_figures = true,
+            _ => {}
         }
+    }
+
+    /// One small listing of `object`, sent for the daily figures its answer carries.
+    async fn probe_daily_figures(&self, object: &str) -> Result<(), HubspotError> {
+        if let Ok(mut state) = self.daily.lock() {
+            state.probed = Some(tokio::time::Instant::now());
+        }
+        let query = [
+            ("limit", "1".to_string()),
+            ("properties", "hs_object_id".to_string()),
+        ];
+        self.send(
+            Budget::General,
+            Method::GET,
+            &format!("/crm/v3/objects/{object}"),
+            &query,
+            None,
+            object,
+        )
+        .await
+        .map(drop)
     }
 
     /// Counts a request against the day; answers with daily headers correct the count.
@@ -444,20 +490,30 @@ impl HubspotClient {
     }
 
     /// Stops before a request that would eat into the reserve: by HubSpot's latest daily
-    /// figures less what was sent since, or — with none fresh (search answers carry none;
-    /// the allowance renews at midnight) — by the configured allowance less what was sent
-    /// since the last figures.
-    fn check_daily_reserve(&self) -> Result<(), HubspotError> {
+    /// figures less what was sent since; or, for an app HubSpot sends none (or when asking
+    /// brought none), by the configured allowance less what was sent. Figures may be stale
+    /// (the allowance renews at midnight in the portal's time zone): a general request brings
+    /// fresh ones itself, a search (whose answers carry none) is preceded by a small listing.
+    fn check_daily_reserve(&self, budget: Budget) -> Result<DailyCheck, HubspotError> {
         let state = *self
             .daily
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let fresh = state
-            .observed
-            .is_some_and(|observed| observed.elapsed() < DAILY_FIGURES_LIFETIME);
-        let (daily, remaining) = match (fresh, state.daily, state.remaining) {
-            (true, Some(daily), Some(remaining)) => (daily, remaining),
-            _ => (self.settings.daily_limit, self.settings.daily_limit),
+        let recent = |at: Option<tokio::time::Instant>| {
+            at.is_some_and(|at| at.elapsed() < DAILY_FIGURES_LIFETIME)
+        };
+        let (daily, remaining, basis) = match (recent(state.observed), state.daily, state.remaining)
+        {
+            (true, Some(daily), Some(remaining)) => {
+                (daily, remaining, "by HubSpot's daily figures")
+            }
+            _ if state.without_figures || recent(state.probed) => (
+                self.settings.daily_limit,
+                self.settings.daily_limit,
+                "counted against the configured hubspot.rate_limit.daily_limit, as HubSpot sends this app no daily figures",
+            ),
+            _ if budget == Budget::Search => return Ok(DailyCheck::ProbeFirst),
+            _ => return Ok(DailyCheck::Go),
         };
         let remaining = remaining.saturating_sub(state.sent_since);
         let reserve = daily * u64::from(self.settings.daily_reserve_percent) / 100;
@@ -466,9 +522,10 @@ impl HubspotClient {
                 remaining,
                 daily,
                 reserve_percent: self.settings.daily_reserve_percent,
+                basis,
             });
         }
-        Ok(())
+        Ok(DailyCheck::Go)
     }
 }
 

@@ -52,11 +52,20 @@ pub enum ResumePoint {
     /// the next incremental read begins, however many runs the full read takes).
     Full { after: String, started: Timestamp },
     /// An incremental read: records modified from `modified_since` on are still to read,
-    /// and records archived from `archived_since` on (where the stopped read began).
+    /// and records archived from `archived_since` on (where the stopped read began). `tie`
+    /// says how far the read came through the records sharing one instant, read in id order.
     Incremental {
         modified_since: Timestamp,
         archived_since: Timestamp,
+        tie: Option<TieProgress>,
     },
+}
+
+/// Of the records modified at `at`, those up to `after_id` (in HubSpot's id order) are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TieProgress {
+    pub at: Timestamp,
+    pub after_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +102,10 @@ pub enum ReadError {
         "HubSpot sent a {object} record crmsync cannot read ({what}) — its answer changed shape; please report it"
     )]
     Shape { object: String, what: String },
+    #[error(
+        "HubSpot's search of {object} stopped making progress ({what}); the read stops rather than loop — run it again, and report it if it recurs"
+    )]
+    Stalled { object: String, what: String },
 }
 
 /// The property HubSpot stamps on every change of an object.
@@ -252,7 +265,7 @@ impl<'a> HubspotReader<'a> {
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
         let start = self.less_overlap(since);
-        self.incremental_read(object, properties, start, start, events)
+        self.incremental_read(object, properties, Position::new(start), start, events)
             .await
     }
 
@@ -272,9 +285,12 @@ impl<'a> HubspotReader<'a> {
             ResumePoint::Incremental {
                 modified_since,
                 archived_since,
+                tie,
             } => {
-                let start = self.less_overlap(modified_since);
-                self.incremental_read(object, properties, start, archived_since, events)
+                // The overlap again: changes the search index had not shown yet at the stop.
+                let mut position = Position::new(self.less_overlap(modified_since));
+                position.resume_tie = tie.map(|tie| (tie.at.as_millisecond(), tie.after_id));
+                self.incremental_read(object, properties, position, archived_since, events)
                     .await
             }
         }
@@ -285,8 +301,8 @@ impl<'a> HubspotReader<'a> {
         at.checked_sub(overlap).unwrap_or(at)
     }
 
-    /// Records modified at or after `modified_from`, then tombstones for records archived
-    /// at or after `archived_from`.
+    /// Records modified from `position` on, then tombstones for records archived at or after
+    /// `archived_from`.
     ///
     /// Every query starts from where the last one ended (keyset paging: `after` stays 0), so
     /// records edited while the read runs cannot shift a page boundary past a record, and
@@ -296,14 +312,13 @@ impl<'a> HubspotReader<'a> {
         &self,
         object: &str,
         properties: &[String],
-        modified_from: Timestamp,
+        mut position: Position,
         archived_from: Timestamp,
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
         let properties = with_read_properties(object, properties);
         let modified = modified_property(object);
         let mut summary = ReadSummary::default();
-        let mut position = Position::new(modified_from.as_millisecond());
         loop {
             let page = self
                 .search(
@@ -322,21 +337,28 @@ impl<'a> HubspotReader<'a> {
             let fresh = position.take(page.results, modified);
             let stalled = fresh.is_empty() && position.at == started_at;
             self.deliver(object, fresh, &mut summary, events).await?;
-            position.report(object, archived_from, events).await?;
+            position.report(object, archived_from, None, events).await?;
             if !page.more {
                 break;
             }
             if (full && all_at_start) || stalled {
                 if position.past {
-                    return Err(ReadError::Shape {
+                    return Err(ReadError::Stalled {
                         object: object.to_string(),
-                        what: "search answers that repeat records already read".to_string(),
+                        what: "answers that repeat records already read".to_string(),
                     });
                 }
                 // More records share this instant than a page holds: read them by id.
-                self.drain_instant(object, &properties, &mut position, &mut summary, events)
-                    .await?;
-                position.report(object, archived_from, events).await?;
+                self.drain_instant(
+                    object,
+                    &properties,
+                    &mut position,
+                    archived_from,
+                    &mut summary,
+                    events,
+                )
+                .await?;
+                position.report(object, archived_from, None, events).await?;
             }
         }
         self.archived(object, Some(archived_from), &mut summary, events)
@@ -350,13 +372,21 @@ impl<'a> HubspotReader<'a> {
         object: &str,
         properties: &[String],
         position: &mut Position,
+        archived_from: Timestamp,
         summary: &mut ReadSummary,
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<(), ReadError> {
         let modified = modified_property(object);
         // Ids compared as HubSpot compares them: each query continues after the raw id the
-        // previous one ended on.
-        let mut after_id = "0".to_string();
+        // previous one ended on — or, resuming this very instant, where the stopped run got.
+        let mut after_id = match position.resume_tie.take() {
+            Some((at, after_id)) if at == position.at => after_id,
+            other => {
+                // Another instant: the stopped run's place is kept for later.
+                position.resume_tie = other;
+                "0".to_string()
+            }
+        };
         loop {
             let filters = json!([{"filters": [
                 {"propertyName": modified, "operator": "EQ", "value": position.at.to_string()},
@@ -372,12 +402,17 @@ impl<'a> HubspotReader<'a> {
                 .map(str::to_string);
             let fresh = position.take(page.results, modified);
             self.deliver(object, fresh, summary, events).await?;
+            if let Some(last) = &last_id {
+                position
+                    .report(object, archived_from, Some(last), events)
+                    .await?;
+            }
             match last_id {
                 Some(last) if page.more => {
                     if last == after_id {
-                        return Err(ReadError::Shape {
+                        return Err(ReadError::Stalled {
                             object: object.to_string(),
-                            what: format!("search answers that do not move past id {last}"),
+                            what: format!("answers that do not move past id {last}"),
                         });
                     }
                     after_id = last;
@@ -543,14 +578,17 @@ struct Position {
     at: i64,
     read_at: HashSet<String>,
     past: bool,
+    /// Where a stopped run got through the records of one instant (ms, id).
+    resume_tie: Option<(i64, String)>,
 }
 
 impl Position {
-    fn new(at: i64) -> Self {
+    fn new(from: Timestamp) -> Self {
         Self {
-            at,
+            at: from.as_millisecond(),
             read_at: HashSet::new(),
             past: false,
+            resume_tie: None,
         }
     }
 
@@ -603,20 +641,29 @@ impl Position {
         fresh
     }
 
-    /// Tells the engine where a stopped read would pick up.
+    /// Tells the engine where a stopped read would pick up (`tie_after`: the last id read
+    /// of the records at this instant, while they are read by id).
     async fn report(
         &self,
         object: &str,
         archived_since: Timestamp,
+        tie_after: Option<&str>,
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<(), ReadError> {
         let next = if self.past { self.at + 1 } else { self.at };
-        let Ok(modified_since) = Timestamp::from_millisecond(next) else {
+        let (Ok(modified_since), Ok(at)) = (
+            Timestamp::from_millisecond(next),
+            Timestamp::from_millisecond(self.at),
+        ) else {
             return Ok(());
         };
         let point = ResumePoint::Incremental {
             modified_since,
             archived_since,
+            tie: tie_after.map(|after_id| TieProgress {
+                at,
+                after_id: after_id.to_string(),
+            }),
         };
         send(events, ReadEvent::Progress(point), object).await
     }

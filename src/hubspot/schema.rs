@@ -128,9 +128,14 @@ impl PortalSchema {
                     expected: "a number",
                 };
             }
-            "datetime" | "date" if !is_hubspot_time(value) => {
+            "datetime" if !is_hubspot_datetime(value) => {
                 return ValueCheck::WrongType {
-                    expected: "a date as epoch milliseconds or ISO 8601 (2024-05-01 or 2024-05-01T12:00:00Z)",
+                    expected: "a date-time as epoch milliseconds or ISO 8601 with at most milliseconds (2024-05-01T12:00:00.000Z)",
+                };
+            }
+            "date" if !is_hubspot_date(value) => {
+                return ValueCheck::WrongType {
+                    expected: "a date as 2024-05-01 or as epoch milliseconds at midnight UTC",
                 };
             }
             _ => {}
@@ -180,12 +185,26 @@ impl PortalSchema {
     }
 }
 
-/// Epoch milliseconds, an ISO 8601 instant, or a calendar date.
-fn is_hubspot_time(value: &str) -> bool {
+/// Epoch milliseconds, or an ISO 8601 instant with at most millisecond precision.
+fn is_hubspot_datetime(value: &str) -> bool {
     let value = value.trim();
-    value.parse::<i64>().is_ok()
-        || value.parse::<jiff::Timestamp>().is_ok()
-        || value.parse::<jiff::civil::Date>().is_ok()
+    if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return value.parse::<i64>().is_ok();
+    }
+    let fraction_digits = value
+        .split_once('.')
+        .map(|(_, rest)| rest.bytes().take_while(u8::is_ascii_digit).count())
+        .unwrap_or(0);
+    fraction_digits <= 3 && value.contains('T') && value.parse::<jiff::Timestamp>().is_ok()
+}
+
+/// A calendar date (`2024-05-01`), or epoch milliseconds at midnight UTC.
+fn is_hubspot_date(value: &str) -> bool {
+    let value = value.trim();
+    match value.parse::<i64>() {
+        Ok(millis) => millis % 86_400_000 == 0,
+        Err(_) => value.len() == 10 && value.parse::<jiff::civil::Date>().is_ok(),
+    }
 }
 
 fn text(value: &Value, key: &str) -> String {
@@ -358,6 +377,7 @@ mod tests {
                 property("dealstage", "enumeration", true),
                 property("amount", "number", false),
                 property("closedate", "datetime", false),
+                property("renewal_date", "date", false),
             ]
             .into_iter()
             .map(|info| (info.name.clone(), info))
@@ -409,9 +429,15 @@ mod tests {
             ("amount", "lots", false),
             ("amount", "NaN", false),
             ("closedate", "1714564800000", true),
-            ("closedate", "2024-05-01", true),
             ("closedate", "2024-05-01T12:00:00Z", true),
+            ("closedate", "2024-05-01T12:00:00.123Z", true),
+            ("closedate", "2024-05-01T12:00:00.123456Z", false),
+            ("closedate", "2024-05-01", false),
             ("closedate", "01/05/2024", false),
+            ("renewal_date", "2024-05-01", true),
+            ("renewal_date", "1714521600000", true),
+            ("renewal_date", "1714564800000", false),
+            ("renewal_date", "2024-05-01T00:00:00Z", false),
         ] {
             let check = schema.check("deals", property, value, None);
             assert_eq!(

@@ -106,6 +106,16 @@ pub struct HubspotWriter<'a> {
 /// A batch input: the record id (or, for upserts, the unique key) and the properties to set.
 type Input = (String, BTreeMap<String, String>);
 
+/// What HubSpot confirmed as a write-back goes.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Records written (ids, or keys of records created).
+    written: HashSet<String>,
+    /// Records whose answer shows HubSpot kept another lifecycle stage than the one sent
+    /// (it had moved on since the record was read): id, the stage kept, the stage sent.
+    kept_stages: Vec<(String, String, String)>,
+}
+
 /// A write-back cut short: HubSpot's error and the records not sent.
 struct Stop {
     error: HubspotError,
@@ -129,11 +139,11 @@ impl<'a> HubspotWriter<'a> {
         planned: Vec<PlannedUpdate>,
     ) -> Result<WriteReport, WriteError> {
         let mut report = WriteReport::default();
-        let mut written = HashSet::new();
+        let mut tally = Tally::default();
         let outcome = self
-            .write_updates(object, planned, &mut report, &mut written)
+            .write_updates(object, planned, &mut report, &mut tally)
             .await;
-        finish(report, written, outcome)
+        finish(report, tally, outcome)
     }
 
     /// Writes records found by the unique `id_property` (`email` for contacts) that HubSpot
@@ -147,11 +157,11 @@ impl<'a> HubspotWriter<'a> {
         planned: Vec<PlannedUpsert>,
     ) -> Result<WriteReport, WriteError> {
         let mut report = WriteReport::default();
-        let mut written = HashSet::new();
+        let mut tally = Tally::default();
         let outcome = self
-            .write_upserts(object, id_property, planned, &mut report, &mut written)
+            .write_upserts(object, id_property, planned, &mut report, &mut tally)
             .await;
-        finish(report, written, outcome)
+        finish(report, tally, outcome)
     }
 
     async fn write_updates(
@@ -159,7 +169,7 @@ impl<'a> HubspotWriter<'a> {
         object: &str,
         planned: Vec<PlannedUpdate>,
         report: &mut WriteReport,
-        written: &mut HashSet<String>,
+        tally: &mut Tally,
     ) -> Result<(), Stop> {
         let planned = unique(planned, |update| update.id.clone(), "id", report);
         let mut inputs: Vec<Input> = Vec::new();
@@ -181,14 +191,40 @@ impl<'a> HubspotWriter<'a> {
             }
             // Otherwise its changes were dead-lettered, refused or are moving back.
         }
-        self.send_all(object, &BatchKind::Update, inputs, report, written)
+        let letters_before = report.dead_letters.len();
+        self.send_all(object, &BatchKind::Update, inputs, report, tally)
             .await
             .map_err(|mut stop| {
                 stop.unsent
                     .extend(moves_back.iter().map(|(id, _)| id.clone()));
                 stop
             })?;
-        self.move_back(object, moves_back, report, written).await
+        // A stage read before HubSpot moved it on: the write looked like a step forward, and
+        // HubSpot kept its later stage. That is a regression like any other.
+        let allowed: HashSet<&str> = planned
+            .iter()
+            .filter(|update| update.allow_regression)
+            .map(|update| update.id.as_str())
+            .collect();
+        for (id, kept, sent) in std::mem::take(&mut tally.kept_stages) {
+            if allowed.contains(id.as_str()) {
+                moves_back.push((id, sent));
+            } else {
+                report.refused_regressions.push(RefusedRegression {
+                    id,
+                    from: kept,
+                    to: sent,
+                });
+            }
+        }
+        // Records HubSpot refused outright (gone, say) are not moved back as well.
+        let refused: HashSet<String> = report.dead_letters[letters_before..]
+            .iter()
+            .filter(|letter| letter.property.is_none())
+            .map(|letter| letter.id.clone())
+            .collect();
+        moves_back.retain(|(id, _)| !refused.contains(id));
+        self.move_back(object, moves_back, report, tally).await
     }
 
     /// Moves lifecycle stages backwards, a batch at a time: clears them, then sets the new
@@ -198,7 +234,7 @@ impl<'a> HubspotWriter<'a> {
         object: &str,
         moves: Vec<(String, String)>,
         report: &mut WriteReport,
-        written: &mut HashSet<String>,
+        tally: &mut Tally,
     ) -> Result<(), Stop> {
         let mut moves: VecDeque<(String, String)> = moves.into();
         while !moves.is_empty() {
@@ -217,7 +253,7 @@ impl<'a> HubspotWriter<'a> {
                 })
                 .collect();
             let mut clearing = WriteReport::default();
-            let mut cleared = HashSet::new();
+            let mut cleared = Tally::default();
             let outcome = self
                 .send_all(
                     object,
@@ -227,6 +263,7 @@ impl<'a> HubspotWriter<'a> {
                     &mut cleared,
                 )
                 .await;
+            let cleared = cleared.written;
             report.retried += clearing.retried;
             report
                 .dead_letters
@@ -260,8 +297,17 @@ impl<'a> HubspotWriter<'a> {
             }
             let mut setting = WriteReport::default();
             let outcome = self
-                .send_all(object, &BatchKind::Update, sets, &mut setting, written)
+                .send_all(object, &BatchKind::Update, sets, &mut setting, tally)
                 .await;
+            // Cleared, yet HubSpot would not take the stage.
+            for (id, kept, sent) in std::mem::take(&mut tally.kept_stages) {
+                tally.written.remove(&id);
+                setting.dead_letters.push(DeadLetter {
+                    id,
+                    property: Some(LIFECYCLE.to_string()),
+                    reason: format!("HubSpot kept {kept:?} instead of {sent:?}"),
+                });
+            }
             report.retried += setting.retried;
             report
                 .dead_letters
@@ -283,9 +329,9 @@ impl<'a> HubspotWriter<'a> {
         id_property: &str,
         planned: Vec<PlannedUpsert>,
         report: &mut WriteReport,
-        written: &mut HashSet<String>,
+        tally: &mut Tally,
     ) -> Result<(), Stop> {
-        let planned: Vec<PlannedUpsert> = unique(planned, |upsert| fold_key(&upsert.key), id_property, report)
+        let keyed: Vec<PlannedUpsert> = planned
             .into_iter()
             .filter(|upsert| {
                 let keyed = !upsert.key.trim().is_empty();
@@ -301,16 +347,15 @@ impl<'a> HubspotWriter<'a> {
                 keyed
             })
             .collect();
+        let planned = unique(keyed, |upsert| fold_key(&upsert.key), id_property, report);
         // Which of them HubSpot has, and what it holds.
         let mut found: HashMap<String, (String, BTreeMap<String, String>)> = HashMap::new();
-        for (index, chunk) in planned.chunks(BATCH_SIZE).enumerate() {
+        for chunk in planned.chunks(BATCH_SIZE) {
             match self.find(object, id_property, chunk).await {
                 Ok(part) => found.extend(part),
                 Err(error) => {
-                    let unsent = planned[index * BATCH_SIZE..]
-                        .iter()
-                        .map(|upsert| upsert.key.clone())
-                        .collect();
+                    // Nothing is written before every record has been looked up.
+                    let unsent = planned.iter().map(|upsert| upsert.key.clone()).collect();
                     return Err(Stop { error, unsent });
                 }
             }
@@ -332,9 +377,18 @@ impl<'a> HubspotWriter<'a> {
                         desired: upsert.desired,
                         allow_regression: true,
                     };
+                    let letters_before = report.dead_letters.len();
                     let changes = self.changes(object, &new, report);
                     if !changes.is_empty() {
                         creates.push((new.id, changes));
+                    } else if report.dead_letters.len() == letters_before {
+                        report.dead_letters.push(DeadLetter {
+                            id: new.id,
+                            property: None,
+                            reason: format!(
+                                "HubSpot has no record with this {id_property} and there is no value to create one with"
+                            ),
+                        });
                     }
                 }
             }
@@ -342,14 +396,14 @@ impl<'a> HubspotWriter<'a> {
         let kind = BatchKind::Upsert {
             id_property: id_property.to_string(),
         };
-        self.send_all(object, &kind, creates, report, written)
+        self.send_all(object, &kind, creates, report, tally)
             .await
             .map_err(|mut stop| {
                 stop.unsent
                     .extend(updates.iter().map(|update| update.id.clone()));
                 stop
             })?;
-        self.write_updates(object, updates, report, written).await
+        self.write_updates(object, updates, report, tally).await
     }
 
     /// The records of `chunk` HubSpot has, by folded key: their id and what they hold of the
@@ -483,14 +537,14 @@ impl<'a> HubspotWriter<'a> {
     }
 
     /// Sends `inputs` in batches; failed items worth retrying go again, alone, a few times.
-    /// Records HubSpot confirms go into `written`.
+    /// What HubSpot confirms goes into `tally`.
     async fn send_all(
         &self,
         object: &str,
         kind: &BatchKind,
         inputs: Vec<Input>,
         report: &mut WriteReport,
-        written: &mut HashSet<String>,
+        tally: &mut Tally,
     ) -> Result<(), Stop> {
         let mut pending = batches(inputs);
         let mut round = 0;
@@ -509,7 +563,8 @@ impl<'a> HubspotWriter<'a> {
                         return Err(Stop { error, unsent });
                     }
                 };
-                written.extend(outcome.written);
+                tally.written.extend(outcome.written);
+                tally.kept_stages.extend(outcome.kept_stages);
                 report.dead_letters.extend(outcome.dead_letters);
                 retry.extend(outcome.retry);
                 // Parts of a refused batch go next, before the batches after it.
@@ -602,14 +657,19 @@ fn restate<'t>(
 /// Ends a write-back: the count of records written, and the stop if there was one.
 fn finish(
     mut report: WriteReport,
-    written: HashSet<String>,
+    tally: Tally,
     outcome: Result<(), Stop>,
 ) -> Result<WriteReport, WriteError> {
-    report.written = written.len();
+    report.written = tally.written.len();
     match outcome {
         Ok(()) => Ok(report),
         Err(stop) => {
-            report.unsent = stop.unsent;
+            let mut seen = HashSet::new();
+            report.unsent = stop
+                .unsent
+                .into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect();
             Err(WriteError::Stopped {
                 report: Box::new(report),
                 source: stop.error,
@@ -733,7 +793,23 @@ fn settle(kind: &BatchKind, batch: &[Input], body: &Value) -> BatchOutcome {
                 if settled.insert(key.clone())
                     && let Some(input) = by_key.get(&key)
                 {
-                    outcome.written.push(input.0.clone());
+                    // HubSpot ignores a backward stage; the answer shows the one it kept.
+                    let kept = match (
+                        input.1.get(LIFECYCLE).filter(|sent| !sent.is_empty()),
+                        result["properties"][LIFECYCLE].as_str(),
+                    ) {
+                        (Some(sent), Some(kept)) if kept != sent => Some((kept, sent)),
+                        _ => None,
+                    };
+                    if let Some((kept, sent)) = kept {
+                        outcome
+                            .kept_stages
+                            .push((input.0.clone(), kept.to_string(), sent.clone()));
+                    }
+                    // Written, unless the ignored stage was all it carried.
+                    if kept.is_none() || input.1.len() > 1 {
+                        outcome.written.push(input.0.clone());
+                    }
                 }
             }
             _ => anonymous_results += 1,
@@ -795,7 +871,7 @@ fn narrow(kind: &BatchKind, batch: &[Input], body: &Value, message: &str) -> Bat
         }
         return outcome;
     }
-    let properties: BTreeSet<&str> = errors
+    let mut properties: BTreeSet<String> = errors
         .iter()
         .flat_map(|error| {
             error["context"]["propertyName"]
@@ -804,7 +880,11 @@ fn narrow(kind: &BatchKind, batch: &[Input], body: &Value, message: &str) -> Bat
                 .flatten()
                 .filter_map(Value::as_str)
         })
+        .map(str::to_string)
         .collect();
+    if properties.is_empty() {
+        properties = names_in_message(message);
+    }
     let (mut carriers, mut others): (Vec<&Input>, Vec<&Input>) = batch.iter().partition(|input| {
         properties.is_empty()
             || input
@@ -824,7 +904,7 @@ fn narrow(kind: &BatchKind, batch: &[Input], body: &Value, message: &str) -> Bat
         [(id, values)] => {
             let bad: Vec<(&String, &String)> = values
                 .iter()
-                .filter(|(name, _)| properties.contains(name.as_str()))
+                .filter(|(name, _)| properties.contains(*name))
                 .collect();
             if bad.is_empty() {
                 outcome.dead_letters.push(DeadLetter {
@@ -842,7 +922,7 @@ fn narrow(kind: &BatchKind, batch: &[Input], body: &Value, message: &str) -> Bat
                 }
                 let rest: BTreeMap<String, String> = values
                     .iter()
-                    .filter(|(name, _)| !properties.contains(name.as_str()))
+                    .filter(|(name, _)| !properties.contains(*name))
                     .map(|(name, value)| (name.clone(), value.clone()))
                     .collect();
                 if !rest.is_empty() {
@@ -861,6 +941,22 @@ fn narrow(kind: &BatchKind, batch: &[Input], body: &Value, message: &str) -> Bat
         }
     }
     outcome
+}
+
+/// The property names in a refusal's message: HubSpot's "Property values were not valid:
+/// [{…, "name": "…"}]" carries them in JSON inside the text.
+fn names_in_message(message: &str) -> BTreeSet<String> {
+    let Some(start) = message.find('[') else {
+        return BTreeSet::new();
+    };
+    let parsed: Value = serde_json::from_str(&message[start..]).unwrap_or(Value::Null);
+    parsed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["name"].as_str())
+        .map(str::to_string)
+        .collect()
 }
 
 /// What HubSpot holds in `property` of the planned record (empty when nothing).
@@ -895,6 +991,8 @@ struct BatchOutcome {
     /// Parts of a refused batch to send again straight away.
     resend: Vec<Vec<Input>>,
     dead_letters: Vec<DeadLetter>,
+    /// Written, but HubSpot kept another lifecycle stage: id, stage kept, stage sent.
+    kept_stages: Vec<(String, String, String)>,
 }
 
 #[cfg(test)]
@@ -1004,6 +1102,46 @@ mod tests {
             Some("hubspot_owner_id")
         );
         assert_eq!(outcome.resend, [vec![input("2", &[("jobtitle", "B")])]]);
+    }
+
+    #[test]
+    fn property_names_are_found_in_hubspots_message_too() {
+        let message = r#"Property values were not valid: [{"isValid":false,"message":"x was not a valid number.","error":"INVALID_FLOAT","name":"numemployees"}]"#;
+        assert_eq!(
+            names_in_message(message).into_iter().collect::<Vec<_>>(),
+            ["numemployees"]
+        );
+        assert!(names_in_message("Duplicate IDs found in batch input").is_empty());
+        let batch = [input("1", &[("numemployees", "x"), ("jobtitle", "A")])];
+        let outcome = narrow(&BatchKind::Update, &batch, &json!({}), message);
+        assert_eq!(
+            outcome.dead_letters[0].property.as_deref(),
+            Some("numemployees")
+        );
+        assert_eq!(outcome.resend, [vec![input("1", &[("jobtitle", "A")])]]);
+    }
+
+    #[test]
+    fn a_stage_hubspot_kept_is_reported_not_counted_as_written() {
+        let batch = [
+            input("1", &[("lifecyclestage", "opportunity")]),
+            input("2", &[("lifecyclestage", "opportunity"), ("jobtitle", "B")]),
+        ];
+        let body = json!({"results": [
+            {"id": "1", "properties": {"lifecyclestage": "customer"}},
+            {"id": "2", "properties": {"lifecyclestage": "customer", "jobtitle": "B"}},
+        ]});
+        let outcome = settle(&BatchKind::Update, &batch, &body);
+        assert_eq!(outcome.written, ["2"], "the other change of 2 landed");
+        assert_eq!(outcome.kept_stages.len(), 2);
+        assert_eq!(
+            outcome.kept_stages[0],
+            (
+                "1".to_string(),
+                "customer".to_string(),
+                "opportunity".to_string()
+            )
+        );
     }
 
     #[test]

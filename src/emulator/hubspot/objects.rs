@@ -53,7 +53,7 @@ pub(super) fn object_name(segment: &str) -> Option<&'static str> {
 }
 
 /// Properties returned when a request names none.
-fn default_properties(object: &str) -> &'static [&'static str] {
+pub(super) fn default_properties(object: &str) -> &'static [&'static str] {
     match object {
         "contacts" => &[
             "createdate",

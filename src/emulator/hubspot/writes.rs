@@ -638,7 +638,7 @@ fn update(
     let mut objects = shared.write_objects();
     let records = objects.entry(object).or_default();
     let outcome = update_records(shared, object, records, inputs, &ids, Faults::Inject);
-    let selection = Selection::new(object, &[], shared.profile);
+    let selection = written_selection(object, inputs, shared.profile);
     let results = outcome
         .written
         .iter()
@@ -651,6 +651,31 @@ fn update(
         outcome.errors(object),
         started,
     )
+}
+
+/// What a batch write answers with: the properties the inputs wrote (as now stored), the id
+/// property upserts matched on, and the ones every answer carries — as HubSpot's documented
+/// batch answers show the written values.
+fn written_selection(object: &str, inputs: &[Value], profile: OrgProfile) -> Selection {
+    let mut names: Vec<String> = Vec::new();
+    for input in inputs {
+        let written = input["properties"].as_object().into_iter().flatten();
+        let matched = input["idProperty"].as_str().map(str::to_string);
+        for name in written.map(|(name, _)| name.clone()).chain(matched) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    if names.is_empty() {
+        return Selection::new(object, &[], profile);
+    }
+    for default in super::objects::default_properties(object) {
+        if !names.iter().any(|name| name == default) {
+            names.push(default.to_string());
+        }
+    }
+    Selection::new(object, &names, profile)
 }
 
 /// The next free record id (ids grow, like HubSpot's; records are kept in id order, so the
@@ -732,7 +757,7 @@ fn create(
     let mut objects = shared.write_objects();
     let records = objects.entry(object).or_default();
     let outcome = create_records(shared, object, records, inputs, Faults::Inject);
-    let selection = Selection::new(object, &[], shared.profile);
+    let selection = written_selection(object, inputs, shared.profile);
     let results = outcome
         .written
         .iter()
@@ -821,7 +846,7 @@ fn upsert(
         }
     }
     shared.count_written(object, outcome.written.len());
-    let selection = Selection::new(object, &[], shared.profile);
+    let selection = written_selection(object, inputs, shared.profile);
     #[derive(serde::Serialize)]
     struct Upserted<'a> {
         #[serde(flatten)]
