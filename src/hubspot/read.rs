@@ -742,3 +742,51 @@ fn source_record(object: &str, result: Value) -> Result<SourceRecord, ReadError>
         properties,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, modified_ms: i64) -> Value {
+        json!({"id": id, "properties": {"lastmodifieddate": modified_ms.to_string()}})
+    }
+
+    #[test]
+    fn the_next_query_leaves_out_what_was_read_at_the_last_instant() {
+        let start = Timestamp::from_millisecond(1_000).expect("time");
+        let mut position = Position::new(start);
+        let fresh = position.take(
+            vec![record("1", 1_000), record("2", 2_000), record("3", 2_000)],
+            "lastmodifieddate",
+        );
+        assert_eq!(fresh.len(), 3);
+        assert_eq!(position.at, 2_000);
+        let groups = position.filter_groups("lastmodifieddate");
+        assert_eq!(groups[0]["filters"][0]["operator"], "GT");
+        assert_eq!(groups[1]["filters"][1]["operator"], "NOT_IN");
+        assert_eq!(groups[1]["filters"][1]["values"], json!(["2", "3"]));
+        // Already read: skipped when it comes back.
+        let again = position.take(
+            vec![record("3", 2_000), record("4", 2_000)],
+            "lastmodifieddate",
+        );
+        assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn more_ids_than_one_filter_takes_fall_back_to_reading_them_again() {
+        let mut position = Position::new(Timestamp::from_millisecond(0).expect("time"));
+        let page: Vec<Value> = (0..=MAX_EXCLUDED_IDS)
+            .map(|n| record(&n.to_string(), 5_000))
+            .collect();
+        position.take(page, "lastmodifieddate");
+        let groups = position.filter_groups("lastmodifieddate");
+        assert_eq!(groups.as_array().map(Vec::len), Some(1));
+        assert_eq!(groups[0]["filters"][0]["operator"], "GTE");
+        position.past = true;
+        assert_eq!(
+            position.filter_groups("lastmodifieddate")[0]["filters"][0]["operator"],
+            "GT"
+        );
+    }
+}
