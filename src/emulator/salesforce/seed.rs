@@ -199,7 +199,7 @@ impl OrgSeeder {
         record.deleted_at = Some(when);
         for (index, value) in [
             (is_deleted, FieldValue::Bool(true)),
-            (modstamp, FieldValue::DateTime(when)),
+            (modstamp, FieldValue::datetime(when)),
             (master, winner_id.unwrap_or(FieldValue::Null)),
         ] {
             if let Some(index) = index {

@@ -340,7 +340,7 @@ pub fn value_from_json(field_type: FieldType, value: &serde_json::Value) -> Opti
         FieldType::DateTime => value
             .as_str()
             .and_then(parse_datetime)
-            .map(FieldValue::DateTime),
+            .map(FieldValue::datetime),
         _ => match value {
             Value::String(text) => Some(FieldValue::text(text.as_str())),
             Value::Number(number) => Some(FieldValue::text(number.to_string())),

@@ -27,6 +27,12 @@ impl FieldValue {
         FieldValue::Text(text.into())
     }
 
+    /// A date-time as Salesforce stores it: to the second (milliseconds are dropped on save,
+    /// which is why the API always shows `.000`).
+    pub fn datetime(at: Timestamp) -> Self {
+        FieldValue::DateTime(Timestamp::from_second(at.as_second()).unwrap_or(at))
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, FieldValue::Null)
     }

@@ -560,9 +560,9 @@ impl<'a> Planner<'a> {
             ("OwnerId", FieldValue::text(self.user_id.as_str())),
             ("CreatedById", FieldValue::text(self.user_id.as_str())),
             ("LastModifiedById", FieldValue::text(self.user_id.as_str())),
-            ("CreatedDate", FieldValue::DateTime(self.now)),
-            ("LastModifiedDate", FieldValue::DateTime(self.now)),
-            ("SystemModstamp", FieldValue::DateTime(self.now)),
+            ("CreatedDate", FieldValue::datetime(self.now)),
+            ("LastModifiedDate", FieldValue::datetime(self.now)),
+            ("SystemModstamp", FieldValue::datetime(self.now)),
         ] {
             if let Some(index) = self.schema.field_index(name)
                 && values[index].is_null()
@@ -823,8 +823,8 @@ fn apply(data: &mut OrgData, object_index: usize, change: Change, now: Timestamp
         return;
     };
     let stamps = [
-        ("LastModifiedDate", FieldValue::DateTime(now)),
-        ("SystemModstamp", FieldValue::DateTime(now)),
+        ("LastModifiedDate", FieldValue::datetime(now)),
+        ("SystemModstamp", FieldValue::datetime(now)),
         ("LastModifiedById", FieldValue::text(user)),
     ];
     match change {
@@ -861,7 +861,7 @@ fn apply(data: &mut OrgData, object_index: usize, change: Change, now: Timestamp
                 table.set(position, index, FieldValue::Bool(true));
             }
             if let Some(index) = schema.field_index("SystemModstamp") {
-                table.set(position, index, FieldValue::DateTime(now));
+                table.set(position, index, FieldValue::datetime(now));
             }
         }
     }
