@@ -119,7 +119,9 @@ async fn single_records_are_created_read_updated_and_deleted() {
     let created_stamp = lead["SystemModstamp"].as_str().expect("stamp").to_string();
     assert!(created_stamp.ends_with("+0000"), "{created_stamp}");
 
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Stamps are kept to the second, as Salesforce keeps them.
+    assert!(created_stamp.ends_with(".000+0000"), "{created_stamp}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
     let (status, body) = client
         .send(
             Method::PATCH,
