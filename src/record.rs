@@ -1,7 +1,8 @@
 //! The records that flow between the stages of a sync.
 //!
 //! Connectors produce [`SourceRecord`]s: one record of one object in one CRM, with its
-//! properties exactly as the API sent them. The mapping layer turns each into a
+//! properties exactly as the API sent them — with deletions and merges, in the
+//! [`ReadEvent`]s a read streams to the engine. The mapping layer turns each into a
 //! [`Normalized`](crate::mapping::Normalized) value in the shared vocabulary. Nothing here knows
 //! HTTP or mapping rules.
 
@@ -97,6 +98,34 @@ pub fn value_text(value: &serde_json::Value) -> Option<Cow<'_, str>> {
             None
         }
     }
+}
+
+/// What a read hands the engine, in order; `R` is where the connector's read can resume.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadEvent<R> {
+    /// A page of live records.
+    Records(Vec<SourceRecord>),
+    /// Records deleted (HubSpot: archived) in the CRM, with when.
+    Archived(Vec<Tombstone>),
+    /// Records that absorbed others in a merge.
+    Merged(Vec<Merge>),
+    /// Everything before this point has been handed over: a run stopped after it (a spent
+    /// daily allowance, say) resumes here.
+    Progress(R),
+}
+
+/// A record gone from its CRM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub id: String,
+    pub archived_at: Option<Timestamp>,
+}
+
+/// A record that absorbed others, which are gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    pub survivor: String,
+    pub absorbed: Vec<String>,
 }
 
 /// A canonical field value after the mapping's transforms.

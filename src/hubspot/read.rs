@@ -31,19 +31,9 @@ pub const SEARCH_PAGE: usize = 200;
 /// URLs longer than this read properties through `batch/read` instead.
 pub const MAX_URL_LENGTH: usize = 4_000;
 
-/// What a read hands the engine, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReadEvent {
-    /// A page of live records.
-    Records(Vec<SourceRecord>),
-    /// Records archived (deleted) in HubSpot, with when.
-    Archived(Vec<Tombstone>),
-    /// Records that absorbed others in a merge.
-    Merged(Vec<Merge>),
-    /// Everything before this point has been handed over: a run stopped after it (a spent
-    /// daily allowance, say) resumes here.
-    Progress(ResumePoint),
-}
+/// What a HubSpot read hands the engine, in order.
+pub type ReadEvent = crate::record::ReadEvent<ResumePoint>;
+pub use crate::record::{Merge, Tombstone};
 
 /// Where a read can pick up again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,18 +56,6 @@ pub enum ResumePoint {
 pub struct TieProgress {
     pub at: Timestamp,
     pub after_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tombstone {
-    pub id: String,
-    pub archived_at: Option<Timestamp>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Merge {
-    pub survivor: String,
-    pub absorbed: Vec<String>,
 }
 
 /// How a read went.
