@@ -6,78 +6,17 @@
 //! are waited out; refusals keep Salesforce's error code, and no secret reaches an error or
 //! Debug output.
 
-use std::net::SocketAddr;
+mod salesforce_common;
+
 use std::time::Duration;
 
+use crmsync::emulator::EmulatorConfig;
 use crmsync::emulator::faults::Faults;
-use crmsync::emulator::{EmulatorConfig, RunningEmulator};
-use crmsync::http::retry::RetryPolicy;
 use crmsync::salesforce::auth::{AuthError, SalesforceCredentials, SessionSource};
 use crmsync::salesforce::client::{Body, SalesforceClient, SalesforceError, SalesforceSettings};
 use http::Method;
+use salesforce_common::{client_credentials, client_with as client, jwt, quiet, refresh, start};
 use secrecy::SecretString;
-
-async fn start(config: EmulatorConfig) -> RunningEmulator {
-    RunningEmulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("emulator starts")
-}
-
-fn quiet(records: usize) -> EmulatorConfig {
-    EmulatorConfig {
-        seed: 5,
-        records,
-        rate_limits: false,
-        ..EmulatorConfig::default()
-    }
-}
-
-fn jwt(emulator: &RunningEmulator) -> SalesforceCredentials {
-    let info = emulator.info();
-    let pem = std::fs::read_to_string(&info.salesforce_private_key_file).expect("key file");
-    SalesforceCredentials::JwtBearer {
-        client_id: info.salesforce_client_id.clone(),
-        username: info.salesforce_username.clone(),
-        private_key_pem: SecretString::from(pem),
-    }
-}
-
-fn refresh(emulator: &RunningEmulator) -> SalesforceCredentials {
-    let info = emulator.info();
-    SalesforceCredentials::RefreshToken {
-        client_id: info.salesforce_client_id.clone(),
-        client_secret: SecretString::from(info.salesforce_client_secret.as_str()),
-        refresh_token: SecretString::from(info.salesforce_refresh_token.as_str()),
-    }
-}
-
-fn client_credentials(emulator: &RunningEmulator) -> SalesforceCredentials {
-    let info = emulator.info();
-    SalesforceCredentials::ClientCredentials {
-        client_id: info.salesforce_client_id.clone(),
-        client_secret: SecretString::from(info.salesforce_client_secret.as_str()),
-    }
-}
-
-fn client(
-    emulator: &RunningEmulator,
-    credentials: SalesforceCredentials,
-    settings: SalesforceSettings,
-) -> SalesforceClient {
-    let http = reqwest::Client::new();
-    let sessions = SessionSource::new(
-        credentials,
-        &emulator.info().salesforce_login_url,
-        http.clone(),
-    )
-    .expect("sessions");
-    let retry = RetryPolicy {
-        max_attempts: 8,
-        base_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    };
-    SalesforceClient::new(http, sessions, settings, retry).expect("client")
-}
 
 /// Every lead id through the REST query and its `nextRecordsUrl` pages, pausing between
 /// pages; returns the ids and the number of pages.

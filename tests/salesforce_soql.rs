@@ -2,17 +2,14 @@
 //! created with each value as its last name, and a query built with that value finds exactly
 //! that lead — the value never changes what the query means.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod salesforce_common;
 
-use crmsync::emulator::{EmulatorConfig, RunningEmulator};
-use crmsync::http::retry::RetryPolicy;
-use crmsync::salesforce::auth::{SalesforceCredentials, SessionSource};
-use crmsync::salesforce::client::{Body, SalesforceClient, SalesforceSettings};
+use crmsync::emulator::EmulatorConfig;
+use crmsync::salesforce::client::{Body, SalesforceClient};
 use crmsync::salesforce::describe::ObjectDescribe;
 use crmsync::salesforce::soql::{Condition, Literal, Operator, SoqlQuery};
 use http::Method;
-use secrecy::SecretString;
+use salesforce_common::{client, jwt, quiet, start};
 use serde_json::{Value, json};
 
 const HOSTILE: [&str; 14] = [
@@ -31,39 +28,6 @@ const HOSTILE: [&str; 14] = [
     "bell\u{7}",
     "'; DELETE FROM Lead; --",
 ];
-
-async fn connect() -> (RunningEmulator, SalesforceClient) {
-    let emulator = RunningEmulator::start(
-        EmulatorConfig {
-            seed: 9,
-            records: 200,
-            rate_limits: false,
-            ..EmulatorConfig::default()
-        },
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .expect("emulator starts");
-    let info = emulator.info();
-    let http = reqwest::Client::new();
-    let credentials = SalesforceCredentials::JwtBearer {
-        client_id: info.salesforce_client_id.clone(),
-        username: info.salesforce_username.clone(),
-        private_key_pem: SecretString::from(
-            std::fs::read_to_string(&info.salesforce_private_key_file).expect("key"),
-        ),
-    };
-    let sessions = SessionSource::new(credentials, &info.salesforce_login_url, http.clone())
-        .expect("sessions");
-    let retry = RetryPolicy {
-        max_attempts: 4,
-        base_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(100),
-    };
-    let client = SalesforceClient::new(http, sessions, SalesforceSettings::default(), retry)
-        .expect("client");
-    (emulator, client)
-}
 
 /// The test's leads only (the seeded org has an O'Brien or two of its own).
 fn hostile_company() -> Condition {
@@ -98,7 +62,12 @@ async fn query_ids(client: &SalesforceClient, soql: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_values_find_exactly_their_own_record() {
-    let (_emulator, client) = connect().await;
+    let emulator = start(EmulatorConfig {
+        seed: 9,
+        ..quiet(200)
+    })
+    .await;
+    let client = client(&emulator, jwt(&emulator));
     let describe = ObjectDescribe::load(&client, "Lead")
         .await
         .expect("describe");

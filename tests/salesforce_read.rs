@@ -1,0 +1,435 @@
+//! Salesforce reads against the emulator over HTTP: a full read of 20,000 leads is exact; an
+//! incremental read after writes returns exactly the changed records, thousands of them
+//! sharing one `SystemModstamp`, with deletions as tombstones and merges; a stopped read
+//! resumes after the last record handed over; converted leads carry their conversion links;
+//! every fault profile leaves a read unchanged.
+
+mod salesforce_common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crmsync::emulator::EmulatorConfig;
+use crmsync::emulator::data::{OrgProfile, generate};
+use crmsync::record::SourceRecord;
+use crmsync::salesforce::client::{Body, SalesforceClient};
+use crmsync::salesforce::describe::ObjectDescribe;
+use crmsync::salesforce::read::{ReadError, ReadEvent, ReadSummary, ResumePoint, SalesforceReader};
+use http::Method;
+use salesforce_common::{client, jwt, quiet, start};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const SEED: u64 = 5;
+
+/// Everything a read sent, collected off a small channel.
+#[derive(Default)]
+struct Collected {
+    records: Vec<SourceRecord>,
+    deleted: Vec<String>,
+    merges: Vec<(String, Vec<String>)>,
+    resume: Option<ResumePoint>,
+}
+
+async fn collect<F, Fut>(read: F) -> (Collected, ReadSummary)
+where
+    F: FnOnce(mpsc::Sender<ReadEvent>) -> Fut,
+    Fut: std::future::Future<Output = ReadSummary>,
+{
+    let (sender, mut receiver) = mpsc::channel(2);
+    let consumer = tokio::spawn(async move {
+        let mut collected = Collected::default();
+        while let Some(event) = receiver.recv().await {
+            match event {
+                ReadEvent::Records(records) => collected.records.extend(records),
+                ReadEvent::Archived(gone) => {
+                    collected.deleted.extend(gone.into_iter().map(|t| t.id));
+                }
+                ReadEvent::Merged(merges) => collected.merges.extend(
+                    merges
+                        .into_iter()
+                        .map(|merge| (merge.survivor, merge.absorbed)),
+                ),
+                ReadEvent::Progress(point) => collected.resume = Some(point),
+            }
+        }
+        collected
+    });
+    let summary = read(sender).await;
+    (consumer.await.expect("consumer"), summary)
+}
+
+fn fields() -> Vec<String> {
+    ["Email", "FirstName", "LastName", "Status", "Company"]
+        .map(str::to_string)
+        .to_vec()
+}
+
+/// Ids matching `soql`, through the query API directly (not the reader).
+async fn ids_where(client: &SalesforceClient, resource: &str, soql: &str) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut next = Some((client.data_path(resource), vec![("q", soql.to_string())]));
+    while let Some((path, query)) = next.take() {
+        let answer = client
+            .send(
+                Method::GET,
+                &path,
+                &query,
+                Body::None,
+                "application/json",
+                &[],
+                "Lead",
+            )
+            .await
+            .expect("query");
+        let page = answer.json().expect("JSON");
+        ids.extend(
+            page["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|record| record["Id"].as_str().map(str::to_string)),
+        );
+        next = page["nextRecordsUrl"]
+            .as_str()
+            .map(|url| (url.to_string(), Vec::new()));
+    }
+    ids
+}
+
+async fn patch(client: &SalesforceClient, records: Vec<Value>) -> Value {
+    client
+        .send(
+            Method::PATCH,
+            &client.data_path("composite/sobjects"),
+            &[],
+            Body::Json(&json!({"allOrNone": false, "records": records})),
+            "application/json",
+            &[],
+            "Lead",
+        )
+        .await
+        .expect("collection update")
+        .json()
+        .expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_of_twenty_thousand_leads_is_exact() {
+    let people = 34_000;
+    let emulator = start(EmulatorConfig {
+        seed: SEED,
+        ..quiet(people)
+    })
+    .await;
+    let client = client(&emulator, jwt(&emulator));
+    let describe = ObjectDescribe::load(&client, "Lead")
+        .await
+        .expect("describe");
+    let reader = SalesforceReader::new(&client);
+    let reader = &reader;
+    let describe = &describe;
+    let calls_before = client.calls();
+    let (collected, summary) = collect(|events| async move {
+        reader
+            .full(describe, &fields(), &events)
+            .await
+            .expect("full read")
+    })
+    .await;
+    let calls = client.calls() - calls_before;
+    let deleted = ids_where(
+        &client,
+        "queryAll",
+        "SELECT Id FROM Lead WHERE IsDeleted = true",
+    )
+    .await;
+    let generated = generate(SEED, people, OrgProfile::Classic);
+    let expected: BTreeMap<String, (Option<String>, Option<String>)> = generated
+        .salesforce_leads
+        .iter()
+        .filter(|lead| !deleted.contains(&lead.id))
+        .map(|lead| {
+            let text = |name: &str| lead.properties.text(name).map(str::to_string);
+            // Salesforce stores email fields without surrounding space.
+            let email = text("Email").map(|email| email.trim().to_string());
+            (lead.id.clone(), (email, text("LastName")))
+        })
+        .collect();
+    assert!(expected.len() >= 20_000, "{} leads", expected.len());
+    let read: BTreeMap<String, (Option<String>, Option<String>)> = collected
+        .records
+        .iter()
+        .map(|record| {
+            let text = |name: &str| {
+                record
+                    .properties
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            (record.id.clone(), (text("Email"), text("LastName")))
+        })
+        .collect();
+    assert_eq!(read.len(), collected.records.len(), "no lead twice");
+    let differing: Vec<_> = expected
+        .iter()
+        .filter(|(id, values)| read.get(*id) != Some(values))
+        .map(|(id, values)| (id, values, read.get(id)))
+        .take(3)
+        .collect();
+    let unexpected: Vec<&String> = read
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
+        .take(3)
+        .collect();
+    assert!(
+        differing.is_empty() && unexpected.is_empty(),
+        "differing {differing:?}, unexpected {unexpected:?} ({} read, {} expected)",
+        read.len(),
+        expected.len()
+    );
+    assert_eq!(summary.records, expected.len());
+    assert_eq!(
+        calls as usize,
+        expected.len().div_ceil(2_000),
+        "2,000 leads a call"
+    );
+    // Converted leads carry where they went.
+    let converted = collected
+        .records
+        .iter()
+        .filter(|record| record.properties.get("IsConverted") == Some(&Value::Bool(true)))
+        .collect::<Vec<_>>();
+    assert!(!converted.is_empty());
+    for lead in converted {
+        for link in ["ConvertedContactId", "ConvertedAccountId"] {
+            assert!(
+                lead.properties.get(link).and_then(Value::as_str).is_some(),
+                "{} has no {link}",
+                lead.id
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_read_returns_exactly_what_changed_and_resumes_where_it_stopped() {
+    let people = 9_000;
+    let emulator = start(EmulatorConfig {
+        seed: SEED,
+        ..quiet(people)
+    })
+    .await;
+    let client = client(&emulator, jwt(&emulator));
+    let describe = ObjectDescribe::load(&client, "Lead")
+        .await
+        .expect("describe");
+    let mut reader = SalesforceReader::new(&client);
+    reader.overlap = std::time::Duration::ZERO;
+    let reader = &reader;
+    let describe = &describe;
+    let (before, full) = collect(|events| async move {
+        reader
+            .full(describe, &fields(), &events)
+            .await
+            .expect("full read")
+    })
+    .await;
+    let since = full.high_water.expect("high water");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    // Bulk edits: 3,000 leads in collections of 200, most sharing a second.
+    let editable: Vec<&SourceRecord> = before
+        .records
+        .iter()
+        .filter(|record| record.properties.get("IsConverted") != Some(&Value::Bool(true)))
+        .take(3_000)
+        .collect();
+    assert_eq!(editable.len(), 3_000);
+    for chunk in editable.chunks(200) {
+        let records = chunk
+            .iter()
+            .map(|record| json!({"attributes": {"type": "Lead"}, "Id": record.id, "Title": "Bulk edited"}))
+            .collect();
+        let answer = patch(&client, records).await;
+        assert!(
+            answer
+                .as_array()
+                .is_some_and(|items| items.iter().all(|item| item["success"] == true)),
+            "{answer}"
+        );
+    }
+    let mut changed: BTreeSet<String> = editable.iter().map(|record| record.id.clone()).collect();
+    // One deleted.
+    let gone = editable[0].id.clone();
+    client
+        .send(
+            Method::DELETE,
+            &client.data_path(&format!("sobjects/Lead/{gone}")),
+            &[],
+            Body::None,
+            "application/json",
+            &[],
+            "Lead",
+        )
+        .await
+        .expect("delete");
+    changed.remove(&gone);
+
+    let (after, summary) = collect(|events| async move {
+        reader
+            .incremental(describe, &fields(), since, &events)
+            .await
+            .expect("incremental read")
+    })
+    .await;
+    let read: BTreeSet<String> = after
+        .records
+        .iter()
+        .map(|record| record.id.clone())
+        .collect();
+    assert_eq!(read.len(), after.records.len(), "no lead twice");
+    assert_eq!(read, changed, "exactly the edited leads");
+    assert_eq!(
+        after.deleted,
+        vec![gone.clone()],
+        "the deleted lead as a tombstone"
+    );
+    assert!(summary.high_water > Some(since));
+    let stamps: BTreeSet<jiff::Timestamp> = after
+        .records
+        .iter()
+        .map(|record| record.modified_at)
+        .collect();
+    assert!(
+        stamps.len() < 50,
+        "{} distinct stamps for 3,000 edits",
+        stamps.len()
+    );
+
+    // The same read stopped after its first page resumes after the last lead handed over.
+    let (sender, mut receiver) = mpsc::channel(1);
+    let first = async {
+        let outcome = reader
+            .incremental(describe, &fields(), since, &sender)
+            .await;
+        drop(sender);
+        outcome
+    };
+    let consume = async {
+        let (mut ids, mut point) = (Vec::new(), None);
+        while let Some(event) = receiver.recv().await {
+            match event {
+                ReadEvent::Records(records) => ids.extend(records.into_iter().map(|r| r.id)),
+                ReadEvent::Progress(progress) => {
+                    point = Some(progress);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        drop(receiver);
+        (ids, point)
+    };
+    let (outcome, (first_ids, point)) = tokio::join!(first, consume);
+    assert!(
+        matches!(outcome, Err(ReadError::Closed { .. })),
+        "{outcome:?}"
+    );
+    let point = point.expect("a resume point");
+    assert!(
+        matches!(point, ResumePoint::Incremental { .. }),
+        "{point:?}"
+    );
+    let (rest, _) = collect(|events| async move {
+        reader
+            .resume(describe, &fields(), point, &events)
+            .await
+            .expect("resumed read")
+    })
+    .await;
+    let mut all: Vec<String> = first_ids;
+    all.extend(rest.records.iter().map(|record| record.id.clone()));
+    let total = all.len();
+    let all: BTreeSet<String> = all.into_iter().collect();
+    assert_eq!(all.len(), total, "none twice across the stop");
+    assert_eq!(all, changed, "none lost across the stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_leads_arrive_as_merges_and_tombstones() {
+    let emulator = start(quiet(3_000)).await;
+    let client = client(&emulator, jwt(&emulator));
+    let describe = ObjectDescribe::load(&client, "Lead")
+        .await
+        .expect("describe");
+    let reader = SalesforceReader::new(&client);
+    let since = jiff::Timestamp::from_second(0).expect("epoch");
+    let (collected, summary) = collect(|events| {
+        let reader = &reader;
+        let describe = &describe;
+        async move {
+            reader
+                .incremental(describe, &fields(), since, &events)
+                .await
+                .expect("incremental read")
+        }
+    })
+    .await;
+    // The seeded org has leads in the recycle bin, some merged into another.
+    let deleted = ids_where(
+        &client,
+        "queryAll",
+        "SELECT Id FROM Lead WHERE IsDeleted = true",
+    )
+    .await;
+    assert!(!deleted.is_empty());
+    let tombstones: BTreeSet<String> = collected.deleted.iter().cloned().collect();
+    assert_eq!(tombstones, deleted);
+    assert!(summary.merges > 0, "{summary:?}");
+    let live: BTreeSet<&String> = collected.records.iter().map(|record| &record.id).collect();
+    for (survivor, absorbed) in &collected.merges {
+        assert!(live.contains(survivor), "the survivor {survivor} is live");
+        assert!(absorbed.iter().all(|id| deleted.contains(id)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_profile_leaves_a_read_unchanged() {
+    let steady = start(quiet(4_000)).await;
+    let read_ids = |emulator: &crmsync::emulator::RunningEmulator| {
+        let client = client(emulator, jwt(emulator));
+        async move {
+            let describe = ObjectDescribe::load(&client, "Lead")
+                .await
+                .expect("describe");
+            let reader = SalesforceReader::new(&client);
+            let since = jiff::Timestamp::from_second(0).expect("epoch");
+            let (collected, _) = collect(|events| {
+                let reader = &reader;
+                let describe = &describe;
+                async move {
+                    reader
+                        .incremental(describe, &fields(), since, &events)
+                        .await
+                        .expect("incremental read")
+                }
+            })
+            .await;
+            collected
+                .records
+                .iter()
+                .map(|record| record.id.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    let expected = read_ids(&steady).await;
+    assert!(expected.len() > 2_000);
+    for faults in ["flaky", "storm", "expiry", "flaky,storm,slow"] {
+        let emulator = start(EmulatorConfig {
+            faults: faults.parse().expect("faults"),
+            ..quiet(4_000)
+        })
+        .await;
+        assert_eq!(read_ids(&emulator).await, expected, "{faults}");
+    }
+}
