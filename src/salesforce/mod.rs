@@ -1,11 +1,13 @@
 //! The Salesforce connector: sessions from the JWT bearer, refresh-token or
 //! client-credentials flows ([`auth`]), the one place every request goes through, with the
 //! org's API budget and the bounded concurrency ([`client`]), objects' fields and picklists
-//! ([`describe`]), queries built from parts, never from text ([`soql`]), and full and
-//! incremental reads with deletions and merges ([`read`]).
+//! ([`describe`]), lead statuses and opportunity stages ([`metadata`]), queries built from
+//! parts, never from text ([`soql`]), and full and incremental reads with deletions and
+//! merges ([`read`]).
 
 pub mod auth;
 pub mod client;
 pub mod describe;
+pub mod metadata;
 pub mod read;
 pub mod soql;
