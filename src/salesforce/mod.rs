@@ -2,8 +2,8 @@
 //! client-credentials flows ([`auth`]), the one place every request goes through, with the
 //! org's API budget and the bounded concurrency ([`client`]), objects' fields and picklists
 //! ([`describe`]), lead statuses and opportunity stages ([`metadata`]), queries built from
-//! parts, never from text ([`soql`]), and full and incremental reads with deletions and
-//! merges ([`read`]).
+//! parts, never from text ([`soql`]), full and incremental reads with deletions and merges
+//! ([`read`]), and write-back through sObject Collections ([`write`]).
 
 pub mod auth;
 pub mod client;
@@ -11,3 +11,4 @@ pub mod describe;
 pub mod metadata;
 pub mod read;
 pub mod soql;
+pub mod write;
