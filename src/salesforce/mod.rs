@@ -3,9 +3,11 @@
 //! org's API budget and the bounded concurrency ([`client`]), objects' fields and picklists
 //! ([`describe`]), lead statuses and opportunity stages ([`metadata`]), queries built from
 //! parts, never from text ([`soql`]), full and incremental reads with deletions and merges
-//! ([`read`]), and write-back through sObject Collections ([`write`]).
+//! ([`read`]) — over REST, or for large reads through Bulk API 2.0 query jobs ([`bulk`]) —
+//! and write-back through sObject Collections ([`write`]).
 
 pub mod auth;
+pub mod bulk;
 pub mod client;
 pub mod describe;
 pub mod metadata;

@@ -8,6 +8,8 @@
 //!   deleted records come too — as tombstones, and as merges when `MasterRecordId` names the
 //!   record they were merged into. Stamps are whole seconds and many records share one; a
 //!   stopped read resumes exactly after the last `(SystemModstamp, Id)` handed over.
+//! - Reads of more records than a threshold (50,000 by default; one `COUNT()` query decides)
+//!   go through a Bulk API 2.0 query job instead, with the same query and the same records.
 //! - Converted leads carry `ConvertedContactId`, `ConvertedAccountId` and
 //!   `ConvertedOpportunityId`; reads of leads always select them.
 
@@ -18,6 +20,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use super::bulk::{BulkError, BulkPages, Polling};
 use super::client::{Body, SalesforceClient, SalesforceError};
 use super::describe::ObjectDescribe;
 use super::soql::{Condition, Direction, Literal, Operator, SoqlError, SoqlQuery};
@@ -63,6 +66,8 @@ pub enum ReadError {
     Api(#[from] SalesforceError),
     #[error(transparent)]
     Query(#[from] SoqlError),
+    #[error(transparent)]
+    Bulk(#[from] BulkError),
     #[error("the engine stopped taking {object} records before the read was done")]
     Closed { object: String },
     #[error(
@@ -77,20 +82,81 @@ pub struct SalesforceReader<'a> {
     client: &'a SalesforceClient,
     /// Incremental reads start this long before the checkpoint.
     pub overlap: Duration,
+    /// Reads of more records than this go through a Bulk API 2.0 query job (one count query
+    /// first decides); `u64::MAX` never does and skips the count.
+    pub bulk_threshold: u64,
+    /// How Bulk API jobs are waited for.
+    pub polling: Polling,
 }
+
+/// Reads of more records than this use the Bulk API by default.
+pub const DEFAULT_BULK_THRESHOLD: u64 = 50_000;
 
 impl<'a> SalesforceReader<'a> {
     pub fn new(client: &'a SalesforceClient) -> Self {
         Self {
             client,
             overlap: Duration::from_secs(60),
+            bulk_threshold: DEFAULT_BULK_THRESHOLD,
+            polling: Polling::default(),
         }
+    }
+
+    /// The pages of a query: REST for up to `bulk_threshold` matching records, else a Bulk
+    /// API job (`queryAll` when deleted records are wanted).
+    async fn pages(
+        &self,
+        describe: &'a ObjectDescribe,
+        fields: &[String],
+        condition: Option<&Condition>,
+        order: &[&str],
+        include_deleted: bool,
+    ) -> Result<Source<'a>, ReadError> {
+        let mut query = SoqlQuery::select(describe, fields)?;
+        let mut count = SoqlQuery::count(describe);
+        if let Some(condition) = condition {
+            query = query.filter(condition)?;
+            count = count.filter(condition)?;
+        }
+        for field in order {
+            query = query.order_by(field, Direction::Ascending)?;
+        }
+        let resource = if include_deleted { "queryAll" } else { "query" };
+        let large = self.bulk_threshold < u64::MAX && {
+            let answer = self
+                .client
+                .send(
+                    Method::GET,
+                    &self.client.data_path(resource),
+                    &[("q", count.build())],
+                    Body::None,
+                    "application/json",
+                    &[],
+                    &describe.name,
+                )
+                .await?;
+            let total = answer.json().unwrap_or(Value::Null)["totalSize"]
+                .as_u64()
+                .unwrap_or(0);
+            total > self.bulk_threshold
+        };
+        Ok(if large {
+            Source::Bulk(BulkPages::new(
+                self.client,
+                describe,
+                query.build(),
+                include_deleted,
+                self.polling,
+            ))
+        } else {
+            Source::Rest(Pages::new(self.client, resource, query.build()))
+        })
     }
 
     /// Every live record of the object `describe` tells of, with `fields`.
     pub async fn full(
         &self,
-        describe: &ObjectDescribe,
+        describe: &'a ObjectDescribe,
         fields: &[String],
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
@@ -101,7 +167,7 @@ impl<'a> SalesforceReader<'a> {
     /// Records modified (or deleted) since `since`, less the overlap.
     pub async fn incremental(
         &self,
-        describe: &ObjectDescribe,
+        describe: &'a ObjectDescribe,
         fields: &[String],
         since: Timestamp,
         events: &mpsc::Sender<ReadEvent>,
@@ -116,7 +182,7 @@ impl<'a> SalesforceReader<'a> {
     /// Picks up a read that stopped at `point` (the last progress it sent).
     pub async fn resume(
         &self,
-        describe: &ObjectDescribe,
+        describe: &'a ObjectDescribe,
         fields: &[String],
         point: ResumePoint,
         events: &mpsc::Sender<ReadEvent>,
@@ -146,7 +212,7 @@ impl<'a> SalesforceReader<'a> {
 
     async fn full_read(
         &self,
-        describe: &ObjectDescribe,
+        describe: &'a ObjectDescribe,
         fields: &[String],
         after_id: Option<String>,
         started: Timestamp,
@@ -154,17 +220,12 @@ impl<'a> SalesforceReader<'a> {
     ) -> Result<ReadSummary, ReadError> {
         let object = describe.name.as_str();
         let fields = read_fields(describe, fields, false);
-        let mut query = SoqlQuery::select(describe, &fields)?;
-        if let Some(after_id) = after_id {
-            query = query.filter(&Condition::compare(
-                "Id",
-                Operator::Gt,
-                Literal::Id(after_id),
-            ))?;
-        }
-        let query = query.order_by("Id", Direction::Ascending)?.build();
+        let condition =
+            after_id.map(|after_id| Condition::compare("Id", Operator::Gt, Literal::Id(after_id)));
+        let mut pages = self
+            .pages(describe, &fields, condition.as_ref(), &["Id"], false)
+            .await?;
         let mut summary = ReadSummary::default();
-        let mut pages = Pages::new(self.client, "query", query);
         while let Some(records) = pages.next(object).await? {
             let last_id = records.last().map(|record| record.id.clone());
             self.deliver(object, records, &mut summary, events).await?;
@@ -179,21 +240,24 @@ impl<'a> SalesforceReader<'a> {
 
     async fn incremental_read(
         &self,
-        describe: &ObjectDescribe,
+        describe: &'a ObjectDescribe,
         fields: &[String],
         condition: Condition,
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
         let object = describe.name.as_str();
         let fields = read_fields(describe, fields, true);
-        let query = SoqlQuery::select(describe, &fields)?
-            .filter(&condition)?
-            .order_by("SystemModstamp", Direction::Ascending)?
-            .order_by("Id", Direction::Ascending)?
-            .build();
         let mut summary = ReadSummary::default();
         // queryAll: deleted records (IsDeleted) come along.
-        let mut pages = Pages::new(self.client, "queryAll", query);
+        let mut pages = self
+            .pages(
+                describe,
+                &fields,
+                Some(&condition),
+                &["SystemModstamp", "Id"],
+                true,
+            )
+            .await?;
         while let Some(records) = pages.next(object).await? {
             let last = records
                 .last()
@@ -256,6 +320,24 @@ impl<'a> SalesforceReader<'a> {
             send(events, ReadEvent::Merged(merges), object).await?;
         }
         Ok(())
+    }
+}
+
+/// Where a read's pages come from.
+enum Source<'c> {
+    Rest(Pages<'c>),
+    Bulk(BulkPages<'c>),
+}
+
+impl Source<'_> {
+    async fn next(&mut self, object: &str) -> Result<Option<Vec<SourceRecord>>, ReadError> {
+        match self {
+            Source::Rest(pages) => pages.next(object).await,
+            Source::Bulk(pages) => match pages.next().await? {
+                Some(rows) => super::bulk::to_source_records(object, rows).map(Some),
+                None => Ok(None),
+            },
+        }
     }
 }
 
@@ -367,7 +449,7 @@ fn read_fields(describe: &ObjectDescribe, fields: &[String], incremental: bool) 
 }
 
 /// One API record (`{"attributes", "Id", …}`) as a source record.
-fn source_record(object: &str, record: Value) -> Result<SourceRecord, ReadError> {
+pub(super) fn source_record(object: &str, record: Value) -> Result<SourceRecord, ReadError> {
     let shape = |what: String| ReadError::Shape {
         object: object.to_string(),
         what,

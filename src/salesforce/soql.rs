@@ -122,6 +122,7 @@ pub enum Direction {
 #[derive(Debug, Clone)]
 pub struct SoqlQuery<'d> {
     describe: &'d ObjectDescribe,
+    /// Empty for `SELECT COUNT()`.
     fields: Vec<String>,
     conditions: Vec<String>,
     order: Vec<String>,
@@ -153,6 +154,17 @@ impl<'d> SoqlQuery<'d> {
         })
     }
 
+    /// `SELECT COUNT() FROM …`: the number of matching records (in the answer's `totalSize`).
+    pub fn count(describe: &'d ObjectDescribe) -> Self {
+        Self {
+            describe,
+            fields: Vec::new(),
+            conditions: Vec::new(),
+            order: Vec::new(),
+            limit: None,
+        }
+    }
+
     /// Adds a condition; conditions added one after another must all hold.
     pub fn filter(mut self, condition: &Condition) -> Result<Self, SoqlError> {
         let rendered = render_condition(self.describe, condition)?;
@@ -176,11 +188,12 @@ impl<'d> SoqlQuery<'d> {
 
     /// The query text.
     pub fn build(&self) -> String {
-        let mut text = format!(
-            "SELECT {} FROM {}",
-            self.fields.join(", "),
-            self.describe.name
-        );
+        let selection = if self.fields.is_empty() {
+            "COUNT()".to_string()
+        } else {
+            self.fields.join(", ")
+        };
+        let mut text = format!("SELECT {selection} FROM {}", self.describe.name);
         if !self.conditions.is_empty() {
             text.push_str(" WHERE ");
             text.push_str(&self.conditions.join(" AND "));

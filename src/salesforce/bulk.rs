@@ -1,0 +1,338 @@
+//! Bulk API 2.0 query jobs, for reads too large for the REST query path: create a job from
+//! SOQL (`query`, or `queryAll` to include deleted records), poll it with growing waits until
+//! it completes, then stream its CSV results set by set (`Sforce-Locator`), each set turned
+//! into the same records the REST path gives — CSV cells typed by the object's describe.
+
+use std::time::Duration;
+
+use http::Method;
+use serde_json::{Map, Value, json};
+
+use super::client::{Body, SalesforceClient, SalesforceError};
+use super::describe::ObjectDescribe;
+use crate::record::SourceRecord;
+
+/// Rows asked for per result set.
+pub const RESULT_SET: u32 = 50_000;
+
+/// Why a bulk query did not give its results.
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    #[error(transparent)]
+    Api(#[from] SalesforceError),
+    #[error("the Bulk API query job {job} for {object} ended {state}: {message}")]
+    Failed {
+        job: String,
+        object: String,
+        state: String,
+        message: String,
+    },
+    #[error(
+        "the Bulk API query job {job} for {object} was not done after {waited:?} — Salesforce may be busy; the run can be retried later"
+    )]
+    TimedOut {
+        job: String,
+        object: String,
+        waited: Duration,
+    },
+    #[error(
+        "the Bulk API results for {object} are not CSV crmsync can read ({what}) — please report it"
+    )]
+    Csv { object: String, what: String },
+}
+
+/// How a job is waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Polling {
+    pub first_wait: Duration,
+    pub longest_wait: Duration,
+    /// Give up after waiting this long in all.
+    pub give_up_after: Duration,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Self {
+            first_wait: Duration::from_millis(250),
+            longest_wait: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+enum Stage {
+    Start {
+        soql: String,
+        include_deleted: bool,
+    },
+    Results {
+        job: String,
+        locator: Option<String>,
+    },
+    Done,
+}
+
+/// The result sets of one query job, in order.
+pub struct BulkPages<'c> {
+    client: &'c SalesforceClient,
+    describe: &'c ObjectDescribe,
+    polling: Polling,
+    stage: Stage,
+}
+
+impl<'c> BulkPages<'c> {
+    pub fn new(
+        client: &'c SalesforceClient,
+        describe: &'c ObjectDescribe,
+        soql: String,
+        include_deleted: bool,
+        polling: Polling,
+    ) -> Self {
+        Self {
+            client,
+            describe,
+            polling,
+            stage: Stage::Start {
+                soql,
+                include_deleted,
+            },
+        }
+    }
+
+    /// The next result set's records, or `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<Value>>, BulkError> {
+        if let Stage::Start {
+            soql,
+            include_deleted,
+        } = &self.stage
+        {
+            let job = self.create(soql, *include_deleted).await?;
+            self.wait(&job).await?;
+            self.stage = Stage::Results { job, locator: None };
+        }
+        let Stage::Results { job, locator } = &self.stage else {
+            return Ok(None);
+        };
+        let job = job.clone();
+        let mut query = vec![("maxRecords", RESULT_SET.to_string())];
+        if let Some(locator) = locator {
+            query.push(("locator", locator.clone()));
+        }
+        let object = self.describe.name.as_str();
+        let answer = self
+            .client
+            .send(
+                Method::GET,
+                &self.client.data_path(&format!("jobs/query/{job}/results")),
+                &query,
+                Body::None,
+                "text/csv",
+                &[],
+                object,
+            )
+            .await?;
+        let next = answer
+            .headers
+            .get("sforce-locator")
+            .and_then(|value| value.to_str().ok())
+            .filter(|locator| !locator.is_empty() && *locator != "null")
+            .map(str::to_string);
+        self.stage = match next {
+            Some(locator) => Stage::Results {
+                job,
+                locator: Some(locator),
+            },
+            None => Stage::Done,
+        };
+        records_from_csv(self.describe, &answer.body).map(Some)
+    }
+
+    async fn create(&self, soql: &str, include_deleted: bool) -> Result<String, BulkError> {
+        let object = self.describe.name.as_str();
+        let body = json!({
+            "operation": if include_deleted { "queryAll" } else { "query" },
+            "query": soql,
+            "contentType": "CSV",
+            "columnDelimiter": "COMMA",
+            "lineEnding": "LF",
+        });
+        let answer = self
+            .client
+            .send(
+                Method::POST,
+                &self.client.data_path("jobs/query"),
+                &[],
+                Body::Json(&body),
+                "application/json",
+                &[],
+                object,
+            )
+            .await?;
+        let info = answer.json().unwrap_or(Value::Null);
+        info["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| BulkError::Csv {
+                object: object.to_string(),
+                what: "a job answer without an id".into(),
+            })
+    }
+
+    /// Polls the job, waiting longer each time, until it completes.
+    async fn wait(&self, job: &str) -> Result<(), BulkError> {
+        let object = self.describe.name.as_str();
+        let mut waited = Duration::ZERO;
+        let mut wait = self.polling.first_wait;
+        loop {
+            let answer = self
+                .client
+                .send(
+                    Method::GET,
+                    &self.client.data_path(&format!("jobs/query/{job}")),
+                    &[],
+                    Body::None,
+                    "application/json",
+                    &[],
+                    object,
+                )
+                .await?;
+            let info = answer.json().unwrap_or(Value::Null);
+            match info["state"].as_str().unwrap_or_default() {
+                "JobComplete" => return Ok(()),
+                "Failed" | "Aborted" => {
+                    return Err(BulkError::Failed {
+                        job: job.to_string(),
+                        object: object.to_string(),
+                        state: info["state"].as_str().unwrap_or_default().to_string(),
+                        message: info["errorMessage"]
+                            .as_str()
+                            .unwrap_or("no message")
+                            .to_string(),
+                    });
+                }
+                _ => {}
+            }
+            if waited >= self.polling.give_up_after {
+                return Err(BulkError::TimedOut {
+                    job: job.to_string(),
+                    object: object.to_string(),
+                    waited,
+                });
+            }
+            tokio::time::sleep(wait).await;
+            waited += wait;
+            wait = (wait * 2).min(self.polling.longest_wait);
+        }
+    }
+}
+
+/// CSV rows as JSON records typed like the REST API's: booleans and numbers by the field's
+/// type, empty cells as null.
+fn records_from_csv(describe: &ObjectDescribe, csv: &[u8]) -> Result<Vec<Value>, BulkError> {
+    let failed = |what: String| BulkError::Csv {
+        object: describe.name.clone(),
+        what,
+    };
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(csv);
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|error| failed(error.to_string()))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let kinds: Vec<&str> = headers
+        .iter()
+        .map(|name| {
+            describe
+                .field(name)
+                .map(|field| field.kind.as_str())
+                .unwrap_or("string")
+        })
+        .collect();
+    let mut records = Vec::new();
+    for row in reader.records() {
+        let row = row.map_err(|error| failed(error.to_string()))?;
+        let mut record = Map::with_capacity(headers.len());
+        for ((name, kind), cell) in headers.iter().zip(&kinds).zip(row.iter()) {
+            record.insert(name.clone(), typed(kind, cell));
+        }
+        records.push(Value::Object(record));
+    }
+    Ok(records)
+}
+
+fn typed(kind: &str, cell: &str) -> Value {
+    if cell.is_empty() {
+        return Value::Null;
+    }
+    match kind {
+        "boolean" => match cell {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            other => Value::String(other.to_string()),
+        },
+        "int" | "long" => cell
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(cell.to_string())),
+        "double" | "currency" | "percent" => cell
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(cell.to_string())),
+        _ => Value::String(cell.to_string()),
+    }
+}
+
+/// Records of a result set.
+pub fn to_source_records(
+    object: &str,
+    rows: Vec<Value>,
+) -> Result<Vec<SourceRecord>, super::read::ReadError> {
+    rows.into_iter()
+        .map(|row| super::read::source_record(object, row))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::salesforce::describe::FieldInfo;
+
+    #[test]
+    fn cells_are_typed_like_rest_answers() {
+        let field = |name: &str, kind: &str| FieldInfo {
+            name: name.into(),
+            label: name.into(),
+            kind: kind.into(),
+            filterable: true,
+            updateable: true,
+            external_id: false,
+            restricted_picklist: false,
+            picklist: Vec::new(),
+        };
+        let describe = ObjectDescribe {
+            name: "Lead".into(),
+            fields: [
+                field("Id", "id"),
+                field("IsConverted", "boolean"),
+                field("AnnualRevenue", "currency"),
+                field("NumberOfEmployees", "int"),
+                field("LastName", "string"),
+            ]
+            .into_iter()
+            .map(|info| (info.name.clone(), info))
+            .collect(),
+        };
+        let csv = "\"Id\",\"IsConverted\",\"AnnualRevenue\",\"NumberOfEmployees\",\"LastName\"\n\"00Q1\",\"true\",\"1500000.5\",\"40\",\"O'Brien, \"\"Jr\"\"\"\n\"00Q2\",\"false\",\"\",\"\",\"line\nbreak\"\n";
+        let records = records_from_csv(&describe, csv.as_bytes()).expect("csv");
+        assert_eq!(
+            records,
+            [
+                json!({"Id": "00Q1", "IsConverted": true, "AnnualRevenue": 1500000.5, "NumberOfEmployees": 40, "LastName": "O'Brien, \"Jr\""}),
+                json!({"Id": "00Q2", "IsConverted": false, "AnnualRevenue": null, "NumberOfEmployees": null, "LastName": "line\nbreak"}),
+            ]
+        );
+    }
+}
