@@ -158,6 +158,12 @@ pub struct SalesforceConfig {
     pub objects: Vec<Located<String>>,
     /// Stop a run when less than this share of the org's daily API requests remains.
     pub api_budget_reserve_percent: u8,
+    /// Requests a second at most.
+    pub requests_per_second: u32,
+    /// Requests in flight at once at most.
+    pub max_concurrent_requests: usize,
+    /// Reads of more records than this use Bulk API 2.0 query jobs.
+    pub bulk_threshold: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

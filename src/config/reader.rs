@@ -601,7 +601,11 @@ impl<'e> Settings<'e> {
         }
         let objects = self.read_objects(&table, &["Lead", "Contact", "Opportunity"]);
         let api_budget_reserve_percent =
-            self.bounded(&table, "api_budget_reserve_percent", 0..=90, 20) as u8;
+            self.bounded(&table, "api_budget_reserve_percent", 0..=90, 10) as u8;
+        let requests_per_second = self.bounded(&table, "requests_per_second", 1..=1_000, 25) as u32;
+        let max_concurrent_requests =
+            self.bounded(&table, "max_concurrent_requests", 1..=25, 4) as usize;
+        let bulk_threshold = self.bounded(&table, "bulk_threshold", 0..=i64::MAX, 50_000) as u64;
         self.require_auth.set(enabled);
         let auth = {
             let auth = table.table("auth");
@@ -747,6 +751,9 @@ impl<'e> Settings<'e> {
             auth,
             objects,
             api_budget_reserve_percent,
+            requests_per_second,
+            max_concurrent_requests,
+            bulk_threshold,
         }
     }
 

@@ -4,11 +4,13 @@
 //! ([`describe`]), lead statuses and opportunity stages ([`metadata`]), queries built from
 //! parts, never from text ([`soql`]), full and incremental reads with deletions and merges
 //! ([`read`]) — over REST, or for large reads through Bulk API 2.0 query jobs ([`bulk`]) —
-//! and write-back through sObject Collections ([`write`]).
+//! and write-back through sObject Collections ([`write`]); [`connect`] builds it all from
+//! configuration.
 
 pub mod auth;
 pub mod bulk;
 pub mod client;
+pub mod connect;
 pub mod describe;
 pub mod metadata;
 pub mod read;
