@@ -520,3 +520,138 @@ async fn the_bulk_path_returns_the_same_records_as_the_rest_path() {
         bulk.3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_accounts_and_opportunities_read_in_full_and_incrementally() {
+    let emulator = start(quiet(3_000)).await;
+    let client = client(&emulator, jwt(&emulator));
+    let epoch = jiff::Timestamp::from_second(0).expect("epoch");
+    for (object, field) in [
+        ("Contact", "Email"),
+        ("Account", "Name"),
+        ("Opportunity", "StageName"),
+    ] {
+        let describe = ObjectDescribe::load(&client, object)
+            .await
+            .expect("describe");
+        let describe = &describe;
+        let reader = SalesforceReader::new(&client);
+        let reader = &reader;
+        let fields = vec![field.to_string()];
+        let fields = &fields;
+        let (full, _) = collect(|events| async move {
+            reader
+                .full(describe, fields, &events)
+                .await
+                .expect("full read")
+        })
+        .await;
+        let (changed, _) = collect(|events| async move {
+            reader
+                .incremental(describe, fields, epoch, &events)
+                .await
+                .expect("incremental read")
+        })
+        .await;
+        let expected = ids_where(&client, "query", &format!("SELECT Id FROM {object}")).await;
+        assert!(expected.len() > 50, "{object}: {}", expected.len());
+        let ids = |records: &[SourceRecord]| -> BTreeSet<String> {
+            records.iter().map(|record| record.id.clone()).collect()
+        };
+        assert_eq!(ids(&full.records), expected, "{object}: full read");
+        assert_eq!(
+            ids(&changed.records),
+            expected,
+            "{object}: incremental read"
+        );
+        assert!(
+            full.records
+                .iter()
+                .all(|record| record.object == object && record.properties.contains_key(field)),
+            "{object}: the field is read"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_stopped_at_the_budget_reserve_resumes_in_the_next_run() {
+    let emulator = start(EmulatorConfig {
+        seed: SEED,
+        rate_limits: true,
+        salesforce_daily_api_requests: 8,
+        ..quiet(9_000)
+    })
+    .await;
+    // The first run keeps half the day's eight requests for the org's other integrations.
+    let first_client = salesforce_common::client_with(
+        &emulator,
+        jwt(&emulator),
+        crmsync::salesforce::client::SalesforceSettings {
+            reserve_percent: 50,
+            ..Default::default()
+        },
+    );
+    let describe = ObjectDescribe::load(&first_client, "Lead")
+        .await
+        .expect("describe");
+    let describe = &describe;
+    let mut reader = SalesforceReader::new(&first_client);
+    reader.bulk_threshold = u64::MAX;
+    let reader = &reader;
+    let mut outcome = None;
+    let (first, _) = collect(|events| {
+        let outcome = &mut outcome;
+        async move {
+            *outcome = Some(reader.full(describe, &fields(), &events).await);
+            ReadSummary::default()
+        }
+    })
+    .await;
+    let stopped = outcome
+        .expect("ran")
+        .expect_err("the reserve stops the read");
+    assert!(stopped.to_string().contains("reserve"), "{stopped}");
+    let point = first.resume.clone().expect("a resume point");
+    assert!(first.records.len() >= 2_000, "{}", first.records.len());
+    // The next run, with the rest of the day's requests, picks up at the checkpoint.
+    let next_client = salesforce_common::client_with(
+        &emulator,
+        jwt(&emulator),
+        crmsync::salesforce::client::SalesforceSettings {
+            reserve_percent: 0,
+            ..Default::default()
+        },
+    );
+    let mut reader = SalesforceReader::new(&next_client);
+    reader.bulk_threshold = u64::MAX;
+    let reader = &reader;
+    let (rest, _) = collect(|events| async move {
+        reader
+            .resume(describe, &fields(), point, &events)
+            .await
+            .expect("the rest reads")
+    })
+    .await;
+    let mut ids: Vec<String> = first
+        .records
+        .iter()
+        .chain(&rest.records)
+        .map(|record| record.id.clone())
+        .collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "no lead twice");
+    let deleted = ids_where(
+        &next_client,
+        "queryAll",
+        "SELECT Id FROM Lead WHERE IsDeleted = true",
+    )
+    .await;
+    let expected = generate(SEED, 9_000, OrgProfile::Classic)
+        .salesforce_leads
+        .iter()
+        .filter(|lead| !deleted.contains(&lead.id))
+        .count();
+    assert_eq!(total, expected, "every lead once across the two runs");
+}
