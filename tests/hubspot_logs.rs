@@ -4,35 +4,12 @@
 //! switch these call sites off.
 
 mod hubspot_common;
+mod log_capture;
 
 use crmsync::emulator::hubspot::HubspotLimits;
 use crmsync::hubspot::client::RateSettings;
 use hubspot_common::{all_contact_ids, client, oauth, start};
-
-/// A log sink the test can read back.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut buffer) = self.0.lock() {
-            buffer.extend_from_slice(bytes);
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use log_capture::Captured;
 
 #[tokio::test]
 async fn trace_logs_name_every_request_and_no_secret() {

@@ -4,6 +4,7 @@
 //! tombstones; records stream through a bounded channel.
 
 mod hubspot_common;
+mod read_events;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +15,7 @@ use crmsync::hubspot::client::{HubspotClient, RateSettings};
 use crmsync::hubspot::read::{HubspotReader, ReadError, ReadEvent, ReadSummary, ResumePoint};
 use crmsync::record::SourceRecord;
 use hubspot_common::{private_client, start_with};
+use read_events::read_until;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -608,37 +610,18 @@ async fn a_resumed_incremental_read_still_reports_what_was_archived_before_it_st
     assert_eq!(touched["touched"], 1_500);
 
     // The first run stops (the engine went away) after three pages.
-    let (sender, mut receiver) = mpsc::channel(1);
-    let first = async {
-        let outcome = reader
-            .incremental("contacts", &properties(), high_water, &sender)
-            .await;
-        drop(sender);
-        outcome
-    };
-    let consume = async {
-        let (mut pages, mut ids, mut point) = (0, Vec::new(), None);
-        while let Some(event) = receiver.recv().await {
-            match event {
-                ReadEvent::Records(records) => {
-                    pages += 1;
-                    ids.extend(records.into_iter().map(|record| record.id));
-                    if pages == 3 {
-                        break;
-                    }
-                }
-                ReadEvent::Progress(progress) => point = Some(progress),
-                _ => {}
-            }
-        }
-        drop(receiver);
-        (ids, point)
-    };
-    let (outcome, (first_ids, point)) = tokio::join!(first, consume);
+    let stopped = read_until(3, |events| async move {
+        reader
+            .incremental("contacts", &properties(), high_water, &events)
+            .await
+    })
+    .await;
     assert!(
-        matches!(outcome, Err(ReadError::Closed { .. })),
-        "{outcome:?}"
+        matches!(stopped.outcome, Err(ReadError::Closed { .. })),
+        "{:?}",
+        stopped.outcome
     );
+    let (first_ids, point) = (stopped.ids, stopped.point);
     let point = point.expect("a resume point");
     let ResumePoint::Incremental { modified_since, .. } = point else {
         panic!("an incremental read resumes as one: {point:?}");
@@ -761,39 +744,18 @@ async fn a_read_stopped_among_records_of_one_instant_resumes_there() {
     .await;
     assert_eq!(touched["touched"], 3_000);
     // The first run stops after eight pages, well inside the 3,000 records of one instant.
-    let (sender, mut receiver) = mpsc::channel(1);
-    let first = async {
-        let outcome = reader
-            .incremental("contacts", &properties(), high_water, &sender)
-            .await;
-        drop(sender);
-        outcome
-    };
-    let consume = async {
-        let (mut pages, mut ids, mut point) = (0, Vec::new(), None);
-        while let Some(event) = receiver.recv().await {
-            match event {
-                ReadEvent::Records(records) => {
-                    pages += 1;
-                    ids.extend(records.into_iter().map(|record| record.id));
-                }
-                ReadEvent::Progress(progress) => {
-                    point = Some(progress);
-                    if pages == 8 {
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        drop(receiver);
-        (ids, point)
-    };
-    let (outcome, (first_ids, point)) = tokio::join!(first, consume);
+    let stopped = read_until(8, |events| async move {
+        reader
+            .incremental("contacts", &properties(), high_water, &events)
+            .await
+    })
+    .await;
     assert!(
-        matches!(outcome, Err(ReadError::Closed { .. })),
-        "{outcome:?}"
+        matches!(stopped.outcome, Err(ReadError::Closed { .. })),
+        "{:?}",
+        stopped.outcome
     );
+    let (first_ids, point) = (stopped.ids, stopped.point);
     let point = point.expect("a resume point");
     assert!(
         matches!(&point, ResumePoint::Incremental { tie: Some(_), .. }),

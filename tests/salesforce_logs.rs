@@ -3,37 +3,14 @@
 //! across a session replaced mid-run. Alone in its own test binary: tracing caches whether a
 //! call site is wanted process-wide.
 
+mod log_capture;
 mod salesforce_common;
 
 use crmsync::emulator::EmulatorConfig;
 use crmsync::salesforce::client::{Body, SalesforceClient};
 use http::Method;
+use log_capture::Captured;
 use salesforce_common::{client, jwt, quiet, refresh, start};
-
-/// A log sink the test can read back.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut buffer) = self.0.lock() {
-            buffer.extend_from_slice(bytes);
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 async fn query_leads(client: &SalesforceClient) {
     client

@@ -4,6 +4,7 @@
 //! resumes after the last record handed over; converted leads carry their conversion links;
 //! every fault profile leaves a read unchanged.
 
+mod read_events;
 mod salesforce_common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +16,7 @@ use crmsync::salesforce::client::{Body, SalesforceClient};
 use crmsync::salesforce::describe::ObjectDescribe;
 use crmsync::salesforce::read::{ReadError, ReadEvent, ReadSummary, ResumePoint, SalesforceReader};
 use http::Method;
+use read_events::read_until;
 use salesforce_common::{client, jwt, quiet, start};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -307,34 +309,18 @@ async fn an_incremental_read_returns_exactly_what_changed_and_resumes_where_it_s
     );
 
     // The same read stopped after its first page resumes after the last lead handed over.
-    let (sender, mut receiver) = mpsc::channel(1);
-    let first = async {
-        let outcome = reader
-            .incremental(describe, &fields(), since, &sender)
-            .await;
-        drop(sender);
-        outcome
-    };
-    let consume = async {
-        let (mut ids, mut point) = (Vec::new(), None);
-        while let Some(event) = receiver.recv().await {
-            match event {
-                ReadEvent::Records(records) => ids.extend(records.into_iter().map(|r| r.id)),
-                ReadEvent::Progress(progress) => {
-                    point = Some(progress);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        drop(receiver);
-        (ids, point)
-    };
-    let (outcome, (first_ids, point)) = tokio::join!(first, consume);
+    let stopped = read_until(1, |events| async move {
+        reader
+            .incremental(describe, &fields(), since, &events)
+            .await
+    })
+    .await;
     assert!(
-        matches!(outcome, Err(ReadError::Closed { .. })),
-        "{outcome:?}"
+        matches!(stopped.outcome, Err(ReadError::Closed { .. })),
+        "{:?}",
+        stopped.outcome
     );
+    let (first_ids, point) = (stopped.ids, stopped.point);
     let point = point.expect("a resume point");
     assert!(
         matches!(point, ResumePoint::Incremental { .. }),
