@@ -271,3 +271,78 @@ async fn a_write_back_reaching_the_reserve_reports_what_it_wrote() {
     assert_eq!(report.written + report.unsent.len(), sent);
     assert!(source.to_string().contains("reserve"), "{source}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_of_a_known_record_sends_only_what_differs_and_a_null_clears() {
+    let emulator = start(quiet(200)).await;
+    let client = client(&emulator, jwt(&emulator));
+    let describe = ObjectDescribe::load(&client, "Lead")
+        .await
+        .expect("describe");
+    let writer = SalesforceWriter::new(&client);
+    let upsert = |key: &str, desired: &[(&str, Value)]| PlannedUpsert {
+        key: key.to_string(),
+        desired: desired
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect(),
+    };
+    let created = writer
+        .upsert(
+            &describe,
+            "HubSpot_Contact_Id__c",
+            vec![upsert(
+                "hs-x",
+                &[
+                    ("LastName", json!("Known")),
+                    ("Company", json!("Acme")),
+                    ("Title", json!("T")),
+                ],
+            )],
+        )
+        .await
+        .expect("create");
+    assert_eq!((created.written, created.created), (1, 1), "{created:?}");
+    // The same values again: nothing to send.
+    let calls_before = client.calls();
+    let again = writer
+        .upsert(
+            &describe,
+            "HubSpot_Contact_Id__c",
+            vec![upsert(
+                "hs-x",
+                &[("LastName", json!("Known")), ("Title", json!("T"))],
+            )],
+        )
+        .await
+        .expect("again");
+    assert_eq!((again.written, again.unchanged), (0, 1), "{again:?}");
+    assert_eq!(client.calls() - calls_before, 1, "one lookup, no write");
+    // A null clears; a new record with nothing to create it with is reported.
+    let cleared = writer
+        .upsert(
+            &describe,
+            "HubSpot_Contact_Id__c",
+            vec![
+                upsert("hs-x", &[("Title", Value::Null)]),
+                upsert("hs-y", &[("Title", Value::Null)]),
+            ],
+        )
+        .await
+        .expect("clear");
+    assert_eq!(cleared.written, 1, "{cleared:?}");
+    assert_eq!(cleared.dead_letters.len(), 1, "{cleared:?}");
+    assert_eq!(cleared.dead_letters[0].id, "hs-y");
+    let after = leads(&client, &describe).await;
+    let known = after
+        .iter()
+        .find(|record| {
+            record
+                .properties
+                .get("HubSpot_Contact_Id__c")
+                .and_then(Value::as_str)
+                == Some("hs-x")
+        })
+        .expect("the upserted lead");
+    assert_eq!(known.properties.get("Title"), Some(&Value::Null), "cleared");
+}

@@ -87,6 +87,26 @@ pub enum AuthError {
     Unexpected(String),
 }
 
+/// The `aud` of a JWT bearer assertion: Salesforce's login host — production's, or
+/// sandboxes' — even when the token is asked of a My Domain; any other host (an Experience
+/// Cloud site, an emulator) is its own audience.
+fn assertion_audience(login_url: &str) -> String {
+    let host = login_url
+        .split_once("://")
+        .map_or(login_url, |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        "https://test.salesforce.com".to_string()
+    } else if host == "login.salesforce.com" || host.ends_with(".my.salesforce.com") {
+        "https://login.salesforce.com".to_string()
+    } else {
+        login_url.to_string()
+    }
+}
+
 /// What to do about a refusal, by OAuth error code.
 fn hint(code: &str, description: &str) -> &'static str {
     if description.contains("approved") {
@@ -372,10 +392,11 @@ impl SessionSource {
     ) -> Result<(SecretString, String), AuthError> {
         let expires =
             jiff::Timestamp::now().as_second().max(0) as u64 + ASSERTION_LIFETIME.as_secs();
+        let audience = assertion_audience(&self.login_url);
         let claims = Claims {
             iss: client_id,
             sub: username,
-            aud: &self.login_url,
+            aud: &audience,
             exp: expires,
         };
         let assertion = jsonwebtoken::encode(
@@ -430,6 +451,37 @@ impl SessionSource {
             _ => Err(AuthError::Unexpected(
                 "a token answer without access_token or instance_url".into(),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assertions_are_addressed_to_salesforces_login_host() {
+        for (login_url, audience) in [
+            (
+                "https://login.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            (
+                "https://acme.my.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            ("https://test.salesforce.com", "https://test.salesforce.com"),
+            (
+                "https://acme--uat.sandbox.my.salesforce.com",
+                "https://test.salesforce.com",
+            ),
+            (
+                "https://community.acme.com/partners",
+                "https://community.acme.com/partners",
+            ),
+            ("http://127.0.0.1:8443", "http://127.0.0.1:8443"),
+        ] {
+            assert_eq!(assertion_audience(login_url), audience, "{login_url}");
         }
     }
 }

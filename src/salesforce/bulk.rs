@@ -275,6 +275,10 @@ fn typed(kind: &str, cell: &str) -> Value {
             .parse::<i64>()
             .map(Value::from)
             .unwrap_or_else(|_| Value::String(cell.to_string())),
+        // REST's notation (`…T22:07:19.000+0000`), whichever the CSV uses.
+        "datetime" => super::read::parse_salesforce_time(cell)
+            .map(|at| Value::String(at.strftime("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()))
+            .unwrap_or_else(|| Value::String(cell.to_string())),
         "double" | "currency" | "percent" => cell
             .parse::<f64>()
             .ok()
@@ -320,18 +324,19 @@ mod tests {
                 field("AnnualRevenue", "currency"),
                 field("NumberOfEmployees", "int"),
                 field("LastName", "string"),
+                field("SystemModstamp", "datetime"),
             ]
             .into_iter()
             .map(|info| (info.name.clone(), info))
             .collect(),
         };
-        let csv = "\"Id\",\"IsConverted\",\"AnnualRevenue\",\"NumberOfEmployees\",\"LastName\"\n\"00Q1\",\"true\",\"1500000.5\",\"40\",\"O'Brien, \"\"Jr\"\"\"\n\"00Q2\",\"false\",\"\",\"\",\"line\nbreak\"\n";
+        let csv = "\"Id\",\"IsConverted\",\"AnnualRevenue\",\"NumberOfEmployees\",\"LastName\",\"SystemModstamp\"\n\"00Q1\",\"true\",\"1500000.5\",\"40\",\"O'Brien, \"\"Jr\"\"\",\"2024-05-07T22:07:19.000Z\"\n\"00Q2\",\"false\",\"\",\"\",\"line\nbreak\",\"2024-05-07T22:07:19.000+0000\"\n";
         let records = records_from_csv(&describe, csv.as_bytes()).expect("csv");
         assert_eq!(
             records,
             [
-                json!({"Id": "00Q1", "IsConverted": true, "AnnualRevenue": 1500000.5, "NumberOfEmployees": 40, "LastName": "O'Brien, \"Jr\""}),
-                json!({"Id": "00Q2", "IsConverted": false, "AnnualRevenue": null, "NumberOfEmployees": null, "LastName": "line\nbreak"}),
+                json!({"Id": "00Q1", "IsConverted": true, "AnnualRevenue": 1500000.5, "NumberOfEmployees": 40, "LastName": "O'Brien, \"Jr\"", "SystemModstamp": "2024-05-07T22:07:19.000+0000"}),
+                json!({"Id": "00Q2", "IsConverted": false, "AnnualRevenue": null, "NumberOfEmployees": null, "LastName": "line\nbreak", "SystemModstamp": "2024-05-07T22:07:19.000+0000"}),
             ]
         );
     }

@@ -6,10 +6,11 @@
 //! - Incremental reads use `queryAll` on `SystemModstamp >=` the checkpoint less an overlap
 //!   (records committed late carry earlier stamps), ordered by `SystemModstamp, Id`, so
 //!   deleted records come too — as tombstones, and as merges when `MasterRecordId` names the
-//!   record they were merged into. Stamps are whole seconds and many records share one; a
-//!   stopped read resumes exactly after the last `(SystemModstamp, Id)` handed over.
+//!   record they were merged into. A stopped read resumes from the latest stamp handed over,
+//!   less the overlap again: records at the boundary may come twice, none is skipped.
 //! - Reads of more records than a threshold (50,000 by default; one `COUNT()` query decides)
-//!   go through a Bulk API 2.0 query job instead, with the same query and the same records.
+//!   go through a Bulk API 2.0 query job instead: the same records, unsorted (Bulk jobs do not
+//!   sort), so such a read says where to resume only once the job is done.
 //! - Converted leads carry `ConvertedContactId`, `ConvertedAccountId` and
 //!   `ConvertedOpportunityId`; reads of leads always select them.
 
@@ -41,11 +42,10 @@ pub enum ResumePoint {
         after_id: String,
         started: Timestamp,
     },
-    /// An incremental read: every record up to this `(SystemModstamp, Id)` is handed over.
-    Incremental {
-        modstamp: Timestamp,
-        after_id: String,
-    },
+    /// An incremental read: every record modified before this is handed over. A resumed
+    /// read starts the overlap before it again — records committed late carry earlier
+    /// stamps — so records at the boundary may come twice, but none is skipped.
+    Incremental { modstamp: Timestamp },
 }
 
 /// How a read went.
@@ -118,6 +118,7 @@ impl<'a> SalesforceReader<'a> {
             query = query.filter(condition)?;
             count = count.filter(condition)?;
         }
+        let unordered = query.clone();
         for field in order {
             query = query.order_by(field, Direction::Ascending)?;
         }
@@ -141,10 +142,12 @@ impl<'a> SalesforceReader<'a> {
             total > self.bulk_threshold
         };
         Ok(if large {
+            // Bulk jobs do not sort (ORDER BY is unsupported or slows them badly): rows come
+            // in the job's own order, so progress is only known when the job is done.
             Source::Bulk(BulkPages::new(
                 self.client,
                 describe,
-                query.build(),
+                unordered.build(),
                 include_deleted,
                 self.polling,
             ))
@@ -192,20 +195,8 @@ impl<'a> SalesforceReader<'a> {
                 self.full_read(describe, fields, Some(after_id), started, events)
                     .await
             }
-            ResumePoint::Incremental { modstamp, after_id } => {
-                let condition = Condition::Any(vec![
-                    Condition::compare("SystemModstamp", Operator::Gt, Literal::DateTime(modstamp)),
-                    Condition::All(vec![
-                        Condition::compare(
-                            "SystemModstamp",
-                            Operator::Eq,
-                            Literal::DateTime(modstamp),
-                        ),
-                        Condition::compare("Id", Operator::Gt, Literal::Id(after_id)),
-                    ]),
-                ]);
-                self.incremental_read(describe, fields, condition, events)
-                    .await
+            ResumePoint::Incremental { modstamp } => {
+                self.incremental(describe, fields, modstamp, events).await
             }
         }
     }
@@ -226,13 +217,26 @@ impl<'a> SalesforceReader<'a> {
             .pages(describe, &fields, condition.as_ref(), &["Id"], false)
             .await?;
         let mut summary = ReadSummary::default();
+        // The largest id handed over: the place to resume, once everything up to it is in.
+        let mut furthest: Option<String> = None;
         while let Some(records) = pages.next(object).await? {
-            let last_id = records.last().map(|record| record.id.clone());
+            for record in &records {
+                if furthest
+                    .as_deref()
+                    .is_none_or(|id| id_order(&record.id, id).is_gt())
+                {
+                    furthest = Some(record.id.clone());
+                }
+            }
             self.deliver(object, records, &mut summary, events).await?;
-            if let Some(after_id) = last_id {
+            if let (true, Some(after_id)) = (pages.ordered(), furthest.clone()) {
                 let point = ResumePoint::Full { after_id, started };
                 send(events, ReadEvent::Progress(point), object).await?;
             }
+        }
+        if let (false, Some(after_id)) = (pages.ordered(), furthest) {
+            let point = ResumePoint::Full { after_id, started };
+            send(events, ReadEvent::Progress(point), object).await?;
         }
         summary.high_water = Some(started);
         Ok(summary)
@@ -258,15 +262,24 @@ impl<'a> SalesforceReader<'a> {
                 true,
             )
             .await?;
+        // The latest modification handed over: the place to resume, once everything up to
+        // it is in.
+        let mut latest: Option<Timestamp> = None;
         while let Some(records) = pages.next(object).await? {
-            let last = records
-                .last()
-                .map(|record| (record.modified_at, record.id.clone()));
+            latest = records
+                .iter()
+                .map(|record| record.modified_at)
+                .chain(latest)
+                .max();
             self.deliver(object, records, &mut summary, events).await?;
-            if let Some((modstamp, after_id)) = last {
-                let point = ResumePoint::Incremental { modstamp, after_id };
+            if let (true, Some(modstamp)) = (pages.ordered(), latest) {
+                let point = ResumePoint::Incremental { modstamp };
                 send(events, ReadEvent::Progress(point), object).await?;
             }
+        }
+        if let (false, Some(modstamp)) = (pages.ordered(), latest) {
+            let point = ResumePoint::Incremental { modstamp };
+            send(events, ReadEvent::Progress(point), object).await?;
         }
         Ok(summary)
     }
@@ -330,6 +343,11 @@ enum Source<'c> {
 }
 
 impl Source<'_> {
+    /// Whether records come in the query's order (REST), or in a Bulk job's own.
+    fn ordered(&self) -> bool {
+        matches!(self, Source::Rest(_))
+    }
+
     async fn next(&mut self, object: &str) -> Result<Option<Vec<SourceRecord>>, ReadError> {
         match self {
             Source::Rest(pages) => pages.next(object).await,
@@ -490,6 +508,13 @@ fn flatten(fields: Map<String, Value>) -> Properties {
             other => (name, other),
         })
         .collect()
+}
+
+/// Salesforce's order of record ids: by their case-sensitive 15-character form (the
+/// 18-character form adds a checksum that sorts with it).
+fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let stem = |id: &str| id.get(..15).unwrap_or(id).to_string();
+    stem(a).cmp(&stem(b))
 }
 
 /// Salesforce's JSON date-time: `2024-05-07T22:07:19.000+0000` (no colon in the offset), or

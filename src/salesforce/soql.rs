@@ -258,6 +258,8 @@ fn render_condition(describe: &ObjectDescribe, condition: &Condition) -> Result<
                 .map(|part| render_condition(describe, part))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(match rendered.len() {
+                // No alternatives: nothing matches; no conditions: everything does.
+                0 if matches!(condition, Condition::Any(_)) => "Id = null".to_string(),
                 0 => "Id != null".to_string(),
                 1 => rendered.into_iter().next().unwrap_or_default(),
                 _ => format!("({})", rendered.join(joiner)),

@@ -9,7 +9,7 @@
 //! refused whole is halved until the bad record is alone. A stop (the org's API budget)
 //! returns what was written and which records were not sent.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use http::Method;
@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::client::{Body, SalesforceClient, SalesforceError};
 use super::describe::ObjectDescribe;
+use super::soql::{Condition, Literal, SoqlQuery};
 
 /// Records one collection request may carry.
 pub const BATCH_SIZE: usize = 200;
@@ -65,6 +66,19 @@ pub struct WriteReport {
     pub unsent: Vec<String>,
 }
 
+impl WriteReport {
+    /// This report with `other`'s counts and letters added.
+    fn absorb(mut self, other: WriteReport) -> Self {
+        self.written += other.written;
+        self.created += other.created;
+        self.unchanged += other.unchanged;
+        self.retried += other.retried;
+        self.dead_letters.extend(other.dead_letters);
+        self.unsent.extend(other.unsent);
+        self
+    }
+}
+
 /// Why a write-back stopped before the end.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -73,6 +87,8 @@ pub enum WriteError {
         report: Box<WriteReport>,
         source: SalesforceError,
     },
+    #[error(transparent)]
+    Query(#[from] super::soql::SoqlError),
     #[error(
         "{object}.{field} is not an external-id field in this org — upserts need one (mark the field External ID in Salesforce, or choose another)"
     )]
@@ -164,7 +180,9 @@ impl<'a> SalesforceWriter<'a> {
         self.send_all(describe, &Kind::Update, inputs, report).await
     }
 
-    /// Creates or updates records found by the external-id `field`.
+    /// Creates or updates records found by the external-id `field`. Those the org has are
+    /// read first and updated like any record (only what differs; a null clears); the rest
+    /// are created through the collection upsert.
     pub async fn upsert(
         &self,
         describe: &ObjectDescribe,
@@ -180,7 +198,7 @@ impl<'a> SalesforceWriter<'a> {
         let field = info.name.clone();
         let mut report = WriteReport::default();
         let mut seen = HashSet::new();
-        let mut inputs = Vec::new();
+        let mut keyed = Vec::new();
         for upsert in planned {
             let key = upsert.key.trim().to_string();
             if key.is_empty() || !seen.insert(key.to_lowercase()) {
@@ -197,19 +215,149 @@ impl<'a> SalesforceWriter<'a> {
                 });
                 continue;
             }
-            let changes = changes(
-                describe,
-                &key,
-                &BTreeMap::new(),
-                &upsert.desired,
-                &mut report,
-            );
-            if !changes.is_empty() {
-                inputs.push((key, changes));
+            keyed.push(PlannedUpsert {
+                key,
+                desired: upsert.desired,
+            });
+        }
+        // Which of them the org has, and what it holds.
+        let mut found = HashMap::new();
+        for chunk in keyed.chunks(BATCH_SIZE) {
+            match self.find(describe, &field, chunk).await {
+                Ok(part) => found.extend(part),
+                Err(WriteError::Stopped { source, .. }) => {
+                    // Nothing is written before every record has been looked up.
+                    report.unsent = keyed.iter().map(|upsert| upsert.key.clone()).collect();
+                    return Err(WriteError::Stopped {
+                        report: Box::new(report),
+                        source,
+                    });
+                }
+                Err(other) => return Err(other),
             }
         }
-        self.send_all(describe, &Kind::Upsert { field }, inputs, report)
+        let mut updates = Vec::new();
+        let mut creates = Vec::new();
+        for upsert in keyed {
+            match found.remove(&upsert.key.to_lowercase()) {
+                Some((id, current)) => updates.push(PlannedUpdate {
+                    id,
+                    current,
+                    desired: upsert.desired,
+                }),
+                None => {
+                    let letters_before = report.dead_letters.len();
+                    let changes = changes(
+                        describe,
+                        &upsert.key,
+                        &BTreeMap::new(),
+                        &upsert.desired,
+                        &mut report,
+                    );
+                    if !changes.is_empty() {
+                        creates.push((upsert.key, changes));
+                    } else if report.dead_letters.len() == letters_before {
+                        report.dead_letters.push(DeadLetter {
+                            id: upsert.key,
+                            fields: Vec::new(),
+                            error_code: None,
+                            reason: format!(
+                                "the org has no record with this {field} and there is no value to create one with"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        let pending_updates: Vec<String> = updates.iter().map(|update| update.id.clone()).collect();
+        let report = match self
+            .send_all(describe, &Kind::Upsert { field }, creates, report)
             .await
+        {
+            Ok(report) => report,
+            Err(WriteError::Stopped { mut report, source }) => {
+                report.unsent.extend(pending_updates);
+                return Err(WriteError::Stopped { report, source });
+            }
+            Err(other) => return Err(other),
+        };
+        match self.update(describe, updates).await {
+            Ok(updated) => Ok(report.absorb(updated)),
+            Err(WriteError::Stopped {
+                report: updated,
+                source,
+            }) => Err(WriteError::Stopped {
+                report: Box::new(report.absorb(*updated)),
+                source,
+            }),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The records of `chunk` the org has, by lowercased key: their id and what they hold of
+    /// the fields to write.
+    async fn find(
+        &self,
+        describe: &ObjectDescribe,
+        field: &str,
+        chunk: &[PlannedUpsert],
+    ) -> Result<HashMap<String, (String, BTreeMap<String, Value>)>, WriteError> {
+        let mut fields: Vec<String> = vec!["Id".to_string(), field.to_string()];
+        if describe.name == "Lead" {
+            fields.push("IsConverted".to_string());
+        }
+        for upsert in chunk {
+            for name in upsert.desired.keys() {
+                if describe.field(name).is_some() && !fields.contains(name) {
+                    fields.push(name.clone());
+                }
+            }
+        }
+        let keys = chunk
+            .iter()
+            .map(|upsert| Literal::Text(upsert.key.clone()))
+            .collect();
+        let soql = SoqlQuery::select(describe, &fields)
+            .and_then(|query| query.filter(&Condition::is_in(field, keys)))
+            .map(|query| query.build())?;
+        let mut found = HashMap::new();
+        let mut next = Some((self.client.data_path("query"), vec![("q", soql)]));
+        while let Some((path, query)) = next.take() {
+            let answer = self
+                .client
+                .send(
+                    Method::GET,
+                    &path,
+                    &query,
+                    Body::None,
+                    "application/json",
+                    &[],
+                    &describe.name,
+                )
+                .await
+                .map_err(|source| WriteError::Stopped {
+                    report: Box::default(),
+                    source,
+                })?;
+            let page = answer.json().unwrap_or(Value::Null);
+            for record in page["records"].as_array().into_iter().flatten() {
+                let (Some(id), Some(key)) = (record["Id"].as_str(), record[field].as_str()) else {
+                    continue;
+                };
+                let current = record
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(name, _)| name.as_str() != "attributes")
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect();
+                found.insert(key.to_lowercase(), (id.to_string(), current));
+            }
+            next = page["nextRecordsUrl"]
+                .as_str()
+                .map(|url| (url.to_string(), Vec::new()));
+        }
+        Ok(found)
     }
 
     /// Sends `inputs` in collections; locked records go again, alone, a few times.
@@ -353,22 +501,29 @@ fn changes(
                 "{object}.{} cannot be written (read-only or calculated) — remove it from the mapping's write-back",
                 field.name
             )),
-            Some(field) if field.restricted_picklist => match value.as_str() {
-                Some(text) => match field.picklist.iter().find(|entry| entry.value == text) {
-                    Some(entry) if entry.active => None,
-                    Some(_) => Some(format!(
-                        "{text:?} is an inactive value of the restricted picklist {object}.{} — map it to an active value ({})",
-                        field.name,
-                        active_values(field)
-                    )),
-                    None => Some(format!(
-                        "{text:?} is not a value of the restricted picklist {object}.{} ({}) — map it to one of them, or add it in Salesforce",
-                        field.name,
-                        active_values(field)
-                    )),
-                },
-                None => None,
-            },
+            Some(field) if field.restricted_picklist => value.as_str().and_then(|text| {
+                // A multi-select picklist holds its values joined by `;`.
+                let values: Vec<&str> = if field.kind == "multipicklist" {
+                    text.split(';').map(str::trim).filter(|v| !v.is_empty()).collect()
+                } else {
+                    vec![text]
+                };
+                values.into_iter().find_map(|text| {
+                    match field.picklist.iter().find(|entry| entry.value == text) {
+                        Some(entry) if entry.active => None,
+                        Some(_) => Some(format!(
+                            "{text:?} is an inactive value of the restricted picklist {object}.{} — map it to an active value ({})",
+                            field.name,
+                            active_values(field)
+                        )),
+                        None => Some(format!(
+                            "{text:?} is not a value of the restricted picklist {object}.{} ({}) — map it to one of them, or add it in Salesforce",
+                            field.name,
+                            active_values(field)
+                        )),
+                    }
+                })
+            }),
             Some(_) => None,
         };
         match (refusal, describe.field(name)) {
