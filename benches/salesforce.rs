@@ -127,7 +127,7 @@ async fn run(people: usize) {
 
     let mut bulk = SalesforceReader::new(&client);
     bulk.bulk_threshold = 0;
-    bulk.polling.first_wait = Duration::from_millis(50);
+    bulk.bulk.first_wait = Duration::from_millis(50);
     let bulk = &bulk;
     let before = client.calls();
     let bulk_records = drain(|events| async move {

@@ -7,7 +7,7 @@ mod salesforce_common;
 use crmsync::config::{self, EnvVars};
 use crmsync::diagnostics::SourceFile;
 use crmsync::http::client::ClientSettings;
-use crmsync::salesforce::connect::connect;
+use crmsync::salesforce::connect::{connect, reader};
 use crmsync::salesforce::describe::ObjectDescribe;
 use salesforce_common::{quiet, start};
 
@@ -42,4 +42,5 @@ async fn a_config_file_connects_to_the_org() {
         .await
         .expect("describe");
     assert!(describe.field("Email").is_some());
+    assert_eq!(reader(&client, &config.salesforce).bulk_threshold, 1_000);
 }

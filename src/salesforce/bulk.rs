@@ -12,9 +12,6 @@ use super::client::{Body, SalesforceClient, SalesforceError};
 use super::describe::ObjectDescribe;
 use crate::record::SourceRecord;
 
-/// Rows asked for per result set.
-pub const RESULT_SET: u32 = 50_000;
-
 /// Why a bulk query did not give its results.
 #[derive(Debug, thiserror::Error)]
 pub enum BulkError {
@@ -41,21 +38,24 @@ pub enum BulkError {
     Csv { object: String, what: String },
 }
 
-/// How a job is waited for.
+/// How a job is waited for and read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Polling {
+pub struct BulkSettings {
     pub first_wait: Duration,
     pub longest_wait: Duration,
-    /// Give up after waiting this long in all.
+    /// Give up (and abort the job) after waiting this long in all.
     pub give_up_after: Duration,
+    /// Rows asked for per result set.
+    pub rows_per_set: u32,
 }
 
-impl Default for Polling {
+impl Default for BulkSettings {
     fn default() -> Self {
         Self {
             first_wait: Duration::from_millis(250),
             longest_wait: Duration::from_secs(10),
             give_up_after: Duration::from_secs(60 * 60),
+            rows_per_set: 50_000,
         }
     }
 }
@@ -76,7 +76,7 @@ enum Stage {
 pub struct BulkPages<'c> {
     client: &'c SalesforceClient,
     describe: &'c ObjectDescribe,
-    polling: Polling,
+    settings: BulkSettings,
     stage: Stage,
 }
 
@@ -86,12 +86,12 @@ impl<'c> BulkPages<'c> {
         describe: &'c ObjectDescribe,
         soql: String,
         include_deleted: bool,
-        polling: Polling,
+        settings: BulkSettings,
     ) -> Self {
         Self {
             client,
             describe,
-            polling,
+            settings,
             stage: Stage::Start {
                 soql,
                 include_deleted,
@@ -114,7 +114,7 @@ impl<'c> BulkPages<'c> {
             return Ok(None);
         };
         let job = job.clone();
-        let mut query = vec![("maxRecords", RESULT_SET.to_string())];
+        let mut query = vec![("maxRecords", self.settings.rows_per_set.to_string())];
         if let Some(locator) = locator {
             query.push(("locator", locator.clone()));
         }
@@ -178,11 +178,30 @@ impl<'c> BulkPages<'c> {
             })
     }
 
+    /// Stops a job given up on, so it does not run on in the org; a failure to is only logged.
+    async fn abort(&self, job: &str) {
+        let outcome = self
+            .client
+            .send(
+                Method::PATCH,
+                &self.client.data_path(&format!("jobs/query/{job}")),
+                &[],
+                Body::Json(&json!({"state": "Aborted"})),
+                "application/json",
+                &[],
+                &self.describe.name,
+            )
+            .await;
+        if let Err(error) = outcome {
+            tracing::warn!(job, %error, "could not abort the Bulk API query job");
+        }
+    }
+
     /// Polls the job, waiting longer each time, until it completes.
     async fn wait(&self, job: &str) -> Result<(), BulkError> {
         let object = self.describe.name.as_str();
         let mut waited = Duration::ZERO;
-        let mut wait = self.polling.first_wait;
+        let mut wait = self.settings.first_wait;
         loop {
             let answer = self
                 .client
@@ -212,7 +231,8 @@ impl<'c> BulkPages<'c> {
                 }
                 _ => {}
             }
-            if waited >= self.polling.give_up_after {
+            if waited >= self.settings.give_up_after {
+                self.abort(job).await;
                 return Err(BulkError::TimedOut {
                     job: job.to_string(),
                     object: object.to_string(),
@@ -221,7 +241,7 @@ impl<'c> BulkPages<'c> {
             }
             tokio::time::sleep(wait).await;
             waited += wait;
-            wait = (wait * 2).min(self.polling.longest_wait);
+            wait = (wait * 2).min(self.settings.longest_wait);
         }
     }
 }

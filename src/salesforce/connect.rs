@@ -8,6 +8,7 @@ use crate::secret::SecretError;
 
 use super::auth::{AuthError, SalesforceCredentials, SessionSource};
 use super::client::{SalesforceClient, SalesforceError, SalesforceSettings};
+use super::read::SalesforceReader;
 
 /// Why the connector could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -79,4 +80,11 @@ pub fn connect(
         },
         RetryPolicy::default(),
     )?)
+}
+
+/// A reader over `client` with the configured bulk threshold.
+pub fn reader<'a>(client: &'a SalesforceClient, config: &SalesforceConfig) -> SalesforceReader<'a> {
+    let mut reader = SalesforceReader::new(client);
+    reader.bulk_threshold = config.bulk_threshold;
+    reader
 }

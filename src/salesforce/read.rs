@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::bulk::{BulkError, BulkPages, Polling};
+use super::bulk::{BulkError, BulkPages, BulkSettings};
 use super::client::{Body, SalesforceClient, SalesforceError};
 use super::describe::ObjectDescribe;
 use super::soql::{Condition, Direction, Literal, Operator, SoqlError, SoqlQuery};
@@ -85,8 +85,8 @@ pub struct SalesforceReader<'a> {
     /// Reads of more records than this go through a Bulk API 2.0 query job (one count query
     /// first decides); `u64::MAX` never does and skips the count.
     pub bulk_threshold: u64,
-    /// How Bulk API jobs are waited for.
-    pub polling: Polling,
+    /// How Bulk API jobs are waited for and read.
+    pub bulk: BulkSettings,
 }
 
 /// Reads of more records than this use the Bulk API by default.
@@ -98,7 +98,7 @@ impl<'a> SalesforceReader<'a> {
             client,
             overlap: Duration::from_secs(60),
             bulk_threshold: DEFAULT_BULK_THRESHOLD,
-            polling: Polling::default(),
+            bulk: BulkSettings::default(),
         }
     }
 
@@ -149,7 +149,7 @@ impl<'a> SalesforceReader<'a> {
                 describe,
                 unordered.build(),
                 include_deleted,
-                self.polling,
+                self.bulk,
             ))
         } else {
             Source::Rest(Pages::new(self.client, resource, query.build()))

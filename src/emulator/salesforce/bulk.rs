@@ -27,6 +27,8 @@ use crate::emulator::data::salesforce_id;
 
 /// Rows per result set when the client sets no `maxRecords`.
 const DEFAULT_MAX_RECORDS: usize = 50_000;
+/// Rows of one chunk of an unordered job's results.
+const UNORDERED_CHUNK: usize = 2_000;
 /// Jobs kept; beyond this the oldest is forgotten.
 const MAX_JOBS: usize = 1_000;
 
@@ -202,8 +204,17 @@ async fn create(
                 "Aggregate queries are not supported in Bulk API 2.0 query jobs",
             ));
         }
-        let rows = prepared.select(&org, operation == "queryAll");
+        let mut rows = prepared.select(&org, operation == "queryAll");
         drop(org);
+        if !prepared.is_ordered() {
+            // Salesforce splits a job into chunks processed side by side: without ORDER BY,
+            // rows come chunk by chunk in no promised order. Here the chunks come last first.
+            rows = rows
+                .chunks(UNORDERED_CHUNK)
+                .rev()
+                .flat_map(|chunk| chunk.iter().copied())
+                .collect();
+        }
         let number = shared.bulk_jobs_created.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             id: salesforce_id("750", 7_000_000 + number),

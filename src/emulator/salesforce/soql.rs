@@ -1776,6 +1776,11 @@ impl PreparedQuery {
         self.count
     }
 
+    /// Whether the query asks for an order.
+    pub fn is_ordered(&self) -> bool {
+        !self.order_by.is_empty()
+    }
+
     /// The query's `LIMIT`, if any.
     pub fn limit(&self) -> Option<usize> {
         self.limit
