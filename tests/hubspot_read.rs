@@ -15,7 +15,7 @@ use crmsync::hubspot::client::{HubspotClient, RateSettings};
 use crmsync::hubspot::read::{HubspotReader, ReadError, ReadEvent, ReadSummary, ResumePoint};
 use crmsync::record::SourceRecord;
 use hubspot_common::{private_client, start_with};
-use read_events::read_until;
+use read_events::{Collected, collect, read_until};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -33,39 +33,6 @@ async fn start(people: usize) -> RunningEmulator {
 
 fn client(emulator: &RunningEmulator) -> HubspotClient {
     private_client(emulator, RateSettings::default())
-}
-
-/// Everything a read sent, collected off its channel.
-#[derive(Default)]
-struct Collected {
-    records: Vec<SourceRecord>,
-    archived: Vec<String>,
-    resume: Option<ResumePoint>,
-}
-
-async fn collect<F, Fut>(read: F) -> (Collected, ReadSummary)
-where
-    F: FnOnce(mpsc::Sender<ReadEvent>) -> Fut,
-    Fut: std::future::Future<Output = ReadSummary>,
-{
-    // A small channel: the reader must wait for the consumer, not buffer everything.
-    let (sender, mut receiver) = mpsc::channel(2);
-    let consumer = tokio::spawn(async move {
-        let mut collected = Collected::default();
-        while let Some(event) = receiver.recv().await {
-            match event {
-                ReadEvent::Records(records) => collected.records.extend(records),
-                ReadEvent::Archived(tombstones) => collected
-                    .archived
-                    .extend(tombstones.into_iter().map(|t| t.id)),
-                ReadEvent::Merged(_) => {}
-                ReadEvent::Progress(point) => collected.resume = Some(point),
-            }
-        }
-        collected
-    });
-    let summary = read(sender).await;
-    (consumer.await.expect("consumer"), summary)
 }
 
 fn properties() -> Vec<String> {
@@ -138,7 +105,7 @@ async fn a_full_read_returns_exactly_the_portals_contacts() {
         "differing contacts, e.g. {differing:?}"
     );
     assert_eq!(read, expected, "the same ids with the same property values");
-    let archived: BTreeSet<&String> = collected.archived.iter().collect();
+    let archived: BTreeSet<&String> = collected.gone.iter().collect();
     let expected_archived: BTreeSet<&String> = generated
         .hubspot_contacts
         .iter()
@@ -249,7 +216,7 @@ async fn an_incremental_read_returns_what_changed_past_the_search_cap() {
     assert_eq!(read.len(), expected.len());
     assert_eq!(read, expected, "exactly what changed");
     assert_eq!(
-        after.archived,
+        after.gone,
         vec![archived_id],
         "the archived contact as a tombstone"
     );
@@ -636,7 +603,7 @@ async fn a_resumed_incremental_read_still_reports_what_was_archived_before_it_st
     })
     .await;
     assert_eq!(
-        rest.archived,
+        rest.gone,
         vec![archived_id],
         "archived before the stop, reported after it"
     );
@@ -676,7 +643,7 @@ async fn companies_and_deals_read_in_full_and_incrementally() {
         assert!(expected.len() >= 10, "{object}: {}", expected.len());
         let wanted = vec![property.to_string()];
         let wanted = &wanted;
-        let values = |collected: &Collected| -> BTreeMap<String, Option<String>> {
+        let values = |collected: &Collected<ResumePoint>| -> BTreeMap<String, Option<String>> {
             collected
                 .records
                 .iter()

@@ -14,51 +14,13 @@ use crmsync::emulator::data::{OrgProfile, generate};
 use crmsync::record::SourceRecord;
 use crmsync::salesforce::client::{Body, SalesforceClient};
 use crmsync::salesforce::describe::ObjectDescribe;
-use crmsync::salesforce::read::{ReadError, ReadEvent, ReadSummary, ResumePoint, SalesforceReader};
+use crmsync::salesforce::read::{ReadError, ReadSummary, ResumePoint, SalesforceReader};
 use http::Method;
-use read_events::read_until;
+use read_events::{collect, read_until};
 use salesforce_common::{client, jwt, quiet, start};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 const SEED: u64 = 5;
-
-/// Everything a read sent, collected off a small channel.
-#[derive(Default)]
-struct Collected {
-    records: Vec<SourceRecord>,
-    deleted: Vec<String>,
-    merges: Vec<(String, Vec<String>)>,
-    resume: Option<ResumePoint>,
-}
-
-async fn collect<F, Fut>(read: F) -> (Collected, ReadSummary)
-where
-    F: FnOnce(mpsc::Sender<ReadEvent>) -> Fut,
-    Fut: std::future::Future<Output = ReadSummary>,
-{
-    let (sender, mut receiver) = mpsc::channel(2);
-    let consumer = tokio::spawn(async move {
-        let mut collected = Collected::default();
-        while let Some(event) = receiver.recv().await {
-            match event {
-                ReadEvent::Records(records) => collected.records.extend(records),
-                ReadEvent::Archived(gone) => {
-                    collected.deleted.extend(gone.into_iter().map(|t| t.id));
-                }
-                ReadEvent::Merged(merges) => collected.merges.extend(
-                    merges
-                        .into_iter()
-                        .map(|merge| (merge.survivor, merge.absorbed)),
-                ),
-                ReadEvent::Progress(point) => collected.resume = Some(point),
-            }
-        }
-        collected
-    });
-    let summary = read(sender).await;
-    (consumer.await.expect("consumer"), summary)
-}
 
 fn fields() -> Vec<String> {
     ["Email", "FirstName", "LastName", "Status", "Company"]
@@ -292,7 +254,7 @@ async fn an_incremental_read_returns_exactly_what_changed_and_resumes_where_it_s
     assert_eq!(read.len(), after.records.len(), "no lead twice");
     assert_eq!(read, changed, "exactly the edited leads");
     assert_eq!(
-        after.deleted,
+        after.gone,
         vec![gone.clone()],
         "the deleted lead as a tombstone"
     );
@@ -379,7 +341,7 @@ async fn merged_leads_arrive_as_merges_and_tombstones() {
     )
     .await;
     assert!(!deleted.is_empty());
-    let tombstones: BTreeSet<String> = collected.deleted.iter().cloned().collect();
+    let tombstones: BTreeSet<String> = collected.gone.iter().cloned().collect();
     assert_eq!(tombstones, deleted);
     assert!(summary.merges > 0, "{summary:?}");
     let live: BTreeSet<&String> = collected.records.iter().map(|record| &record.id).collect();
@@ -499,7 +461,7 @@ async fn the_bulk_path_returns_the_same_records_as_the_rest_path() {
                 })
                 .collect()
         };
-        let mut deleted = changed.deleted.clone();
+        let mut deleted = changed.gone.clone();
         deleted.sort();
         results.push((
             by_id(&full.records),

@@ -1,5 +1,8 @@
-//! What the connector read tests share: stopping a read part-way, as an engine that went away
-//! would, and keeping what it handed over.
+//! What the connector read tests share: collecting what a read sends, and stopping a read
+//! part-way, as an engine that went away would, keeping what it handed over.
+
+// Each test binary uses some of these, not all.
+#![allow(dead_code)]
 
 use crmsync::record::ReadEvent;
 use tokio::sync::mpsc;
@@ -48,4 +51,53 @@ where
         ids,
         point,
     }
+}
+
+/// Everything a read sent, collected off its channel.
+pub struct Collected<R> {
+    pub records: Vec<crmsync::record::SourceRecord>,
+    /// Ids of the records gone (archived, deleted).
+    pub gone: Vec<String>,
+    /// Survivors and the ids they absorbed.
+    pub merges: Vec<(String, Vec<String>)>,
+    /// The last resume point.
+    pub resume: Option<R>,
+}
+
+/// Runs `read` against a small channel — the reader must wait for the consumer, not buffer
+/// everything — and collects what it sends.
+pub async fn collect<R, S, F, Fut>(read: F) -> (Collected<R>, S)
+where
+    R: Send + 'static,
+    F: FnOnce(mpsc::Sender<ReadEvent<R>>) -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    let (sender, mut receiver) = mpsc::channel(2);
+    let consumer = tokio::spawn(async move {
+        let mut collected = Collected {
+            records: Vec::new(),
+            gone: Vec::new(),
+            merges: Vec::new(),
+            resume: None,
+        };
+        while let Some(event) = receiver.recv().await {
+            match event {
+                ReadEvent::Records(records) => collected.records.extend(records),
+                ReadEvent::Archived(gone) => {
+                    collected
+                        .gone
+                        .extend(gone.into_iter().map(|tombstone| tombstone.id));
+                }
+                ReadEvent::Merged(merges) => collected.merges.extend(
+                    merges
+                        .into_iter()
+                        .map(|merge| (merge.survivor, merge.absorbed)),
+                ),
+                ReadEvent::Progress(point) => collected.resume = Some(point),
+            }
+        }
+        collected
+    });
+    let summary = read(sender).await;
+    (consumer.await.expect("consumer"), summary)
 }
