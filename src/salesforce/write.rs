@@ -4,8 +4,9 @@
 //! org holds are sent. Before sending, values are checked against the object's describe —
 //! unknown or read-only fields, inactive or unknown values of restricted picklists, converted
 //! leads (which Salesforce refuses to update) — and dead-lettered with a clear message.
-//! Per-record failures that pass if tried again (`UNABLE_TO_LOCK_ROW`) are sent again, without the records that went through;
-//! the rest are dead-lettered with Salesforce's error code, message and fields. A request
+//! Per-record failures that pass if tried again (`UNABLE_TO_LOCK_ROW`) are sent again,
+//! without the records that went through; the rest are dead-lettered with Salesforce's error
+//! code, message and fields. A request
 //! refused whole is halved until the bad record is alone. A stop (the org's API budget)
 //! returns what was written and which records were not sent.
 
@@ -360,7 +361,8 @@ impl<'a> SalesforceWriter<'a> {
         Ok(found)
     }
 
-    /// Sends `inputs` in collections; locked records go again (without the rest of their batch) a few times.
+    /// Sends `inputs` in collections; locked records go again (without the rest of their
+    /// batch) a few times.
     async fn send_all(
         &self,
         describe: &ObjectDescribe,
