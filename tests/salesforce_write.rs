@@ -156,11 +156,24 @@ async fn locked_records_are_retried_and_bad_values_never_leave() {
     for record in &open[..600] {
         assert_eq!(title(&after, &record.id).as_deref(), Some("Revenue Lead"));
     }
-    assert_eq!(
-        title(&after, &open[650].id),
-        title(&records, &open[650].id),
-        "nothing sent for a refused record"
-    );
+    // The refused values never reached the org, nor did any write to their records.
+    let status = |records: &[SourceRecord], id: &str| {
+        records
+            .iter()
+            .find(|record| record.id == id)
+            .and_then(|record| record.properties.get("Status"))
+            .cloned()
+    };
+    for refused in [open[650], open[651]] {
+        assert_eq!(status(&after, &refused.id), status(&records, &refused.id));
+        let stamp = |records: &[SourceRecord]| {
+            records
+                .iter()
+                .find(|record| record.id == refused.id)
+                .map(|record| record.modified_at)
+        };
+        assert_eq!(stamp(&after), stamp(&records), "{} untouched", refused.id);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
