@@ -72,6 +72,10 @@ async fn every_sign_in_flow_gives_a_session_on_the_orgs_instance() {
         assert_eq!(&ids, expected, "{flow}: the same org");
         let (used, max) = client.api_usage().expect("Sforce-Limit-Info read");
         assert!(used > 0 && max > used, "{used}/{max}");
+        // The org's clock, from the answers' Date header (whole seconds).
+        let server = client.server_clock().expect("a Date header");
+        let apart = (jiff::Timestamp::now() - server).get_seconds().abs();
+        assert!(apart <= 5, "{server} is {apart} s from now");
     }
 }
 

@@ -147,6 +147,8 @@ pub struct SalesforceClient {
     in_flight: Semaphore,
     retry: RetryPolicy,
     usage: Mutex<Option<Usage>>,
+    /// The org's clock as the last answer's `Date` header gave it.
+    server_clock: Mutex<Option<jiff::Timestamp>>,
     calls: AtomicU64,
 }
 
@@ -177,6 +179,7 @@ impl SalesforceClient {
             settings,
             retry,
             usage: Mutex::new(None),
+            server_clock: Mutex::new(None),
             calls: AtomicU64::new(0),
         })
     }
@@ -192,6 +195,11 @@ impl SalesforceClient {
             .lock()
             .ok()
             .and_then(|usage| usage.map(|usage| (usage.used, usage.max)))
+    }
+
+    /// The time at the org when the last answer left it (its `Date` header), if any came.
+    pub fn server_clock(&self) -> Option<jiff::Timestamp> {
+        self.server_clock.lock().ok().and_then(|clock| *clock)
     }
 
     /// `/services/data/vNN.0/{rest}`.
@@ -243,6 +251,7 @@ impl SalesforceClient {
                 Ok((status, headers, bytes)) => {
                     span.record("status", status.as_u16());
                     self.observe_usage(&headers);
+                    self.observe_clock(&headers);
                     match classify(status, headers, bytes, accept, &endpoint) {
                         Verdict::Done(answer) => return Ok(answer),
                         Verdict::InvalidSession(message) => {
@@ -321,6 +330,21 @@ impl SalesforceClient {
         };
         if let Ok(mut current) = self.usage.lock() {
             *current = Some(usage);
+        }
+    }
+
+    /// Takes the `Date` header (`Sun, 06 Dec 2026 20:59:40 GMT`).
+    fn observe_clock(&self, headers: &HeaderMap) {
+        let Some(at) = headers
+            .get(http::header::DATE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| jiff::fmt::rfc2822::parse(text).ok())
+            .map(|zoned| zoned.timestamp())
+        else {
+            return;
+        };
+        if let Ok(mut clock) = self.server_clock.lock() {
+            *clock = Some(at);
         }
     }
 

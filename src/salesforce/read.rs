@@ -163,7 +163,14 @@ impl<'a> SalesforceReader<'a> {
         fields: &[String],
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
-        self.full_read(describe, fields, None, Timestamp::now(), events)
+        // Where the next incremental read starts: when this one started, by the earlier of
+        // the org's clock (its last answer) and ours, so a clock running ahead skips nothing.
+        let local = Timestamp::now();
+        let started = self
+            .client
+            .server_clock()
+            .map_or(local, |server| server.min(local));
+        self.full_read(describe, fields, None, started, events)
             .await
     }
 
