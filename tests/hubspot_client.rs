@@ -265,6 +265,10 @@ async fn refusals_come_back_with_hubspots_words() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(client.calls(), 1, "a refusal is not retried");
+    // HubSpot's clock, from the answer's Date header (whole seconds).
+    let server = client.server_clock().expect("a Date header");
+    let apart = (jiff::Timestamp::now() - server).get_seconds().abs();
+    assert!(apart <= 5, "{server} is {apart} s from now");
     let bad = HubspotCredentials::PrivateApp {
         token: SecretString::from("pat-na1-not-a-real-token"),
     };

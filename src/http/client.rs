@@ -1,6 +1,6 @@
 //! The one HTTP client both connectors use (timeouts, user agent, compression, connection
-//! pool), and the adapter that lets the `oauth2` crate's token requests go through it instead
-//! of a client of its own.
+//! pool), the adapter that lets the `oauth2` crate's token requests go through it instead of a
+//! client of its own, and the server's clock as an answer's `Date` header gives it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -80,5 +80,38 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
                 .body(body)
                 .map_err(|error| ClientError::Request(error.to_string()))
         })
+    }
+}
+
+/// When the server sent an answer, by its `Date` header (`Sun, 06 Dec 2026 20:59:40 GMT`).
+pub fn answer_date(headers: &http::HeaderMap) -> Option<jiff::Timestamp> {
+    headers
+        .get(http::header::DATE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| jiff::fmt::rfc2822::parse(text).ok())
+        .map(|zoned| zoned.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_date_header_gives_the_servers_clock() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(answer_date(&headers), None);
+        headers.insert(
+            http::header::DATE,
+            http::HeaderValue::from_static("Sun, 06 Dec 2026 20:59:40 GMT"),
+        );
+        assert_eq!(
+            answer_date(&headers),
+            "2026-12-06T20:59:40Z".parse::<jiff::Timestamp>().ok()
+        );
+        headers.insert(
+            http::header::DATE,
+            http::HeaderValue::from_static("yesterday"),
+        );
+        assert_eq!(answer_date(&headers), None);
     }
 }

@@ -147,6 +147,8 @@ pub struct HubspotClient {
     settings: RateSettings,
     retry: RetryPolicy,
     daily: Mutex<DailyState>,
+    /// HubSpot's clock as the last answer's `Date` header gave it.
+    server_clock: Mutex<Option<jiff::Timestamp>>,
     calls: AtomicU64,
 }
 
@@ -196,6 +198,7 @@ impl HubspotClient {
             settings,
             retry,
             daily: Mutex::new(DailyState::default()),
+            server_clock: Mutex::new(None),
             calls: AtomicU64::new(0),
         })
     }
@@ -203,6 +206,11 @@ impl HubspotClient {
     /// Requests sent so far, retries included.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The time at HubSpot when the last answer left it (its `Date` header), if any came.
+    pub fn server_clock(&self) -> Option<jiff::Timestamp> {
+        self.server_clock.lock().ok().and_then(|clock| *clock)
     }
 
     fn pacer(&self, budget: Budget) -> &Pacer {
@@ -348,6 +356,12 @@ impl HubspotClient {
         let headers = response.headers().clone();
         if budget == Budget::General {
             self.observe_headers(&headers);
+        }
+        if let (Some(at), Ok(mut clock)) = (
+            crate::http::client::answer_date(&headers),
+            self.server_clock.lock(),
+        ) {
+            *clock = Some(at);
         }
         let body = response.bytes().await.map_err(describe_error)?;
         Ok((status, headers, body.to_vec()))

@@ -128,8 +128,14 @@ impl<'a> HubspotReader<'a> {
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
         // Records edited while the list is paged may be older than the newest one read: the
-        // next incremental read starts from when this one started.
-        self.full_read(object, properties, None, Timestamp::now(), events)
+        // next incremental read starts from when this one started — by the earlier of
+        // HubSpot's clock (its last answer) and ours, so a clock running ahead skips nothing.
+        let local = Timestamp::now();
+        let started = self
+            .client
+            .server_clock()
+            .map_or(local, |server| server.min(local));
+        self.full_read(object, properties, None, started, events)
             .await
     }
 

@@ -333,14 +333,9 @@ impl SalesforceClient {
         }
     }
 
-    /// Takes the `Date` header (`Sun, 06 Dec 2026 20:59:40 GMT`).
+    /// Takes the `Date` header.
     fn observe_clock(&self, headers: &HeaderMap) {
-        let Some(at) = headers
-            .get(http::header::DATE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|text| jiff::fmt::rfc2822::parse(text).ok())
-            .map(|zoned| zoned.timestamp())
-        else {
+        let Some(at) = crate::http::client::answer_date(headers) else {
             return;
         };
         if let Ok(mut clock) = self.server_clock.lock() {
