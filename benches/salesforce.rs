@@ -1,6 +1,6 @@
 //! What the Salesforce connector costs in API calls, against the in-process emulator on
 //! 127.0.0.1: calls per 10,000 leads for a REST read (with the count that decides between
-//! REST and Bulk), a Bulk API 2.0 read (count, job, polls, result sets), an incremental read
+//! REST and Bulk), a Bulk API 2.0 read (a first REST page, the job, its polls, result sets), an incremental read
 //! of what was written, and writing 10,000 changed leads.
 //!
 //! Run: `cargo bench --bench salesforce [-- PEOPLE]` (default 20,000 people, about 14,000
@@ -120,7 +120,7 @@ async fn run(people: usize) {
     .await;
     let calls = client.calls() - before;
     println!(
-        "REST read: {} leads in {calls} calls = {:.1} calls per 10,000 (the count deciding REST or Bulk included)",
+        "REST read: {} leads in {calls} calls = {:.1} calls per 10,000 (the first page's total deciding REST or Bulk)",
         records.len(),
         per_10k(calls, records.len())
     );
@@ -138,7 +138,7 @@ async fn run(people: usize) {
     .await;
     let calls = client.calls() - before;
     println!(
-        "Bulk read: {} leads in {calls} calls = {:.1} calls per 10,000 (count, job, polls, result sets)",
+        "Bulk read: {} leads in {calls} calls = {:.1} calls per 10,000 (a first REST page, the job, its polls, result sets)",
         bulk_records.len(),
         per_10k(calls, bulk_records.len())
     );

@@ -8,8 +8,8 @@
 //!   deleted records come too — as tombstones, and as merges when `MasterRecordId` names the
 //!   record they were merged into. A stopped read resumes from the latest stamp handed over,
 //!   less the overlap again: records at the boundary may come twice, none is skipped.
-//! - Reads of more records than a threshold (50,000 by default; one `COUNT()` query decides)
-//!   go through a Bulk API 2.0 query job instead: the same records, unsorted (Bulk jobs do not
+//! - Reads of more records than a threshold (50,000 by default; the first REST page's
+//!   `totalSize` decides) go through a Bulk API 2.0 query job instead: the same records, unsorted (Bulk jobs do not
 //!   sort), so such a read says where to resume only once the job is done.
 //! - Converted leads carry `ConvertedContactId`, `ConvertedAccountId` and
 //!   `ConvertedOpportunityId`; reads of leads always select them.
@@ -113,47 +113,31 @@ impl<'a> SalesforceReader<'a> {
         include_deleted: bool,
     ) -> Result<Source<'a>, ReadError> {
         let mut query = SoqlQuery::select(describe, fields)?;
-        let mut count = SoqlQuery::count(describe);
         if let Some(condition) = condition {
             query = query.filter(condition)?;
-            count = count.filter(condition)?;
         }
         let unordered = query.clone();
         for field in order {
             query = query.order_by(field, Direction::Ascending)?;
         }
         let resource = if include_deleted { "queryAll" } else { "query" };
-        let large = self.bulk_threshold < u64::MAX && {
-            let answer = self
-                .client
-                .send(
-                    Method::GET,
-                    &self.client.data_path(resource),
-                    &[("q", count.build())],
-                    Body::None,
-                    "application/json",
-                    &[],
-                    &describe.name,
-                )
-                .await?;
-            let total = answer.json().unwrap_or(Value::Null)["totalSize"]
-                .as_u64()
-                .unwrap_or(0);
-            total > self.bulk_threshold
-        };
-        Ok(if large {
-            // Bulk jobs do not sort (ORDER BY is unsupported or slows them badly): rows come
-            // in the job's own order, so progress is only known when the job is done.
-            Source::Bulk(BulkPages::new(
-                self.client,
-                describe,
-                unordered.build(),
-                include_deleted,
-                self.bulk,
-            ))
-        } else {
-            Source::Rest(Pages::new(self.client, resource, query.build()))
-        })
+        let mut rest = Pages::new(self.client, resource, query.build());
+        // The first REST page says how many records match: a small read goes on from it, a
+        // large one leaves it for a Bulk job (one call either way; none extra when small).
+        if self.bulk_threshold == u64::MAX
+            || rest.total(&describe.name).await? <= self.bulk_threshold
+        {
+            return Ok(Source::Rest(rest));
+        }
+        // Bulk jobs do not sort (ORDER BY is unsupported or slows them badly): rows come in
+        // the job's own order, so progress is only known when the job is done.
+        Ok(Source::Bulk(BulkPages::new(
+            self.client,
+            describe,
+            unordered.build(),
+            include_deleted,
+            self.bulk,
+        )))
     }
 
     /// Every live record of the object `describe` tells of, with `fields`.
@@ -371,6 +355,8 @@ impl Source<'_> {
 struct Pages<'c> {
     client: &'c SalesforceClient,
     next: Option<(String, Vec<(&'static str, String)>)>,
+    /// A page already fetched (the first, whose `totalSize` chose REST), not yet handed out.
+    fetched: Option<Map<String, Value>>,
 }
 
 impl<'c> Pages<'c> {
@@ -378,10 +364,48 @@ impl<'c> Pages<'c> {
         Self {
             client,
             next: Some((client.data_path(resource), vec![("q", soql)])),
+            fetched: None,
         }
     }
 
+    /// Fetches the first page ahead, and tells how many records the query matches.
+    async fn total(&mut self, object: &str) -> Result<u64, ReadError> {
+        let page = self.fetch(object).await?;
+        let total = page
+            .as_ref()
+            .and_then(|page| page.get("totalSize"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        self.fetched = page;
+        Ok(total)
+    }
+
     async fn next(&mut self, object: &str) -> Result<Option<Vec<SourceRecord>>, ReadError> {
+        let page = match self.fetched.take() {
+            Some(page) => Some(page),
+            None => self.fetch(object).await?,
+        };
+        let Some(mut page) = page else {
+            return Ok(None);
+        };
+        let records = match page.remove("records") {
+            Some(Value::Array(records)) => records,
+            _ => {
+                return Err(ReadError::Shape {
+                    object: object.to_string(),
+                    what: "a query answer without records".into(),
+                });
+            }
+        };
+        records
+            .into_iter()
+            .map(|record| source_record(object, record))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// The next page's answer, and where the one after it is.
+    async fn fetch(&mut self, object: &str) -> Result<Option<Map<String, Value>>, ReadError> {
         let Some((path, query)) = self.next.take() else {
             return Ok(None);
         };
@@ -401,7 +425,7 @@ impl<'c> Pages<'c> {
             object: object.to_string(),
             what: what.to_string(),
         };
-        let mut page = match answer.json() {
+        let page = match answer.json() {
             Ok(Value::Object(page)) => page,
             _ => return Err(shape("a query answer that is not a JSON object")),
         };
@@ -412,15 +436,7 @@ impl<'c> Pages<'c> {
                 .ok_or_else(|| shape("a query answer not done and without nextRecordsUrl"))?;
             self.next = Some((next.to_string(), Vec::new()));
         }
-        let records = match page.remove("records") {
-            Some(Value::Array(records)) => records,
-            _ => return Err(shape("a query answer without records")),
-        };
-        records
-            .into_iter()
-            .map(|record| source_record(object, record))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        Ok(Some(page))
     }
 }
 

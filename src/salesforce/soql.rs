@@ -493,5 +493,22 @@ mod tests {
             "1000000000000000000000"
         );
         assert_eq!(render(&Literal::Decimal(0.5)).expect("number"), "0.5");
+        let count = SoqlQuery::count(&describe)
+            .filter(&Condition::compare(
+                "IsConverted",
+                Operator::Eq,
+                Literal::Bool(false),
+            ))
+            .expect("count")
+            .build();
+        assert_eq!(count, "SELECT COUNT() FROM Lead WHERE IsConverted = false");
+        assert_eq!(
+            SoqlQuery::select(&describe, &["Id"])
+                .and_then(|query| query.filter(&Condition::Any(Vec::new())))
+                .expect("query")
+                .build(),
+            "SELECT Id FROM Lead WHERE Id = null",
+            "no alternatives match nothing"
+        );
     }
 }
