@@ -138,6 +138,39 @@ async fn post(emulator: &RunningEmulator, path: &str, body: Value) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
+/// Gives the first `count` live contacts the job title and one identical modification time,
+/// as a bulk update in HubSpot does.
+async fn touch(emulator: &RunningEmulator, count: usize, title: &str) {
+    let touched = post(
+        emulator,
+        "/__emulator/hubspot/touch",
+        json!({"object": "contacts", "count": count, "properties": {"jobtitle": title}}),
+    )
+    .await;
+    assert_eq!(touched["touched"], count);
+}
+
+/// An incremental read from `since` the engine stops taking after `pages` pages: the ids it
+/// took and the last resume point.
+async fn stop_incremental(
+    reader: &HubspotReader<'_>,
+    since: jiff::Timestamp,
+    pages: usize,
+) -> (Vec<String>, Option<ResumePoint>) {
+    let stopped = read_until(pages, |events| async move {
+        reader
+            .incremental("contacts", &properties(), since, &events)
+            .await
+    })
+    .await;
+    assert!(
+        matches!(stopped.outcome, Err(ReadError::Closed { .. })),
+        "{:?}",
+        stopped.outcome
+    );
+    (stopped.ids, stopped.point)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_read_returns_what_changed_past_the_search_cap() {
     let emulator = start(17_000).await;
@@ -155,13 +188,7 @@ async fn an_incremental_read_returns_what_changed_past_the_search_cap() {
     assert!(before.records.len() > 13_000);
 
     // 12,000 contacts stamped with one identical time, as a bulk update leaves them.
-    let touched = post(
-        &emulator,
-        "/__emulator/hubspot/touch",
-        json!({"object": "contacts", "count": 12_000, "properties": {"jobtitle": "Bulk"}}),
-    )
-    .await;
-    assert_eq!(touched["touched"], 12_000);
+    touch(&emulator, 12_000, "Bulk").await;
     let mut changed: BTreeSet<String> = before
         .records
         .iter()
@@ -568,27 +595,10 @@ async fn a_resumed_incremental_read_still_reports_what_was_archived_before_it_st
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let touched = post(
-        &emulator,
-        "/__emulator/hubspot/touch",
-        json!({"object": "contacts", "count": 1_500, "properties": {"jobtitle": "Later"}}),
-    )
-    .await;
-    assert_eq!(touched["touched"], 1_500);
+    touch(&emulator, 1_500, "Later").await;
 
     // The first run stops (the engine went away) after three pages.
-    let stopped = read_until(3, |events| async move {
-        reader
-            .incremental("contacts", &properties(), high_water, &events)
-            .await
-    })
-    .await;
-    assert!(
-        matches!(stopped.outcome, Err(ReadError::Closed { .. })),
-        "{:?}",
-        stopped.outcome
-    );
-    let (first_ids, point) = (stopped.ids, stopped.point);
+    let (first_ids, point) = stop_incremental(reader, high_water, 3).await;
     let point = point.expect("a resume point");
     let ResumePoint::Incremental { modified_since, .. } = point else {
         panic!("an incremental read resumes as one: {point:?}");
@@ -703,26 +713,9 @@ async fn a_read_stopped_among_records_of_one_instant_resumes_there() {
     })
     .await;
     let high_water = full.high_water.expect("high water");
-    let touched = post(
-        &emulator,
-        "/__emulator/hubspot/touch",
-        json!({"object": "contacts", "count": 3_000, "properties": {"jobtitle": "Bulk"}}),
-    )
-    .await;
-    assert_eq!(touched["touched"], 3_000);
+    touch(&emulator, 3_000, "Bulk").await;
     // The first run stops after eight pages, well inside the 3,000 records of one instant.
-    let stopped = read_until(8, |events| async move {
-        reader
-            .incremental("contacts", &properties(), high_water, &events)
-            .await
-    })
-    .await;
-    assert!(
-        matches!(stopped.outcome, Err(ReadError::Closed { .. })),
-        "{:?}",
-        stopped.outcome
-    );
-    let (first_ids, point) = (stopped.ids, stopped.point);
+    let (first_ids, point) = stop_incremental(reader, high_water, 8).await;
     let point = point.expect("a resume point");
     assert!(
         matches!(&point, ResumePoint::Incremental { tie: Some(_), .. }),
