@@ -53,13 +53,7 @@ async fn a_full_read_returns_exactly_the_portals_contacts() {
     let emulator = start(people).await;
     let client = client(&emulator);
     let reader = HubspotReader::new(&client);
-    let (collected, summary) = collect(|events| async move {
-        reader
-            .full("contacts", &properties(), &events)
-            .await
-            .expect("full read")
-    })
-    .await;
+    let (collected, summary) = read_everything(&reader).await;
     let generated = generate(SEED, people, OrgProfile::Classic);
     // Every requested property of every live contact, as generated.
     type Values = BTreeMap<String, Vec<Option<String>>>;
@@ -138,6 +132,17 @@ async fn post(emulator: &RunningEmulator, path: &str, body: Value) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
+/// Every contact, read in full with the usual properties.
+async fn read_everything(reader: &HubspotReader<'_>) -> (Collected<ResumePoint>, ReadSummary) {
+    collect(|events| async move {
+        reader
+            .full("contacts", &properties(), &events)
+            .await
+            .expect("full read")
+    })
+    .await
+}
+
 /// Gives the first `count` live contacts the job title and one identical modification time,
 /// as a bulk update in HubSpot does.
 async fn touch(emulator: &RunningEmulator, count: usize, title: &str) {
@@ -177,13 +182,7 @@ async fn an_incremental_read_returns_what_changed_past_the_search_cap() {
     let client = client(&emulator);
     let reader = HubspotReader::new(&client);
     let reader = &reader;
-    let (before, full) = collect(|events| async move {
-        reader
-            .full("contacts", &properties(), &events)
-            .await
-            .expect("full read")
-    })
-    .await;
+    let (before, full) = read_everything(reader).await;
     let high_water = full.high_water.expect("a high-water mark");
     assert!(before.records.len() > 13_000);
 
@@ -276,13 +275,7 @@ async fn a_property_list_too_long_for_a_url_is_read_through_batch_read() {
             .expect("full read")
     })
     .await;
-    let (plain, _) = collect(|events| async move {
-        reader
-            .full("contacts", &properties(), &events)
-            .await
-            .expect("full read")
-    })
-    .await;
+    let (plain, _) = read_everything(reader).await;
     let emails = |records: &[SourceRecord]| -> Vec<(String, Option<String>)> {
         records
             .iter()
@@ -456,13 +449,7 @@ async fn merges_reach_an_incremental_read_as_a_merge_and_tombstones() {
     let client = client(&emulator);
     let reader = HubspotReader::new(&client);
     let reader = &reader;
-    let (before, full) = collect(|events| async move {
-        reader
-            .full("contacts", &properties(), &events)
-            .await
-            .expect("full read")
-    })
-    .await;
+    let (before, full) = read_everything(reader).await;
     let (primary, other) = (before.records[10].id.clone(), before.records[11].id.clone());
     let merged = post(
         &emulator,
@@ -579,13 +566,7 @@ async fn a_resumed_incremental_read_still_reports_what_was_archived_before_it_st
     // No overlap: the resume point alone decides what the second run reads.
     reader.overlap = std::time::Duration::ZERO;
     let reader = &reader;
-    let (before, full) = collect(|events| async move {
-        reader
-            .full("contacts", &properties(), &events)
-            .await
-            .expect("full read")
-    })
-    .await;
+    let (before, full) = read_everything(reader).await;
     let high_water = full.high_water.expect("high water");
     let archived_id = before.records[5].id.clone();
     post(
@@ -705,13 +686,7 @@ async fn a_read_stopped_among_records_of_one_instant_resumes_there() {
     let client = client(&emulator);
     let reader = HubspotReader::new(&client);
     let reader = &reader;
-    let (_, full) = collect(|events| async move {
-        reader
-            .full("contacts", &properties(), &events)
-            .await
-            .expect("full read")
-    })
-    .await;
+    let (_, full) = read_everything(reader).await;
     let high_water = full.high_water.expect("high water");
     touch(&emulator, 3_000, "Bulk").await;
     // The first run stops after eight pages, well inside the 3,000 records of one instant.
