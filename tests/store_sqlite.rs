@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crmsync::diagnostics::{Diagnostics, SourceFile};
+use crmsync::store::migrations::{Dialect, MIGRATIONS, latest_version};
 use crmsync::store::{SqliteStore, StoreError};
 use crmsync::vocabulary::Vocabulary;
 
@@ -21,16 +22,19 @@ fn migrations_create_every_warehouse_table() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("warehouse.db");
     let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
-    assert_eq!(store.schema_version().expect("version"), 1);
+    assert_eq!(store.schema_version().expect("version"), latest_version());
     let tables = store.tables().expect("tables");
     for table in [
         "checkpoints",
         "dead_letters",
+        "pending_writes",
+        "person_merges",
         "schema_migrations",
         "source_records",
         "stage_transitions",
         "sync_runs",
         "unified_leads",
+        "write_ledger",
     ] {
         assert!(
             tables.contains(&table.to_string()),
@@ -89,7 +93,7 @@ fn reopening_keeps_data_and_adds_columns_for_new_stages() {
     let extended = Vocabulary::parse(&SourceFile::new("vocabulary.toml", text), &mut diagnostics);
     assert!(diagnostics.is_empty(), "{diagnostics}");
     let store = SqliteStore::open(&path, &extended).expect("re-opens");
-    assert_eq!(store.schema_version().expect("version"), 1);
+    assert_eq!(store.schema_version().expect("version"), latest_version());
     let columns = store.columns("unified_leads").expect("columns");
     assert!(columns.contains(&"first_entered_nurture".to_string()));
     let cursor: String = store
@@ -120,9 +124,9 @@ fn a_newer_schema_is_refused_with_a_clear_error() {
             error,
             StoreError::TooNew {
                 found: 99,
-                known: 1,
+                known,
                 ..
-            }
+            } if known == latest_version()
         ),
         "{error}"
     );
@@ -135,4 +139,44 @@ fn an_unwritable_location_is_a_clear_error() {
     let path = dir.path().join("missing-dir").join("warehouse.db");
     let error = SqliteStore::open(&path, &default_vocabulary()).expect_err("fails");
     assert!(error.to_string().contains("missing-dir"), "{error}");
+}
+
+#[test]
+fn a_version_one_warehouse_is_upgraded_in_place_keeping_its_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    {
+        let connection = rusqlite::Connection::open(&path).expect("opens");
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, 'warehouse tables', '2026-11-01T00:00:00Z');",
+            )
+            .expect("version table");
+        connection
+            .execute_batch(&MIGRATIONS[0].render(Dialect::Sqlite))
+            .expect("version 1");
+        connection
+            .execute(
+                "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash)
+                 VALUES ('hubspot', 'contacts', '1001', '2026-11-01T00:00:00Z', '{}', 'h')",
+                [],
+            )
+            .expect("a record");
+    }
+    let store = SqliteStore::open(&path, &default_vocabulary()).expect("upgrades");
+    assert_eq!(store.schema_version().expect("version"), latest_version());
+    let (id, pending): (String, bool) = store
+        .connection()
+        .query_row("SELECT id, pending FROM source_records", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .expect("record kept");
+    assert_eq!((id.as_str(), pending), ("1001", false));
+    assert!(
+        store
+            .columns("source_records")
+            .expect("columns")
+            .contains(&"unified_id".to_string())
+    );
 }

@@ -95,10 +95,11 @@ pub fn stage_column_names(vocabulary: &Vocabulary) -> Vec<String> {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "warehouse tables",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "warehouse tables",
+        sql: r#"
 CREATE TABLE source_records (
     system        TEXT NOT NULL,
     object        TEXT NOT NULL,
@@ -178,7 +179,65 @@ CREATE TABLE dead_letters (
 );
 CREATE INDEX dead_letters_record ON dead_letters (system, object, id);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "engine state: normalized records, identities, write ledger, outbox",
+        sql: r#"
+ALTER TABLE source_records ADD COLUMN email TEXT;
+ALTER TABLE source_records ADD COLUMN stage TEXT;
+ALTER TABLE source_records ADD COLUMN raw_stage TEXT;
+ALTER TABLE source_records ADD COLUMN stage_rule TEXT;
+ALTER TABLE source_records ADD COLUMN fields {{json}};
+ALTER TABLE source_records ADD COLUMN unified_id TEXT;
+ALTER TABLE source_records ADD COLUMN merged_into TEXT;
+ALTER TABLE source_records ADD COLUMN pending BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX source_records_email ON source_records (email);
+CREATE INDEX source_records_unified ON source_records (unified_id);
+CREATE INDEX source_records_pending ON source_records (pending) WHERE pending;
+
+ALTER TABLE unified_leads ADD COLUMN decision TEXT;
+ALTER TABLE unified_leads ADD COLUMN created_at {{timestamp}};
+ALTER TABLE unified_leads ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT FALSE;
+
+CREATE TABLE person_merges (
+    absorbed   TEXT PRIMARY KEY,
+    survivor   TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    at         {{timestamp}} NOT NULL,
+    run_id     {{bigint}}
+);
+
+CREATE TABLE write_ledger (
+    system      TEXT NOT NULL,
+    object      TEXT NOT NULL,
+    record_id   TEXT NOT NULL,
+    field       TEXT NOT NULL,
+    value_hash  TEXT NOT NULL,
+    run_id      {{bigint}} NOT NULL,
+    written_at  {{timestamp}} NOT NULL,
+    PRIMARY KEY (system, object, record_id, field)
+);
+
+CREATE TABLE pending_writes (
+    system      TEXT NOT NULL,
+    object      TEXT NOT NULL,
+    record_id   TEXT NOT NULL,
+    unified_id  TEXT NOT NULL,
+    changes     {{json}} NOT NULL,
+    current     {{json}} NOT NULL,
+    allow_regression BOOLEAN NOT NULL DEFAULT FALSE,
+    run_id      {{bigint}},
+    PRIMARY KEY (system, object, record_id)
+);
+
+ALTER TABLE sync_runs ADD COLUMN records_changed {{bigint}} NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN persons {{bigint}} NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN regressions_refused {{bigint}} NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN details {{json}};
+"#,
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> u32 {

@@ -6,12 +6,27 @@
 //! The table and column names are part of crmsync's public interface: analysts query them.
 
 pub mod migrations;
+pub mod model;
 pub mod sqlite;
+mod sqlite_ops;
+pub mod warehouse;
 
 use std::path::PathBuf;
 
 pub use migrations::{Dialect, MIGRATIONS, Migration};
 pub use sqlite::SqliteStore;
+pub use warehouse::Warehouse;
+
+/// A time as the warehouse stores it in text columns: UTC, microseconds, fixed width, so
+/// text order is time order.
+pub fn sql_time(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// A time read back from a text column.
+pub fn parse_sql_time(text: &str) -> Option<jiff::Timestamp> {
+    text.parse().ok()
+}
 
 /// Problems with the warehouse.
 #[derive(Debug, thiserror::Error)]
@@ -45,4 +60,6 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("the warehouse worker stopped unexpectedly: {0}")]
+    Worker(String),
 }

@@ -11,8 +11,8 @@ use crate::vocabulary::Vocabulary;
 
 /// An open SQLite warehouse at the current schema version.
 pub struct SqliteStore {
-    connection: Connection,
-    path: PathBuf,
+    pub(super) connection: Connection,
+    pub(super) path: PathBuf,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -44,7 +44,7 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn query_error(&self, source: rusqlite::Error) -> StoreError {
+    pub(super) fn query_error(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Query {
             path: self.path.clone(),
             source,

@@ -1,0 +1,210 @@
+//! The rows the engine hands the warehouse and reads back: plain values, the same for every
+//! backend. JSON columns travel as JSON text so no backend re-orders keys.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+use crate::record::{Merge, System, Tombstone};
+
+/// One record of one object in one CRM.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordKey {
+    pub system: System,
+    pub object: String,
+    pub id: String,
+}
+
+impl RecordKey {
+    pub fn new(system: System, object: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            system,
+            object: object.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.system, self.object, self.id)
+    }
+}
+
+/// A record as read and normalized, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    pub key: RecordKey,
+    pub modified_at: Timestamp,
+    /// The properties as the API sent them, as JSON text with sorted keys.
+    pub properties: String,
+    /// Of the properties and what the mapping made of them: equal hashes mean nothing to do.
+    pub content_hash: String,
+    pub email: Option<String>,
+    pub stage: Option<String>,
+    /// The native value the stage came from (`marketingqualifiedlead`, `Working - Contacted`).
+    pub raw_stage: Option<String>,
+    /// The mapping rule that decided the stage.
+    pub stage_rule: Option<String>,
+    /// The canonical fields, as a JSON object text.
+    pub fields: String,
+}
+
+/// A record that could not be used, kept for an admin to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRow {
+    pub key: RecordKey,
+    pub reason: String,
+    pub payload: Option<String>,
+}
+
+/// What one page of a read leaves in the warehouse, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageWrite {
+    pub records: Vec<StoredRecord>,
+    pub tombstones: Vec<Tombstone>,
+    pub merges: Vec<Merge>,
+    pub dead_letters: Vec<DeadLetterRow>,
+    /// Where the read resumes once this page is stored; `None` leaves the checkpoint alone.
+    pub checkpoint: Option<String>,
+}
+
+/// What storing a page changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageStored {
+    /// Records new or different from what was stored.
+    pub changed: usize,
+    pub tombstoned: usize,
+    /// Dead letters stored: those of records that did not change are stored once already.
+    pub dead_letters: usize,
+}
+
+/// A stored record as the reconcile step reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberRow {
+    pub key: RecordKey,
+    pub modified_at: Timestamp,
+    pub properties: Map<String, Value>,
+    pub email: Option<String>,
+    pub stage: Option<String>,
+    pub raw_stage: Option<String>,
+    pub stage_rule: Option<String>,
+    pub fields: Map<String, Value>,
+    pub unified_id: Option<String>,
+    pub merged_into: Option<String>,
+    pub archived: bool,
+}
+
+/// One person as the warehouse holds it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UnifiedRow {
+    pub unified_id: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub company: Option<String>,
+    pub stage: Option<String>,
+    pub hubspot_id: Option<String>,
+    pub salesforce_lead_id: Option<String>,
+    pub salesforce_contact_id: Option<String>,
+    pub hubspot_stage: Option<String>,
+    pub salesforce_stage: Option<String>,
+    pub hubspot_raw_stage: Option<String>,
+    pub salesforce_raw_stage: Option<String>,
+    pub drift: bool,
+    /// How the stage was decided, in words.
+    pub decision: Option<String>,
+    pub deleted: bool,
+    pub created_at: Option<Timestamp>,
+    pub updated_at: Option<Timestamp>,
+    /// `first_entered_<stage>` by stage id.
+    pub first_entered: BTreeMap<String, Timestamp>,
+}
+
+/// A stage change of one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionRow {
+    pub unified_id: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub at: Timestamp,
+    pub system: System,
+}
+
+/// Two persons found to be one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonMerge {
+    pub absorbed: String,
+    pub survivor: String,
+    pub reason: String,
+}
+
+/// A write-back waiting to be sent: per field, the value wanted and the rule behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingWrite {
+    pub key: RecordKey,
+    pub unified_id: String,
+    /// `{field: {"value": …, "rule": …}}` as JSON text.
+    pub changes: String,
+    /// The record's native values of those fields as read, as a JSON object text.
+    pub current: String,
+    pub allow_regression: bool,
+}
+
+/// What crmsync last wrote to one field of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub key: RecordKey,
+    pub field: String,
+    pub value_hash: String,
+}
+
+/// The outcome of reconciling one chunk of pending records, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReconcileCommit {
+    /// Records whose person is decided (their pending flag is cleared).
+    pub assignments: Vec<(RecordKey, Option<String>)>,
+    pub merges: Vec<PersonMerge>,
+    pub persons: Vec<UnifiedRow>,
+    pub transitions: Vec<TransitionRow>,
+    pub writes: Vec<PendingWrite>,
+    /// Waiting writes no longer wanted (the CRM already holds the values).
+    pub dropped_writes: Vec<RecordKey>,
+    pub dead_letters: Vec<DeadLetterRow>,
+}
+
+/// The outcome of sending write-backs, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WritesDone {
+    pub ledger: Vec<LedgerRow>,
+    /// Waiting writes that are settled (written, refused or dead-lettered).
+    pub settled: Vec<RecordKey>,
+    pub dead_letters: Vec<DeadLetterRow>,
+}
+
+/// How a run ended, for `sync_runs`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunRow {
+    pub status: String,
+    pub records_read: u64,
+    pub records_changed: u64,
+    pub records_written: u64,
+    pub records_dead_lettered: u64,
+    pub persons: u64,
+    pub regressions_refused: u64,
+    pub hubspot_api_calls: u64,
+    pub salesforce_api_calls: u64,
+    pub error: Option<String>,
+    /// Everything else the summary shows, as JSON text.
+    pub details: Option<String>,
+}
+
+/// How many persons the warehouse holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersonCounts {
+    pub persons: u64,
+    /// Persons by stage id (`None`: no stage).
+    pub stages: Vec<(Option<String>, u64)>,
+    /// Persons whose systems disagree on the stage.
+    pub drift: u64,
+}

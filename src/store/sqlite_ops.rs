@@ -1,0 +1,799 @@
+//! The engine's reads and writes on the SQLite warehouse: pages of records with their
+//! checkpoint, the reconcile step's lookups and commits, the write-back outbox and ledger,
+//! and the run log. Every write is one transaction, so a process killed at any moment leaves
+//! either all of a step or none of it.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Row, Transaction, params, params_from_iter};
+
+use super::model::{
+    DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
+    ReconcileCommit, RecordKey, RunRow, UnifiedRow, WritesDone,
+};
+use super::{StoreError, parse_sql_time, sql_time};
+use crate::record::System;
+use crate::store::SqliteStore;
+
+/// Bound parameters per statement stay well under SQLite's limit.
+const KEYS_PER_QUERY: usize = 300;
+
+const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties, email, stage, raw_stage, stage_rule, fields, unified_id, merged_into, archived";
+
+impl SqliteStore {
+    fn transaction(&mut self) -> Result<Transaction<'_>, StoreError> {
+        let path = self.path.clone();
+        self.connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Query { path, source })
+    }
+
+    fn failed(&self) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
+        let path = self.path.clone();
+        move |source| StoreError::Query {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    /// Opens a run: runs a killed process left `running` become `interrupted`.
+    pub fn begin_run(&mut self, started: jiff::Timestamp) -> Result<i64, StoreError> {
+        let failed = self.failed();
+        let transaction = self.transaction()?;
+        transaction
+            .execute(
+                "UPDATE sync_runs SET status = 'interrupted', finished_at = COALESCE(finished_at, started_at) WHERE status = 'running'",
+                [],
+            )
+            .map_err(&failed)?;
+        transaction
+            .execute(
+                "INSERT INTO sync_runs (started_at, status) VALUES (?1, 'running')",
+                [sql_time(started)],
+            )
+            .map_err(&failed)?;
+        let id = transaction.last_insert_rowid();
+        transaction.commit().map_err(&failed)?;
+        Ok(id)
+    }
+
+    /// Closes a run.
+    pub fn finish_run(
+        &mut self,
+        run_id: i64,
+        finished: jiff::Timestamp,
+        run: &RunRow,
+    ) -> Result<(), StoreError> {
+        let failed = self.failed();
+        self.connection
+            .execute(
+                "UPDATE sync_runs SET finished_at = ?2, status = ?3, records_read = ?4, records_changed = ?5,
+                    records_written = ?6, records_dead_lettered = ?7, persons = ?8, regressions_refused = ?9,
+                    hubspot_api_calls = ?10, salesforce_api_calls = ?11, error = ?12, details = ?13
+                 WHERE id = ?1",
+                params![
+                    run_id,
+                    sql_time(finished),
+                    run.status,
+                    run.records_read as i64,
+                    run.records_changed as i64,
+                    run.records_written as i64,
+                    run.records_dead_lettered as i64,
+                    run.persons as i64,
+                    run.regressions_refused as i64,
+                    run.hubspot_api_calls as i64,
+                    run.salesforce_api_calls as i64,
+                    run.error,
+                    run.details,
+                ],
+            )
+            .map_err(&failed)?;
+        Ok(())
+    }
+
+    /// Every checkpoint: (system, object, cursor).
+    pub fn checkpoints(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let failed = self.failed();
+        let mut statement = self
+            .connection
+            .prepare("SELECT system, object, cursor FROM checkpoints ORDER BY system, object")
+            .map_err(&failed)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .and_then(Iterator::collect)
+            .map_err(&failed)?;
+        Ok(rows)
+    }
+
+    /// Forgets every checkpoint (a `--full` run).
+    pub fn clear_checkpoints(&mut self) -> Result<(), StoreError> {
+        let failed = self.failed();
+        self.connection
+            .execute("DELETE FROM checkpoints", [])
+            .map_err(&failed)?;
+        Ok(())
+    }
+
+    /// Stores one page of a read and, in the same transaction, its checkpoint.
+    pub fn store_page(
+        &mut self,
+        run_id: i64,
+        system: System,
+        object: &str,
+        page: &PageWrite,
+        at: jiff::Timestamp,
+    ) -> Result<PageStored, StoreError> {
+        let failed = self.failed();
+        let transaction = self.transaction()?;
+        let mut stored = PageStored::default();
+        {
+            let mut upsert = transaction
+                .prepare_cached(
+                    "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash,
+                        archived, first_seen_run, last_seen_run, email, stage, raw_stage, stage_rule, fields, pending)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, FALSE, ?7, ?7, ?8, ?9, ?10, ?11, ?12, TRUE)
+                     ON CONFLICT (system, object, id) DO UPDATE SET
+                        modified_at = excluded.modified_at, properties = excluded.properties,
+                        content_hash = excluded.content_hash, archived = FALSE, merged_into = NULL,
+                        last_seen_run = excluded.last_seen_run, email = excluded.email, stage = excluded.stage,
+                        raw_stage = excluded.raw_stage, stage_rule = excluded.stage_rule, fields = excluded.fields,
+                        pending = TRUE
+                     WHERE source_records.content_hash <> excluded.content_hash OR source_records.archived",
+                )
+                .map_err(&failed)?;
+            let mut seen = transaction
+                .prepare_cached(
+                    "UPDATE source_records SET last_seen_run = ?4 WHERE system = ?1 AND object = ?2 AND id = ?3",
+                )
+                .map_err(&failed)?;
+            let mut unchanged = std::collections::HashSet::new();
+            for record in &page.records {
+                let changed = upsert
+                    .execute(params![
+                        record.key.system.as_str(),
+                        record.key.object,
+                        record.key.id,
+                        sql_time(record.modified_at),
+                        record.properties,
+                        record.content_hash,
+                        run_id,
+                        record.email,
+                        record.stage,
+                        record.raw_stage,
+                        record.stage_rule,
+                        record.fields,
+                    ])
+                    .map_err(&failed)?;
+                if changed > 0 {
+                    stored.changed += 1;
+                } else {
+                    unchanged.insert(&record.key);
+                    seen.execute(params![
+                        record.key.system.as_str(),
+                        record.key.object,
+                        record.key.id,
+                        run_id
+                    ])
+                    .map_err(&failed)?;
+                }
+            }
+            let mut tombstone = transaction
+                .prepare_cached(
+                    "UPDATE source_records SET archived = TRUE, pending = TRUE,
+                        modified_at = COALESCE(?4, modified_at)
+                     WHERE system = ?1 AND object = ?2 AND id = ?3 AND NOT archived",
+                )
+                .map_err(&failed)?;
+            for gone in &page.tombstones {
+                stored.tombstoned += tombstone
+                    .execute(params![
+                        system.as_str(),
+                        object,
+                        gone.id,
+                        gone.archived_at.map(sql_time)
+                    ])
+                    .map_err(&failed)?;
+            }
+            let mut absorb = transaction
+                .prepare_cached(
+                    "UPDATE source_records SET archived = TRUE, merged_into = ?4, pending = TRUE
+                     WHERE system = ?1 AND object = ?2 AND id = ?3
+                       AND (merged_into IS NULL OR merged_into <> ?4 OR NOT archived)",
+                )
+                .map_err(&failed)?;
+            for merge in &page.merges {
+                for absorbed in &merge.absorbed {
+                    absorb
+                        .execute(params![system.as_str(), object, absorbed, merge.survivor])
+                        .map_err(&failed)?;
+                }
+            }
+            // A record read again unchanged had its dead letters stored when it changed.
+            let letters: Vec<DeadLetterRow> = page
+                .dead_letters
+                .iter()
+                .filter(|letter| !unchanged.contains(&letter.key))
+                .cloned()
+                .collect();
+            stored.dead_letters = letters.len();
+            insert_dead_letters(&transaction, run_id, at, &letters).map_err(&failed)?;
+            if let Some(cursor) = &page.checkpoint {
+                transaction
+                    .execute(
+                        "INSERT INTO checkpoints (system, object, cursor, updated_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (system, object) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                        params![system.as_str(), object, cursor, sql_time(at)],
+                    )
+                    .map_err(&failed)?;
+            }
+        }
+        transaction.commit().map_err(&failed)?;
+        Ok(stored)
+    }
+
+    /// Up to `limit` records waiting to be reconciled, ordered so records of one email come
+    /// together.
+    pub fn pending_records(&self, limit: usize) -> Result<Vec<MemberRow>, StoreError> {
+        let sql = format!(
+            "SELECT {MEMBER_COLUMNS} FROM source_records WHERE pending
+             ORDER BY COALESCE(email, ''), system, object, id LIMIT ?1"
+        );
+        self.members(&sql, vec![SqlValue::Integer(limit as i64)])
+    }
+
+    /// Every record of these persons.
+    pub fn members_of(&self, unified_ids: &[String]) -> Result<Vec<MemberRow>, StoreError> {
+        let mut all = Vec::new();
+        for chunk in unified_ids.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT {MEMBER_COLUMNS} FROM source_records WHERE unified_id IN ({})",
+                placeholders(chunk.len())
+            );
+            all.extend(self.members(&sql, texts(chunk))?);
+        }
+        Ok(all)
+    }
+
+    /// Records with these emails that belong to a person.
+    pub fn records_with_emails(&self, emails: &[String]) -> Result<Vec<MemberRow>, StoreError> {
+        let mut all = Vec::new();
+        for chunk in emails.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT {MEMBER_COLUMNS} FROM source_records
+                 WHERE email IN ({}) AND unified_id IS NOT NULL",
+                placeholders(chunk.len())
+            );
+            all.extend(self.members(&sql, texts(chunk))?);
+        }
+        Ok(all)
+    }
+
+    /// The records with these keys that are stored.
+    pub fn records(&self, keys: &[RecordKey]) -> Result<Vec<MemberRow>, StoreError> {
+        let mut all = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT {MEMBER_COLUMNS} FROM source_records WHERE (system, object, id) IN (VALUES {})",
+                key_placeholders(chunk.len())
+            );
+            all.extend(self.members(&sql, key_values(chunk))?);
+        }
+        Ok(all)
+    }
+
+    fn members(&self, sql: &str, values: Vec<SqlValue>) -> Result<Vec<MemberRow>, StoreError> {
+        let failed = self.failed();
+        let mut statement = self.connection.prepare_cached(sql).map_err(&failed)?;
+        let rows = statement
+            .query_map(params_from_iter(values), member_row)
+            .and_then(Iterator::collect)
+            .map_err(&failed)?;
+        Ok(rows)
+    }
+
+    /// The persons with these ids that exist.
+    pub fn unified(
+        &self,
+        unified_ids: &[String],
+        stage_ids: &[String],
+    ) -> Result<Vec<UnifiedRow>, StoreError> {
+        let failed = self.failed();
+        let first_entered: String = stage_ids
+            .iter()
+            .map(|stage| format!(", first_entered_{stage}"))
+            .collect();
+        let mut all = Vec::new();
+        for chunk in unified_ids.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT unified_id, email, name, company, stage, hubspot_id, salesforce_lead_id,
+                    salesforce_contact_id, hubspot_stage, salesforce_stage, hubspot_raw_stage,
+                    salesforce_raw_stage, drift, decision, deleted, created_at, updated_at{first_entered}
+                 FROM unified_leads WHERE unified_id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut statement = self.connection.prepare_cached(&sql).map_err(&failed)?;
+            let rows: Vec<UnifiedRow> = statement
+                .query_map(params_from_iter(texts(chunk)), |row| {
+                    let mut person = UnifiedRow {
+                        unified_id: row.get(0)?,
+                        email: row.get(1)?,
+                        name: row.get(2)?,
+                        company: row.get(3)?,
+                        stage: row.get(4)?,
+                        hubspot_id: row.get(5)?,
+                        salesforce_lead_id: row.get(6)?,
+                        salesforce_contact_id: row.get(7)?,
+                        hubspot_stage: row.get(8)?,
+                        salesforce_stage: row.get(9)?,
+                        hubspot_raw_stage: row.get(10)?,
+                        salesforce_raw_stage: row.get(11)?,
+                        drift: row.get(12)?,
+                        decision: row.get(13)?,
+                        deleted: row.get(14)?,
+                        created_at: optional_time(row, 15)?,
+                        updated_at: optional_time(row, 16)?,
+                        first_entered: Default::default(),
+                    };
+                    for (offset, stage) in stage_ids.iter().enumerate() {
+                        if let Some(at) = optional_time(row, 17 + offset)? {
+                            person.first_entered.insert(stage.clone(), at);
+                        }
+                    }
+                    Ok(person)
+                })
+                .and_then(Iterator::collect)
+                .map_err(&failed)?;
+            all.extend(rows);
+        }
+        Ok(all)
+    }
+
+    /// What crmsync last wrote to these records.
+    pub fn ledger(&self, keys: &[RecordKey]) -> Result<Vec<LedgerRow>, StoreError> {
+        let failed = self.failed();
+        let mut all = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "SELECT system, object, record_id, field, value_hash FROM write_ledger
+                 WHERE (system, object, record_id) IN (VALUES {})",
+                key_placeholders(chunk.len())
+            );
+            let mut statement = self.connection.prepare_cached(&sql).map_err(&failed)?;
+            let rows: Vec<LedgerRow> = statement
+                .query_map(params_from_iter(key_values(chunk)), |row| {
+                    Ok(LedgerRow {
+                        key: RecordKey::new(
+                            system_column(row, 0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ),
+                        field: row.get(3)?,
+                        value_hash: row.get(4)?,
+                    })
+                })
+                .and_then(Iterator::collect)
+                .map_err(&failed)?;
+            all.extend(rows);
+        }
+        Ok(all)
+    }
+
+    /// Stores one reconciled chunk: identities, merged persons, persons, transitions and
+    /// the writes they call for; the chunk's records stop being pending.
+    pub fn commit_reconcile(
+        &mut self,
+        run_id: i64,
+        at: jiff::Timestamp,
+        commit: &ReconcileCommit,
+        stage_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let failed = self.failed();
+        let transaction = self.transaction()?;
+        {
+            for merge in &commit.merges {
+                transaction
+                    .execute(
+                        "UPDATE source_records SET unified_id = ?2 WHERE unified_id = ?1",
+                        params![merge.absorbed, merge.survivor],
+                    )
+                    .map_err(&failed)?;
+                transaction
+                    .execute(
+                        "UPDATE stage_transitions SET unified_id = ?2 WHERE unified_id = ?1",
+                        params![merge.absorbed, merge.survivor],
+                    )
+                    .map_err(&failed)?;
+                transaction
+                    .execute(
+                        "UPDATE pending_writes SET unified_id = ?2 WHERE unified_id = ?1",
+                        params![merge.absorbed, merge.survivor],
+                    )
+                    .map_err(&failed)?;
+                transaction
+                    .execute(
+                        "UPDATE person_merges SET survivor = ?2 WHERE survivor = ?1",
+                        params![merge.absorbed, merge.survivor],
+                    )
+                    .map_err(&failed)?;
+                transaction
+                    .execute(
+                        "DELETE FROM unified_leads WHERE unified_id = ?1",
+                        [&merge.absorbed],
+                    )
+                    .map_err(&failed)?;
+                transaction
+                    .execute(
+                        "INSERT INTO person_merges (absorbed, survivor, reason, at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (absorbed) DO UPDATE SET survivor = excluded.survivor, reason = excluded.reason,
+                            at = excluded.at, run_id = excluded.run_id",
+                        params![merge.absorbed, merge.survivor, merge.reason, sql_time(at), run_id],
+                    )
+                    .map_err(&failed)?;
+            }
+            let mut assign = transaction
+                .prepare_cached(
+                    "UPDATE source_records SET unified_id = ?4, pending = FALSE
+                     WHERE system = ?1 AND object = ?2 AND id = ?3",
+                )
+                .map_err(&failed)?;
+            for (key, unified_id) in &commit.assignments {
+                assign
+                    .execute(params![key.system.as_str(), key.object, key.id, unified_id])
+                    .map_err(&failed)?;
+            }
+            let first_entered_columns: String = stage_ids
+                .iter()
+                .map(|stage| format!(", first_entered_{stage}"))
+                .collect();
+            let first_entered_updates: String = stage_ids
+                .iter()
+                .map(|stage| format!(", first_entered_{stage} = excluded.first_entered_{stage}"))
+                .collect();
+            let first_entered_params: String = (0..stage_ids.len())
+                .map(|offset| format!(", ?{}", 18 + offset))
+                .collect();
+            let sql = format!(
+                "INSERT INTO unified_leads (unified_id, email, name, company, stage, hubspot_id,
+                    salesforce_lead_id, salesforce_contact_id, hubspot_stage, salesforce_stage,
+                    hubspot_raw_stage, salesforce_raw_stage, drift, decision, deleted, created_at,
+                    updated_at{first_entered_columns})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17{first_entered_params})
+                 ON CONFLICT (unified_id) DO UPDATE SET email = excluded.email, name = excluded.name,
+                    company = excluded.company, stage = excluded.stage, hubspot_id = excluded.hubspot_id,
+                    salesforce_lead_id = excluded.salesforce_lead_id,
+                    salesforce_contact_id = excluded.salesforce_contact_id,
+                    hubspot_stage = excluded.hubspot_stage, salesforce_stage = excluded.salesforce_stage,
+                    hubspot_raw_stage = excluded.hubspot_raw_stage,
+                    salesforce_raw_stage = excluded.salesforce_raw_stage, drift = excluded.drift,
+                    decision = excluded.decision, deleted = excluded.deleted,
+                    updated_at = excluded.updated_at{first_entered_updates}"
+            );
+            let mut upsert = transaction.prepare_cached(&sql).map_err(&failed)?;
+            for person in &commit.persons {
+                let mut values: Vec<SqlValue> = vec![
+                    person.unified_id.clone().into(),
+                    optional_text(&person.email),
+                    optional_text(&person.name),
+                    optional_text(&person.company),
+                    optional_text(&person.stage),
+                    optional_text(&person.hubspot_id),
+                    optional_text(&person.salesforce_lead_id),
+                    optional_text(&person.salesforce_contact_id),
+                    optional_text(&person.hubspot_stage),
+                    optional_text(&person.salesforce_stage),
+                    optional_text(&person.hubspot_raw_stage),
+                    optional_text(&person.salesforce_raw_stage),
+                    SqlValue::Integer(i64::from(person.drift)),
+                    optional_text(&person.decision),
+                    SqlValue::Integer(i64::from(person.deleted)),
+                    person.created_at.map(sql_time).into(),
+                    sql_time(person.updated_at.unwrap_or(at)).into(),
+                ];
+                for stage in stage_ids {
+                    values.push(
+                        person
+                            .first_entered
+                            .get(stage)
+                            .copied()
+                            .map(sql_time)
+                            .into(),
+                    );
+                }
+                upsert.execute(params_from_iter(values)).map_err(&failed)?;
+            }
+            let mut transition = transaction
+                .prepare_cached(
+                    "INSERT INTO stage_transitions (unified_id, from_stage, to_stage, at, system, run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(&failed)?;
+            for change in &commit.transitions {
+                transition
+                    .execute(params![
+                        change.unified_id,
+                        change.from,
+                        change.to,
+                        sql_time(change.at),
+                        change.system.as_str(),
+                        run_id
+                    ])
+                    .map_err(&failed)?;
+            }
+            let mut queue = transaction
+                .prepare_cached(
+                    "INSERT INTO pending_writes (system, object, record_id, unified_id, changes, current, allow_regression, run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (system, object, record_id) DO UPDATE SET unified_id = excluded.unified_id,
+                        changes = excluded.changes, current = excluded.current,
+                        allow_regression = excluded.allow_regression, run_id = excluded.run_id",
+                )
+                .map_err(&failed)?;
+            for write in &commit.writes {
+                queue
+                    .execute(params![
+                        write.key.system.as_str(),
+                        write.key.object,
+                        write.key.id,
+                        write.unified_id,
+                        write.changes,
+                        write.current,
+                        write.allow_regression,
+                        run_id
+                    ])
+                    .map_err(&failed)?;
+            }
+            let mut drop_write = transaction
+                .prepare_cached(
+                    "DELETE FROM pending_writes WHERE system = ?1 AND object = ?2 AND record_id = ?3",
+                )
+                .map_err(&failed)?;
+            for key in &commit.dropped_writes {
+                drop_write
+                    .execute(params![key.system.as_str(), key.object, key.id])
+                    .map_err(&failed)?;
+            }
+            insert_dead_letters(&transaction, run_id, at, &commit.dead_letters).map_err(&failed)?;
+        }
+        transaction.commit().map_err(&failed)?;
+        Ok(())
+    }
+
+    /// Up to `limit` waiting writes to `system`, after `after` in key order.
+    pub fn pending_writes(
+        &self,
+        system: System,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<PendingWrite>, StoreError> {
+        let failed = self.failed();
+        let (object, id) = after.map_or((String::new(), String::new()), |key| {
+            (key.object.clone(), key.id.clone())
+        });
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT system, object, record_id, unified_id, changes, current, allow_regression
+                 FROM pending_writes WHERE system = ?1 AND (object, record_id) > (?2, ?3)
+                 ORDER BY object, record_id LIMIT ?4",
+            )
+            .map_err(&failed)?;
+        let rows = statement
+            .query_map(params![system.as_str(), object, id, limit as i64], |row| {
+                Ok(PendingWrite {
+                    key: RecordKey::new(
+                        system_column(row, 0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ),
+                    unified_id: row.get(3)?,
+                    changes: row.get(4)?,
+                    current: row.get(5)?,
+                    allow_regression: row.get(6)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(&failed)?;
+        Ok(rows)
+    }
+
+    /// Records what a write-back did: the ledger, settled writes, dead letters.
+    pub fn commit_writes(
+        &mut self,
+        run_id: i64,
+        at: jiff::Timestamp,
+        done: &WritesDone,
+    ) -> Result<(), StoreError> {
+        let failed = self.failed();
+        let transaction = self.transaction()?;
+        {
+            let mut ledger = transaction
+                .prepare_cached(
+                    "INSERT INTO write_ledger (system, object, record_id, field, value_hash, run_id, written_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (system, object, record_id, field) DO UPDATE SET value_hash = excluded.value_hash,
+                        run_id = excluded.run_id, written_at = excluded.written_at",
+                )
+                .map_err(&failed)?;
+            for row in &done.ledger {
+                ledger
+                    .execute(params![
+                        row.key.system.as_str(),
+                        row.key.object,
+                        row.key.id,
+                        row.field,
+                        row.value_hash,
+                        run_id,
+                        sql_time(at)
+                    ])
+                    .map_err(&failed)?;
+            }
+            let mut settle = transaction
+                .prepare_cached(
+                    "DELETE FROM pending_writes WHERE system = ?1 AND object = ?2 AND record_id = ?3",
+                )
+                .map_err(&failed)?;
+            for key in &done.settled {
+                settle
+                    .execute(params![key.system.as_str(), key.object, key.id])
+                    .map_err(&failed)?;
+            }
+            insert_dead_letters(&transaction, run_id, at, &done.dead_letters).map_err(&failed)?;
+        }
+        transaction.commit().map_err(&failed)?;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// Persons, persons by stage, persons whose systems disagree.
+    pub fn person_counts(&self) -> Result<PersonCounts, StoreError> {
+        let failed = self.failed();
+        let persons: i64 = self
+            .connection
+            .query_row(
+                "SELECT COUNT(*) FROM unified_leads WHERE NOT deleted",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(&failed)?;
+        let drift: i64 = self
+            .connection
+            .query_row(
+                "SELECT COUNT(*) FROM unified_leads WHERE NOT deleted AND drift",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(&failed)?;
+        let mut statement = self
+            .connection
+            .prepare("SELECT stage, COUNT(*) FROM unified_leads WHERE NOT deleted GROUP BY stage")
+            .map_err(&failed)?;
+        let stages = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Option<String>>(0)?,
+                    row.get::<_, i64>(1)? as u64,
+                ))
+            })
+            .and_then(Iterator::collect)
+            .map_err(&failed)?;
+        Ok(PersonCounts {
+            persons: persons as u64,
+            stages,
+            drift: drift as u64,
+        })
+    }
+}
+
+fn insert_dead_letters(
+    transaction: &Transaction<'_>,
+    run_id: i64,
+    at: jiff::Timestamp,
+    letters: &[DeadLetterRow],
+) -> Result<(), rusqlite::Error> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO dead_letters (system, object, id, reason, payload, run_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for letter in letters {
+        insert.execute(params![
+            letter.key.system.as_str(),
+            letter.key.object,
+            letter.key.id,
+            letter.reason,
+            letter.payload,
+            run_id,
+            sql_time(at)
+        ])?;
+    }
+    Ok(())
+}
+
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
+fn key_placeholders(count: usize) -> String {
+    vec!["(?, ?, ?)"; count].join(", ")
+}
+
+fn texts(values: &[String]) -> Vec<SqlValue> {
+    values
+        .iter()
+        .map(|value| SqlValue::Text(value.clone()))
+        .collect()
+}
+
+fn key_values(keys: &[RecordKey]) -> Vec<SqlValue> {
+    keys.iter()
+        .flat_map(|key| {
+            [
+                SqlValue::Text(key.system.as_str().to_string()),
+                SqlValue::Text(key.object.clone()),
+                SqlValue::Text(key.id.clone()),
+            ]
+        })
+        .collect()
+}
+
+fn optional_text(value: &Option<String>) -> SqlValue {
+    value.clone().map_or(SqlValue::Null, SqlValue::Text)
+}
+
+fn conversion_error(index: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, message.into())
+}
+
+fn system_column(row: &Row<'_>, index: usize) -> rusqlite::Result<System> {
+    let name: String = row.get(index)?;
+    name.parse()
+        .map_err(|error: crate::record::UnknownSystem| conversion_error(index, error.to_string()))
+}
+
+fn time_column(row: &Row<'_>, index: usize) -> rusqlite::Result<jiff::Timestamp> {
+    let text: String = row.get(index)?;
+    parse_sql_time(&text).ok_or_else(|| conversion_error(index, format!("not a time: {text:?}")))
+}
+
+fn optional_time(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<jiff::Timestamp>> {
+    let text: Option<String> = row.get(index)?;
+    text.map(|text| {
+        parse_sql_time(&text)
+            .ok_or_else(|| conversion_error(index, format!("not a time: {text:?}")))
+    })
+    .transpose()
+}
+
+fn json_object(
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<serde_json::Map<String, serde_json::Value>> {
+    let text: Option<String> = row.get(index)?;
+    match text {
+        None => Ok(serde_json::Map::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|error| conversion_error(index, format!("not a JSON object: {error}"))),
+    }
+}
+
+fn member_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {
+    Ok(MemberRow {
+        key: RecordKey::new(
+            system_column(row, 0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ),
+        modified_at: time_column(row, 3)?,
+        properties: json_object(row, 4)?,
+        email: row.get(5)?,
+        stage: row.get(6)?,
+        raw_stage: row.get(7)?,
+        stage_rule: row.get(8)?,
+        fields: json_object(row, 9)?,
+        unified_id: row.get(10)?,
+        merged_into: row.get(11)?,
+        archived: row.get(12)?,
+    })
+}

@@ -1,0 +1,157 @@
+//! The warehouse as the engine sees it: one handle, whatever the backend, with async
+//! operations so a sync's network work never waits behind a disk write. SQLite work runs on
+//! tokio's blocking pool, one operation at a time on the one connection.
+
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+
+use super::StoreError;
+use super::model::{
+    LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts, ReconcileCommit,
+    RecordKey, RunRow, UnifiedRow, WritesDone,
+};
+use super::sqlite::SqliteStore;
+use crate::record::System;
+
+/// A shared handle on the warehouse.
+#[derive(Clone)]
+pub struct Warehouse {
+    sqlite: Arc<Mutex<SqliteStore>>,
+    /// `first_entered_<stage>` columns, by stage id, in vocabulary order.
+    stage_ids: Arc<[String]>,
+    description: Arc<str>,
+}
+
+impl std::fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warehouse")
+            .field("at", &self.description)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Warehouse {
+    /// The SQLite warehouse `store`, whose vocabulary has these stage ids.
+    pub fn sqlite(store: SqliteStore, stage_ids: Vec<String>) -> Self {
+        let description = store.path().display().to_string();
+        Self {
+            sqlite: Arc::new(Mutex::new(store)),
+            stage_ids: stage_ids.into(),
+            description: description.into(),
+        }
+    }
+
+    /// Where the warehouse is (a file path or a URL without password).
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    async fn with<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteStore, &[String]) -> Result<T, StoreError> + Send + 'static,
+    {
+        let sqlite = Arc::clone(&self.sqlite);
+        let stage_ids = Arc::clone(&self.stage_ids);
+        tokio::task::spawn_blocking(move || {
+            let mut store = sqlite
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            work(&mut store, &stage_ids)
+        })
+        .await
+        .map_err(|error| StoreError::Worker(error.to_string()))?
+    }
+
+    pub async fn begin_run(&self, started: Timestamp) -> Result<i64, StoreError> {
+        self.with(move |store, _| store.begin_run(started)).await
+    }
+
+    pub async fn finish_run(&self, run_id: i64, run: RunRow) -> Result<(), StoreError> {
+        self.with(move |store, _| store.finish_run(run_id, Timestamp::now(), &run))
+            .await
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.with(|store, _| store.checkpoints()).await
+    }
+
+    pub async fn clear_checkpoints(&self) -> Result<(), StoreError> {
+        self.with(|store, _| store.clear_checkpoints()).await
+    }
+
+    pub async fn store_page(
+        &self,
+        run_id: i64,
+        system: System,
+        object: String,
+        page: PageWrite,
+    ) -> Result<PageStored, StoreError> {
+        self.with(move |store, _| {
+            store.store_page(run_id, system, &object, &page, Timestamp::now())
+        })
+        .await
+    }
+
+    pub async fn pending_records(&self, limit: usize) -> Result<Vec<MemberRow>, StoreError> {
+        self.with(move |store, _| store.pending_records(limit))
+            .await
+    }
+
+    pub async fn members_of(&self, unified_ids: Vec<String>) -> Result<Vec<MemberRow>, StoreError> {
+        self.with(move |store, _| store.members_of(&unified_ids))
+            .await
+    }
+
+    pub async fn records_with_emails(
+        &self,
+        emails: Vec<String>,
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        self.with(move |store, _| store.records_with_emails(&emails))
+            .await
+    }
+
+    pub async fn records(&self, keys: Vec<RecordKey>) -> Result<Vec<MemberRow>, StoreError> {
+        self.with(move |store, _| store.records(&keys)).await
+    }
+
+    pub async fn unified(&self, unified_ids: Vec<String>) -> Result<Vec<UnifiedRow>, StoreError> {
+        self.with(move |store, stage_ids| store.unified(&unified_ids, stage_ids))
+            .await
+    }
+
+    pub async fn ledger(&self, keys: Vec<RecordKey>) -> Result<Vec<LedgerRow>, StoreError> {
+        self.with(move |store, _| store.ledger(&keys)).await
+    }
+
+    pub async fn commit_reconcile(
+        &self,
+        run_id: i64,
+        at: Timestamp,
+        commit: ReconcileCommit,
+    ) -> Result<(), StoreError> {
+        self.with(move |store, stage_ids| store.commit_reconcile(run_id, at, &commit, stage_ids))
+            .await
+    }
+
+    pub async fn pending_writes(
+        &self,
+        system: System,
+        after: Option<RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<PendingWrite>, StoreError> {
+        self.with(move |store, _| store.pending_writes(system, after.as_ref(), limit))
+            .await
+    }
+
+    pub async fn commit_writes(&self, run_id: i64, done: WritesDone) -> Result<(), StoreError> {
+        self.with(move |store, _| store.commit_writes(run_id, Timestamp::now(), &done))
+            .await
+    }
+
+    /// Persons, persons by stage, persons whose systems disagree.
+    pub async fn person_counts(&self) -> Result<PersonCounts, StoreError> {
+        self.with(|store, _| store.person_counts()).await
+    }
+}
