@@ -223,6 +223,10 @@ pub struct WriteTarget {
     pub stage: bool,
     /// Canonical fields written back (each needs a reverse mapping).
     pub fields: Vec<Located<String>>,
+    /// A custom property (HubSpot) or field (Salesforce) that receives the shared stage's id.
+    pub stage_field: Option<Located<String>>,
+    /// A custom property or field that receives the other system's record id.
+    pub link_field: Option<Located<String>>,
 }
 
 impl Default for WriteTarget {
@@ -232,6 +236,8 @@ impl Default for WriteTarget {
             object: Located::new(String::new(), Location::Default),
             stage: true,
             fields: Vec::new(),
+            stage_field: None,
+            link_field: None,
         }
     }
 }

@@ -812,12 +812,16 @@ impl<'e> Settings<'e> {
             let object = self.string_or(&target, "object", default_object);
             let stage = self.boolean(&target, "stage", true);
             let fields = self.list(&target, "fields", &[]);
+            let stage_field = self.string(&target, "stage_field");
+            let link_field = self.string(&target, "link_field");
             target.finish();
             WriteTarget {
                 enabled,
                 object,
                 stage,
                 fields,
+                stage_field,
+                link_field,
             }
         };
         let hubspot = read_target("hubspot", "contacts");

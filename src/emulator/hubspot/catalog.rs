@@ -22,6 +22,8 @@ pub struct PropertyDefinition {
     pub external_options: bool,
     /// (value, label) of enumeration options, in display order.
     pub options: Vec<(&'static str, &'static str)>,
+    /// False for custom properties a portal's admins created.
+    pub hubspot_defined: bool,
 }
 
 fn property(
@@ -41,6 +43,7 @@ fn property(
         calculated: false,
         external_options: false,
         options: Vec::new(),
+        hubspot_defined: true,
     }
 }
 
@@ -165,6 +168,27 @@ pub fn properties(object: &str, profile: OrgProfile) -> Vec<PropertyDefinition> 
                     "phonenumber",
                     "contactinformation",
                 ),
+                // Custom properties the portal's admins added for crmsync.
+                PropertyDefinition {
+                    hubspot_defined: false,
+                    ..property(
+                        "crmsync_stage",
+                        "Shared lead stage",
+                        "string",
+                        "text",
+                        "sales_properties",
+                    )
+                },
+                PropertyDefinition {
+                    hubspot_defined: false,
+                    ..property(
+                        "crmsync_salesforce_id",
+                        "Salesforce record ID",
+                        "string",
+                        "text",
+                        "sales_properties",
+                    )
+                },
                 property(
                     "hubspot_owner_id",
                     "Contact owner",
@@ -307,7 +331,7 @@ pub fn render_property(definition: &PropertyDefinition, display_order: usize) ->
         "calculated": definition.calculated,
         "externalOptions": definition.external_options,
         "hasUniqueValue": definition.unique,
-        "hubspotDefined": true,
+        "hubspotDefined": definition.hubspot_defined,
         "archived": false,
         "createdAt": "2020-01-01T00:00:00Z",
         "updatedAt": "2020-01-01T00:00:00Z",

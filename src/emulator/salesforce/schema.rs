@@ -523,6 +523,13 @@ fn hubspot_id_field() -> FieldDef {
         .label("HubSpot Contact ID")
 }
 
+/// The custom field the org's admins added for crmsync's shared lead stage.
+fn shared_stage_field() -> FieldDef {
+    FieldDef::new("CRMSync_Stage__c", FieldType::String)
+        .length(40)
+        .label("Shared Lead Stage")
+}
+
 fn lead(profile: OrgProfile) -> ObjectSchema {
     let statuses: Vec<&str> = profile
         .lead_statuses()
@@ -592,6 +599,7 @@ fn lead(profile: OrgProfile) -> ObjectSchema {
             .label("Last Activity"),
     );
     fields.push(hubspot_id_field());
+    fields.push(shared_stage_field());
     ObjectSchema::new("Lead", "Leads", "00Q", fields)
 }
 
@@ -631,6 +639,7 @@ fn contact() -> ObjectSchema {
             .label("Last Activity"),
     );
     fields.push(hubspot_id_field());
+    fields.push(shared_stage_field());
     ObjectSchema::new("Contact", "Contacts", "003", fields)
 }
 
