@@ -24,6 +24,36 @@ pub enum Command {
         config: Option<PathBuf>,
     },
 
+    /// Run the whole product on this machine: the emulator, two syncs into an SQLite
+    /// warehouse, and a summary. Needs no credentials.
+    Demo {
+        /// People in the emulated org.
+        #[arg(long, default_value_t = 2_000)]
+        records: usize,
+        /// Where the config, mappings and warehouse go.
+        #[arg(long, default_value = "crmsync-demo", value_name = "DIR")]
+        dir: PathBuf,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// One sync run: read both CRMs, reconcile, write back, load the warehouse.
+    ///
+    /// Exit status 0 when complete, 2 when partial (dead letters, or stopped at an API budget
+    /// reserve; the next run resumes), 1 when it failed.
+    Sync {
+        /// The config file (default: $CRMSYNC_CONFIG, else ./crmsync.toml if present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Read everything again, ignoring checkpoints.
+        #[arg(long)]
+        full: bool,
+        /// Print the run's report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Serve emulated HubSpot and Salesforce APIs over a seeded org.
     ///
     /// Prints one JSON line with the base URLs and credentials, then serves until interrupted.

@@ -16,8 +16,10 @@
 
 pub mod check;
 pub mod config;
+pub mod demo;
 pub mod diagnostics;
 pub mod emulator;
+pub mod engine;
 pub mod http;
 pub mod hubspot;
 pub mod mapping;

@@ -59,6 +59,45 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("{} problem(s) found", report.diagnostics.len());
             Ok(ExitCode::FAILURE)
         }
+        Command::Demo { records, dir, json } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(crmsync::demo::run(records, &dir))?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { config, full, json } => {
+            let env = EnvVars::from_process();
+            let path = crmsync::config::config_path(config.as_deref(), &env);
+            let (config, diagnostics, source) = crmsync::config::load(path.as_deref(), &env)?;
+            if !diagnostics.is_empty() {
+                let sources: Vec<_> = source.into_iter().collect();
+                for diagnostic in diagnostics.iter() {
+                    eprintln!("{}\n", render_with_source(diagnostic, &sources));
+                }
+                anyhow::bail!(
+                    "the configuration has {} problem(s); fix them (crmsync check shows them too) and run again",
+                    diagnostics.len()
+                );
+            }
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(async {
+                let engine = crmsync::engine::open(config)?;
+                anyhow::Ok(engine.sync(crmsync::engine::SyncOptions { full }).await?)
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            eprintln!("{}", report.paragraph());
+            Ok(match report.status {
+                crmsync::engine::RunStatus::Complete => ExitCode::SUCCESS,
+                crmsync::engine::RunStatus::Partial => ExitCode::from(2),
+                crmsync::engine::RunStatus::Failed => ExitCode::FAILURE,
+            })
+        }
         Command::Emulate {
             listen,
             seed,

@@ -57,7 +57,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    fn holds(&self, record: &SourceRecord) -> bool {
+    pub fn holds(&self, record: &SourceRecord) -> bool {
         record
             .property_text(&self.property)
             .is_some_and(|text| self.values.iter().any(|value| *value == *text))

@@ -1,0 +1,230 @@
+//! Extraction: each stream (one object of one CRM) is read page by page through a bounded
+//! channel, normalized through the mappings and stored with its checkpoint in one
+//! transaction. A page is durable before the checkpoint moves past it, so a process killed
+//! at any moment re-reads at most the pages after the last stored one.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::cursor::Cursor;
+use super::{EngineError, StreamOutcome};
+use crate::mapping::{Mapper, StageOutcome};
+use crate::record::{FieldValue, ReadEvent, SourceRecord, System};
+use crate::store::Warehouse;
+use crate::store::model::{DeadLetterRow, PageWrite, RecordKey, StoredRecord};
+
+/// Events in flight between a read and its store: memory stays a few pages deep.
+pub(super) const CHANNEL_DEPTH: usize = 4;
+/// Records held before they are stored even without a checkpoint (Bulk API reads say where
+/// to resume only at their end).
+const FLUSH_RECORDS: usize = 2_000;
+
+/// One object of one CRM, as the run reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stream {
+    pub system: System,
+    pub object: String,
+}
+
+impl std::fmt::Display for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.system, self.object)
+    }
+}
+
+/// Stores what a read sends, until the read ends; returns the read's own result and what was
+/// stored.
+pub(super) async fn consume<R, F>(
+    stream: &Stream,
+    run_id: i64,
+    mapper: &Mapper,
+    warehouse: &Warehouse,
+    mut events: mpsc::Receiver<ReadEvent<R>>,
+    to_cursor: F,
+) -> Result<StreamOutcome, EngineError>
+where
+    F: Fn(R) -> Cursor,
+{
+    let mut outcome = StreamOutcome::default();
+    let mut page = PageWrite::default();
+    while let Some(event) = events.recv().await {
+        match event {
+            ReadEvent::Records(records) => {
+                outcome.read += records.len() as u64;
+                for record in records {
+                    normalize_into(mapper, record, &mut page, &mut outcome);
+                }
+                if page.records.len() >= FLUSH_RECORDS {
+                    store(stream, run_id, warehouse, &mut page, &mut outcome).await?;
+                }
+            }
+            ReadEvent::Archived(tombstones) => {
+                outcome.deleted += tombstones.len() as u64;
+                page.tombstones.extend(tombstones);
+            }
+            ReadEvent::Merged(merges) => page.merges.extend(merges),
+            ReadEvent::Progress(point) => {
+                page.checkpoint = Some(to_cursor(point).to_json());
+                store(stream, run_id, warehouse, &mut page, &mut outcome).await?;
+            }
+        }
+    }
+    // Whatever came after the last progress is stored too; the caller adds the final
+    // checkpoint once it knows the read finished.
+    store(stream, run_id, warehouse, &mut page, &mut outcome).await?;
+    Ok(outcome)
+}
+
+/// Stores the page (if it holds anything) and starts a new one.
+pub(super) async fn store(
+    stream: &Stream,
+    run_id: i64,
+    warehouse: &Warehouse,
+    page: &mut PageWrite,
+    outcome: &mut StreamOutcome,
+) -> Result<(), EngineError> {
+    if page.records.is_empty()
+        && page.tombstones.is_empty()
+        && page.merges.is_empty()
+        && page.dead_letters.is_empty()
+        && page.checkpoint.is_none()
+    {
+        return Ok(());
+    }
+    let full = std::mem::take(page);
+    let stored = warehouse
+        .store_page(run_id, stream.system, stream.object.clone(), full)
+        .await?;
+    outcome.changed += stored.changed as u64;
+    outcome.dead_letters += stored.dead_letters as u64;
+    Ok(())
+}
+
+/// Maps one record and adds it (and any dead letter it earns) to the page.
+fn normalize_into(
+    mapper: &Mapper,
+    record: SourceRecord,
+    page: &mut PageWrite,
+    outcome: &mut StreamOutcome,
+) {
+    let key = RecordKey::new(record.system, record.object.clone(), record.id.clone());
+    let properties = sorted_json(&record);
+    let normalized = match mapper.normalize(&record) {
+        Ok(normalized) => normalized,
+        Err(error) => {
+            page.dead_letters.push(DeadLetterRow {
+                key,
+                reason: error.to_string(),
+                payload: Some(properties),
+            });
+            return;
+        }
+    };
+    let vocabulary = mapper.vocabulary();
+    let (stage, raw_stage, stage_rule) = match &normalized.stage {
+        StageOutcome::Matched { stage, rule } => (
+            Some(vocabulary.id_of(*stage).to_string()),
+            rule.matched_value.as_ref().map(|(_, value)| value.clone()),
+            Some(rule.name.to_string()),
+        ),
+        StageOutcome::Defaulted { stage, unknown } => (
+            Some(vocabulary.id_of(*stage).to_string()),
+            Some(unknown.value.clone()),
+            Some(format!(
+                "{} (unknown value, on_unknown default)",
+                unknown.rule
+            )),
+        ),
+        StageOutcome::KeepPrevious { unknown } => (
+            None,
+            Some(unknown.value.clone()),
+            Some(format!("{} (unknown value, stage kept)", unknown.rule)),
+        ),
+        StageOutcome::Quarantined { unknown } | StageOutcome::Rejected { unknown } => {
+            page.dead_letters.push(DeadLetterRow {
+                key: key.clone(),
+                reason: format!(
+                    "{} = {:?} is not mapped by rule \"{}\" — add it to the mapping (run `crmsync discover` to list unmapped values); the record is stored without a stage",
+                    unknown.property, unknown.value, unknown.rule
+                ),
+                payload: None,
+            });
+            if matches!(normalized.stage, StageOutcome::Rejected { .. }) {
+                outcome.rejected_values += 1;
+            }
+            (None, Some(unknown.value.clone()), None)
+        }
+        StageOutcome::NoStage => (None, None, None),
+    };
+    for problem in &normalized.field_problems {
+        page.dead_letters.push(DeadLetterRow {
+            key: key.clone(),
+            reason: format!(
+                "field {}: {} — the record is used with the field empty",
+                problem.field, problem.error
+            ),
+            payload: None,
+        });
+    }
+    let fields: serde_json::Map<String, Value> = normalized
+        .fields()
+        .map(|(name, value)| (name.to_string(), field_json(value)))
+        .collect();
+    let email = normalized
+        .field("email")
+        .and_then(FieldValue::as_text)
+        .map(|email| email.trim().to_lowercase())
+        .filter(|email| !email.is_empty());
+    let fields = Value::Object(fields).to_string();
+    let content_hash = content_hash(&[
+        &properties,
+        stage.as_deref().unwrap_or(""),
+        raw_stage.as_deref().unwrap_or(""),
+        stage_rule.as_deref().unwrap_or(""),
+        &fields,
+    ]);
+    page.records.push(StoredRecord {
+        key,
+        modified_at: record.modified_at,
+        properties,
+        content_hash,
+        email,
+        stage,
+        raw_stage,
+        stage_rule,
+        fields,
+    });
+}
+
+/// A canonical field value as JSON.
+pub fn field_json(value: &FieldValue) -> Value {
+    match value {
+        FieldValue::Null => Value::Null,
+        FieldValue::Text(text) => Value::String(text.clone()),
+        FieldValue::Timestamp(at) => Value::String(at.to_string()),
+        FieldValue::Date(date) => Value::String(date.to_string()),
+    }
+}
+
+/// The record's properties as JSON text with sorted keys.
+fn sorted_json(record: &SourceRecord) -> String {
+    let sorted: BTreeMap<&String, &Value> = record.properties.iter().collect();
+    serde_json::to_string(&sorted).unwrap_or_default()
+}
+
+/// A short hex digest of `parts`.
+pub fn content_hash(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let digest = hasher.finalize();
+    digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}

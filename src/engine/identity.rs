@@ -1,0 +1,238 @@
+//! Identity: which records are the same person. Explicit links come first — a HubSpot merge,
+//! a converted Salesforce lead's contact, the cross-link ids crmsync writes and HubSpot's own
+//! Salesforce-id properties — then the normalized email. A person keeps the `unified_id` it
+//! was given; when two persons turn out to be one, the smaller id survives, the other's
+//! records, transitions and waiting writes move to it, and `person_merges` says so.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::EngineError;
+use crate::record::System;
+use crate::store::Warehouse;
+use crate::store::model::{MemberRow, PersonMerge, RecordKey};
+
+/// Canonical fields that name the same person's record in the other system (or the same).
+const LINK_FIELDS: [&str; 6] = [
+    "salesforce_id",
+    "salesforce_lead_id",
+    "salesforce_contact_id",
+    "hubspot_id",
+    "converted_contact_id",
+    "contact_id",
+];
+
+/// Who is who after a chunk of records.
+#[derive(Debug, Default)]
+pub(super) struct Resolution {
+    /// Each record of the chunk and its person (`None` for records of no person).
+    pub assignments: Vec<(RecordKey, Option<String>)>,
+    pub merges: Vec<PersonMerge>,
+    /// Persons to reconcile again.
+    pub affected: BTreeSet<String>,
+    /// Absorbed person -> survivor, transitively resolved.
+    pub aliases: HashMap<String, String>,
+}
+
+impl Resolution {
+    /// The person an id now stands for.
+    pub fn resolve<'a>(&'a self, mut id: &'a str) -> &'a str {
+        while let Some(next) = self.aliases.get(id) {
+            id = next;
+        }
+        id
+    }
+}
+
+/// A person id derived from the record that founded the person, so a rerun after a crash
+/// gives the same ids.
+pub fn new_unified_id(key: &RecordKey) -> String {
+    let digest = super::extract::content_hash(&[key.system.as_str(), &key.object, &key.id]);
+    format!("p-{}", &digest[..20])
+}
+
+/// The records a record names as the same person.
+pub(super) fn linked_keys(record: &MemberRow) -> Vec<(RecordKey, &'static str)> {
+    let mut keys = Vec::new();
+    if let Some(survivor) = &record.merged_into {
+        keys.push((
+            RecordKey::new(
+                record.key.system,
+                record.key.object.clone(),
+                survivor.clone(),
+            ),
+            "merged in the CRM",
+        ));
+    }
+    for field in LINK_FIELDS {
+        let Some(id) = record.fields.get(field).and_then(|value| value.as_str()) else {
+            continue;
+        };
+        let id = id.trim();
+        if id.is_empty() {
+            continue;
+        }
+        let key = match field {
+            "hubspot_id" => RecordKey::new(System::Hubspot, "contacts", id),
+            _ => match salesforce_person_object(id) {
+                Some(object) => RecordKey::new(System::Salesforce, object, id),
+                None => continue,
+            },
+        };
+        if key != record.key {
+            keys.push((key, "linked by id"));
+        }
+    }
+    keys
+}
+
+/// The Salesforce person object an id belongs to, by its key prefix.
+pub fn salesforce_person_object(id: &str) -> Option<&'static str> {
+    match id.get(..3) {
+        Some("00Q") => Some("Lead"),
+        Some("003") => Some("Contact"),
+        _ => None,
+    }
+}
+
+/// Decides the person of every record in `chunk` (ordered by email). `is_person` says which
+/// objects hold people.
+pub(super) async fn resolve(
+    warehouse: &Warehouse,
+    chunk: &[MemberRow],
+    is_person: impl Fn(&RecordKey) -> bool,
+) -> Result<Resolution, EngineError> {
+    let people: Vec<&MemberRow> = chunk.iter().filter(|row| is_person(&row.key)).collect();
+    let emails: Vec<String> = people
+        .iter()
+        .filter(|row| !row.archived)
+        .filter_map(|row| row.email.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let links: Vec<RecordKey> = people
+        .iter()
+        .flat_map(|row| linked_keys(row).into_iter().map(|(key, _)| key))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut by_email: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for row in warehouse.records_with_emails(emails).await? {
+        if let (Some(email), Some(unified), false) = (row.email, row.unified_id, row.archived) {
+            by_email.entry(email).or_default().insert(unified);
+        }
+    }
+    let mut by_key: HashMap<RecordKey, String> = HashMap::new();
+    for row in warehouse.records(links).await? {
+        if let Some(unified) = row.unified_id {
+            by_key.insert(row.key, unified);
+        }
+    }
+
+    let mut resolution = Resolution::default();
+    let mut assigned: Vec<(RecordKey, Option<String>)> = Vec::with_capacity(chunk.len());
+    for row in chunk {
+        if !is_person(&row.key) {
+            assigned.push((row.key.clone(), row.unified_id.clone()));
+            continue;
+        }
+        // (person, why) candidates, most authoritative first.
+        let mut candidates: Vec<(String, String)> = Vec::new();
+        if let Some(existing) = &row.unified_id {
+            candidates.push((existing.clone(), "same record".into()));
+        }
+        for (key, why) in linked_keys(row) {
+            if let Some(unified) = by_key.get(&key) {
+                candidates.push((unified.clone(), format!("{why}: {key}")));
+            }
+        }
+        if !row.archived
+            && let Some(email) = &row.email
+            && let Some(persons) = by_email.get(email)
+        {
+            for unified in persons {
+                candidates.push((unified.clone(), format!("same email {email}")));
+            }
+        }
+        let mut distinct: BTreeMap<String, String> = BTreeMap::new();
+        for (unified, why) in candidates {
+            let unified = resolution.resolve(&unified).to_string();
+            distinct.entry(unified).or_insert(why);
+        }
+        let person = match distinct.keys().next().cloned() {
+            Some(survivor) => {
+                for (absorbed, why) in distinct.into_iter().skip(1) {
+                    resolution.merges.push(PersonMerge {
+                        absorbed: absorbed.clone(),
+                        survivor: survivor.clone(),
+                        reason: format!("{} {}: {why}", row.key.system, row.key.id),
+                    });
+                    resolution
+                        .aliases
+                        .insert(absorbed.clone(), survivor.clone());
+                    resolution.affected.remove(&absorbed);
+                }
+                Some(survivor)
+            }
+            // A record deleted before it was ever seen founds nobody.
+            None if row.archived => None,
+            None => Some(new_unified_id(&row.key)),
+        };
+        if let Some(person) = &person {
+            by_key.insert(row.key.clone(), person.clone());
+            if !row.archived
+                && let Some(email) = &row.email
+            {
+                by_email
+                    .entry(email.clone())
+                    .or_default()
+                    .insert(person.clone());
+            }
+            resolution.affected.insert(person.clone());
+        }
+        assigned.push((row.key.clone(), person));
+    }
+    // A link to a record decided later in the chunk (a merge's new survivor, say) joins the
+    // two persons now.
+    for (row, (_, person)) in chunk.iter().zip(&assigned) {
+        let Some(person) = person else {
+            continue;
+        };
+        for (key, why) in linked_keys(row) {
+            let Some(other) = by_key.get(&key) else {
+                continue;
+            };
+            let mine = resolution.resolve(person).to_string();
+            let theirs = resolution.resolve(other).to_string();
+            if mine == theirs {
+                continue;
+            }
+            let (survivor, absorbed) = if mine < theirs {
+                (mine, theirs)
+            } else {
+                (theirs, mine)
+            };
+            resolution.merges.push(PersonMerge {
+                absorbed: absorbed.clone(),
+                survivor: survivor.clone(),
+                reason: format!("{} {}: {why}: {key}", row.key.system, row.key.id),
+            });
+            resolution.affected.remove(&absorbed);
+            resolution.affected.insert(survivor.clone());
+            resolution.aliases.insert(absorbed, survivor);
+        }
+    }
+    // Ids absorbed later in the chunk resolve to their survivor.
+    resolution.assignments = assigned
+        .into_iter()
+        .map(|(key, person)| {
+            let person = person.map(|id| resolution.resolve(&id).to_string());
+            (key, person)
+        })
+        .collect();
+    resolution.affected = resolution
+        .affected
+        .iter()
+        .map(|id| resolution.resolve(id).to_string())
+        .collect();
+    Ok(resolution)
+}

@@ -1,0 +1,327 @@
+//! Reconcile: one stage and one set of fields per person, from what each system says.
+//!
+//! The policies are DESIGN.md's: the furthest stage by rank wins (default), or marketing owns
+//! stages up to a boundary and sales the rest; the sales system's side states (disqualified,
+//! recycled) override marketing's stage when configured; a stage never moves backwards unless
+//! the policy allows it, and a refused regression is reported. A system whose stage is only
+//! the echo of what crmsync wrote there has no opinion of its own while the other has one.
+//! Other fields come from the configured source of truth (`hubspot`, `salesforce`, or
+//! `most_recent`, where a value crmsync wrote does not count as a change).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::config::{FieldSource, ReconcileConfig, StagePolicy};
+use crate::record::System;
+use crate::store::model::MemberRow;
+use crate::vocabulary::{StageId, Vocabulary};
+
+/// What one system says of a person's stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opinion {
+    pub system: System,
+    pub stage: StageId,
+    /// The record it comes from and the rule that mapped it.
+    pub record_id: String,
+    pub rule: Option<String>,
+    pub raw: Option<String>,
+    /// The stage is what crmsync wrote there, not a change of the system's own.
+    pub echo: bool,
+}
+
+/// The stage decided for a person, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageDecision {
+    pub stage: Option<StageId>,
+    /// The system whose opinion decided (for `stage_transitions.system`).
+    pub system: Option<System>,
+    pub reason: String,
+    /// (from, to) of a regression the policy refused: the stage stays at `from`.
+    pub refused_regression: Option<(StageId, StageId)>,
+    /// The stage moved backwards, as the policy allows.
+    pub regressed: bool,
+}
+
+/// The system that plays each role: HubSpot is marketing's, Salesforce sales'.
+fn is_sales(system: System) -> bool {
+    system == System::Salesforce
+}
+
+/// Decides a person's stage from the systems' opinions and the stage it had.
+pub fn decide_stage(
+    vocabulary: &Vocabulary,
+    policy: &ReconcileConfig,
+    opinions: &[Opinion],
+    previous: Option<StageId>,
+) -> StageDecision {
+    let describe = |opinion: &Opinion| {
+        let mut text = format!(
+            "{} says {}",
+            opinion.system,
+            vocabulary.id_of(opinion.stage)
+        );
+        if let Some(rule) = &opinion.rule {
+            text.push_str(&format!(" (rule \"{rule}\""));
+            if let Some(raw) = &opinion.raw {
+                text.push_str(&format!(", value {raw:?}"));
+            }
+            text.push(')');
+        }
+        if opinion.echo {
+            text.push_str(" [written by crmsync]");
+        }
+        text
+    };
+    // An echo has no say while another system has its own opinion.
+    let own: Vec<&Opinion> = opinions.iter().filter(|opinion| !opinion.echo).collect();
+    let considered: Vec<&Opinion> = if own.is_empty() {
+        opinions.iter().collect()
+    } else {
+        own
+    };
+    if considered.is_empty() {
+        return StageDecision {
+            stage: previous,
+            system: None,
+            reason: match previous {
+                Some(stage) => format!(
+                    "no system gives a stage now; kept {}",
+                    vocabulary.id_of(stage)
+                ),
+                None => "no system gives a stage".into(),
+            },
+            refused_regression: None,
+            regressed: false,
+        };
+    }
+    let rank = |stage: StageId| vocabulary.stage(stage).rank;
+    let side = |stage: StageId| vocabulary.stage(stage).side_state;
+    let sales = considered.iter().copied().find(|o| is_sales(o.system));
+    let marketing = considered.iter().copied().find(|o| !is_sales(o.system));
+    let (winner, why): (&Opinion, String) = match (&policy.stage_policy, sales, marketing) {
+        (_, Some(sales), Some(_)) if policy.sales_side_states_override && side(sales.stage) => (
+            sales,
+            "sales' side state overrides marketing's stage".into(),
+        ),
+        (
+            StagePolicy::Owners {
+                marketing_owns_until,
+            },
+            sales,
+            marketing,
+        ) => {
+            let boundary = vocabulary
+                .lookup(&marketing_owns_until.value)
+                .and_then(rank)
+                .unwrap_or(u32::MAX);
+            let sales_owns =
+                |o: &Opinion| side(o.stage) || rank(o.stage).is_some_and(|r| r > boundary);
+            let marketing_owns =
+                |o: &Opinion| rank(o.stage).is_some_and(|r| r <= boundary) || side(o.stage);
+            match (sales, marketing) {
+                (Some(sales), _) if sales_owns(sales) => (
+                    sales,
+                    format!("sales owns stages after {}", marketing_owns_until.value),
+                ),
+                (_, Some(marketing)) if marketing_owns(marketing) => (
+                    marketing,
+                    format!("marketing owns stages up to {}", marketing_owns_until.value),
+                ),
+                (Some(sales), _) => (sales, "only sales gives a stage it owns".into()),
+                (None, Some(marketing)) => (marketing, "only marketing gives a stage".into()),
+                (None, None) => unreachable_opinion(considered[0]),
+            }
+        }
+        (StagePolicy::Furthest, _, _) => {
+            // Furthest by rank; side states count only when no ranked stage is given.
+            let ranked = considered
+                .iter()
+                .copied()
+                .filter(|o| rank(o.stage).is_some())
+                // Ties go to sales, whose later stages are the more specific.
+                .max_by_key(|o| (rank(o.stage), is_sales(o.system)));
+            match ranked {
+                Some(best) if considered.len() > 1 => (best, "furthest along by rank".into()),
+                Some(best) => (best, "the only stage given".into()),
+                None => {
+                    let best = sales.or(marketing).unwrap_or(considered[0]);
+                    (
+                        best,
+                        "only side states are given; sales' counts first".into(),
+                    )
+                }
+            }
+        }
+    };
+    let mut reason = format!(
+        "{why}: {}",
+        considered
+            .iter()
+            .map(|opinion| describe(opinion))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let chosen = winner.stage;
+    let mut decision = StageDecision {
+        stage: Some(chosen),
+        system: Some(winner.system),
+        reason: String::new(),
+        refused_regression: None,
+        regressed: false,
+    };
+    if let Some(previous) = previous
+        && previous != chosen
+        && is_regression(vocabulary, previous, chosen)
+    {
+        if policy.allow_regression {
+            decision.regressed = true;
+            reason.push_str(&format!(
+                " — moves back from {} (allowed by reconcile.allow_regression)",
+                vocabulary.id_of(previous)
+            ));
+        } else {
+            decision.stage = Some(previous);
+            decision.refused_regression = Some((previous, chosen));
+            reason.push_str(&format!(
+                " — would move back from {} to {}: refused (reconcile.allow_regression = false); stays {}",
+                vocabulary.id_of(previous),
+                vocabulary.id_of(chosen),
+                vocabulary.id_of(previous)
+            ));
+        }
+    }
+    decision.reason = reason;
+    decision
+}
+
+fn unreachable_opinion(opinion: &Opinion) -> (&Opinion, String) {
+    (opinion, "the only stage given".into())
+}
+
+/// Moving from `from` to `to` goes backwards: a lower rank, or leaving a terminal stage.
+pub fn is_regression(vocabulary: &Vocabulary, from: StageId, to: StageId) -> bool {
+    let from_stage = vocabulary.stage(from);
+    let to_stage = vocabulary.stage(to);
+    if from_stage.terminal {
+        return true;
+    }
+    match (from_stage.rank, to_stage.rank) {
+        (Some(from_rank), Some(to_rank)) => to_rank < from_rank,
+        _ => false,
+    }
+}
+
+/// One canonical field's value for the person, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldChoice {
+    pub value: Value,
+    pub system: Option<System>,
+    pub rule: String,
+}
+
+/// A system's value of a canonical field: the value, when its record last changed, and
+/// whether the value is crmsync's own write coming back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldOffer<'a> {
+    pub system: System,
+    pub value: &'a Value,
+    pub modified_at: Timestamp,
+    pub echo: bool,
+}
+
+/// Picks a field's value by the configured source of truth.
+pub fn choose_field(
+    field: &str,
+    policy: &ReconcileConfig,
+    offers: &[FieldOffer<'_>],
+) -> FieldChoice {
+    let source = policy
+        .field_sources
+        .get(field)
+        .map(|located| located.value)
+        .unwrap_or(policy.default_field_source);
+    let present: Vec<&FieldOffer<'_>> = offers
+        .iter()
+        .filter(|offer| !offer.value.is_null())
+        .collect();
+    let from = |system: System| present.iter().copied().find(|offer| offer.system == system);
+    let pick = |offer: Option<&FieldOffer<'_>>, rule: String| match offer {
+        Some(offer) => FieldChoice {
+            value: offer.value.clone(),
+            system: Some(offer.system),
+            rule,
+        },
+        None => FieldChoice {
+            value: Value::Null,
+            system: None,
+            rule,
+        },
+    };
+    match source {
+        FieldSource::Hubspot => pick(
+            from(System::Hubspot).or_else(|| from(System::Salesforce)),
+            format!("{field}: source of truth hubspot"),
+        ),
+        FieldSource::Salesforce => pick(
+            from(System::Salesforce).or_else(|| from(System::Hubspot)),
+            format!("{field}: source of truth salesforce"),
+        ),
+        FieldSource::MostRecent => {
+            // A value crmsync wrote is not a change: the other system's value is the newer
+            // word unless it, too, is an echo.
+            let best = present.iter().copied().max_by_key(|offer| {
+                (
+                    !offer.echo,
+                    offer.modified_at,
+                    offer.system == System::Salesforce,
+                )
+            });
+            pick(best, format!("{field}: most recent change"))
+        }
+    }
+}
+
+/// The stage a record maps to, as an opinion.
+pub fn opinion_of(vocabulary: &Vocabulary, record: &MemberRow, echo: bool) -> Option<Opinion> {
+    let stage = vocabulary.lookup(record.stage.as_deref()?)?;
+    Some(Opinion {
+        system: record.key.system,
+        stage,
+        record_id: record.key.id.clone(),
+        rule: record.stage_rule.clone(),
+        raw: record.raw_stage.clone(),
+        echo,
+    })
+}
+
+/// Fields of the person by system: the most recently changed live record of each system
+/// offers its values.
+pub fn field_offers<'a>(
+    records: &[&'a MemberRow],
+    echoes: &BTreeMap<(System, String), bool>,
+) -> BTreeMap<String, Vec<FieldOffer<'a>>> {
+    let mut offers: BTreeMap<String, Vec<FieldOffer<'a>>> = BTreeMap::new();
+    for system in System::ALL {
+        let Some(record) = records
+            .iter()
+            .filter(|record| record.key.system == system)
+            .max_by_key(|record| record.modified_at)
+        else {
+            continue;
+        };
+        for (field, value) in &record.fields {
+            offers.entry(field.clone()).or_default().push(FieldOffer {
+                system,
+                value,
+                modified_at: record.modified_at,
+                echo: echoes
+                    .get(&(system, field.clone()))
+                    .copied()
+                    .unwrap_or(false),
+            });
+        }
+    }
+    offers
+}

@@ -1,0 +1,937 @@
+//! One sync run, step by step (see the module docs of [`crate::engine`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::cursor::Cursor;
+use super::extract::{self, Stream};
+use super::identity;
+use super::plan::{self, Wanted};
+use super::reconcile::{self, Opinion};
+use super::writeback;
+use super::{
+    EngineError, RunStatus, StreamOutcome, StreamReport, StreamStop, SyncReport, WarehouseSummary,
+};
+use crate::config::Config;
+use crate::hubspot::client::{HubspotClient, HubspotError};
+use crate::hubspot::read::{HubspotReader, ReadError as HubspotReadError};
+use crate::mapping::{FieldSource, Mapper, ObjectKind, ObjectMapping};
+use crate::record::System;
+use crate::salesforce::client::{SalesforceClient, SalesforceError};
+use crate::salesforce::describe::ObjectDescribe;
+use crate::salesforce::read::ReadError as SalesforceReadError;
+use crate::store::Warehouse;
+use crate::store::model::{
+    MemberRow, PersonCounts, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
+};
+
+/// Pending records reconciled per transaction.
+const RECONCILE_CHUNK: usize = 1_000;
+
+/// What a run does besides reading.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncOptions {
+    /// Read everything again, ignoring checkpoints.
+    pub full: bool,
+}
+
+/// Everything a run needs: configuration, mappings, the warehouse and the CRM clients.
+pub struct Engine {
+    config: Config,
+    mapper: Arc<Mapper>,
+    warehouse: Warehouse,
+    hubspot: Option<HubspotClient>,
+    salesforce: Option<SalesforceClient>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("warehouse", &self.warehouse)
+            .field("hubspot", &self.hubspot.is_some())
+            .field("salesforce", &self.salesforce.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a run gathers as it goes.
+#[derive(Debug, Default)]
+struct Tally {
+    read: BTreeMap<System, u64>,
+    changed: u64,
+    deleted: u64,
+    dead_letters: u64,
+    reconciled: u64,
+    merged_persons: u64,
+    stage_changes: u64,
+    regressions_refused: u64,
+    written: BTreeMap<System, u64>,
+    streams: Vec<StreamReport>,
+    stops: Vec<StreamStop>,
+    failed: bool,
+}
+
+impl Engine {
+    /// Connects the enabled CRMs of `config`.
+    pub fn connect(
+        config: Config,
+        mapper: Arc<Mapper>,
+        warehouse: Warehouse,
+    ) -> Result<Self, EngineError> {
+        let settings = crate::http::client::ClientSettings::default();
+        let hubspot = if config.hubspot.enabled {
+            Some(crate::hubspot::connect::connect(&config.hubspot, settings)?)
+        } else {
+            None
+        };
+        let salesforce = if config.salesforce.enabled {
+            Some(crate::salesforce::connect::connect(
+                &config.salesforce,
+                settings,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            mapper,
+            warehouse,
+            hubspot,
+            salesforce,
+        })
+    }
+
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+
+    /// API calls made so far, per system.
+    fn calls(&self) -> BTreeMap<System, u64> {
+        let mut calls = BTreeMap::new();
+        if let Some(client) = &self.hubspot {
+            calls.insert(System::Hubspot, client.calls());
+        }
+        if let Some(client) = &self.salesforce {
+            calls.insert(System::Salesforce, client.calls());
+        }
+        calls
+    }
+
+    /// One run.
+    pub async fn sync(&self, options: SyncOptions) -> Result<SyncReport, EngineError> {
+        let clock = std::time::Instant::now();
+        let calls_before = self.calls();
+        let run_id = self.warehouse.begin_run(Timestamp::now()).await?;
+        let span = tracing::info_span!("sync_run", run_id);
+        let _entered = span.enter();
+        let mut tally = Tally::default();
+        let outcome = self.steps(run_id, options, &mut tally).await;
+        let calls_after = self.calls();
+        let api_calls: BTreeMap<System, u64> = calls_after
+            .iter()
+            .map(|(system, after)| {
+                (
+                    *system,
+                    after - calls_before.get(system).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        let mut problems: Vec<String> = tally
+            .stops
+            .iter()
+            .map(|stop| stop.message.clone())
+            .collect();
+        if let Err(error) = &outcome {
+            problems.push(error.to_string());
+        }
+        let status = if outcome.is_err() || tally.failed {
+            RunStatus::Failed
+        } else if !tally.stops.is_empty() || tally.dead_letters > 0 {
+            RunStatus::Partial
+        } else {
+            RunStatus::Complete
+        };
+        let warehouse = self.summary().await.unwrap_or_default();
+        let report = SyncReport {
+            run_id,
+            status,
+            full: options.full,
+            read: tally.read.clone(),
+            changed: tally.changed,
+            deleted: tally.deleted,
+            reconciled: tally.reconciled,
+            merged_persons: tally.merged_persons,
+            stage_changes: tally.stage_changes,
+            written: tally.written.clone(),
+            dead_letters: tally.dead_letters,
+            regressions_refused: tally.regressions_refused,
+            api_calls,
+            streams: tally.streams.clone(),
+            problems,
+            warehouse,
+            seconds: clock.elapsed().as_secs_f64(),
+        };
+        let row = RunRow {
+            status: status.as_str().to_string(),
+            records_read: report.read.values().sum(),
+            records_changed: report.changed,
+            records_written: report.written.values().sum(),
+            records_dead_lettered: report.dead_letters,
+            persons: report.reconciled,
+            regressions_refused: report.regressions_refused,
+            hubspot_api_calls: report.api_calls.get(&System::Hubspot).copied().unwrap_or(0),
+            salesforce_api_calls: report
+                .api_calls
+                .get(&System::Salesforce)
+                .copied()
+                .unwrap_or(0),
+            error: (!report.problems.is_empty()).then(|| report.problems.join("\n")),
+            details: serde_json::to_string(&report).ok(),
+        };
+        self.warehouse.finish_run(run_id, row).await?;
+        outcome?;
+        Ok(report)
+    }
+
+    async fn steps(
+        &self,
+        run_id: i64,
+        options: SyncOptions,
+        tally: &mut Tally,
+    ) -> Result<(), EngineError> {
+        if options.full {
+            self.warehouse.clear_checkpoints().await?;
+        }
+        let cursors = self.cursors().await?;
+        self.extract(run_id, &cursors, tally).await?;
+        self.reconcile(run_id, tally).await?;
+        for system in System::ALL {
+            let budget_spent = tally
+                .stops
+                .iter()
+                .any(|stop| stop.budget && stop.system == system);
+            if budget_spent {
+                continue;
+            }
+            writeback::write_back(self.writeback_context(system), run_id, tally_sink(tally))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn writeback_context(&self, system: System) -> writeback::Context<'_> {
+        writeback::Context {
+            system,
+            target: self.config.write_back.target(system),
+            warehouse: &self.warehouse,
+            hubspot: self.hubspot.as_ref(),
+            salesforce: self.salesforce.as_ref(),
+        }
+    }
+
+    async fn cursors(&self) -> Result<HashMap<(String, String), Cursor>, EngineError> {
+        let mut cursors = HashMap::new();
+        for (system, object, text) in self.warehouse.checkpoints().await? {
+            let cursor = Cursor::parse(&system, &object, &text)?;
+            cursors.insert((system, object), cursor);
+        }
+        Ok(cursors)
+    }
+
+    /// The streams of the run: every configured object of every enabled CRM.
+    fn streams(&self) -> Result<Vec<(Stream, &ObjectMapping)>, EngineError> {
+        let mut streams = Vec::new();
+        let systems = [
+            (
+                System::Hubspot,
+                self.hubspot.is_some(),
+                &self.config.hubspot.objects,
+            ),
+            (
+                System::Salesforce,
+                self.salesforce.is_some(),
+                &self.config.salesforce.objects,
+            ),
+        ];
+        for (system, enabled, objects) in systems {
+            if !enabled {
+                continue;
+            }
+            for object in objects {
+                let mapping = self.mapper.object(system, &object.value).ok_or_else(|| {
+                    EngineError::Unmapped {
+                        system,
+                        object: object.value.clone(),
+                    }
+                })?;
+                streams.push((
+                    Stream {
+                        system,
+                        object: object.value.clone(),
+                    },
+                    mapping,
+                ));
+            }
+        }
+        Ok(streams)
+    }
+
+    /// The native properties a stream reads: everything its mapping and write-back use.
+    fn read_properties(&self, stream: &Stream, mapping: &ObjectMapping) -> Vec<String> {
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for rule in &mapping.rules {
+            names.extend(rule.properties().map(str::to_string));
+        }
+        for field in &mapping.fields {
+            match &field.source {
+                FieldSource::Property(property) => {
+                    names.insert(property.clone());
+                }
+                FieldSource::Concat { properties, .. } => names.extend(properties.iter().cloned()),
+            }
+        }
+        for condition in &mapping.reverse.requires {
+            names.insert(condition.property.clone());
+        }
+        for write in &mapping.reverse.stages {
+            names.extend(write.properties.iter().map(|(name, _)| name.clone()));
+        }
+        names.extend(
+            mapping
+                .reverse
+                .fields
+                .iter()
+                .map(|(_, native, _)| native.clone()),
+        );
+        let target = self.config.write_back.target(stream.system);
+        if target.object.value == stream.object {
+            names.extend(target.stage_field.iter().map(|field| field.value.clone()));
+            names.extend(target.link_field.iter().map(|field| field.value.clone()));
+        }
+        names.into_iter().collect()
+    }
+
+    /// Reads every stream, concurrently, into the warehouse.
+    async fn extract(
+        &self,
+        run_id: i64,
+        cursors: &HashMap<(String, String), Cursor>,
+        tally: &mut Tally,
+    ) -> Result<(), EngineError> {
+        let streams = self.streams()?;
+        let mut reads = Vec::new();
+        let mut modes = Vec::new();
+        for (stream, mapping) in &streams {
+            let properties = self.read_properties(stream, mapping);
+            let cursor = cursors
+                .get(&(stream.system.as_str().to_string(), stream.object.clone()))
+                .cloned();
+            let mode = match &cursor {
+                None => "full",
+                Some(Cursor::Incremental { .. }) => "incremental",
+                Some(_) => "resumed",
+            };
+            modes.push(mode);
+            reads.push(self.extract_stream(run_id, stream, properties, cursor));
+        }
+        let results = futures_util::future::join_all(reads).await;
+        for (((stream, _), result), mode) in streams.iter().zip(results).zip(modes) {
+            let (outcome, stop) = result?;
+            tally.streams.push(StreamReport {
+                system: stream.system,
+                object: stream.object.clone(),
+                mode,
+                read: outcome.read,
+                changed: outcome.changed,
+                deleted: outcome.deleted,
+                stopped: stop.as_ref().map(|stop| stop.message.clone()),
+            });
+            *tally.read.entry(stream.system).or_default() += outcome.read;
+            tally.changed += outcome.changed;
+            tally.deleted += outcome.deleted;
+            tally.dead_letters += outcome.dead_letters;
+            if outcome.rejected_values > 0 {
+                tally.failed = true;
+                tally.stops.push(StreamStop {
+                    system: stream.system,
+                    message: format!(
+                        "{stream}: {} record(s) have stage values the mapping rejects (on_unknown = \"error\"); see dead_letters and fix the mapping",
+                        outcome.rejected_values
+                    ),
+                    budget: false,
+                });
+            }
+            if let Some(stop) = stop {
+                tracing::warn!(stream = %stream, error = %stop.message, "stream stopped");
+                if !stop.budget {
+                    tally.failed = true;
+                }
+                tally.stops.push(stop);
+            }
+        }
+        Ok(())
+    }
+
+    async fn extract_stream(
+        &self,
+        run_id: i64,
+        stream: &Stream,
+        properties: Vec<String>,
+        cursor: Option<Cursor>,
+    ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
+        let span = tracing::info_span!("extract", system = %stream.system, object = %stream.object);
+        let _entered = span.enter();
+        match stream.system {
+            System::Hubspot => {
+                let Some(client) = &self.hubspot else {
+                    return Ok((StreamOutcome::default(), None));
+                };
+                self.extract_hubspot(run_id, stream, client, properties, cursor)
+                    .await
+            }
+            System::Salesforce => {
+                let Some(client) = &self.salesforce else {
+                    return Ok((StreamOutcome::default(), None));
+                };
+                self.extract_salesforce(run_id, stream, client, properties, cursor)
+                    .await
+            }
+        }
+    }
+
+    async fn extract_hubspot(
+        &self,
+        run_id: i64,
+        stream: &Stream,
+        client: &HubspotClient,
+        properties: Vec<String>,
+        cursor: Option<Cursor>,
+    ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
+        let reader = HubspotReader::new(client);
+        let (sender, receiver) = mpsc::channel(extract::CHANNEL_DEPTH);
+        let object = stream.object.as_str();
+        let read = async move {
+            let result = match &cursor {
+                Some(Cursor::Incremental { since }) => {
+                    reader
+                        .incremental(object, &properties, *since, &sender)
+                        .await
+                }
+                Some(other) => match other.hubspot_point() {
+                    Some(point) => reader.resume(object, &properties, point, &sender).await,
+                    None => reader.full(object, &properties, &sender).await,
+                },
+                None => reader.full(object, &properties, &sender).await,
+            };
+            drop(sender);
+            result
+        };
+        let store = extract::consume(
+            stream,
+            run_id,
+            &self.mapper,
+            &self.warehouse,
+            receiver,
+            Cursor::from_hubspot,
+        );
+        let (read, stored) = tokio::join!(read, store);
+        let mut outcome = stored?;
+        match read {
+            Ok(summary) => {
+                if let Some(since) = summary.high_water {
+                    self.final_checkpoint(run_id, stream, since, &mut outcome)
+                        .await?;
+                }
+                Ok((outcome, None))
+            }
+            Err(error) => {
+                let budget = matches!(
+                    &error,
+                    HubspotReadError::Api(
+                        HubspotError::DailyLimit { .. } | HubspotError::DailyReserve { .. }
+                    )
+                );
+                Ok((
+                    outcome,
+                    Some(StreamStop {
+                        system: stream.system,
+                        message: format!("HubSpot {}: {error}", stream.object),
+                        budget,
+                    }),
+                ))
+            }
+        }
+    }
+
+    async fn extract_salesforce(
+        &self,
+        run_id: i64,
+        stream: &Stream,
+        client: &SalesforceClient,
+        properties: Vec<String>,
+        cursor: Option<Cursor>,
+    ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
+        let describe = match ObjectDescribe::load(client, &stream.object).await {
+            Ok(describe) => describe,
+            Err(error) => {
+                let budget = is_salesforce_budget(&error);
+                return Ok((
+                    StreamOutcome::default(),
+                    Some(StreamStop {
+                        system: stream.system,
+                        message: format!("Salesforce {}: {error}", stream.object),
+                        budget,
+                    }),
+                ));
+            }
+        };
+        // Fields the org lacks are left out (the mapping reads them as empty), with a warning.
+        let (fields, missing): (Vec<String>, Vec<String>) = properties
+            .into_iter()
+            .partition(|field| describe.field(field).is_some());
+        if !missing.is_empty() {
+            tracing::warn!(object = %stream.object, missing = ?missing, "the org has no such fields; they read as empty");
+        }
+        let mut reader = crate::salesforce::connect::reader(client, &self.config.salesforce);
+        reader.bulk_threshold = self.config.salesforce.bulk_threshold;
+        let (sender, receiver) = mpsc::channel(extract::CHANNEL_DEPTH);
+        let describe_ref = &describe;
+        let read = async move {
+            let result = match &cursor {
+                Some(Cursor::Incremental { since }) => {
+                    reader
+                        .incremental(describe_ref, &fields, *since, &sender)
+                        .await
+                }
+                Some(other) => match other.salesforce_point() {
+                    Some(point) => reader.resume(describe_ref, &fields, point, &sender).await,
+                    None => reader.full(describe_ref, &fields, &sender).await,
+                },
+                None => reader.full(describe_ref, &fields, &sender).await,
+            };
+            drop(sender);
+            result
+        };
+        let store = extract::consume(
+            stream,
+            run_id,
+            &self.mapper,
+            &self.warehouse,
+            receiver,
+            Cursor::from_salesforce,
+        );
+        let (read, stored) = tokio::join!(read, store);
+        let mut outcome = stored?;
+        match read {
+            Ok(summary) => {
+                if let Some(since) = summary.high_water {
+                    self.final_checkpoint(run_id, stream, since, &mut outcome)
+                        .await?;
+                }
+                Ok((outcome, None))
+            }
+            Err(error) => {
+                let budget =
+                    matches!(&error, SalesforceReadError::Api(api) if is_salesforce_budget(api));
+                Ok((
+                    outcome,
+                    Some(StreamStop {
+                        system: stream.system,
+                        message: format!("Salesforce {}: {error}", stream.object),
+                        budget,
+                    }),
+                ))
+            }
+        }
+    }
+
+    async fn final_checkpoint(
+        &self,
+        run_id: i64,
+        stream: &Stream,
+        since: Timestamp,
+        outcome: &mut StreamOutcome,
+    ) -> Result<(), EngineError> {
+        let mut page = crate::store::model::PageWrite {
+            checkpoint: Some(Cursor::Incremental { since }.to_json()),
+            ..Default::default()
+        };
+        extract::store(stream, run_id, &self.warehouse, &mut page, outcome).await
+    }
+
+    /// Reconciles every pending record, a chunk at a time.
+    async fn reconcile(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
+        loop {
+            let chunk = self.warehouse.pending_records(RECONCILE_CHUNK).await?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let commit = self.reconcile_chunk(&chunk, tally).await?;
+            self.warehouse
+                .commit_reconcile(run_id, Timestamp::now(), commit)
+                .await?;
+        }
+    }
+
+    fn is_person(&self, key: &RecordKey) -> bool {
+        self.mapper
+            .object(key.system, &key.object)
+            .is_some_and(|mapping| mapping.kind == ObjectKind::Person)
+    }
+
+    async fn reconcile_chunk(
+        &self,
+        chunk: &[MemberRow],
+        tally: &mut Tally,
+    ) -> Result<ReconcileCommit, EngineError> {
+        let resolution =
+            identity::resolve(&self.warehouse, chunk, |key| self.is_person(key)).await?;
+        let absorbed: Vec<String> = resolution
+            .merges
+            .iter()
+            .map(|merge| merge.absorbed.clone())
+            .collect();
+        let mut lookup: Vec<String> = resolution.affected.iter().cloned().collect();
+        lookup.extend(absorbed.iter().cloned());
+        // Every record of the affected persons, with the chunk's decisions applied.
+        let assigned: HashMap<&RecordKey, &Option<String>> = resolution
+            .assignments
+            .iter()
+            .map(|(key, person)| (key, person))
+            .collect();
+        let mut members: BTreeMap<RecordKey, MemberRow> = BTreeMap::new();
+        for mut row in self.warehouse.members_of(lookup.clone()).await? {
+            row.unified_id = match assigned.get(&row.key) {
+                Some(person) => (*person).clone(),
+                None => row.unified_id.map(|id| resolution.resolve(&id).to_string()),
+            };
+            members.insert(row.key.clone(), row);
+        }
+        for row in chunk {
+            if let Some(person) = assigned.get(&row.key) {
+                let mut row = row.clone();
+                row.unified_id = (*person).clone();
+                members.insert(row.key.clone(), row);
+            }
+        }
+        let mut persons: BTreeMap<String, Vec<MemberRow>> = BTreeMap::new();
+        for row in members.into_values() {
+            if let Some(person) = row.unified_id.clone()
+                && resolution.affected.contains(&person)
+            {
+                persons.entry(person).or_default().push(row);
+            }
+        }
+        let previous: HashMap<String, UnifiedRow> = self
+            .warehouse
+            .unified(lookup)
+            .await?
+            .into_iter()
+            .map(|row| (row.unified_id.clone(), row))
+            .collect();
+        let keys: Vec<RecordKey> = persons
+            .values()
+            .flatten()
+            .filter(|row| !row.archived)
+            .map(|row| row.key.clone())
+            .collect();
+        let mut ledger: HashMap<RecordKey, HashMap<String, String>> = HashMap::new();
+        for row in self.warehouse.ledger(keys).await? {
+            ledger
+                .entry(row.key)
+                .or_default()
+                .insert(row.field, row.value_hash);
+        }
+
+        let mut commit = ReconcileCommit {
+            assignments: resolution.assignments.clone(),
+            merges: resolution.merges.clone(),
+            ..Default::default()
+        };
+        tally.merged_persons += commit.merges.len() as u64;
+        let now = Timestamp::now();
+        for (unified_id, records) in &persons {
+            // A merged-away person's history carries over to the survivor.
+            let mut before: Option<UnifiedRow> = previous.get(unified_id).cloned();
+            for merge in &resolution.merges {
+                if resolution.resolve(&merge.survivor) == unified_id
+                    && let Some(absorbed) = previous.get(&merge.absorbed)
+                {
+                    let base = before.get_or_insert_with(|| UnifiedRow {
+                        unified_id: unified_id.clone(),
+                        ..absorbed.clone()
+                    });
+                    for (stage, at) in &absorbed.first_entered {
+                        let entry = base.first_entered.entry(stage.clone()).or_insert(*at);
+                        *entry = (*entry).min(*at);
+                    }
+                    base.created_at = match (base.created_at, absorbed.created_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+            self.reconcile_person(
+                unified_id,
+                records,
+                before,
+                &ledger,
+                now,
+                &mut commit,
+                tally,
+            );
+        }
+        Ok(commit)
+    }
+
+    /// Decides one person and the writes it calls for.
+    #[allow(clippy::too_many_arguments)]
+    fn reconcile_person(
+        &self,
+        unified_id: &str,
+        records: &[MemberRow],
+        before: Option<UnifiedRow>,
+        ledger: &HashMap<RecordKey, HashMap<String, String>>,
+        now: Timestamp,
+        commit: &mut ReconcileCommit,
+        tally: &mut Tally,
+    ) {
+        let vocabulary = self.mapper.vocabulary();
+        let policy = &self.config.reconcile;
+        tally.reconciled += 1;
+        let live: Vec<&MemberRow> = records.iter().filter(|row| !row.archived).collect();
+        let written = |record: &MemberRow, property: &str| -> bool {
+            let held = record.properties.get(property).unwrap_or(&Value::Null);
+            ledger
+                .get(&record.key)
+                .and_then(|fields| fields.get(property))
+                .is_some_and(|hash| *hash == plan::value_hash(held))
+        };
+        // Each system's opinion: its most recently changed live record that has a stage.
+        let mut opinions: Vec<Opinion> = Vec::new();
+        let mut raw: BTreeMap<System, (Option<String>, Option<String>)> = BTreeMap::new();
+        for system in System::ALL {
+            let Some(record) = live
+                .iter()
+                .copied()
+                .filter(|row| row.key.system == system && row.stage.is_some())
+                .max_by_key(|row| row.modified_at)
+            else {
+                continue;
+            };
+            let echo = self
+                .mapper
+                .object(system, &record.key.object)
+                .and_then(|mapping| {
+                    let stage = vocabulary.lookup(record.stage.as_deref()?)?;
+                    mapping.reverse_stage(stage)
+                })
+                .is_some_and(|write| {
+                    !write.properties.is_empty()
+                        && write
+                            .properties
+                            .iter()
+                            .all(|(property, _)| written(record, property))
+                });
+            if let Some(opinion) = reconcile::opinion_of(vocabulary, record, echo) {
+                raw.insert(system, (record.stage.clone(), record.raw_stage.clone()));
+                opinions.push(opinion);
+            }
+        }
+        let previous_stage = before
+            .as_ref()
+            .and_then(|row| row.stage.as_deref())
+            .and_then(|stage| vocabulary.lookup(stage));
+        let decision = reconcile::decide_stage(vocabulary, policy, &opinions, previous_stage);
+        if decision.refused_regression.is_some() {
+            tally.regressions_refused += 1;
+        }
+        // Fields: per canonical field, the configured source of truth.
+        let mut echoes: BTreeMap<(System, String), bool> = BTreeMap::new();
+        for record in &live {
+            if let Some(mapping) = self.mapper.object(record.key.system, &record.key.object) {
+                for (canonical, native, _) in &mapping.reverse.fields {
+                    if written(record, native) {
+                        echoes.insert((record.key.system, canonical.clone()), true);
+                    }
+                }
+            }
+        }
+        let offers = reconcile::field_offers(&live, &echoes);
+        let chosen: BTreeMap<String, reconcile::FieldChoice> = offers
+            .iter()
+            .map(|(field, offers)| {
+                (
+                    field.clone(),
+                    reconcile::choose_field(field, policy, offers),
+                )
+            })
+            .collect();
+        let text = |field: &str| {
+            chosen
+                .get(field)
+                .and_then(|choice| choice.value.as_str())
+                .map(str::to_string)
+        };
+        let first_of = |system: System, object: &str| {
+            live.iter()
+                .filter(|row| row.key.system == system && row.key.object == object)
+                .max_by_key(|row| row.modified_at)
+                .map(|row| row.key.id.clone())
+        };
+        let hubspot_id = first_of(System::Hubspot, "contacts");
+        let salesforce_lead_id = first_of(System::Salesforce, "Lead");
+        let salesforce_contact_id = first_of(System::Salesforce, "Contact");
+        let stage_id = decision
+            .stage
+            .map(|stage| vocabulary.id_of(stage).to_string());
+        let mut person = UnifiedRow {
+            unified_id: unified_id.to_string(),
+            email: text("email").or_else(|| live.iter().find_map(|row| row.email.clone())),
+            name: text("full_name"),
+            company: text("company"),
+            stage: stage_id.clone(),
+            hubspot_id: hubspot_id.clone(),
+            salesforce_lead_id: salesforce_lead_id.clone(),
+            salesforce_contact_id: salesforce_contact_id.clone(),
+            hubspot_stage: raw
+                .get(&System::Hubspot)
+                .and_then(|(stage, _)| stage.clone()),
+            salesforce_stage: raw
+                .get(&System::Salesforce)
+                .and_then(|(stage, _)| stage.clone()),
+            hubspot_raw_stage: raw.get(&System::Hubspot).and_then(|(_, raw)| raw.clone()),
+            salesforce_raw_stage: raw
+                .get(&System::Salesforce)
+                .and_then(|(_, raw)| raw.clone()),
+            drift: false,
+            decision: Some(decision.reason.clone()),
+            deleted: live.is_empty(),
+            created_at: before.as_ref().and_then(|row| row.created_at).or(Some(now)),
+            updated_at: Some(now),
+            first_entered: before
+                .as_ref()
+                .map(|row| row.first_entered.clone())
+                .unwrap_or_default(),
+        };
+        person.drift = matches!(
+            (&person.hubspot_stage, &person.salesforce_stage),
+            (Some(a), Some(b)) if a != b
+        );
+        if let Some(stage) = &stage_id {
+            person.first_entered.entry(stage.clone()).or_insert(now);
+            let before_stage = before.as_ref().and_then(|row| row.stage.clone());
+            if before_stage.as_deref() != Some(stage.as_str()) {
+                tally.stage_changes += 1;
+                commit.transitions.push(TransitionRow {
+                    unified_id: unified_id.to_string(),
+                    from: before_stage,
+                    to: stage.clone(),
+                    at: now,
+                    system: decision.system.unwrap_or(System::Hubspot),
+                });
+            }
+        }
+        // Unchanged persons are not rewritten (their updated_at stays).
+        let unchanged = before.as_ref().is_some_and(|row| {
+            let mut same = person.clone();
+            same.updated_at = row.updated_at;
+            same.created_at = row.created_at;
+            *row == same
+        });
+        let fields: BTreeMap<String, (Value, String)> = chosen
+            .iter()
+            .map(|(field, choice)| (field.clone(), (choice.value.clone(), choice.rule.clone())))
+            .collect();
+        for system in System::ALL {
+            let target = self.config.write_back.target(system);
+            if !target.enabled.value {
+                continue;
+            }
+            let Some(mapping) = self.mapper.object(system, &target.object.value) else {
+                continue;
+            };
+            let link = match system {
+                System::Hubspot => salesforce_contact_id.clone().or(salesforce_lead_id.clone()),
+                System::Salesforce => hubspot_id.clone(),
+            };
+            let wanted = Wanted {
+                stage: decision.stage,
+                stage_reason: &decision.reason,
+                link,
+                fields: fields.clone(),
+                allow_regression: policy.allow_regression,
+            };
+            for record in live
+                .iter()
+                .filter(|row| row.key.system == system && row.key.object == target.object.value)
+            {
+                let planned =
+                    plan::plan_record(vocabulary, target, mapping, record, unified_id, &wanted);
+                if let Some((from, to)) = planned.refused_regression {
+                    tally.regressions_refused += 1;
+                    tracing::debug!(record = %record.key, %from, %to, "native stage not written: it would move back");
+                }
+                match planned.write {
+                    Some(write) => commit.writes.push(write),
+                    None => commit.dropped_writes.push(record.key.clone()),
+                }
+            }
+        }
+        if !unchanged {
+            commit.persons.push(person);
+        }
+    }
+
+    /// What the warehouse holds now.
+    pub async fn summary(&self) -> Result<WarehouseSummary, EngineError> {
+        let PersonCounts {
+            persons,
+            stages,
+            drift,
+        } = self.warehouse.person_counts().await?;
+        let vocabulary = self.mapper.vocabulary();
+        let mut ordered: Vec<(String, u64)> = vocabulary
+            .stages()
+            .filter_map(|(_, stage)| {
+                stages
+                    .iter()
+                    .find(|(id, _)| id.as_deref() == Some(stage.id.as_str()))
+                    .map(|(_, count)| (stage.id.clone(), *count))
+            })
+            .collect();
+        for (id, count) in &stages {
+            match id {
+                None => ordered.push(("(none)".to_string(), *count)),
+                Some(id) if vocabulary.lookup(id).is_none() => ordered.push((id.clone(), *count)),
+                Some(_) => {}
+            }
+        }
+        Ok(WarehouseSummary {
+            persons,
+            stages: ordered,
+            drift,
+        })
+    }
+}
+
+fn is_salesforce_budget(error: &SalesforceError) -> bool {
+    matches!(
+        error,
+        SalesforceError::DailyLimit { .. } | SalesforceError::Reserve { .. }
+    )
+}
+
+fn tally_sink(tally: &mut Tally) -> writeback::Sink<'_> {
+    writeback::Sink {
+        written: &mut tally.written,
+        dead_letters: &mut tally.dead_letters,
+        regressions_refused: &mut tally.regressions_refused,
+        stops: &mut tally.stops,
+        failed: &mut tally.failed,
+    }
+}

@@ -1,0 +1,367 @@
+//! Write-back: sends the queued writes of one system through its writer, a page of the queue
+//! at a time, and records in one transaction per page what happened — the write ledger for
+//! every value the CRM confirmed (so it is recognised, not echoed, when it is read back), dead
+//! letters for what it refused, and which queued writes are settled. Writes not sent (a stop
+//! at the API budget) stay queued for the next run.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::{Map, Value};
+
+use super::{EngineError, StreamStop};
+use crate::config::WriteTarget;
+use crate::hubspot::client::{HubspotClient, HubspotError};
+use crate::hubspot::schema::PortalSchema;
+use crate::hubspot::write::{self as hubspot_write, HubspotWriter};
+use crate::record::{System, value_text};
+use crate::salesforce::client::{SalesforceClient, SalesforceError};
+use crate::salesforce::describe::ObjectDescribe;
+use crate::salesforce::write::{self as salesforce_write, SalesforceWriter};
+use crate::store::Warehouse;
+use crate::store::model::{DeadLetterRow, LedgerRow, PendingWrite, RecordKey, WritesDone};
+
+/// Queued writes sent per round (the writers batch them further: 100 or 200 a request).
+const ROUND: usize = 1_000;
+
+/// What a write-back needs.
+pub(super) struct Context<'a> {
+    pub system: System,
+    pub target: &'a WriteTarget,
+    pub warehouse: &'a Warehouse,
+    pub hubspot: Option<&'a HubspotClient>,
+    pub salesforce: Option<&'a SalesforceClient>,
+}
+
+/// Where a write-back reports.
+pub(super) struct Sink<'a> {
+    pub written: &'a mut BTreeMap<System, u64>,
+    pub dead_letters: &'a mut u64,
+    pub regressions_refused: &'a mut u64,
+    pub stops: &'a mut Vec<StreamStop>,
+    pub failed: &'a mut bool,
+}
+
+/// A queued write, decoded.
+struct Queued {
+    key: RecordKey,
+    /// Property -> wanted value.
+    desired: BTreeMap<String, Value>,
+    current: BTreeMap<String, Value>,
+    allow_regression: bool,
+}
+
+fn decode(write: &PendingWrite) -> Queued {
+    let changes: Map<String, Value> = serde_json::from_str(&write.changes).unwrap_or_default();
+    let current: Map<String, Value> = serde_json::from_str(&write.current).unwrap_or_default();
+    Queued {
+        key: write.key.clone(),
+        desired: changes
+            .into_iter()
+            .map(|(field, change)| (field, change.get("value").cloned().unwrap_or(Value::Null)))
+            .collect(),
+        current: current.into_iter().collect(),
+        allow_regression: write.allow_regression,
+    }
+}
+
+/// Sends every queued write of `context.system`.
+pub(super) async fn write_back(
+    context: Context<'_>,
+    run_id: i64,
+    sink: Sink<'_>,
+) -> Result<(), EngineError> {
+    if !context.target.enabled.value {
+        return Ok(());
+    }
+    let object = context.target.object.value.clone();
+    match context.system {
+        System::Hubspot => {
+            let Some(client) = context.hubspot else {
+                return Ok(());
+            };
+            let mut schema = PortalSchema::default();
+            if let Err(error) = schema.load(client, &object).await {
+                stop_hubspot(sink, &object, &error);
+                return Ok(());
+            }
+            let writer = HubspotWriter::new(client, &schema);
+            write_rounds(context.warehouse, System::Hubspot, run_id, sink, |batch| {
+                let writer = &writer;
+                let object = object.clone();
+                async move { send_hubspot(writer, &object, batch).await }
+            })
+            .await
+        }
+        System::Salesforce => {
+            let Some(client) = context.salesforce else {
+                return Ok(());
+            };
+            let describe = match ObjectDescribe::load(client, &object).await {
+                Ok(describe) => describe,
+                Err(error) => {
+                    stop_salesforce(sink, &object, &error);
+                    return Ok(());
+                }
+            };
+            let writer = SalesforceWriter::new(client);
+            write_rounds(
+                context.warehouse,
+                System::Salesforce,
+                run_id,
+                sink,
+                |batch| {
+                    let writer = &writer;
+                    let describe = &describe;
+                    async move { send_salesforce(writer, describe, batch).await }
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// What one round of sending did.
+struct RoundOutcome {
+    done: WritesDone,
+    written: u64,
+    refused_regressions: u64,
+    stop: Option<StreamStop>,
+}
+
+async fn write_rounds<F, Fut>(
+    warehouse: &Warehouse,
+    system: System,
+    run_id: i64,
+    sink: Sink<'_>,
+    send: F,
+) -> Result<(), EngineError>
+where
+    F: Fn(Vec<Queued>) -> Fut,
+    Fut: std::future::Future<Output = RoundOutcome>,
+{
+    let mut after: Option<RecordKey> = None;
+    loop {
+        let queued = warehouse
+            .pending_writes(system, after.clone(), ROUND)
+            .await?;
+        let Some(last) = queued.last() else {
+            return Ok(());
+        };
+        after = Some(last.key.clone());
+        let batch: Vec<Queued> = queued.iter().map(decode).collect();
+        let outcome = send(batch).await;
+        *sink.written.entry(system).or_default() += outcome.written;
+        *sink.dead_letters += outcome.done.dead_letters.len() as u64;
+        *sink.regressions_refused += outcome.refused_regressions;
+        warehouse.commit_writes(run_id, outcome.done).await?;
+        if let Some(stop) = outcome.stop {
+            if !stop.budget {
+                *sink.failed = true;
+            }
+            sink.stops.push(stop);
+            return Ok(());
+        }
+    }
+}
+
+/// Ledger rows and settled keys for the sent writes, given which were not confirmed.
+fn settle(
+    batch: &[Queued],
+    letters: Vec<DeadLetterRow>,
+    unconfirmed: &HashSet<String>,
+    unsent: &HashSet<String>,
+) -> (WritesDone, u64) {
+    let mut done = WritesDone {
+        dead_letters: letters,
+        ..Default::default()
+    };
+    let mut written = 0;
+    for write in batch {
+        if unsent.contains(&write.key.id) {
+            continue;
+        }
+        done.settled.push(write.key.clone());
+        if unconfirmed.contains(&write.key.id) {
+            continue;
+        }
+        written += 1;
+        for (field, value) in &write.desired {
+            done.ledger.push(LedgerRow {
+                key: write.key.clone(),
+                field: field.clone(),
+                value_hash: super::plan::value_hash(value),
+            });
+        }
+    }
+    (done, written)
+}
+
+fn text(value: &Value) -> String {
+    value_text(value)
+        .map(|text| text.into_owned())
+        .unwrap_or_default()
+}
+
+async fn send_hubspot(
+    writer: &HubspotWriter<'_>,
+    object: &str,
+    batch: Vec<Queued>,
+) -> RoundOutcome {
+    let planned: Vec<hubspot_write::PlannedUpdate> = batch
+        .iter()
+        .map(|write| hubspot_write::PlannedUpdate {
+            id: write.key.id.clone(),
+            current: write
+                .current
+                .iter()
+                .map(|(field, value)| (field.clone(), text(value)))
+                .collect(),
+            desired: write
+                .desired
+                .iter()
+                .map(|(field, value)| (field.clone(), text(value)))
+                .collect(),
+            allow_regression: write.allow_regression,
+        })
+        .collect();
+    let (report, stop) = match writer.update(object, planned).await {
+        Ok(report) => (report, None),
+        Err(hubspot_write::WriteError::Stopped { report, source }) => {
+            let budget = matches!(
+                source,
+                HubspotError::DailyLimit { .. } | HubspotError::DailyReserve { .. }
+            );
+            (
+                *report,
+                Some(StreamStop {
+                    system: System::Hubspot,
+                    message: format!("HubSpot write-back to {object}: {source}"),
+                    budget,
+                }),
+            )
+        }
+    };
+    let mut unconfirmed: HashSet<String> = HashSet::new();
+    let mut letters = Vec::new();
+    for letter in &report.dead_letters {
+        unconfirmed.insert(letter.id.clone());
+        letters.push(DeadLetterRow {
+            key: RecordKey::new(System::Hubspot, object, letter.id.clone()),
+            reason: match &letter.property {
+                Some(property) => format!("write-back of {property} refused: {}", letter.reason),
+                None => format!("write-back refused: {}", letter.reason),
+            },
+            payload: None,
+        });
+    }
+    for refused in &report.refused_regressions {
+        unconfirmed.insert(refused.id.clone());
+        tracing::info!(id = %refused.id, from = %refused.from, to = %refused.to, "HubSpot kept a lifecycle stage the policy does not move back");
+    }
+    let unsent: HashSet<String> = report.unsent.iter().cloned().collect();
+    let (done, written) = settle(&batch, letters, &unconfirmed, &unsent);
+    RoundOutcome {
+        done,
+        written,
+        refused_regressions: report.refused_regressions.len() as u64,
+        stop,
+    }
+}
+
+async fn send_salesforce(
+    writer: &SalesforceWriter<'_>,
+    describe: &ObjectDescribe,
+    batch: Vec<Queued>,
+) -> RoundOutcome {
+    let object = describe.name.clone();
+    let planned: Vec<salesforce_write::PlannedUpdate> = batch
+        .iter()
+        .map(|write| salesforce_write::PlannedUpdate {
+            id: write.key.id.clone(),
+            current: write.current.clone(),
+            desired: write.desired.clone(),
+        })
+        .collect();
+    let (report, stop) = match writer.update(describe, planned).await {
+        Ok(report) => (report, None),
+        Err(salesforce_write::WriteError::Stopped { report, source }) => {
+            let budget = matches!(
+                source,
+                SalesforceError::DailyLimit { .. } | SalesforceError::Reserve { .. }
+            );
+            (
+                *report,
+                Some(StreamStop {
+                    system: System::Salesforce,
+                    message: format!("Salesforce write-back to {object}: {source}"),
+                    budget,
+                }),
+            )
+        }
+        Err(other) => (
+            salesforce_write::WriteReport {
+                unsent: batch.iter().map(|write| write.key.id.clone()).collect(),
+                ..Default::default()
+            },
+            Some(StreamStop {
+                system: System::Salesforce,
+                message: format!("Salesforce write-back to {object}: {other}"),
+                budget: false,
+            }),
+        ),
+    };
+    let mut unconfirmed: HashSet<String> = HashSet::new();
+    let mut letters = Vec::new();
+    for letter in &report.dead_letters {
+        unconfirmed.insert(letter.id.clone());
+        let code = letter.error_code.as_deref().unwrap_or("refused");
+        let fields = if letter.fields.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", letter.fields.join(", "))
+        };
+        letters.push(DeadLetterRow {
+            key: RecordKey::new(System::Salesforce, object.clone(), letter.id.clone()),
+            reason: format!("write-back {code}{fields}: {}", letter.reason),
+            payload: None,
+        });
+    }
+    let unsent: HashSet<String> = report.unsent.iter().cloned().collect();
+    let (done, written) = settle(&batch, letters, &unconfirmed, &unsent);
+    RoundOutcome {
+        done,
+        written,
+        refused_regressions: 0,
+        stop,
+    }
+}
+
+fn stop_hubspot(sink: Sink<'_>, object: &str, error: &HubspotError) {
+    let budget = matches!(
+        error,
+        HubspotError::DailyLimit { .. } | HubspotError::DailyReserve { .. }
+    );
+    if !budget {
+        *sink.failed = true;
+    }
+    sink.stops.push(StreamStop {
+        system: System::Hubspot,
+        message: format!("HubSpot write-back to {object}: {error}"),
+        budget,
+    });
+}
+
+fn stop_salesforce(sink: Sink<'_>, object: &str, error: &SalesforceError) {
+    let budget = matches!(
+        error,
+        SalesforceError::DailyLimit { .. } | SalesforceError::Reserve { .. }
+    );
+    if !budget {
+        *sink.failed = true;
+    }
+    sink.stops.push(StreamStop {
+        system: System::Salesforce,
+        message: format!("Salesforce write-back to {object}: {error}"),
+        budget,
+    });
+}

@@ -1,0 +1,214 @@
+//! A sync engine against a fresh emulator, in a temporary directory with the demo's config.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use crmsync::config::EnvVars;
+use crmsync::emulator::{EmulatorConfig, RunningEmulator};
+use crmsync::engine::Engine;
+
+pub struct Setup {
+    pub emulator: RunningEmulator,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Setup {
+    /// An emulator over `records` people (rate limits off) and the demo's files.
+    pub async fn new(records: usize) -> Setup {
+        Self::with(EmulatorConfig {
+            records,
+            rate_limits: false,
+            ..EmulatorConfig::default()
+        })
+        .await
+    }
+
+    pub async fn with(config: EmulatorConfig) -> Setup {
+        let emulator = RunningEmulator::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("emulator starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path =
+            crmsync::demo::prepare_dir(dir.path(), emulator.info()).expect("demo files");
+        Setup {
+            emulator,
+            dir,
+            config_path,
+        }
+    }
+
+    /// The configuration, with `edit` applied to the file's text first.
+    pub fn config_with(&self, edit: impl Fn(String) -> String) -> crmsync::config::Config {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&self.config_path, edit(text)).unwrap();
+        let (config, diagnostics, _) =
+            crmsync::config::load(Some(&self.config_path), &EnvVars::default()).unwrap();
+        assert!(diagnostics.is_empty(), "{diagnostics}");
+        config
+    }
+
+    pub fn engine(&self) -> Engine {
+        crmsync::engine::open(self.config_with(|text| text)).expect("engine opens")
+    }
+
+    pub fn warehouse_path(&self) -> PathBuf {
+        self.dir.path().join("crmsync.db")
+    }
+
+    /// A read-only look at the warehouse.
+    pub fn sql(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.warehouse_path()).unwrap()
+    }
+}
+
+/// Direct access to the emulated CRMs over HTTP, as an admin's edits.
+pub struct Crms {
+    pub hubspot: crmsync::hubspot::client::HubspotClient,
+    pub salesforce: crmsync::salesforce::client::SalesforceClient,
+}
+
+impl Setup {
+    pub fn crms(&self) -> Crms {
+        let config = self.config_with(|text| text);
+        let settings = crmsync::http::client::ClientSettings::default();
+        Crms {
+            hubspot: crmsync::hubspot::connect::connect(&config.hubspot, settings).unwrap(),
+            salesforce: crmsync::salesforce::connect::connect(&config.salesforce, settings)
+                .unwrap(),
+        }
+    }
+
+    /// One text column of every row a query returns.
+    pub fn strings(&self, sql: &str) -> Vec<String> {
+        let connection = self.sql();
+        let mut statement = connection.prepare(sql).unwrap();
+        statement
+            .query_map([], |row| row.get::<_, Option<String>>(0))
+            .unwrap()
+            .map(|row| row.unwrap().unwrap_or_default())
+            .collect()
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.sql().query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+}
+
+impl Crms {
+    pub async fn hubspot_contact(&self, id: &str, properties: &str) -> serde_json::Value {
+        self.hubspot
+            .send(
+                crmsync::hubspot::client::Budget::General,
+                http::Method::GET,
+                &format!("/crm/v3/objects/contacts/{id}"),
+                &[("properties", properties.to_string())],
+                None,
+                "contacts",
+            )
+            .await
+            .unwrap()
+            .body["properties"]
+            .clone()
+    }
+
+    pub async fn hubspot_update(&self, id: &str, properties: serde_json::Value) {
+        self.hubspot
+            .send(
+                crmsync::hubspot::client::Budget::General,
+                http::Method::PATCH,
+                &format!("/crm/v3/objects/contacts/{id}"),
+                &[],
+                Some(&serde_json::json!({ "properties": properties })),
+                "contacts",
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn hubspot_archive(&self, id: &str) {
+        self.hubspot
+            .send(
+                crmsync::hubspot::client::Budget::General,
+                http::Method::DELETE,
+                &format!("/crm/v3/objects/contacts/{id}"),
+                &[],
+                None,
+                "contacts",
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Merges `absorbed` into `primary` (HubSpot's merge endpoint).
+    pub async fn hubspot_merge(&self, primary: &str, absorbed: &str) {
+        self.hubspot
+            .send(
+                crmsync::hubspot::client::Budget::General,
+                http::Method::POST,
+                "/crm/v3/objects/contacts/merge",
+                &[],
+                Some(
+                    &serde_json::json!({ "primaryObjectId": primary, "objectIdToMerge": absorbed }),
+                ),
+                "contacts",
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn salesforce_query(&self, soql: &str) -> Vec<serde_json::Value> {
+        let answer = self
+            .salesforce
+            .send(
+                http::Method::GET,
+                &self.salesforce.data_path("query"),
+                &[("q", soql.to_string())],
+                crmsync::salesforce::client::Body::None,
+                "application/json",
+                &[],
+                "test",
+            )
+            .await
+            .unwrap();
+        answer.json().unwrap()["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn salesforce_update(&self, object: &str, id: &str, fields: serde_json::Value) {
+        self.salesforce
+            .send(
+                http::Method::PATCH,
+                &self
+                    .salesforce
+                    .data_path(&format!("sobjects/{object}/{id}")),
+                &[],
+                crmsync::salesforce::client::Body::Json(&fields),
+                "application/json",
+                &[],
+                object,
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn salesforce_delete(&self, object: &str, id: &str) {
+        self.salesforce
+            .send(
+                http::Method::DELETE,
+                &self
+                    .salesforce
+                    .data_path(&format!("sobjects/{object}/{id}")),
+                &[],
+                crmsync::salesforce::client::Body::None,
+                "application/json",
+                &[],
+                object,
+            )
+            .await
+            .unwrap();
+    }
+}

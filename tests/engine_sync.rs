@@ -1,0 +1,234 @@
+//! The sync engine end to end: the emulator over HTTP, a real SQLite warehouse file.
+
+mod engine_common;
+
+use std::collections::BTreeMap;
+
+use crmsync::engine::{RunStatus, SyncOptions};
+use crmsync::record::System;
+use engine_common::Setup;
+
+fn total(counts: &BTreeMap<System, u64>) -> u64 {
+    counts.values().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_unifies_and_writes_back_and_the_next_ones_write_nothing() {
+    let setup = Setup::new(400).await;
+    let engine = setup.engine();
+    let first = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_ne!(first.status, RunStatus::Failed, "{}", first.paragraph());
+    assert!(first.streams.iter().all(|stream| stream.mode == "full"));
+    assert!(first.read[&System::Hubspot] > 300 && first.read[&System::Salesforce] > 300);
+    assert!(first.written[&System::Hubspot] > 0 && first.written[&System::Salesforce] > 0);
+    let persons = setup.count("SELECT COUNT(*) FROM unified_leads WHERE NOT deleted");
+    assert_eq!(persons as u64, first.warehouse.persons);
+    assert!(persons > 300, "{persons}");
+
+    // Both CRMs now hold each person's shared stage.
+    let crms = setup.crms();
+    let sample = setup.strings(
+        "SELECT hubspot_id || ' ' || stage FROM unified_leads WHERE hubspot_id IS NOT NULL AND stage IS NOT NULL ORDER BY unified_id LIMIT 25",
+    );
+    assert_eq!(sample.len(), 25);
+    for row in &sample {
+        let (id, stage) = row.split_once(' ').unwrap();
+        let held = crms.hubspot_contact(id, "crmsync_stage").await;
+        assert_eq!(held["crmsync_stage"], stage, "HubSpot contact {id}");
+    }
+    let leads = setup.strings(
+        "SELECT u.salesforce_lead_id || ' ' || u.stage || ' ' || COALESCE(u.hubspot_id, '') FROM unified_leads u
+         JOIN source_records s ON s.system = 'salesforce' AND s.object = 'Lead' AND s.id = u.salesforce_lead_id
+         WHERE u.stage IS NOT NULL AND json_extract(s.properties, '$.IsConverted') = 0 ORDER BY u.unified_id LIMIT 25",
+    );
+    assert_eq!(leads.len(), 25);
+    for row in &leads {
+        let mut parts = row.split(' ');
+        let (id, stage, hubspot) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap_or(""),
+        );
+        let held = crms
+            .salesforce_query(&format!(
+                "SELECT CRMSync_Stage__c, HubSpot_Contact_Id__c FROM Lead WHERE Id = '{id}'"
+            ))
+            .await;
+        assert_eq!(held[0]["CRMSync_Stage__c"], stage, "lead {id}");
+        if !hubspot.is_empty() {
+            assert_eq!(
+                held[0]["HubSpot_Contact_Id__c"], hubspot,
+                "lead {id} links its contact"
+            );
+        }
+    }
+
+    // Reading back what was written changes nothing and writes nothing: no loop.
+    let second = engine.sync(SyncOptions::default()).await.unwrap();
+    assert!(
+        second
+            .streams
+            .iter()
+            .all(|stream| stream.mode == "incremental")
+    );
+    assert!(
+        second.read[&System::Hubspot] > 0,
+        "the written records come back"
+    );
+    assert_eq!(total(&second.written), 0, "{}", second.paragraph());
+    assert_eq!(second.stage_changes, 0, "{}", second.paragraph());
+    let third = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(total(&third.written), 0, "{}", third.paragraph());
+    assert_eq!(third.changed, 0, "{}", third.paragraph());
+    assert_eq!(
+        setup.count("SELECT COUNT(*) FROM sync_runs WHERE status IN ('complete', 'partial')"),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_person_is_one_person_across_systems_and_runs() {
+    let setup = Setup::new(500).await;
+    let engine = setup.engine();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    // One person per normalised email (the org's emails come in mixed case and padding).
+    assert_eq!(
+        setup.count(
+            "SELECT COUNT(*) FROM (SELECT email FROM source_records WHERE NOT archived AND email IS NOT NULL
+             GROUP BY email HAVING COUNT(DISTINCT unified_id) > 1)"
+        ),
+        0
+    );
+    let mixed_case = setup.count(
+        "SELECT COUNT(*) FROM source_records h JOIN source_records s ON s.system = 'salesforce' AND s.email = h.email
+         WHERE h.system = 'hubspot' AND json_extract(h.properties, '$.email') <> json_extract(s.properties, '$.Email')
+           AND h.unified_id = s.unified_id",
+    );
+    assert!(
+        mixed_case > 0,
+        "the org has records whose raw emails differ"
+    );
+    // A converted lead and its contact are one person.
+    let converted = setup.count(
+        "SELECT COUNT(*) FROM source_records l JOIN source_records c ON c.system = 'salesforce' AND c.object = 'Contact'
+            AND c.id = json_extract(l.fields, '$.converted_contact_id')
+         WHERE l.object = 'Lead' AND l.unified_id = c.unified_id",
+    );
+    assert!(converted > 10, "{converted}");
+    assert_eq!(
+        setup.count(
+            "SELECT COUNT(*) FROM source_records l JOIN source_records c ON c.system = 'salesforce' AND c.object = 'Contact'
+                AND c.id = json_extract(l.fields, '$.converted_contact_id')
+             WHERE l.object = 'Lead' AND l.unified_id <> c.unified_id"
+        ),
+        0
+    );
+    // Nothing dangles: every record's person exists.
+    assert_eq!(
+        setup.count(
+            "SELECT COUNT(*) FROM source_records s WHERE s.unified_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM unified_leads u WHERE u.unified_id = s.unified_id)"
+        ),
+        0
+    );
+    // Persons keep their ids from run to run.
+    let before = setup.strings(
+        "SELECT system || '/' || object || '/' || id || '=' || unified_id FROM source_records WHERE unified_id IS NOT NULL ORDER BY 1",
+    );
+    engine.sync(SyncOptions::default()).await.unwrap();
+    let after = setup.strings(
+        "SELECT system || '/' || object || '/' || id || '=' || unified_id FROM source_records WHERE unified_id IS NOT NULL ORDER BY 1",
+    );
+    assert_eq!(before, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merges_and_deletions_between_runs_repoint_persons_and_leave_nothing_dangling() {
+    let setup = Setup::new(300).await;
+    let engine = setup.engine();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    let crms = setup.crms();
+    // Two persons known to both systems; their HubSpot contacts are merged.
+    let pairs = setup.strings(
+        "SELECT unified_id || ' ' || hubspot_id || ' ' || salesforce_lead_id FROM unified_leads
+         WHERE hubspot_id IS NOT NULL AND salesforce_lead_id IS NOT NULL AND NOT deleted ORDER BY unified_id LIMIT 2",
+    );
+    let split = |row: &String| -> (String, String, String) {
+        let parts: Vec<&str> = row.split(' ').collect();
+        (parts[0].into(), parts[1].into(), parts[2].into())
+    };
+    let (first_person, survivor, first_lead) = split(&pairs[0]);
+    let (second_person, absorbed, second_lead) = split(&pairs[1]);
+    crms.hubspot_merge(&survivor, &absorbed).await;
+    // A person only Salesforce knows loses its lead.
+    let lone = setup.strings(
+        "SELECT unified_id || ' ' || salesforce_lead_id FROM unified_leads
+         WHERE hubspot_id IS NULL AND salesforce_contact_id IS NULL AND salesforce_lead_id IS NOT NULL ORDER BY unified_id LIMIT 1",
+    );
+    let (lone_person, lone_lead) = lone[0].split_once(' ').unwrap();
+    crms.salesforce_delete("Lead", lone_lead).await;
+
+    let second = engine.sync(SyncOptions::default()).await.unwrap();
+    assert!(second.merged_persons >= 1, "{}", second.paragraph());
+    let merged_into = |lead: &str| {
+        setup.strings(&format!(
+            "SELECT unified_id FROM source_records WHERE system = 'salesforce' AND object = 'Lead' AND id = '{lead}'"
+        ))
+    };
+    // Both leads now belong to one person, the smaller of the two ids.
+    let kept = first_person.clone().min(second_person.clone());
+    let gone = first_person.max(second_person);
+    assert_eq!(merged_into(&first_lead), vec![kept.clone()]);
+    assert_eq!(merged_into(&second_lead), vec![kept.clone()]);
+    assert_eq!(
+        setup.strings(&format!(
+            "SELECT survivor FROM person_merges WHERE absorbed = '{gone}'"
+        )),
+        vec![kept.clone()]
+    );
+    assert_eq!(
+        setup.count(&format!(
+            "SELECT COUNT(*) FROM unified_leads WHERE unified_id = '{gone}'"
+        )),
+        0
+    );
+    assert_eq!(
+        setup.count(&format!(
+            "SELECT COUNT(*) FROM stage_transitions WHERE unified_id = '{gone}'"
+        )),
+        0,
+        "transitions move to the survivor"
+    );
+    // HubSpot merged both contacts into a new one, which belongs to the surviving person.
+    let merged_into = setup.strings(&format!(
+        "SELECT DISTINCT merged_into FROM source_records WHERE system = 'hubspot' AND id IN ('{survivor}', '{absorbed}') AND archived"
+    ));
+    assert_eq!(merged_into.len(), 1, "{merged_into:?}");
+    assert_eq!(
+        setup.strings(&format!(
+            "SELECT unified_id FROM source_records WHERE system = 'hubspot' AND id = '{}' AND NOT archived",
+            merged_into[0]
+        )),
+        vec![kept.clone()]
+    );
+    // The deleted lead is a tombstone; its person, with no record left, is marked deleted.
+    assert_eq!(
+        setup.count(&format!(
+            "SELECT COUNT(*) FROM source_records WHERE id = '{lone_lead}' AND archived"
+        )),
+        1
+    );
+    assert_eq!(
+        setup.count(&format!(
+            "SELECT COUNT(*) FROM unified_leads WHERE unified_id = '{lone_person}' AND deleted"
+        )),
+        1
+    );
+    assert_eq!(
+        setup.count(
+            "SELECT COUNT(*) FROM source_records s WHERE s.unified_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM unified_leads u WHERE u.unified_id = s.unified_id)"
+        ),
+        0
+    );
+}
