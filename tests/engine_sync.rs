@@ -232,3 +232,87 @@ async fn merges_and_deletions_between_runs_repoint_persons_and_leave_nothing_dan
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_in_one_crm_reaches_the_other_once_and_is_recorded() {
+    let setup = Setup::new(300).await;
+    let engine = setup.engine();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    let crms = setup.crms();
+    // Marketing moves a person both systems know to customer in HubSpot…
+    let rows = setup.strings(
+        "SELECT u.unified_id || ' ' || u.hubspot_id || ' ' || u.salesforce_lead_id || ' ' || u.stage FROM unified_leads u
+         JOIN source_records s ON s.system = 'salesforce' AND s.object = 'Lead' AND s.id = u.salesforce_lead_id
+         WHERE u.stage IN ('lead', 'mql') AND json_extract(s.properties, '$.IsConverted') = 0
+         ORDER BY u.unified_id LIMIT 2",
+    );
+    assert_eq!(
+        rows.len(),
+        2,
+        "the org has early-stage persons in both systems"
+    );
+    let parts: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.split(' ').map(str::to_string).collect())
+        .collect();
+    let (person, hubspot_id, lead_id, before) =
+        (&parts[0][0], &parts[0][1], &parts[0][2], &parts[0][3]);
+    crms.hubspot_update(
+        hubspot_id,
+        serde_json::json!({"lifecyclestage": "customer", "hs_lead_status": ""}),
+    )
+    .await;
+    // …and sales disqualifies another in Salesforce.
+    let (other, other_hubspot, other_lead) = (&parts[1][0], &parts[1][1], &parts[1][2]);
+    crms.salesforce_update(
+        "Lead",
+        other_lead,
+        serde_json::json!({"Status": "Closed - Not Converted"}),
+    )
+    .await;
+
+    let second = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(second.stage_changes, 2, "{}", second.paragraph());
+    let stage_of = |id: &str| {
+        setup.strings(&format!(
+            "SELECT stage FROM unified_leads WHERE unified_id = '{id}'"
+        ))
+    };
+    assert_eq!(stage_of(person), vec!["customer".to_string()]);
+    assert_eq!(stage_of(other), vec!["disqualified".to_string()]);
+    assert_eq!(
+        setup.strings(&format!(
+            "SELECT from_stage || ' ' || to_stage || ' ' || system FROM stage_transitions WHERE unified_id = '{person}' AND run_id = 2"
+        )),
+        vec![format!("{before} customer hubspot")]
+    );
+    assert_eq!(
+        setup.count(&format!(
+            "SELECT COUNT(*) FROM unified_leads WHERE unified_id = '{person}' AND first_entered_customer IS NOT NULL"
+        )),
+        1
+    );
+    let lead = crms
+        .salesforce_query(&format!(
+            "SELECT CRMSync_Stage__c FROM Lead WHERE Id = '{lead_id}'"
+        ))
+        .await;
+    assert_eq!(lead[0]["CRMSync_Stage__c"], "customer");
+    let contact = crms
+        .hubspot_contact(other_hubspot, "hs_lead_status,crmsync_stage")
+        .await;
+    assert_eq!(
+        contact["hs_lead_status"], "UNQUALIFIED",
+        "sales' verdict reaches HubSpot"
+    );
+    assert_eq!(contact["crmsync_stage"], "disqualified");
+    // Each write is recorded in the ledger, and reading it back is no change.
+    assert!(
+        setup.count(&format!(
+            "SELECT COUNT(*) FROM write_ledger WHERE record_id = '{lead_id}' AND field = 'CRMSync_Stage__c' AND run_id = 2"
+        )) == 1
+    );
+    let third = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(third.stage_changes, 0, "{}", third.paragraph());
+    assert_eq!(total(&third.written), 0, "{}", third.paragraph());
+}

@@ -131,7 +131,7 @@ pub fn decide_stage(
                 ),
                 (Some(sales), _) => (sales, "only sales gives a stage it owns".into()),
                 (None, Some(marketing)) => (marketing, "only marketing gives a stage".into()),
-                (None, None) => unreachable_opinion(considered[0]),
+                (None, None) => (considered[0], "the only stage given".into()),
             }
         }
         (StagePolicy::Furthest, _, _) => {
@@ -194,10 +194,6 @@ pub fn decide_stage(
     }
     decision.reason = reason;
     decision
-}
-
-fn unreachable_opinion(opinion: &Opinion) -> (&Opinion, String) {
-    (opinion, "the only stage given".into())
 }
 
 /// Moving from `from` to `to` goes backwards: a lower rank, or leaving a terminal stage.
@@ -324,4 +320,200 @@ pub fn field_offers<'a>(
         }
     }
     offers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::EnvVars;
+    use crate::diagnostics::{Diagnostics, SourceFile};
+
+    fn vocabulary() -> Vocabulary {
+        let text = include_str!("../../mappings/vocabulary.toml").to_string();
+        let mut diagnostics = Diagnostics::default();
+        let vocabulary =
+            Vocabulary::parse(&SourceFile::new("vocabulary.toml", text), &mut diagnostics);
+        assert!(diagnostics.is_empty(), "{diagnostics}");
+        vocabulary
+    }
+
+    fn policy(toml: &str) -> ReconcileConfig {
+        let text = format!(
+            "[hubspot]\nenabled = false\n[salesforce]\nenabled = false\n[reconcile]\n{toml}"
+        );
+        let source = SourceFile::new("crmsync.toml", text);
+        let (config, diagnostics) =
+            crate::config::parse(Some(&source), Path::new(""), &EnvVars::default());
+        assert!(diagnostics.is_empty(), "{diagnostics}");
+        config.reconcile
+    }
+
+    fn says(vocabulary: &Vocabulary, system: System, stage: &str) -> Opinion {
+        Opinion {
+            system,
+            stage: vocabulary.lookup(stage).unwrap(),
+            record_id: "1".into(),
+            rule: Some("rule".into()),
+            raw: None,
+            echo: false,
+        }
+    }
+
+    fn decided(vocabulary: &Vocabulary, decision: &StageDecision) -> String {
+        decision
+            .stage
+            .map(|stage| vocabulary.id_of(stage).to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_furthest_stage_wins_and_sales_side_states_override() {
+        let v = vocabulary();
+        let furthest = policy("stage_policy = \"furthest\"\nsales_side_states_override = true");
+        let both = |hubspot: &str, salesforce: &str| {
+            let opinions = [
+                says(&v, System::Hubspot, hubspot),
+                says(&v, System::Salesforce, salesforce),
+            ];
+            decided(&v, &decide_stage(&v, &furthest, &opinions, None))
+        };
+        assert_eq!(both("mql", "sql"), "sql");
+        assert_eq!(both("customer", "sal"), "customer");
+        assert_eq!(both("opportunity", "disqualified"), "disqualified");
+        assert_eq!(
+            both("recycled", "sal"),
+            "sal",
+            "marketing's side state is no override"
+        );
+        let no_override = policy("sales_side_states_override = false");
+        let opinions = [
+            says(&v, System::Hubspot, "mql"),
+            says(&v, System::Salesforce, "disqualified"),
+        ];
+        assert_eq!(
+            decided(&v, &decide_stage(&v, &no_override, &opinions, None)),
+            "mql"
+        );
+    }
+
+    #[test]
+    fn owners_split_the_funnel_at_the_boundary() {
+        let v = vocabulary();
+        let owners = policy("stage_policy = \"owners\"\nmarketing_owns_until = \"mql\"");
+        let both = |hubspot: &str, salesforce: &str| {
+            let opinions = [
+                says(&v, System::Hubspot, hubspot),
+                says(&v, System::Salesforce, salesforce),
+            ];
+            decided(&v, &decide_stage(&v, &owners, &opinions, None))
+        };
+        assert_eq!(both("mql", "sal"), "sal", "sales owns sal");
+        assert_eq!(
+            both("opportunity", "mql"),
+            "mql",
+            "marketing cannot claim a sales stage"
+        );
+        assert_eq!(
+            both("lead", "mql"),
+            "lead",
+            "below the boundary marketing decides"
+        );
+    }
+
+    #[test]
+    fn regressions_are_refused_or_allowed_by_policy_and_echoes_have_no_say() {
+        let v = vocabulary();
+        let strict = policy("allow_regression = false");
+        let sql = v.lookup("sql");
+        let opinions = [says(&v, System::Salesforce, "mql")];
+        let decision = decide_stage(&v, &strict, &opinions, sql);
+        assert_eq!(decided(&v, &decision), "sql");
+        assert_eq!(
+            decision.refused_regression,
+            Some((sql.unwrap(), v.lookup("mql").unwrap()))
+        );
+        assert!(decision.reason.contains("refused"), "{}", decision.reason);
+        let loose = policy("allow_regression = true");
+        let decision = decide_stage(&v, &loose, &opinions, sql);
+        assert_eq!(decided(&v, &decision), "mql");
+        assert!(decision.regressed);
+        // Leaving a terminal stage is a regression too.
+        let customer = v.lookup("customer");
+        let decision = decide_stage(
+            &v,
+            &strict,
+            &[says(&v, System::Hubspot, "disqualified")],
+            customer,
+        );
+        assert_eq!(decided(&v, &decision), "customer");
+        // HubSpot holding what crmsync wrote does not outvote Salesforce's own change.
+        let mut echo = says(&v, System::Hubspot, "sql");
+        echo.echo = true;
+        let opinions = [echo, says(&v, System::Salesforce, "disqualified")];
+        assert_eq!(
+            decided(&v, &decide_stage(&v, &policy(""), &opinions, None)),
+            "disqualified"
+        );
+        let nobody = decide_stage(&v, &strict, &[], sql);
+        assert_eq!(decided(&v, &nobody), "sql", "no opinion keeps the stage");
+    }
+
+    #[test]
+    fn fields_follow_their_source_of_truth_and_ignore_echoes() {
+        let policy = policy(
+            "[reconcile.field_sources]\ndefault = \"most_recent\"\ncompany = \"salesforce\"",
+        );
+        let old: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let new: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let acme = Value::from("Acme");
+        let globex = Value::from("Globex");
+        let offers = |hubspot_echo: bool| {
+            vec![
+                FieldOffer {
+                    system: System::Hubspot,
+                    value: &acme,
+                    modified_at: new,
+                    echo: hubspot_echo,
+                },
+                FieldOffer {
+                    system: System::Salesforce,
+                    value: &globex,
+                    modified_at: old,
+                    echo: false,
+                },
+            ]
+        };
+        assert_eq!(
+            choose_field("company", &policy, &offers(false)).value,
+            globex
+        );
+        assert_eq!(choose_field("title", &policy, &offers(false)).value, acme);
+        assert_eq!(
+            choose_field("title", &policy, &offers(true)).value,
+            globex,
+            "a value crmsync wrote is not the most recent change"
+        );
+        let null = Value::Null;
+        let only_hubspot = [
+            FieldOffer {
+                system: System::Hubspot,
+                value: &acme,
+                modified_at: old,
+                echo: false,
+            },
+            FieldOffer {
+                system: System::Salesforce,
+                value: &null,
+                modified_at: new,
+                echo: false,
+            },
+        ];
+        assert_eq!(
+            choose_field("company", &policy, &only_hubspot).value,
+            acme,
+            "an empty source falls back"
+        );
+    }
 }
