@@ -1,7 +1,8 @@
 //! Write-back: sends the queued writes of one system through its writer, a page of the queue
-//! at a time, and records in one transaction per page what happened — the write ledger for
-//! every value the CRM confirmed (so it is recognised, not echoed, when it is read back), dead
-//! letters for what it refused, and which queued writes are settled. Writes not sent (a stop
+//! at a time. Before a page is sent, the write ledger records every value in it (so it is
+//! recognised, not echoed, when it is read back — even if the process dies before the CRM's
+//! answer is stored); after, one transaction records dead letters for what the CRM refused
+//! and which queued writes are settled. Writes not sent (a stop
 //! at the API budget) stay queued for the next run.
 
 use std::collections::{BTreeMap, HashSet};
@@ -149,6 +150,15 @@ where
         };
         after = Some(last.key.clone());
         let batch: Vec<Queued> = queued.iter().map(decode).collect();
+        // The ledger is written ahead: a process killed after the CRM took a write but before
+        // its answer was stored still knows the value as its own when it reads it back. A
+        // value that never landed does not match what the CRM holds, so it is never taken for
+        // an echo.
+        let intents = WritesDone {
+            ledger: ledger_rows(&batch),
+            ..Default::default()
+        };
+        warehouse.commit_writes(run_id, intents).await?;
         let outcome = send(batch).await;
         *sink.written.entry(system).or_default() += outcome.written;
         *sink.dead_letters += outcome.done.dead_letters.len() as u64;
@@ -164,7 +174,21 @@ where
     }
 }
 
-/// Ledger rows and settled keys for the sent writes, given which were not confirmed.
+/// The ledger rows of a round: every value it is about to write.
+fn ledger_rows(batch: &[Queued]) -> Vec<LedgerRow> {
+    batch
+        .iter()
+        .flat_map(|write| {
+            write.desired.iter().map(|(field, value)| LedgerRow {
+                key: write.key.clone(),
+                field: field.clone(),
+                value_hash: super::plan::value_hash(value),
+            })
+        })
+        .collect()
+}
+
+/// The settled keys of the sent writes and how many were confirmed.
 fn settle(
     batch: &[Queued],
     letters: Vec<DeadLetterRow>,
@@ -181,16 +205,8 @@ fn settle(
             continue;
         }
         done.settled.push(write.key.clone());
-        if unconfirmed.contains(&write.key.id) {
-            continue;
-        }
-        written += 1;
-        for (field, value) in &write.desired {
-            done.ledger.push(LedgerRow {
-                key: write.key.clone(),
-                field: field.clone(),
-                value_hash: super::plan::value_hash(value),
-            });
+        if !unconfirmed.contains(&write.key.id) {
+            written += 1;
         }
     }
     (done, written)

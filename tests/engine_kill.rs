@@ -1,0 +1,224 @@
+//! Crash safety: a `crmsync sync` process killed with SIGKILL at arbitrary moments, then run
+//! again, leaves the same warehouse and the same CRM state as runs that were never
+//! interrupted — no record lost, no side effect doubled.
+
+mod engine_common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crmsync::emulator::EmulatorConfig;
+use engine_common::{Crms, Setup};
+
+const PEOPLE: usize = 600;
+
+fn emulator_config() -> EmulatorConfig {
+    EmulatorConfig {
+        records: PEOPLE,
+        rate_limits: false,
+        seed: 7,
+        ..EmulatorConfig::default()
+    }
+}
+
+/// Runs `crmsync sync` to the end; true when it wrote nothing and changed nothing.
+fn sync_to_end(setup: &Setup) -> bool {
+    let output = Command::new(env!("CARGO_BIN_EXE_crmsync"))
+        .args(["sync", "--json", "--config"])
+        .arg(&setup.config_path)
+        .output()
+        .expect("crmsync runs");
+    let code = output.status.code();
+    assert!(
+        matches!(code, Some(0 | 2)),
+        "sync failed ({code:?}): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    let written: u64 = report["written"]
+        .as_object()
+        .map_or(0, |counts| counts.values().filter_map(|n| n.as_u64()).sum());
+    written == 0 && report["changed"] == 0
+}
+
+/// Syncs until a run has nothing left to do (at most five runs).
+fn settle(setup: &Setup) {
+    for _ in 0..5 {
+        if sync_to_end(setup) {
+            return;
+        }
+    }
+    panic!("the syncs did not settle within five runs");
+}
+
+/// The warehouse's lasting content, without times.
+fn warehouse_state(setup: &Setup) -> Vec<Vec<String>> {
+    [
+        "SELECT unified_id || '|' || COALESCE(stage, '') || '|' || COALESCE(email, '') || '|' || COALESCE(hubspot_id, '')
+            || '|' || COALESCE(salesforce_lead_id, '') || '|' || COALESCE(salesforce_contact_id, '') || '|' || deleted
+         FROM unified_leads ORDER BY unified_id",
+        "SELECT system || '|' || object || '|' || id || '|' || COALESCE(unified_id, '') || '|' || archived || '|' || pending
+         FROM source_records ORDER BY system, object, id",
+        "SELECT unified_id || '|' || COALESCE(from_stage, '') || '|' || to_stage || '|' || system
+         FROM stage_transitions ORDER BY unified_id, transition_id",
+        "SELECT absorbed || '|' || survivor FROM person_merges ORDER BY absorbed",
+        "SELECT DISTINCT system || '|' || object || '|' || id || '|' || reason FROM dead_letters ORDER BY 1",
+        "SELECT system || '|' || object || '|' || record_id || '|' || field || '|' || value_hash FROM write_ledger ORDER BY 1",
+        "SELECT CAST(COUNT(*) AS TEXT) FROM pending_writes",
+    ]
+    .iter()
+    .map(|sql| setup.strings(sql))
+    .collect()
+}
+
+/// What both CRMs hold of the fields crmsync writes.
+async fn crm_state(crms: &Crms) -> Vec<String> {
+    let mut state = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![
+            ("limit", "100".to_string()),
+            (
+                "properties",
+                "lifecyclestage,hs_lead_status,crmsync_stage,crmsync_salesforce_id,company,jobtitle".to_string(),
+            ),
+        ];
+        if let Some(after) = &after {
+            query.push(("after", after.clone()));
+        }
+        let page = crms
+            .hubspot
+            .send(
+                crmsync::hubspot::client::Budget::General,
+                http::Method::GET,
+                "/crm/v3/objects/contacts",
+                &query,
+                None,
+                "contacts",
+            )
+            .await
+            .unwrap();
+        for record in page.body["results"].as_array().unwrap() {
+            state.push(format!(
+                "hubspot {} {}",
+                record["id"],
+                record["properties"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(
+                        |(name, _)| !["createdate", "lastmodifieddate", "hs_object_id"]
+                            .contains(&name.as_str())
+                    )
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+        match page.body["paging"]["next"]["after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    for lead in crms
+        .salesforce_query("SELECT Id, Status, CRMSync_Stage__c, HubSpot_Contact_Id__c, Company, Title FROM Lead ORDER BY Id")
+        .await
+    {
+        state.push(format!(
+            "salesforce {} {} {} {} {} {}",
+            lead["Id"], lead["Status"], lead["CRMSync_Stage__c"], lead["HubSpot_Contact_Id__c"], lead["Company"], lead["Title"]
+        ));
+    }
+    state.sort();
+    state
+}
+
+/// Equal lists, or a readable account of where they differ.
+fn same(what: &str, got: &[String], want: &[String]) {
+    if got == want {
+        return;
+    }
+    let only_got: Vec<&String> = got
+        .iter()
+        .filter(|line| !want.contains(line))
+        .take(5)
+        .collect();
+    let only_want: Vec<&String> = want
+        .iter()
+        .filter(|line| !got.contains(line))
+        .take(5)
+        .collect();
+    panic!(
+        "{what} differs after the kills ({} rows, uninterrupted {}):\n  only after kills: {only_got:#?}\n  only uninterrupted: {only_want:#?}",
+        got.len(),
+        want.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_sync_at_any_moment_and_running_again_ends_where_an_uninterrupted_run_ends() {
+    // The uninterrupted reference.
+    let reference = Setup::with(emulator_config()).await;
+    settle(&reference);
+    let expected_warehouse = warehouse_state(&reference);
+    let expected_crms = crm_state(&reference.crms()).await;
+    assert!(
+        expected_warehouse[0].len() > 400,
+        "the reference unified persons"
+    );
+
+    // The same org, with the sync killed again and again part-way.
+    let killed = Setup::with(emulator_config()).await;
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut kills = 0;
+    for round in 0..12 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        // Early rounds land in the first (long) sync; later ones anywhere in a rerun.
+        let delay = Duration::from_millis(20 + (state >> 33) % if round < 6 { 900 } else { 400 });
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crmsync"))
+            .args(["sync", "--config"])
+            .arg(&killed.config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("crmsync starts");
+        tokio::time::sleep(delay).await;
+        if child.try_wait().expect("status").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        child.wait().expect("reaped");
+    }
+    assert!(
+        kills >= 10,
+        "only {kills} of 12 runs were still going when killed"
+    );
+    settle(&killed);
+    let names = [
+        "unified_leads",
+        "source_records",
+        "stage_transitions",
+        "person_merges",
+        "dead_letters",
+        "write_ledger",
+        "pending_writes",
+    ];
+    for ((name, got), want) in names
+        .iter()
+        .zip(warehouse_state(&killed))
+        .zip(&expected_warehouse)
+    {
+        same(name, &got, want);
+    }
+    same(
+        "CRM state",
+        &crm_state(&killed.crms()).await,
+        &expected_crms,
+    );
+    assert!(
+        killed.count("SELECT COUNT(*) FROM sync_runs WHERE status = 'interrupted'") >= 10,
+        "killed runs are marked interrupted"
+    );
+}
