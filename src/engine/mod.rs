@@ -43,7 +43,7 @@ pub enum EngineError {
 }
 
 /// How one stream's read went.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamOutcome {
     pub read: u64,
     pub changed: u64,
@@ -51,10 +51,11 @@ pub struct StreamOutcome {
     pub dead_letters: u64,
     /// Records whose stage value the mapping rejects (`on_unknown = "error"`).
     pub rejected_values: u64,
+    pub seconds: f64,
 }
 
 /// How one stream was read in a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StreamReport {
     pub system: System,
     pub object: String,
@@ -63,6 +64,7 @@ pub struct StreamReport {
     pub read: u64,
     pub changed: u64,
     pub deleted: u64,
+    pub seconds: f64,
     pub stopped: Option<String>,
 }
 
@@ -134,6 +136,18 @@ pub struct SyncReport {
     pub problems: Vec<String>,
     pub warehouse: WarehouseSummary,
     pub seconds: f64,
+    /// The process's peak resident memory so far, where the system tells (Linux).
+    pub peak_rss_bytes: Option<u64>,
+    /// Seconds spent in each step: extract, reconcile, write_back.
+    pub phase_seconds: BTreeMap<&'static str, f64>,
+}
+
+/// The process's peak resident set size (`VmHWM`), on Linux.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
 }
 
 /// Why the engine could not be set up from configuration.

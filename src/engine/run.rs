@@ -71,6 +71,7 @@ struct Tally {
     regressions_refused: u64,
     written: BTreeMap<System, u64>,
     streams: Vec<StreamReport>,
+    phases: Vec<(&'static str, f64)>,
     stops: Vec<StreamStop>,
     failed: bool,
 }
@@ -174,6 +175,8 @@ impl Engine {
             problems,
             warehouse,
             seconds: clock.elapsed().as_secs_f64(),
+            peak_rss_bytes: super::peak_rss_bytes(),
+            phase_seconds: tally.phases.iter().copied().collect(),
         };
         let row = RunRow {
             status: status.as_str().to_string(),
@@ -207,8 +210,17 @@ impl Engine {
             self.warehouse.clear_checkpoints().await?;
         }
         let cursors = self.cursors().await?;
+        let phase = std::time::Instant::now();
         self.extract(run_id, &cursors, tally).await?;
+        tally
+            .phases
+            .push(("extract", phase.elapsed().as_secs_f64()));
+        let phase = std::time::Instant::now();
         self.reconcile(run_id, tally).await?;
+        tally
+            .phases
+            .push(("reconcile", phase.elapsed().as_secs_f64()));
+        let phase = std::time::Instant::now();
         for system in System::ALL {
             let budget_spent = tally
                 .stops
@@ -220,6 +232,9 @@ impl Engine {
             writeback::write_back(self.writeback_context(system), run_id, tally_sink(tally))
                 .await?;
         }
+        tally
+            .phases
+            .push(("write_back", phase.elapsed().as_secs_f64()));
         Ok(())
     }
 
@@ -348,6 +363,7 @@ impl Engine {
                 read: outcome.read,
                 changed: outcome.changed,
                 deleted: outcome.deleted,
+                seconds: outcome.seconds,
                 stopped: stop.as_ref().map(|stop| stop.message.clone()),
             });
             *tally.read.entry(stream.system).or_default() += outcome.read;
@@ -385,7 +401,8 @@ impl Engine {
     ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
         let span = tracing::info_span!("extract", system = %stream.system, object = %stream.object);
         let _entered = span.enter();
-        match stream.system {
+        let clock = std::time::Instant::now();
+        let result = match stream.system {
             System::Hubspot => {
                 let Some(client) = &self.hubspot else {
                     return Ok((StreamOutcome::default(), None));
@@ -400,7 +417,11 @@ impl Engine {
                 self.extract_salesforce(run_id, stream, client, properties, cursor)
                     .await
             }
-        }
+        };
+        result.map(|(mut outcome, stop)| {
+            outcome.seconds = clock.elapsed().as_secs_f64();
+            (outcome, stop)
+        })
     }
 
     async fn extract_hubspot(
@@ -412,8 +433,10 @@ impl Engine {
         cursor: Option<Cursor>,
     ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
         let reader = HubspotReader::new(client);
+        let started = read_started(client.server_clock());
         let (sender, receiver) = mpsc::channel(extract::CHANNEL_DEPTH);
         let object = stream.object.as_str();
+        let cursor_kind = ReadKind::of(cursor.as_ref());
         let read = async move {
             let result = match &cursor {
                 Some(Cursor::Incremental { since }) => {
@@ -442,10 +465,9 @@ impl Engine {
         let mut outcome = stored?;
         match read {
             Ok(summary) => {
-                if let Some(since) = summary.high_water {
-                    self.final_checkpoint(run_id, stream, since, &mut outcome)
-                        .await?;
-                }
+                let since = next_since(&cursor_kind, summary.high_water, started);
+                self.final_checkpoint(run_id, stream, since, &mut outcome)
+                    .await?;
                 Ok((outcome, None))
             }
             Err(error) => {
@@ -496,10 +518,12 @@ impl Engine {
         if !missing.is_empty() {
             tracing::warn!(object = %stream.object, missing = ?missing, "the org has no such fields; they read as empty");
         }
+        let started = read_started(client.server_clock());
         let mut reader = crate::salesforce::connect::reader(client, &self.config.salesforce);
         reader.bulk_threshold = self.config.salesforce.bulk_threshold;
         let (sender, receiver) = mpsc::channel(extract::CHANNEL_DEPTH);
         let describe_ref = &describe;
+        let cursor_kind = ReadKind::of(cursor.as_ref());
         let read = async move {
             let result = match &cursor {
                 Some(Cursor::Incremental { since }) => {
@@ -528,10 +552,9 @@ impl Engine {
         let mut outcome = stored?;
         match read {
             Ok(summary) => {
-                if let Some(since) = summary.high_water {
-                    self.final_checkpoint(run_id, stream, since, &mut outcome)
-                        .await?;
-                }
+                let since = next_since(&cursor_kind, summary.high_water, started);
+                self.final_checkpoint(run_id, stream, since, &mut outcome)
+                    .await?;
                 Ok((outcome, None))
             }
             Err(error) => {
@@ -916,6 +939,44 @@ impl Engine {
             stages: ordered,
             drift,
         })
+    }
+}
+
+/// When a read starts, by the earlier of the CRM's clock (its last answer) and ours.
+fn read_started(server_clock: Option<Timestamp>) -> Timestamp {
+    let local = Timestamp::now();
+    server_clock.map_or(local, |server| server.min(local))
+}
+
+/// What kind of read a stream does this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadKind {
+    /// From the start, or resuming one that began in an earlier run.
+    Full,
+    Incremental,
+}
+
+impl ReadKind {
+    fn of(cursor: Option<&Cursor>) -> Self {
+        match cursor {
+            None | Some(Cursor::HubspotFull { .. } | Cursor::SalesforceFull { .. }) => {
+                ReadKind::Full
+            }
+            Some(_) => ReadKind::Incremental,
+        }
+    }
+}
+
+/// Where the next incremental read starts once this read finished. A full read says itself
+/// (when it first began, perhaps runs ago). An incremental read has seen every change up to
+/// when it started, so the next starts there — not at the newest change it saw, which after
+/// a quiet spell lies far back and would be read again on every run. (Each read goes back
+/// an overlap before its start for changes the CRM showed late.)
+fn next_since(kind: &ReadKind, high_water: Option<Timestamp>, started: Timestamp) -> Timestamp {
+    match (kind, high_water) {
+        (ReadKind::Full, Some(high_water)) => high_water,
+        (ReadKind::Full, None) => started,
+        (ReadKind::Incremental, high_water) => high_water.map_or(started, |seen| seen.max(started)),
     }
 }
 

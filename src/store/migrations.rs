@@ -194,7 +194,8 @@ ALTER TABLE source_records ADD COLUMN merged_into TEXT;
 ALTER TABLE source_records ADD COLUMN pending BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX source_records_email ON source_records (email);
 CREATE INDEX source_records_unified ON source_records (unified_id);
-CREATE INDEX source_records_pending ON source_records (pending) WHERE pending;
+-- Pending records are reconciled in this order (records of one email together).
+CREATE INDEX source_records_pending ON source_records (COALESCE(email, ''), system, object, id) WHERE pending;
 
 ALTER TABLE unified_leads ADD COLUMN decision TEXT;
 ALTER TABLE unified_leads ADD COLUMN created_at {{timestamp}};

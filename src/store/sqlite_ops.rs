@@ -267,15 +267,22 @@ impl SqliteStore {
         Ok(all)
     }
 
-    /// The records with these keys that are stored.
+    /// The records with these keys that are stored. One indexed lookup per key: SQLite does
+    /// not use the primary key for a row-value `IN` list.
     pub fn records(&self, keys: &[RecordKey]) -> Result<Vec<MemberRow>, StoreError> {
+        let failed = self.failed();
+        let sql = format!(
+            "SELECT {MEMBER_COLUMNS} FROM source_records WHERE system = ?1 AND object = ?2 AND id = ?3"
+        );
+        let mut statement = self.connection.prepare_cached(&sql).map_err(&failed)?;
         let mut all = Vec::new();
-        for chunk in keys.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT {MEMBER_COLUMNS} FROM source_records WHERE (system, object, id) IN (VALUES {})",
-                key_placeholders(chunk.len())
-            );
-            all.extend(self.members(&sql, key_values(chunk))?);
+        for key in keys {
+            let mut rows = statement
+                .query_map(params![key.system.as_str(), key.object, key.id], member_row)
+                .map_err(&failed)?;
+            if let Some(row) = rows.next() {
+                all.push(row.map_err(&failed)?);
+            }
         }
         Ok(all)
     }
@@ -347,30 +354,26 @@ impl SqliteStore {
         Ok(all)
     }
 
-    /// What crmsync last wrote to these records.
+    /// What crmsync last wrote to these records (an indexed lookup per record).
     pub fn ledger(&self, keys: &[RecordKey]) -> Result<Vec<LedgerRow>, StoreError> {
         let failed = self.failed();
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT field, value_hash FROM write_ledger WHERE system = ?1 AND object = ?2 AND record_id = ?3",
+            )
+            .map_err(&failed)?;
         let mut all = Vec::new();
-        for chunk in keys.chunks(KEYS_PER_QUERY) {
-            let sql = format!(
-                "SELECT system, object, record_id, field, value_hash FROM write_ledger
-                 WHERE (system, object, record_id) IN (VALUES {})",
-                key_placeholders(chunk.len())
-            );
-            let mut statement = self.connection.prepare_cached(&sql).map_err(&failed)?;
-            let rows: Vec<LedgerRow> = statement
-                .query_map(params_from_iter(key_values(chunk)), |row| {
+        for key in keys {
+            let rows = statement
+                .query_map(params![key.system.as_str(), key.object, key.id], |row| {
                     Ok(LedgerRow {
-                        key: RecordKey::new(
-                            system_column(row, 0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                        ),
-                        field: row.get(3)?,
-                        value_hash: row.get(4)?,
+                        key: key.clone(),
+                        field: row.get(0)?,
+                        value_hash: row.get(1)?,
                     })
                 })
-                .and_then(Iterator::collect)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
                 .map_err(&failed)?;
             all.extend(rows);
         }
@@ -715,26 +718,10 @@ fn placeholders(count: usize) -> String {
     vec!["?"; count].join(", ")
 }
 
-fn key_placeholders(count: usize) -> String {
-    vec!["(?, ?, ?)"; count].join(", ")
-}
-
 fn texts(values: &[String]) -> Vec<SqlValue> {
     values
         .iter()
         .map(|value| SqlValue::Text(value.clone()))
-        .collect()
-}
-
-fn key_values(keys: &[RecordKey]) -> Vec<SqlValue> {
-    keys.iter()
-        .flat_map(|key| {
-            [
-                SqlValue::Text(key.system.as_str().to_string()),
-                SqlValue::Text(key.object.clone()),
-                SqlValue::Text(key.id.clone()),
-            ]
-        })
         .collect()
 }
 

@@ -302,7 +302,9 @@ fn json_response(
     if let Ok(value) = HeaderValue::from_str(&shared.correlation_id()) {
         headers.insert("x-hubspot-correlation-id", value);
     }
-    if let Some((budget, caller)) = budget {
+    // A portal whose limits are off has none to report: rate-limit headers would tell a
+    // well-behaved client to pace itself for a budget that does not exist.
+    if let Some((budget, caller)) = budget.filter(|_| shared.settings.enforce_limits) {
         let mut put = |name: &'static str, value: String| {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 headers.insert(name, value);
