@@ -67,7 +67,7 @@ pub async fn run(records: usize, dir: &Path) -> Result<DemoReport, DemoError> {
         return Err(DemoError::Config(diagnostics.to_string()));
     }
     let warehouse_path = dir.join("crmsync.db");
-    let engine = crate::engine::open(config)?;
+    let engine = crate::engine::open(config).await?;
     let mut runs = Vec::new();
     for _ in 0..2 {
         runs.push(engine.sync(SyncOptions::default()).await?);

@@ -85,7 +85,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
-                let engine = crmsync::engine::open(config)?;
+                let engine = crmsync::engine::open(config).await?;
                 anyhow::Ok(engine.sync(crmsync::engine::SyncOptions { full }).await?)
             })?;
             if json {

@@ -15,7 +15,7 @@ fn total(counts: &BTreeMap<System, u64>) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_sync_unifies_and_writes_back_and_the_next_ones_write_nothing() {
     let setup = Setup::new(400).await;
-    let engine = setup.engine();
+    let engine = setup.engine().await;
     let first = engine.sync(SyncOptions::default()).await.unwrap();
     assert_ne!(first.status, RunStatus::Failed, "{}", first.paragraph());
     assert!(first.streams.iter().all(|stream| stream.mode == "full"));
@@ -89,7 +89,7 @@ async fn a_first_sync_unifies_and_writes_back_and_the_next_ones_write_nothing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_person_is_one_person_across_systems_and_runs() {
     let setup = Setup::new(500).await;
-    let engine = setup.engine();
+    let engine = setup.engine().await;
     engine.sync(SyncOptions::default()).await.unwrap();
     // One person per normalised email (the org's emails come in mixed case and padding).
     assert_eq!(
@@ -145,7 +145,7 @@ async fn the_same_person_is_one_person_across_systems_and_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merges_and_deletions_between_runs_repoint_persons_and_leave_nothing_dangling() {
     let setup = Setup::new(300).await;
-    let engine = setup.engine();
+    let engine = setup.engine().await;
     engine.sync(SyncOptions::default()).await.unwrap();
     let crms = setup.crms();
     // Two persons known to both systems; their HubSpot contacts are merged.
@@ -236,7 +236,7 @@ async fn merges_and_deletions_between_runs_repoint_persons_and_leave_nothing_dan
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_in_one_crm_reaches_the_other_once_and_is_recorded() {
     let setup = Setup::new(300).await;
-    let engine = setup.engine();
+    let engine = setup.engine().await;
     engine.sync(SyncOptions::default()).await.unwrap();
     let crms = setup.crms();
     // Marketing moves a person both systems know to customer in HubSpot…

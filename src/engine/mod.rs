@@ -157,16 +157,14 @@ pub enum SetupError {
     Mapping(#[from] crate::mapping::MappingError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error(
-        "the PostgreSQL warehouse ({url}) is not supported by this build yet — use sqlite://PATH"
-    )]
-    PostgresUnsupported { url: String },
+    #[error("the PostgreSQL warehouse password: {0}")]
+    Password(crate::secret::SecretError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
 
 /// The engine for `config`: mappings loaded, warehouse opened and migrated, CRMs connected.
-pub fn open(config: crate::config::Config) -> Result<Engine, SetupError> {
+pub async fn open(config: crate::config::Config) -> Result<Engine, SetupError> {
     let mapper = crate::mapping::load_dir(&config.mappings_dir.value)?;
     let stage_ids: Vec<String> = mapper
         .vocabulary()
@@ -179,7 +177,20 @@ pub fn open(config: crate::config::Config) -> Result<Engine, SetupError> {
             crate::store::Warehouse::sqlite(store, stage_ids)
         }
         crate::config::WarehouseUrl::Postgres(url) => {
-            return Err(SetupError::PostgresUnsupported { url: url.clone() });
+            let password = config
+                .warehouse
+                .password
+                .as_ref()
+                .map(crate::secret::SecretRef::resolve)
+                .transpose()
+                .map_err(SetupError::Password)?;
+            let store = crate::store::postgres::PostgresStore::connect(
+                url,
+                password.as_ref(),
+                mapper.vocabulary(),
+            )
+            .await?;
+            crate::store::Warehouse::postgres(store, stage_ids)
         }
     };
     Ok(Engine::connect(

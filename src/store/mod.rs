@@ -7,6 +7,7 @@
 
 pub mod migrations;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 mod sqlite_ops;
 pub mod warehouse;
@@ -62,4 +63,29 @@ pub enum StoreError {
     },
     #[error("the warehouse worker stopped unexpectedly: {0}")]
     Worker(String),
+    #[error(
+        "cannot connect to the PostgreSQL warehouse {url}: {source} — check that the server runs, the URL (postgres://USER@HOST:PORT/DATABASE) and the password reference"
+    )]
+    PostgresConnect {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "migration {version} ({name}) failed on {url}: {source} — the database was left at the previous version; fix the cause and run again"
+    )]
+    PostgresMigration {
+        url: String,
+        version: u32,
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error("warehouse query failed on {url}: {source}")]
+    Postgres {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "the warehouse {at} holds a value crmsync cannot read ({what}) — was it edited by hand?"
+    )]
+    Corrupt { at: String, what: String },
 }

@@ -1,6 +1,7 @@
 //! The warehouse as the engine sees it: one handle, whatever the backend, with async
 //! operations so a sync's network work never waits behind a disk write. SQLite work runs on
-//! tokio's blocking pool, one operation at a time on the one connection.
+//! tokio's blocking pool, one operation at a time on the one connection; PostgreSQL work is
+//! async on one connection.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,13 +12,21 @@ use super::model::{
     LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts, ReconcileCommit,
     RecordKey, RunRow, UnifiedRow, WritesDone,
 };
+use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use crate::record::System;
+
+/// The backend behind a [`Warehouse`].
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<Mutex<SqliteStore>>),
+    Postgres(Arc<PostgresStore>),
+}
 
 /// A shared handle on the warehouse.
 #[derive(Clone)]
 pub struct Warehouse {
-    sqlite: Arc<Mutex<SqliteStore>>,
+    backend: Backend,
     /// `first_entered_<stage>` columns, by stage id, in vocabulary order.
     stage_ids: Arc<[String]>,
     description: Arc<str>,
@@ -36,7 +45,17 @@ impl Warehouse {
     pub fn sqlite(store: SqliteStore, stage_ids: Vec<String>) -> Self {
         let description = store.path().display().to_string();
         Self {
-            sqlite: Arc::new(Mutex::new(store)),
+            backend: Backend::Sqlite(Arc::new(Mutex::new(store))),
+            stage_ids: stage_ids.into(),
+            description: description.into(),
+        }
+    }
+
+    /// The PostgreSQL warehouse `store`, whose vocabulary has these stage ids.
+    pub fn postgres(store: PostgresStore, stage_ids: Vec<String>) -> Self {
+        let description = store.url().to_string();
+        Self {
+            backend: Backend::Postgres(Arc::new(store)),
             stage_ids: stage_ids.into(),
             description: description.into(),
         }
@@ -52,7 +71,10 @@ impl Warehouse {
         T: Send + 'static,
         F: FnOnce(&mut SqliteStore, &[String]) -> Result<T, StoreError> + Send + 'static,
     {
-        let sqlite = Arc::clone(&self.sqlite);
+        let Backend::Sqlite(sqlite) = &self.backend else {
+            return Err(StoreError::Worker("not an SQLite warehouse".into()));
+        };
+        let sqlite = Arc::clone(sqlite);
         let stage_ids = Arc::clone(&self.stage_ids);
         tokio::task::spawn_blocking(move || {
             let mut store = sqlite
@@ -65,19 +87,31 @@ impl Warehouse {
     }
 
     pub async fn begin_run(&self, started: Timestamp) -> Result<i64, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.begin_run(started).await;
+        }
         self.with(move |store, _| store.begin_run(started)).await
     }
 
     pub async fn finish_run(&self, run_id: i64, run: RunRow) -> Result<(), StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.finish_run(run_id, Timestamp::now(), &run).await;
+        }
         self.with(move |store, _| store.finish_run(run_id, Timestamp::now(), &run))
             .await
     }
 
     pub async fn checkpoints(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.checkpoints().await;
+        }
         self.with(|store, _| store.checkpoints()).await
     }
 
     pub async fn clear_checkpoints(&self) -> Result<(), StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.clear_checkpoints().await;
+        }
         self.with(|store, _| store.clear_checkpoints()).await
     }
 
@@ -88,6 +122,11 @@ impl Warehouse {
         object: String,
         page: PageWrite,
     ) -> Result<PageStored, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg
+                .store_page(run_id, system, &object, &page, Timestamp::now())
+                .await;
+        }
         self.with(move |store, _| {
             store.store_page(run_id, system, &object, &page, Timestamp::now())
         })
@@ -95,11 +134,17 @@ impl Warehouse {
     }
 
     pub async fn pending_records(&self, limit: usize) -> Result<Vec<MemberRow>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.pending_records(limit).await;
+        }
         self.with(move |store, _| store.pending_records(limit))
             .await
     }
 
     pub async fn members_of(&self, unified_ids: Vec<String>) -> Result<Vec<MemberRow>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.members_of(&unified_ids).await;
+        }
         self.with(move |store, _| store.members_of(&unified_ids))
             .await
     }
@@ -108,20 +153,32 @@ impl Warehouse {
         &self,
         emails: Vec<String>,
     ) -> Result<Vec<MemberRow>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.records_with_emails(&emails).await;
+        }
         self.with(move |store, _| store.records_with_emails(&emails))
             .await
     }
 
     pub async fn records(&self, keys: Vec<RecordKey>) -> Result<Vec<MemberRow>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.records(&keys).await;
+        }
         self.with(move |store, _| store.records(&keys)).await
     }
 
     pub async fn unified(&self, unified_ids: Vec<String>) -> Result<Vec<UnifiedRow>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.unified(&unified_ids, &self.stage_ids).await;
+        }
         self.with(move |store, stage_ids| store.unified(&unified_ids, stage_ids))
             .await
     }
 
     pub async fn ledger(&self, keys: Vec<RecordKey>) -> Result<Vec<LedgerRow>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.ledger(&keys).await;
+        }
         self.with(move |store, _| store.ledger(&keys)).await
     }
 
@@ -131,6 +188,11 @@ impl Warehouse {
         at: Timestamp,
         commit: ReconcileCommit,
     ) -> Result<(), StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg
+                .commit_reconcile(run_id, at, &commit, &self.stage_ids)
+                .await;
+        }
         self.with(move |store, stage_ids| store.commit_reconcile(run_id, at, &commit, stage_ids))
             .await
     }
@@ -141,17 +203,26 @@ impl Warehouse {
         after: Option<RecordKey>,
         limit: usize,
     ) -> Result<Vec<PendingWrite>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.pending_writes(system, after.as_ref(), limit).await;
+        }
         self.with(move |store, _| store.pending_writes(system, after.as_ref(), limit))
             .await
     }
 
     pub async fn commit_writes(&self, run_id: i64, done: WritesDone) -> Result<(), StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.commit_writes(run_id, Timestamp::now(), &done).await;
+        }
         self.with(move |store, _| store.commit_writes(run_id, Timestamp::now(), &done))
             .await
     }
 
     /// Persons, persons by stage, persons whose systems disagree.
     pub async fn person_counts(&self) -> Result<PersonCounts, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.person_counts().await;
+        }
         self.with(|store, _| store.person_counts()).await
     }
 }

@@ -49,8 +49,10 @@ impl Setup {
         config
     }
 
-    pub fn engine(&self) -> Engine {
-        crmsync::engine::open(self.config_with(|text| text)).expect("engine opens")
+    pub async fn engine(&self) -> Engine {
+        crmsync::engine::open(self.config_with(|text| text))
+            .await
+            .expect("engine opens")
     }
 
     pub fn warehouse_path(&self) -> PathBuf {

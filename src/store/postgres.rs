@@ -1,0 +1,866 @@
+//! The PostgreSQL warehouse: the same schema (rendered for PostgreSQL) and the same
+//! operations as the SQLite one, over `tokio-postgres`. Pages of records are upserted with
+//! one multi-row statement (`unnest` of column arrays); every step is one transaction.
+//! Migrations run under an advisory lock, so two processes starting at once cannot both
+//! migrate.
+
+use jiff::Timestamp;
+use secrecy::ExposeSecret;
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Row, Transaction};
+
+use super::StoreError;
+use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names, timestamp_type};
+use super::model::{
+    DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
+    ReconcileCommit, RecordKey, RunRow, UnifiedRow, WritesDone,
+};
+use crate::record::System;
+use crate::vocabulary::Vocabulary;
+
+/// An arbitrary, fixed key for the migration lock.
+const MIGRATION_LOCK: i64 = 0x0063_726d_7379_6e63;
+
+const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties::text, email, stage, raw_stage, stage_rule, fields::text, unified_id, merged_into, archived";
+
+/// A connected PostgreSQL warehouse at the current schema version.
+pub struct PostgresStore {
+    client: Mutex<Client>,
+    /// The URL without password, for messages.
+    url: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failed(url: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+    move |source| StoreError::Postgres {
+        url: url.to_string(),
+        source,
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (no password in it; `password` from its secret reference), migrates
+    /// the schema and adds the vocabulary's stage columns.
+    pub async fn connect(
+        url: &str,
+        password: Option<&secrecy::SecretString>,
+        vocabulary: &Vocabulary,
+    ) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|source| StoreError::PostgresConnect {
+                url: url.to_string(),
+                source,
+            })?;
+        if let Some(password) = password {
+            config.password(password.expose_secret());
+        }
+        config.application_name("crmsync");
+        let (client, connection) =
+            config
+                .connect(NoTls)
+                .await
+                .map_err(|source| StoreError::PostgresConnect {
+                    url: url.to_string(),
+                    source,
+                })?;
+        let task_url = url.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::error!(url = %task_url, %error, "the PostgreSQL connection ended");
+            }
+        });
+        let store = Self {
+            client: Mutex::new(client),
+            url: url.to_string(),
+        };
+        store.migrate(vocabulary).await?;
+        Ok(store)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn migrate(&self, vocabulary: &Vocabulary) -> Result<(), StoreError> {
+        let failed = failed(&self.url);
+        let mut client = self.client.lock().await;
+        let transaction = client.transaction().await.map_err(&failed)?;
+        transaction
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(&failed)?;
+        transaction
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    INTEGER PRIMARY KEY,
+                    name       TEXT NOT NULL,
+                    applied_at TIMESTAMPTZ NOT NULL
+                )",
+            )
+            .await
+            .map_err(&failed)?;
+        let current: i32 = transaction
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(&failed)?
+            .get(0);
+        let current = u32::try_from(current).unwrap_or(0);
+        if current > latest_version() {
+            return Err(StoreError::TooNew {
+                path: self.url.clone().into(),
+                found: current,
+                known: latest_version(),
+            });
+        }
+        for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+            transaction
+                .batch_execute(&migration.render(Dialect::Postgres))
+                .await
+                .map_err(|source| StoreError::PostgresMigration {
+                    url: self.url.clone(),
+                    version: migration.version,
+                    name: migration.name,
+                    source,
+                })?;
+            transaction
+                .execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, now())",
+                    &[&(migration.version as i32), &migration.name],
+                )
+                .await
+                .map_err(&failed)?;
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied warehouse migration"
+            );
+        }
+        for column in stage_column_names(vocabulary) {
+            transaction
+                .batch_execute(&format!(
+                    "ALTER TABLE unified_leads ADD COLUMN IF NOT EXISTS {column} {}",
+                    timestamp_type(Dialect::Postgres)
+                ))
+                .await
+                .map_err(&failed)?;
+        }
+        transaction.commit().await.map_err(&failed)
+    }
+
+    /// The schema version recorded in the database.
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        let client = self.client.lock().await;
+        let version: i32 = client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(failed(&self.url))?
+            .get(0);
+        Ok(u32::try_from(version).unwrap_or(0))
+    }
+
+    pub async fn begin_run(&self, started: Timestamp) -> Result<i64, StoreError> {
+        let failed = failed(&self.url);
+        let mut client = self.client.lock().await;
+        let transaction = client.transaction().await.map_err(&failed)?;
+        transaction
+            .execute(
+                "UPDATE sync_runs SET status = 'interrupted', finished_at = COALESCE(finished_at, started_at) WHERE status = 'running'",
+                &[],
+            )
+            .await
+            .map_err(&failed)?;
+        let id: i64 = transaction
+            .query_one(
+                "INSERT INTO sync_runs (started_at, status) VALUES ($1, 'running') RETURNING id",
+                &[&started],
+            )
+            .await
+            .map_err(&failed)?
+            .get(0);
+        transaction.commit().await.map_err(&failed)?;
+        Ok(id)
+    }
+
+    pub async fn finish_run(
+        &self,
+        run_id: i64,
+        finished: Timestamp,
+        run: &RunRow,
+    ) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        client
+            .execute(
+                "UPDATE sync_runs SET finished_at = $2, status = $3, records_read = $4, records_changed = $5,
+                    records_written = $6, records_dead_lettered = $7, persons = $8, regressions_refused = $9,
+                    hubspot_api_calls = $10, salesforce_api_calls = $11, error = $12, details = ($13::text)::jsonb
+                 WHERE id = $1",
+                &[
+                    &run_id,
+                    &finished,
+                    &run.status,
+                    &(run.records_read as i64),
+                    &(run.records_changed as i64),
+                    &(run.records_written as i64),
+                    &(run.records_dead_lettered as i64),
+                    &(run.persons as i64),
+                    &(run.regressions_refused as i64),
+                    &(run.hubspot_api_calls as i64),
+                    &(run.salesforce_api_calls as i64),
+                    &run.error,
+                    &run.details,
+                ],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(())
+    }
+
+    pub async fn checkpoints(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                "SELECT system, object, cursor FROM checkpoints ORDER BY system, object",
+                &[],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect())
+    }
+
+    pub async fn clear_checkpoints(&self) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        client
+            .execute("DELETE FROM checkpoints", &[])
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(())
+    }
+
+    pub async fn store_page(
+        &self,
+        run_id: i64,
+        system: System,
+        object: &str,
+        page: &PageWrite,
+        at: Timestamp,
+    ) -> Result<PageStored, StoreError> {
+        let failed = failed(&self.url);
+        let mut client = self.client.lock().await;
+        let transaction = client.transaction().await.map_err(&failed)?;
+        let mut stored = PageStored::default();
+        let mut unchanged: std::collections::HashSet<&RecordKey> = std::collections::HashSet::new();
+        if !page.records.is_empty() {
+            let column =
+                |f: &dyn Fn(&super::model::StoredRecord) -> Option<String>| -> Vec<Option<String>> {
+                    page.records.iter().map(f).collect()
+                };
+            let ids = column(&|r| Some(r.key.id.clone()));
+            let modified: Vec<Timestamp> = page.records.iter().map(|r| r.modified_at).collect();
+            let properties = column(&|r| Some(r.properties.clone()));
+            let hashes = column(&|r| Some(r.content_hash.clone()));
+            let emails = column(&|r| r.email.clone());
+            let stages = column(&|r| r.stage.clone());
+            let raw = column(&|r| r.raw_stage.clone());
+            let rules = column(&|r| r.stage_rule.clone());
+            let fields = column(&|r| Some(r.fields.clone()));
+            let changed_rows = transaction
+                .query(
+                    "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash,
+                        archived, first_seen_run, last_seen_run, email, stage, raw_stage, stage_rule, fields, pending)
+                     SELECT $1, $2, u.id, u.modified_at, u.properties::jsonb, u.hash, FALSE, $3, $3,
+                        u.email, u.stage, u.raw_stage, u.rule, u.fields::jsonb, TRUE
+                     FROM unnest($4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[],
+                        $10::text[], $11::text[], $12::text[])
+                        AS u(id, modified_at, properties, hash, email, stage, raw_stage, rule, fields)
+                     ON CONFLICT (system, object, id) DO UPDATE SET
+                        modified_at = excluded.modified_at, properties = excluded.properties,
+                        content_hash = excluded.content_hash, archived = FALSE, merged_into = NULL,
+                        last_seen_run = excluded.last_seen_run, email = excluded.email, stage = excluded.stage,
+                        raw_stage = excluded.raw_stage, stage_rule = excluded.stage_rule, fields = excluded.fields,
+                        pending = TRUE
+                     WHERE source_records.content_hash <> excluded.content_hash OR source_records.archived
+                     RETURNING id",
+                    &[
+                        &system.as_str(),
+                        &object,
+                        &run_id,
+                        &ids,
+                        &modified,
+                        &properties,
+                        &hashes,
+                        &emails,
+                        &stages,
+                        &raw,
+                        &rules,
+                        &fields,
+                    ],
+                )
+                .await
+                .map_err(&failed)?;
+            let changed: std::collections::HashSet<String> = changed_rows
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect();
+            stored.changed = changed.len();
+            let seen: Vec<String> = page
+                .records
+                .iter()
+                .filter(|record| !changed.contains(&record.key.id))
+                .map(|record| record.key.id.clone())
+                .collect();
+            for record in &page.records {
+                if !changed.contains(&record.key.id) {
+                    unchanged.insert(&record.key);
+                }
+            }
+            if !seen.is_empty() {
+                transaction
+                    .execute(
+                        "UPDATE source_records SET last_seen_run = $3 WHERE system = $1 AND object = $2 AND id = ANY($4)",
+                        &[&system.as_str(), &object, &run_id, &seen],
+                    )
+                    .await
+                    .map_err(&failed)?;
+            }
+        }
+        for gone in &page.tombstones {
+            stored.tombstoned += transaction
+                .execute(
+                    "UPDATE source_records SET archived = TRUE, pending = TRUE, modified_at = COALESCE($4, modified_at)
+                     WHERE system = $1 AND object = $2 AND id = $3 AND NOT archived",
+                    &[&system.as_str(), &object, &gone.id, &gone.archived_at],
+                )
+                .await
+                .map_err(&failed)? as usize;
+        }
+        for merge in &page.merges {
+            transaction
+                .execute(
+                    "UPDATE source_records SET archived = TRUE, merged_into = $4, pending = TRUE
+                     WHERE system = $1 AND object = $2 AND id = ANY($3)
+                       AND (merged_into IS NULL OR merged_into <> $4 OR NOT archived)",
+                    &[&system.as_str(), &object, &merge.absorbed, &merge.survivor],
+                )
+                .await
+                .map_err(&failed)?;
+        }
+        let letters: Vec<DeadLetterRow> = page
+            .dead_letters
+            .iter()
+            .filter(|letter| !unchanged.contains(&letter.key))
+            .cloned()
+            .collect();
+        stored.dead_letters = letters.len();
+        insert_dead_letters(&transaction, run_id, at, &letters)
+            .await
+            .map_err(&failed)?;
+        if let Some(cursor) = &page.checkpoint {
+            transaction
+                .execute(
+                    "INSERT INTO checkpoints (system, object, cursor, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (system, object) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                    &[&system.as_str(), &object, cursor, &at],
+                )
+                .await
+                .map_err(&failed)?;
+        }
+        transaction.commit().await.map_err(&failed)?;
+        Ok(stored)
+    }
+
+    async fn members(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client.query(sql, params).await.map_err(failed(&self.url))?;
+        rows.iter().map(|row| member_row(row, &self.url)).collect()
+    }
+
+    pub async fn pending_records(&self, limit: usize) -> Result<Vec<MemberRow>, StoreError> {
+        let sql = format!(
+            "SELECT {MEMBER_COLUMNS} FROM source_records WHERE pending
+             ORDER BY COALESCE(email, ''), system, object, id LIMIT $1"
+        );
+        self.members(&sql, &[&(limit as i64)]).await
+    }
+
+    pub async fn members_of(&self, unified_ids: &[String]) -> Result<Vec<MemberRow>, StoreError> {
+        let sql = format!("SELECT {MEMBER_COLUMNS} FROM source_records WHERE unified_id = ANY($1)");
+        self.members(&sql, &[&unified_ids]).await
+    }
+
+    pub async fn records_with_emails(
+        &self,
+        emails: &[String],
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        let sql = format!(
+            "SELECT {MEMBER_COLUMNS} FROM source_records WHERE email = ANY($1) AND unified_id IS NOT NULL"
+        );
+        self.members(&sql, &[&emails]).await
+    }
+
+    pub async fn records(&self, keys: &[RecordKey]) -> Result<Vec<MemberRow>, StoreError> {
+        let (systems, objects, ids) = key_columns(keys);
+        let sql = format!(
+            "SELECT {MEMBER_COLUMNS} FROM source_records
+             WHERE (system, object, id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
+        );
+        self.members(&sql, &[&systems, &objects, &ids]).await
+    }
+
+    pub async fn unified(
+        &self,
+        unified_ids: &[String],
+        stage_ids: &[String],
+    ) -> Result<Vec<UnifiedRow>, StoreError> {
+        let first_entered: String = stage_ids
+            .iter()
+            .map(|stage| format!(", first_entered_{stage}"))
+            .collect();
+        let sql = format!(
+            "SELECT unified_id, email, name, company, stage, hubspot_id, salesforce_lead_id,
+                salesforce_contact_id, hubspot_stage, salesforce_stage, hubspot_raw_stage,
+                salesforce_raw_stage, drift, decision, deleted, created_at, updated_at{first_entered}
+             FROM unified_leads WHERE unified_id = ANY($1)"
+        );
+        let client = self.client.lock().await;
+        let rows = client
+            .query(&sql, &[&unified_ids])
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let mut person = UnifiedRow {
+                    unified_id: row.get(0),
+                    email: row.get(1),
+                    name: row.get(2),
+                    company: row.get(3),
+                    stage: row.get(4),
+                    hubspot_id: row.get(5),
+                    salesforce_lead_id: row.get(6),
+                    salesforce_contact_id: row.get(7),
+                    hubspot_stage: row.get(8),
+                    salesforce_stage: row.get(9),
+                    hubspot_raw_stage: row.get(10),
+                    salesforce_raw_stage: row.get(11),
+                    drift: row.get(12),
+                    decision: row.get(13),
+                    deleted: row.get(14),
+                    created_at: row.get(15),
+                    updated_at: row.get(16),
+                    first_entered: Default::default(),
+                };
+                for (offset, stage) in stage_ids.iter().enumerate() {
+                    if let Some(at) = row.get::<_, Option<Timestamp>>(17 + offset) {
+                        person.first_entered.insert(stage.clone(), at);
+                    }
+                }
+                person
+            })
+            .collect())
+    }
+
+    pub async fn ledger(&self, keys: &[RecordKey]) -> Result<Vec<LedgerRow>, StoreError> {
+        let (systems, objects, ids) = key_columns(keys);
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                "SELECT system, object, record_id, field, value_hash FROM write_ledger
+                 WHERE (system, object, record_id) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
+                &[&systems, &objects, &ids],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        rows.iter()
+            .map(|row| {
+                Ok(LedgerRow {
+                    key: RecordKey::new(
+                        system_of(row.get(0), &self.url)?,
+                        row.get::<_, String>(1),
+                        row.get::<_, String>(2),
+                    ),
+                    field: row.get(3),
+                    value_hash: row.get(4),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn commit_reconcile(
+        &self,
+        run_id: i64,
+        at: Timestamp,
+        commit: &ReconcileCommit,
+        stage_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let failed = failed(&self.url);
+        let mut client = self.client.lock().await;
+        let transaction = client.transaction().await.map_err(&failed)?;
+        for merge in &commit.merges {
+            for sql in [
+                "UPDATE source_records SET unified_id = $2 WHERE unified_id = $1",
+                "UPDATE stage_transitions SET unified_id = $2 WHERE unified_id = $1",
+                "UPDATE pending_writes SET unified_id = $2 WHERE unified_id = $1",
+                "UPDATE person_merges SET survivor = $2 WHERE survivor = $1",
+                "DELETE FROM unified_leads WHERE unified_id = $1 AND $2::text IS NOT NULL",
+            ] {
+                transaction
+                    .execute(sql, &[&merge.absorbed, &merge.survivor])
+                    .await
+                    .map_err(&failed)?;
+            }
+            transaction
+                .execute(
+                    "INSERT INTO person_merges (absorbed, survivor, reason, at, run_id) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (absorbed) DO UPDATE SET survivor = excluded.survivor, reason = excluded.reason,
+                        at = excluded.at, run_id = excluded.run_id",
+                    &[&merge.absorbed, &merge.survivor, &merge.reason, &at, &run_id],
+                )
+                .await
+                .map_err(&failed)?;
+        }
+        if !commit.assignments.is_empty() {
+            let keys: Vec<RecordKey> = commit
+                .assignments
+                .iter()
+                .map(|(key, _)| key.clone())
+                .collect();
+            let (systems, objects, ids) = key_columns(&keys);
+            let persons: Vec<Option<String>> = commit
+                .assignments
+                .iter()
+                .map(|(_, person)| person.clone())
+                .collect();
+            transaction
+                .execute(
+                    "UPDATE source_records s SET unified_id = u.person, pending = FALSE
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(system, object, id, person)
+                     WHERE s.system = u.system AND s.object = u.object AND s.id = u.id",
+                    &[&systems, &objects, &ids, &persons],
+                )
+                .await
+                .map_err(&failed)?;
+        }
+        let first_entered_columns: String = stage_ids
+            .iter()
+            .map(|stage| format!(", first_entered_{stage}"))
+            .collect();
+        let first_entered_updates: String = stage_ids
+            .iter()
+            .map(|stage| format!(", first_entered_{stage} = excluded.first_entered_{stage}"))
+            .collect();
+        let first_entered_params: String = (0..stage_ids.len())
+            .map(|offset| format!(", ${}", 18 + offset))
+            .collect();
+        let sql = format!(
+            "INSERT INTO unified_leads (unified_id, email, name, company, stage, hubspot_id,
+                salesforce_lead_id, salesforce_contact_id, hubspot_stage, salesforce_stage,
+                hubspot_raw_stage, salesforce_raw_stage, drift, decision, deleted, created_at,
+                updated_at{first_entered_columns})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17{first_entered_params})
+             ON CONFLICT (unified_id) DO UPDATE SET email = excluded.email, name = excluded.name,
+                company = excluded.company, stage = excluded.stage, hubspot_id = excluded.hubspot_id,
+                salesforce_lead_id = excluded.salesforce_lead_id,
+                salesforce_contact_id = excluded.salesforce_contact_id,
+                hubspot_stage = excluded.hubspot_stage, salesforce_stage = excluded.salesforce_stage,
+                hubspot_raw_stage = excluded.hubspot_raw_stage,
+                salesforce_raw_stage = excluded.salesforce_raw_stage, drift = excluded.drift,
+                decision = excluded.decision, deleted = excluded.deleted,
+                updated_at = excluded.updated_at{first_entered_updates}"
+        );
+        let statement = transaction.prepare(&sql).await.map_err(&failed)?;
+        for person in &commit.persons {
+            let updated_at = person.updated_at.unwrap_or(at);
+            let first: Vec<Option<Timestamp>> = stage_ids
+                .iter()
+                .map(|stage| person.first_entered.get(stage).copied())
+                .collect();
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+                &person.unified_id,
+                &person.email,
+                &person.name,
+                &person.company,
+                &person.stage,
+                &person.hubspot_id,
+                &person.salesforce_lead_id,
+                &person.salesforce_contact_id,
+                &person.hubspot_stage,
+                &person.salesforce_stage,
+                &person.hubspot_raw_stage,
+                &person.salesforce_raw_stage,
+                &person.drift,
+                &person.decision,
+                &person.deleted,
+                &person.created_at,
+                &updated_at,
+            ];
+            for value in &first {
+                params.push(value);
+            }
+            transaction
+                .execute(&statement, &params)
+                .await
+                .map_err(&failed)?;
+        }
+        for change in &commit.transitions {
+            transaction
+                .execute(
+                    "INSERT INTO stage_transitions (unified_id, from_stage, to_stage, at, system, run_id)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[&change.unified_id, &change.from, &change.to, &change.at, &change.system.as_str(), &run_id],
+                )
+                .await
+                .map_err(&failed)?;
+        }
+        for write in &commit.writes {
+            transaction
+                .execute(
+                    "INSERT INTO pending_writes (system, object, record_id, unified_id, changes, current, allow_regression, run_id)
+                     VALUES ($1, $2, $3, $4, ($5::text)::jsonb, ($6::text)::jsonb, $7, $8)
+                     ON CONFLICT (system, object, record_id) DO UPDATE SET unified_id = excluded.unified_id,
+                        changes = excluded.changes, current = excluded.current,
+                        allow_regression = excluded.allow_regression, run_id = excluded.run_id",
+                    &[
+                        &write.key.system.as_str(),
+                        &write.key.object,
+                        &write.key.id,
+                        &write.unified_id,
+                        &write.changes,
+                        &write.current,
+                        &write.allow_regression,
+                        &run_id,
+                    ],
+                )
+                .await
+                .map_err(&failed)?;
+        }
+        if !commit.dropped_writes.is_empty() {
+            let (systems, objects, ids) = key_columns(&commit.dropped_writes);
+            transaction
+                .execute(
+                    "DELETE FROM pending_writes p USING unnest($1::text[], $2::text[], $3::text[]) AS u(system, object, id)
+                     WHERE p.system = u.system AND p.object = u.object AND p.record_id = u.id",
+                    &[&systems, &objects, &ids],
+                )
+                .await
+                .map_err(&failed)?;
+        }
+        insert_dead_letters(&transaction, run_id, at, &commit.dead_letters)
+            .await
+            .map_err(&failed)?;
+        transaction.commit().await.map_err(&failed)
+    }
+
+    pub async fn pending_writes(
+        &self,
+        system: System,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<PendingWrite>, StoreError> {
+        let (object, id) = after.map_or((String::new(), String::new()), |key| {
+            (key.object.clone(), key.id.clone())
+        });
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                "SELECT system, object, record_id, unified_id, changes::text, current::text, allow_regression
+                 FROM pending_writes WHERE system = $1 AND (object, record_id) > ($2, $3)
+                 ORDER BY object, record_id LIMIT $4",
+                &[&system.as_str(), &object, &id, &(limit as i64)],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingWrite {
+                    key: RecordKey::new(
+                        system_of(row.get(0), &self.url)?,
+                        row.get::<_, String>(1),
+                        row.get::<_, String>(2),
+                    ),
+                    unified_id: row.get(3),
+                    changes: row.get(4),
+                    current: row.get(5),
+                    allow_regression: row.get(6),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn commit_writes(
+        &self,
+        run_id: i64,
+        at: Timestamp,
+        done: &WritesDone,
+    ) -> Result<(), StoreError> {
+        let failed = failed(&self.url);
+        let mut client = self.client.lock().await;
+        let transaction = client.transaction().await.map_err(&failed)?;
+        if !done.ledger.is_empty() {
+            let keys: Vec<RecordKey> = done.ledger.iter().map(|row| row.key.clone()).collect();
+            let (systems, objects, ids) = key_columns(&keys);
+            let fields: Vec<String> = done.ledger.iter().map(|row| row.field.clone()).collect();
+            let hashes: Vec<String> = done
+                .ledger
+                .iter()
+                .map(|row| row.value_hash.clone())
+                .collect();
+            transaction
+                .execute(
+                    "INSERT INTO write_ledger (system, object, record_id, field, value_hash, run_id, written_at)
+                     SELECT u.system, u.object, u.id, u.field, u.hash, $6, $7
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(system, object, id, field, hash)
+                     ON CONFLICT (system, object, record_id, field) DO UPDATE SET value_hash = excluded.value_hash,
+                        run_id = excluded.run_id, written_at = excluded.written_at",
+                    &[&systems, &objects, &ids, &fields, &hashes, &run_id, &at],
+                )
+                .await
+                .map_err(&failed)?;
+        }
+        if !done.settled.is_empty() {
+            let (systems, objects, ids) = key_columns(&done.settled);
+            transaction
+                .execute(
+                    "DELETE FROM pending_writes p USING unnest($1::text[], $2::text[], $3::text[]) AS u(system, object, id)
+                     WHERE p.system = u.system AND p.object = u.object AND p.record_id = u.id",
+                    &[&systems, &objects, &ids],
+                )
+                .await
+                .map_err(&failed)?;
+        }
+        insert_dead_letters(&transaction, run_id, at, &done.dead_letters)
+            .await
+            .map_err(&failed)?;
+        transaction.commit().await.map_err(&failed)
+    }
+
+    pub async fn person_counts(&self) -> Result<PersonCounts, StoreError> {
+        let failed = failed(&self.url);
+        let client = self.client.lock().await;
+        let persons: i64 = client
+            .query_one("SELECT COUNT(*) FROM unified_leads WHERE NOT deleted", &[])
+            .await
+            .map_err(&failed)?
+            .get(0);
+        let drift: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM unified_leads WHERE NOT deleted AND drift",
+                &[],
+            )
+            .await
+            .map_err(&failed)?
+            .get(0);
+        let stages = client
+            .query(
+                "SELECT stage, COUNT(*) FROM unified_leads WHERE NOT deleted GROUP BY stage",
+                &[],
+            )
+            .await
+            .map_err(&failed)?
+            .iter()
+            .map(|row| (row.get::<_, Option<String>>(0), row.get::<_, i64>(1) as u64))
+            .collect();
+        Ok(PersonCounts {
+            persons: persons as u64,
+            stages,
+            drift: drift as u64,
+        })
+    }
+}
+
+async fn insert_dead_letters(
+    transaction: &Transaction<'_>,
+    run_id: i64,
+    at: Timestamp,
+    letters: &[DeadLetterRow],
+) -> Result<(), tokio_postgres::Error> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<RecordKey> = letters.iter().map(|letter| letter.key.clone()).collect();
+    let (systems, objects, ids) = key_columns(&keys);
+    let reasons: Vec<String> = letters.iter().map(|letter| letter.reason.clone()).collect();
+    let payloads: Vec<Option<String>> = letters
+        .iter()
+        .map(|letter| letter.payload.clone())
+        .collect();
+    transaction
+        .execute(
+            "INSERT INTO dead_letters (system, object, id, reason, payload, run_id, created_at)
+             SELECT u.system, u.object, u.id, u.reason, u.payload::jsonb, $6, $7
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(system, object, id, reason, payload)",
+            &[&systems, &objects, &ids, &reasons, &payloads, &run_id, &at],
+        )
+        .await?;
+    Ok(())
+}
+
+fn key_columns(keys: &[RecordKey]) -> (Vec<String>, Vec<String>, Vec<String>) {
+    (
+        keys.iter()
+            .map(|key| key.system.as_str().to_string())
+            .collect(),
+        keys.iter().map(|key| key.object.clone()).collect(),
+        keys.iter().map(|key| key.id.clone()).collect(),
+    )
+}
+
+fn system_of(name: String, url: &str) -> Result<System, StoreError> {
+    name.parse()
+        .map_err(|error: crate::record::UnknownSystem| StoreError::Corrupt {
+            at: url.to_string(),
+            what: error.to_string(),
+        })
+}
+
+fn json_object(
+    text: Option<String>,
+    url: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    match text {
+        None => Ok(serde_json::Map::new()),
+        Some(text) => serde_json::from_str(&text).map_err(|error| StoreError::Corrupt {
+            at: url.to_string(),
+            what: format!("not a JSON object: {error}"),
+        }),
+    }
+}
+
+fn member_row(row: &Row, url: &str) -> Result<MemberRow, StoreError> {
+    Ok(MemberRow {
+        key: RecordKey::new(
+            system_of(row.get(0), url)?,
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+        ),
+        modified_at: row.get(3),
+        properties: json_object(row.get(4), url)?,
+        email: row.get(5),
+        stage: row.get(6),
+        raw_stage: row.get(7),
+        stage_rule: row.get(8),
+        fields: json_object(row.get(9), url)?,
+        unified_id: row.get(10),
+        merged_into: row.get(11),
+        archived: row.get(12),
+    })
+}
