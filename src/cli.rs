@@ -54,6 +54,21 @@ pub enum Command {
         json: bool,
     },
 
+    /// Everything behind one person's stage: the records in each CRM, the rule that mapped
+    /// each, the policy decision, the stage history and the writes made or queued.
+    ///
+    /// Reads only the warehouse. Exit status 1 when no person matches.
+    Explain {
+        /// An email address or a unified id (`p-…`; merged ids are followed).
+        who: String,
+        /// The config file (default: $CRMSYNC_CONFIG, else ./crmsync.toml if present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Serve emulated HubSpot and Salesforce APIs over a seeded org.
     ///
     /// Prints one JSON line with the base URLs and credentials, then serves until interrupted.

@@ -69,20 +69,34 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync { config, full, json } => {
-            let env = EnvVars::from_process();
-            let path = crmsync::config::config_path(config.as_deref(), &env);
-            let (config, diagnostics, source) = crmsync::config::load(path.as_deref(), &env)?;
-            if !diagnostics.is_empty() {
-                let sources: Vec<_> = source.into_iter().collect();
-                for diagnostic in diagnostics.iter() {
-                    eprintln!("{}\n", render_with_source(diagnostic, &sources));
-                }
-                anyhow::bail!(
-                    "the configuration has {} problem(s); fix them (crmsync check shows them too) and run again",
-                    diagnostics.len()
+        Command::Explain { who, config, json } => {
+            let config = load_config(config.as_deref())?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let found = runtime.block_on(async {
+                let (_, warehouse) = crmsync::engine::open_warehouse(&config).await?;
+                anyhow::Ok(crmsync::engine::explain::explain(&warehouse, &who).await?)
+            })?;
+            if found.is_empty() {
+                eprintln!(
+                    "no person {who:?} in the warehouse — check the spelling (emails match case-insensitively; ids look like p-…), or run crmsync sync first"
                 );
+                return Ok(ExitCode::FAILURE);
             }
+            if json {
+                let all: Vec<_> = found
+                    .iter()
+                    .map(|explanation| explanation.to_json())
+                    .collect();
+                println!("{}", serde_json::Value::Array(all));
+            } else {
+                for explanation in &found {
+                    println!("{}", explanation.render());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { config, full, json } => {
+            let config = load_config(config.as_deref())?;
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(async {
                 let engine = crmsync::engine::open(config).await?;
@@ -142,6 +156,25 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The configuration from `--config`, `CRMSYNC_CONFIG` or `./crmsync.toml`; every problem is
+/// printed and stops the command.
+fn load_config(flag: Option<&std::path::Path>) -> anyhow::Result<crmsync::config::Config> {
+    let env = EnvVars::from_process();
+    let path = crmsync::config::config_path(flag, &env);
+    let (config, diagnostics, source) = crmsync::config::load(path.as_deref(), &env)?;
+    if !diagnostics.is_empty() {
+        let sources: Vec<_> = source.into_iter().collect();
+        for diagnostic in diagnostics.iter() {
+            eprintln!("{}\n", render_with_source(diagnostic, &sources));
+        }
+        anyhow::bail!(
+            "the configuration has {} problem(s); fix them (crmsync check shows them too) and run again",
+            diagnostics.len()
+        );
+    }
+    Ok(config)
 }
 
 /// Serves the emulator until SIGINT or SIGTERM, after printing its connection details as one

@@ -38,9 +38,7 @@ impl TestDatabase {
         );
         let (client, connection) = tokio_postgres::connect(&admin_url, NoTls)
             .await
-            .unwrap_or_else(|error| {
-                panic!("cannot reach PG_TEST_URL {admin_url}: {error}")
-            });
+            .unwrap_or_else(|error| panic!("cannot reach PG_TEST_URL {admin_url}: {error}"));
         tokio::spawn(connection);
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -127,6 +125,29 @@ async fn a_sync_into_postgresql_unifies_writes_back_and_then_writes_nothing() {
         second.paragraph()
     );
     assert_eq!(second.stage_changes, 0);
+    // explain reads the same history from PostgreSQL.
+    let someone: String = client
+        .query_one(
+            "SELECT unified_id FROM unified_leads WHERE hubspot_id IS NOT NULL AND salesforce_lead_id IS NOT NULL ORDER BY unified_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let found = crmsync::engine::explain::explain(engine.warehouse(), &someone)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(found[0].records.len() >= 2);
+    assert!(!found[0].history.transitions.is_empty());
+    assert!(!found[0].history.written.is_empty());
+    let by_email = crmsync::engine::explain::explain(
+        engine.warehouse(),
+        &found[0].person.email.clone().unwrap().to_uppercase(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_email[0].person.unified_id, someone);
     // Opening again is a no-op migration.
     drop(engine);
     let again = crmsync::engine::open(config).await.expect("re-opens");

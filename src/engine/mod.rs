@@ -10,6 +10,7 @@
 //! queued. Memory holds a few pages and one chunk of persons, however large the CRMs.
 
 pub mod cursor;
+pub mod explain;
 pub mod extract;
 pub mod identity;
 pub mod plan;
@@ -165,6 +166,19 @@ pub enum SetupError {
 
 /// The engine for `config`: mappings loaded, warehouse opened and migrated, CRMs connected.
 pub async fn open(config: crate::config::Config) -> Result<Engine, SetupError> {
+    let (mapper, warehouse) = open_warehouse(&config).await?;
+    Ok(Engine::connect(
+        config,
+        std::sync::Arc::new(mapper),
+        warehouse,
+    )?)
+}
+
+/// The mappings and the warehouse of `config`, without touching a CRM (for commands that only
+/// read the warehouse).
+pub async fn open_warehouse(
+    config: &crate::config::Config,
+) -> Result<(crate::mapping::Mapper, crate::store::Warehouse), SetupError> {
     let mapper = crate::mapping::load_dir(&config.mappings_dir.value)?;
     let stage_ids: Vec<String> = mapper
         .vocabulary()
@@ -193,11 +207,7 @@ pub async fn open(config: crate::config::Config) -> Result<Engine, SetupError> {
             crate::store::Warehouse::postgres(store, stage_ids)
         }
     };
-    Ok(Engine::connect(
-        config,
-        std::sync::Arc::new(mapper),
-        warehouse,
-    )?)
+    Ok((mapper, warehouse))
 }
 
 impl SyncReport {

@@ -208,3 +208,16 @@ pub struct PersonCounts {
     /// Persons whose systems disagree on the stage.
     pub drift: u64,
 }
+
+/// What the warehouse knows of one person beyond its records: for `crmsync explain`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PersonHistory {
+    /// Stage changes, oldest first, with the run that made each.
+    pub transitions: Vec<(TransitionRow, Option<i64>)>,
+    /// Persons merged into this one, with why.
+    pub merged: Vec<PersonMerge>,
+    /// Write-backs queued for the person's records.
+    pub queued: Vec<PendingWrite>,
+    /// The last value crmsync wrote to each field of the person's records: key, field, run.
+    pub written: Vec<(RecordKey, String, i64)>,
+}

@@ -13,7 +13,8 @@ use super::StoreError;
 use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names, timestamp_type};
 use super::model::{
     DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
-    ReconcileCommit, RecordKey, RunRow, UnifiedRow, WritesDone,
+    PersonHistory, PersonMerge, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
+    WritesDone,
 };
 use crate::record::System;
 use crate::vocabulary::Vocabulary;
@@ -784,6 +785,93 @@ impl PostgresStore {
             stages,
             drift: drift as u64,
         })
+    }
+}
+
+impl PostgresStore {
+    /// The person a merged-away id now lives on, if it was merged.
+    pub async fn survivor_of(&self, unified_id: &str) -> Result<Option<String>, StoreError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(
+                "SELECT survivor FROM person_merges WHERE absorbed = $1",
+                &[&unified_id],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    /// Transitions, merges, queued and written values of one person.
+    pub async fn history(&self, unified_id: &str) -> Result<PersonHistory, StoreError> {
+        let failed = failed(&self.url);
+        let client = self.client.lock().await;
+        let mut history = PersonHistory::default();
+        for row in client
+            .query(
+                "SELECT unified_id, from_stage, to_stage, at, system, run_id FROM stage_transitions
+                 WHERE unified_id = $1 ORDER BY at, transition_id",
+                &[&unified_id],
+            )
+            .await
+            .map_err(&failed)?
+        {
+            history.transitions.push((
+                TransitionRow {
+                    unified_id: row.get(0),
+                    from: row.get(1),
+                    to: row.get(2),
+                    at: row.get(3),
+                    system: system_of(row.get(4), &self.url)?,
+                },
+                row.get(5),
+            ));
+        }
+        for row in client
+            .query("SELECT absorbed, survivor, reason FROM person_merges WHERE survivor = $1 ORDER BY at", &[&unified_id])
+            .await
+            .map_err(&failed)?
+        {
+            history.merged.push(PersonMerge {
+                absorbed: row.get(0),
+                survivor: row.get(1),
+                reason: row.get(2),
+            });
+        }
+        for row in client
+            .query(
+                "SELECT system, object, record_id, unified_id, changes::text, current::text, allow_regression
+                 FROM pending_writes WHERE unified_id = $1 ORDER BY system, object, record_id",
+                &[&unified_id],
+            )
+            .await
+            .map_err(&failed)?
+        {
+            history.queued.push(PendingWrite {
+                key: RecordKey::new(system_of(row.get(0), &self.url)?, row.get::<_, String>(1), row.get::<_, String>(2)),
+                unified_id: row.get(3),
+                changes: row.get(4),
+                current: row.get(5),
+                allow_regression: row.get(6),
+            });
+        }
+        for row in client
+            .query(
+                "SELECT l.system, l.object, l.record_id, l.field, l.run_id FROM write_ledger l
+                 JOIN source_records s ON s.system = l.system AND s.object = l.object AND s.id = l.record_id
+                 WHERE s.unified_id = $1 ORDER BY l.system, l.object, l.record_id, l.field",
+                &[&unified_id],
+            )
+            .await
+            .map_err(&failed)?
+        {
+            history.written.push((
+                RecordKey::new(system_of(row.get(0), &self.url)?, row.get::<_, String>(1), row.get::<_, String>(2)),
+                row.get(3),
+                row.get(4),
+            ));
+        }
+        Ok(history)
     }
 }
 

@@ -8,7 +8,8 @@ use rusqlite::{Row, Transaction, params, params_from_iter};
 
 use super::model::{
     DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
-    ReconcileCommit, RecordKey, RunRow, UnifiedRow, WritesDone,
+    PersonHistory, PersonMerge, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
+    WritesDone,
 };
 use super::{StoreError, parse_sql_time, sql_time};
 use crate::record::System;
@@ -684,6 +685,109 @@ impl SqliteStore {
             stages,
             drift: drift as u64,
         })
+    }
+}
+
+impl SqliteStore {
+    /// The person a merged-away id now lives on, if it was merged.
+    pub fn survivor_of(&self, unified_id: &str) -> Result<Option<String>, StoreError> {
+        let failed = self.failed();
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT survivor FROM person_merges WHERE absorbed = ?1")
+            .map_err(&failed)?;
+        let mut rows = statement
+            .query_map([unified_id], |row| row.get::<_, String>(0))
+            .map_err(&failed)?;
+        rows.next().transpose().map_err(&failed)
+    }
+
+    /// Transitions, merges, queued and written values of one person.
+    pub fn history(&self, unified_id: &str) -> Result<PersonHistory, StoreError> {
+        let failed = self.failed();
+        let mut history = PersonHistory::default();
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT unified_id, from_stage, to_stage, at, system, run_id FROM stage_transitions
+                 WHERE unified_id = ?1 ORDER BY at, transition_id",
+            )
+            .map_err(&failed)?;
+        history.transitions = statement
+            .query_map([unified_id], |row| {
+                Ok((
+                    TransitionRow {
+                        unified_id: row.get(0)?,
+                        from: row.get(1)?,
+                        to: row.get(2)?,
+                        at: time_column(row, 3)?,
+                        system: system_column(row, 4)?,
+                    },
+                    row.get(5)?,
+                ))
+            })
+            .and_then(Iterator::collect)
+            .map_err(&failed)?;
+        let mut statement = self
+            .connection
+            .prepare("SELECT absorbed, survivor, reason FROM person_merges WHERE survivor = ?1 ORDER BY at")
+            .map_err(&failed)?;
+        history.merged = statement
+            .query_map([unified_id], |row| {
+                Ok(PersonMerge {
+                    absorbed: row.get(0)?,
+                    survivor: row.get(1)?,
+                    reason: row.get(2)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(&failed)?;
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT system, object, record_id, unified_id, changes, current, allow_regression
+                 FROM pending_writes WHERE unified_id = ?1 ORDER BY system, object, record_id",
+            )
+            .map_err(&failed)?;
+        history.queued = statement
+            .query_map([unified_id], |row| {
+                Ok(PendingWrite {
+                    key: RecordKey::new(
+                        system_column(row, 0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ),
+                    unified_id: row.get(3)?,
+                    changes: row.get(4)?,
+                    current: row.get(5)?,
+                    allow_regression: row.get(6)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(&failed)?;
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT l.system, l.object, l.record_id, l.field, l.run_id FROM write_ledger l
+                 JOIN source_records s ON s.system = l.system AND s.object = l.object AND s.id = l.record_id
+                 WHERE s.unified_id = ?1 ORDER BY l.system, l.object, l.record_id, l.field",
+            )
+            .map_err(&failed)?;
+        history.written = statement
+            .query_map([unified_id], |row| {
+                Ok((
+                    RecordKey::new(
+                        system_column(row, 0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ),
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
+            .and_then(Iterator::collect)
+            .map_err(&failed)?;
+        Ok(history)
     }
 }
 

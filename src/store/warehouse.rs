@@ -9,8 +9,8 @@ use jiff::Timestamp;
 
 use super::StoreError;
 use super::model::{
-    LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts, ReconcileCommit,
-    RecordKey, RunRow, UnifiedRow, WritesDone,
+    LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts, PersonHistory,
+    ReconcileCommit, RecordKey, RunRow, UnifiedRow, WritesDone,
 };
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
@@ -224,5 +224,22 @@ impl Warehouse {
             return pg.person_counts().await;
         }
         self.with(|store, _| store.person_counts()).await
+    }
+
+    /// The person a merged-away id now lives on, if it was merged.
+    pub async fn survivor_of(&self, unified_id: String) -> Result<Option<String>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.survivor_of(&unified_id).await;
+        }
+        self.with(move |store, _| store.survivor_of(&unified_id))
+            .await
+    }
+
+    /// Transitions, merges, queued and written values of one person.
+    pub async fn history(&self, unified_id: String) -> Result<PersonHistory, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.history(&unified_id).await;
+        }
+        self.with(move |store, _| store.history(&unified_id)).await
     }
 }
