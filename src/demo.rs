@@ -22,6 +22,9 @@ pub const DEFAULT_MAPPINGS: [(&str, &str); 3] = [
     ),
 ];
 
+/// How the config a demo writes begins; a directory whose config does not is not the demo's.
+const DEMO_HEADER: &str = "# Written by `crmsync demo`";
+
 /// Problems running the demo.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -30,6 +33,10 @@ pub enum DemoError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path} holds files that are not an earlier demo's — the demo writes its own crmsync.toml, mappings and warehouse there; pass a new or empty --dir"
+    )]
+    NotADemoDir { path: PathBuf },
     #[error(transparent)]
     Emulator(#[from] crate::emulator::EmulatorError),
     #[error("the demo's own configuration is invalid (a bug, please report it):\n{0}")]
@@ -217,6 +224,16 @@ pub fn prepare_dir(dir: &Path, info: &crate::emulator::EmulatorInfo) -> Result<P
         let path = path.to_path_buf();
         move |source| DemoError::Files { path, source }
     };
+    // Only a new or empty directory, or an earlier demo's, is written over.
+    let config_path = dir.join("crmsync.toml");
+    let has_files = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+    let earlier_demo =
+        std::fs::read_to_string(&config_path).is_ok_and(|text| text.starts_with(DEMO_HEADER));
+    if has_files && !earlier_demo {
+        return Err(DemoError::NotADemoDir {
+            path: dir.to_path_buf(),
+        });
+    }
     for sub in ["mappings", "secrets"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(files(&dir.join(sub)))?;
     }
@@ -234,7 +251,7 @@ pub fn prepare_dir(dir: &Path, info: &crate::emulator::EmulatorInfo) -> Result<P
         .map_err(files(&info.salesforce_private_key_file))?;
     write(&dir.join("secrets/salesforce.pem"), &key)?;
     let config = format!(
-        r#"# Written by `crmsync demo`: the emulator's URLs and test credentials (as files).
+        r#"{DEMO_HEADER}: the emulator's URLs and test credentials (as files).
 [hubspot]
 enabled = true
 base_url = "{hubspot}"
@@ -292,7 +309,6 @@ title = "salesforce"
         client_id = info.salesforce_client_id,
         username = info.salesforce_username,
     );
-    let path = dir.join("crmsync.toml");
-    write(&path, &config)?;
-    Ok(path)
+    write(&config_path, &config)?;
+    Ok(config_path)
 }

@@ -60,7 +60,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Command::Demo { records, dir, json } => {
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = runtime()?;
             let report = runtime.block_on(crmsync::demo::run(records, &dir))?;
             if json {
                 println!("{}", report.to_json());
@@ -71,7 +71,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Explain { who, config, json } => {
             let config = load_config(config.as_deref())?;
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = runtime()?;
             let found = runtime.block_on(async {
                 let (_, warehouse) = crmsync::engine::open_warehouse(&config).await?;
                 anyhow::Ok(crmsync::engine::explain::explain(&warehouse, &who).await?)
@@ -97,7 +97,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Sync { config, full, json } => {
             let config = load_config(config.as_deref())?;
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = runtime()?;
             let report = runtime.block_on(async {
                 let engine = crmsync::engine::open(config).await?;
                 anyhow::Ok(engine.sync(crmsync::engine::SyncOptions { full }).await?)
@@ -151,11 +151,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 salesforce_daily_api_requests: salesforce_daily_requests,
                 ..EmulatorConfig::default()
             };
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = runtime()?;
             runtime.block_on(emulate(config, listen))?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The async runtime of a command. Warehouse work runs on the blocking pool one operation at
+/// a time, so a few blocking threads are plenty; each thread more costs memory.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
 }
 
 /// The configuration from `--config`, `CRMSYNC_CONFIG` or `./crmsync.toml`; every problem is

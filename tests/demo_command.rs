@@ -127,3 +127,40 @@ fn sync_refuses_a_broken_config_with_its_problems() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unsupported warehouse URL"), "{stderr}");
 }
+
+#[test]
+fn the_demo_will_not_write_over_a_directory_that_is_not_its_own() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("crmsync.toml"),
+        "[warehouse]\nurl = \"sqlite://prod.db\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("crmsync.db"), "precious").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_crmsync"))
+        .args(["demo", "--records", "50", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("crmsync runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not an earlier demo's"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("crmsync.db")).unwrap(),
+        "precious"
+    );
+    // An earlier demo's directory is fine to run again.
+    let again = tempfile::tempdir().expect("temp dir");
+    for _ in 0..2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_crmsync"))
+            .args(["demo", "--records", "50", "--json", "--dir"])
+            .arg(again.path())
+            .output()
+            .expect("crmsync runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -94,7 +94,13 @@ pub(super) async fn store(
     {
         return Ok(());
     }
-    let full = std::mem::take(page);
+    let mut full = std::mem::take(page);
+    // A record read twice before a store (Bulk results, a redirect) is stored once, as last read.
+    let mut seen = std::collections::HashSet::new();
+    full.records.reverse();
+    full.records
+        .retain(|record| seen.insert(record.key.clone()));
+    full.records.reverse();
     let stored = warehouse
         .store_page(run_id, stream.system, stream.object.clone(), full)
         .await?;
@@ -203,15 +209,28 @@ fn normalize_into(
 pub fn field_json(value: &FieldValue) -> Value {
     match value {
         FieldValue::Null => Value::Null,
-        FieldValue::Text(text) => Value::String(text.clone()),
+        FieldValue::Text(text) => Value::String(text.replace('\0', "")),
         FieldValue::Timestamp(at) => Value::String(at.to_string()),
         FieldValue::Date(date) => Value::String(date.to_string()),
     }
 }
 
-/// The record's properties as JSON text with sorted keys.
+/// The record's properties as JSON text with sorted keys. NUL characters, which no CRM
+/// means and PostgreSQL's JSON refuses, are left out.
 fn sorted_json(record: &SourceRecord) -> String {
-    let sorted: BTreeMap<&String, &Value> = record.properties.iter().collect();
+    let sorted: BTreeMap<&String, std::borrow::Cow<'_, Value>> = record
+        .properties
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::String(text) if text.contains('\0') => {
+                    std::borrow::Cow::Owned(Value::String(text.replace('\0', "")))
+                }
+                other => std::borrow::Cow::Borrowed(other),
+            };
+            (name, value)
+        })
+        .collect();
     serde_json::to_string(&sorted).unwrap_or_default()
 }
 

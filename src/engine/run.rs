@@ -6,6 +6,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::cursor::Cursor;
 use super::extract::{self, Stream};
@@ -127,10 +128,11 @@ impl Engine {
         let clock = std::time::Instant::now();
         let calls_before = self.calls();
         let run_id = self.warehouse.begin_run(Timestamp::now()).await?;
-        let span = tracing::info_span!("sync_run", run_id);
-        let _entered = span.enter();
         let mut tally = Tally::default();
-        let outcome = self.steps(run_id, options, &mut tally).await;
+        let outcome = self
+            .steps(run_id, options, &mut tally)
+            .instrument(tracing::info_span!("sync_run", run_id))
+            .await;
         let calls_after = self.calls();
         let api_calls: BTreeMap<System, u64> = calls_after
             .iter()
@@ -195,8 +197,10 @@ impl Engine {
             error: (!report.problems.is_empty()).then(|| report.problems.join("\n")),
             details: serde_json::to_string(&report).ok(),
         };
-        self.warehouse.finish_run(run_id, row).await?;
+        let finished = self.warehouse.finish_run(run_id, row).await;
+        // The run's own error matters more than a failure to record it.
         outcome?;
+        finished?;
         Ok(report)
     }
 
@@ -222,11 +226,11 @@ impl Engine {
             .push(("reconcile", phase.elapsed().as_secs_f64()));
         let phase = std::time::Instant::now();
         for system in System::ALL {
-            let budget_spent = tally
-                .stops
-                .iter()
-                .any(|stop| stop.budget && stop.system == system);
-            if budget_spent {
+            // A system whose read stopped (budget or failure) is not written to: its stored
+            // values may be stale, and writing from them could undo edits made since.
+            let read_stopped = tally.stops.iter().any(|stop| stop.system == system);
+            if read_stopped {
+                tracing::warn!(%system, "no write-back: this run's read of it stopped");
                 continue;
             }
             writeback::write_back(self.writeback_context(system), run_id, tally_sink(tally))
@@ -400,24 +404,27 @@ impl Engine {
         cursor: Option<Cursor>,
     ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
         let span = tracing::info_span!("extract", system = %stream.system, object = %stream.object);
-        let _entered = span.enter();
         let clock = std::time::Instant::now();
-        let result = match stream.system {
-            System::Hubspot => {
-                let Some(client) = &self.hubspot else {
-                    return Ok((StreamOutcome::default(), None));
-                };
-                self.extract_hubspot(run_id, stream, client, properties, cursor)
-                    .await
+        let result = async {
+            match stream.system {
+                System::Hubspot => {
+                    let Some(client) = &self.hubspot else {
+                        return Ok((StreamOutcome::default(), None));
+                    };
+                    self.extract_hubspot(run_id, stream, client, properties, cursor)
+                        .await
+                }
+                System::Salesforce => {
+                    let Some(client) = &self.salesforce else {
+                        return Ok((StreamOutcome::default(), None));
+                    };
+                    self.extract_salesforce(run_id, stream, client, properties, cursor)
+                        .await
+                }
             }
-            System::Salesforce => {
-                let Some(client) = &self.salesforce else {
-                    return Ok((StreamOutcome::default(), None));
-                };
-                self.extract_salesforce(run_id, stream, client, properties, cursor)
-                    .await
-            }
-        };
+        }
+        .instrument(span)
+        .await;
         result.map(|(mut outcome, stop)| {
             outcome.seconds = clock.elapsed().as_secs_f64();
             (outcome, stop)
@@ -593,10 +600,18 @@ impl Engine {
             if chunk.is_empty() {
                 return Ok(());
             }
+            let clock = std::time::Instant::now();
             let commit = self.reconcile_chunk(&chunk, tally).await?;
+            let decided = clock.elapsed();
             self.warehouse
                 .commit_reconcile(run_id, Timestamp::now(), commit)
                 .await?;
+            tracing::debug!(
+                records = chunk.len(),
+                decide_ms = decided.as_millis() as u64,
+                commit_ms = (clock.elapsed() - decided).as_millis() as u64,
+                "reconciled a chunk"
+            );
         }
     }
 
@@ -611,8 +626,10 @@ impl Engine {
         chunk: &[MemberRow],
         tally: &mut Tally,
     ) -> Result<ReconcileCommit, EngineError> {
+        let clock = std::time::Instant::now();
         let resolution =
             identity::resolve(&self.warehouse, chunk, |key| self.is_person(key)).await?;
+        let resolved = clock.elapsed();
         let absorbed: Vec<String> = resolution
             .merges
             .iter()
@@ -670,6 +687,11 @@ impl Engine {
                 .insert(row.field, row.value_hash);
         }
 
+        tracing::debug!(
+            resolve_ms = resolved.as_millis() as u64,
+            load_ms = (clock.elapsed() - resolved).as_millis() as u64,
+            "loaded a chunk's persons"
+        );
         let mut commit = ReconcileCommit {
             assignments: resolution.assignments.clone(),
             merges: resolution.merges.clone(),
@@ -866,6 +888,13 @@ impl Engine {
             same.created_at = row.created_at;
             *row == same
         });
+        // Writes queued for records since deleted are never sent.
+        commit.dropped_writes.extend(
+            records
+                .iter()
+                .filter(|row| row.archived)
+                .map(|row| row.key.clone()),
+        );
         let fields: BTreeMap<String, (Value, String)> = chosen
             .iter()
             .map(|(field, choice)| (field.clone(), (choice.value.clone(), choice.rule.clone())))
@@ -969,14 +998,15 @@ impl ReadKind {
 
 /// Where the next incremental read starts once this read finished. A full read says itself
 /// (when it first began, perhaps runs ago). An incremental read has seen every change up to
-/// when it started, so the next starts there — not at the newest change it saw, which after
-/// a quiet spell lies far back and would be read again on every run. (Each read goes back
-/// an overlap before its start for changes the CRM showed late.)
+/// when it started, so the next starts there — not at the newest change it saw: after a
+/// quiet spell that lies far back and would be read again on every run, and a change seen
+/// late in a long read (or dated in the future) would carry the checkpoint past changes the
+/// CRM had not shown yet. (Each read goes back an overlap before its start for those.)
 fn next_since(kind: &ReadKind, high_water: Option<Timestamp>, started: Timestamp) -> Timestamp {
     match (kind, high_water) {
         (ReadKind::Full, Some(high_water)) => high_water,
         (ReadKind::Full, None) => started,
-        (ReadKind::Incremental, high_water) => high_water.map_or(started, |seen| seen.max(started)),
+        (ReadKind::Incremental, _) => started,
     }
 }
 

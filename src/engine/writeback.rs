@@ -86,11 +86,18 @@ pub(super) async fn write_back(
                 return Ok(());
             }
             let writer = HubspotWriter::new(client, &schema);
-            write_rounds(context.warehouse, System::Hubspot, run_id, sink, |batch| {
-                let writer = &writer;
-                let object = object.clone();
-                async move { send_hubspot(writer, &object, batch).await }
-            })
+            write_rounds(
+                context.warehouse,
+                System::Hubspot,
+                &object,
+                run_id,
+                sink,
+                |batch| {
+                    let writer = &writer;
+                    let object = object.clone();
+                    async move { send_hubspot(writer, &object, batch).await }
+                },
+            )
             .await
         }
         System::Salesforce => {
@@ -108,6 +115,7 @@ pub(super) async fn write_back(
             write_rounds(
                 context.warehouse,
                 System::Salesforce,
+                &object,
                 run_id,
                 sink,
                 |batch| {
@@ -132,6 +140,7 @@ struct RoundOutcome {
 async fn write_rounds<F, Fut>(
     warehouse: &Warehouse,
     system: System,
+    object: &str,
     run_id: i64,
     sink: Sink<'_>,
     send: F,
@@ -140,15 +149,15 @@ where
     F: Fn(Vec<Queued>) -> Fut,
     Fut: std::future::Future<Output = RoundOutcome>,
 {
-    let mut after: Option<RecordKey> = None;
+    let mut after: Option<String> = None;
     loop {
         let queued = warehouse
-            .pending_writes(system, after.clone(), ROUND)
+            .pending_writes(system, object.to_string(), after.clone(), ROUND)
             .await?;
         let Some(last) = queued.last() else {
             return Ok(());
         };
-        after = Some(last.key.clone());
+        after = Some(last.key.id.clone());
         let batch: Vec<Queued> = queued.iter().map(decode).collect();
         // The ledger is written ahead: a process killed after the CRM took a write but before
         // its answer was stored still knows the value as its own when it reads it back. A

@@ -674,18 +674,17 @@ impl PostgresStore {
     pub async fn pending_writes(
         &self,
         system: System,
-        after: Option<&RecordKey>,
+        object: &str,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<PendingWrite>, StoreError> {
-        let (object, id) = after.map_or((String::new(), String::new()), |key| {
-            (key.object.clone(), key.id.clone())
-        });
+        let id = after.unwrap_or_default();
         let client = self.client.lock().await;
         let rows = client
             .query(
                 "SELECT system, object, record_id, unified_id, changes::text, current::text, allow_regression
-                 FROM pending_writes WHERE system = $1 AND (object, record_id) > ($2, $3)
-                 ORDER BY object, record_id LIMIT $4",
+                 FROM pending_writes WHERE system = $1 AND object = $2 AND record_id > $3
+                 ORDER BY record_id LIMIT $4",
                 &[&system.as_str(), &object, &id, &(limit as i64)],
             )
             .await

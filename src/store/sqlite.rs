@@ -33,7 +33,10 @@ impl SqliteStore {
         };
         let connection = Connection::open(path).map_err(open_error)?;
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
+                 PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+            )
             .map_err(open_error)?;
         let mut store = Self {
             connection,

@@ -561,23 +561,22 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Up to `limit` waiting writes to `system`, after `after` in key order.
+    /// Up to `limit` waiting writes to `object` of `system`, after `after` in id order.
     pub fn pending_writes(
         &self,
         system: System,
-        after: Option<&RecordKey>,
+        object: &str,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<PendingWrite>, StoreError> {
         let failed = self.failed();
-        let (object, id) = after.map_or((String::new(), String::new()), |key| {
-            (key.object.clone(), key.id.clone())
-        });
+        let id = after.unwrap_or_default();
         let mut statement = self
             .connection
             .prepare_cached(
                 "SELECT system, object, record_id, unified_id, changes, current, allow_regression
-                 FROM pending_writes WHERE system = ?1 AND (object, record_id) > (?2, ?3)
-                 ORDER BY object, record_id LIMIT ?4",
+                 FROM pending_writes WHERE system = ?1 AND object = ?2 AND record_id > ?3
+                 ORDER BY record_id LIMIT ?4",
             )
             .map_err(&failed)?;
         let rows = statement

@@ -197,16 +197,20 @@ impl Warehouse {
             .await
     }
 
+    /// Up to `limit` waiting writes to `object` of `system`, after the record id `after`.
     pub async fn pending_writes(
         &self,
         system: System,
-        after: Option<RecordKey>,
+        object: String,
+        after: Option<String>,
         limit: usize,
     ) -> Result<Vec<PendingWrite>, StoreError> {
         if let Backend::Postgres(pg) = &self.backend {
-            return pg.pending_writes(system, after.as_ref(), limit).await;
+            return pg
+                .pending_writes(system, &object, after.as_deref(), limit)
+                .await;
         }
-        self.with(move |store, _| store.pending_writes(system, after.as_ref(), limit))
+        self.with(move |store, _| store.pending_writes(system, &object, after.as_deref(), limit))
             .await
     }
 
