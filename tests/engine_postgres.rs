@@ -148,6 +148,22 @@ async fn a_sync_into_postgresql_unifies_writes_back_and_then_writes_nothing() {
     .await
     .unwrap();
     assert_eq!(by_email[0].person.unified_id, someone);
+    // A second process's run waits its turn.
+    let other = crmsync::engine::open(config.clone()).await.expect("opens");
+    let held = other
+        .warehouse()
+        .lock_for_run()
+        .await
+        .unwrap()
+        .expect("free");
+    let refused = engine.sync(SyncOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(refused, crmsync::engine::EngineError::Busy { .. }),
+        "{refused}"
+    );
+    held.release().await.unwrap();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    drop(other);
     // Opening again is a no-op migration.
     drop(engine);
     let again = crmsync::engine::open(config).await.expect("re-opens");

@@ -316,3 +316,34 @@ async fn a_change_in_one_crm_reaches_the_other_once_and_is_recorded() {
     assert_eq!(third.stage_changes, 0, "{}", third.paragraph());
     assert_eq!(total(&third.written), 0, "{}", third.paragraph());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_one_warehouse_never_overlap() {
+    let setup = Setup::new(100).await;
+    let engine = setup.engine().await;
+    let other = setup.engine().await;
+    let held = other
+        .warehouse()
+        .lock_for_run()
+        .await
+        .unwrap()
+        .expect("free at first");
+    let refused = engine.sync(SyncOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(refused, crmsync::engine::EngineError::Busy { .. }),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("another crmsync run"),
+        "{refused}"
+    );
+    assert_eq!(
+        setup.count("SELECT COUNT(*) FROM sync_runs"),
+        0,
+        "nothing was started"
+    );
+    held.release().await.unwrap();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    // The lock is let go after each run.
+    engine.sync(SyncOptions::default()).await.unwrap();
+}

@@ -38,6 +38,10 @@ pub enum EngineError {
     #[error(transparent)]
     SalesforceConnect(#[from] crate::salesforce::connect::ConnectError),
     #[error(
+        "another crmsync run is using the warehouse {warehouse} — wait for it to finish (runs must not overlap: they would send the same writes twice)"
+    )]
+    Busy { warehouse: String },
+    #[error(
         "{system} object {object:?} is configured but has no mapping — add [objects.{object}] to mappings/{system}.toml or remove it from [{system}] objects"
     )]
     Unmapped { system: System, object: String },

@@ -125,6 +125,19 @@ impl Engine {
 
     /// One run.
     pub async fn sync(&self, options: SyncOptions) -> Result<SyncReport, EngineError> {
+        let Some(lock) = self.warehouse.lock_for_run().await? else {
+            return Err(EngineError::Busy {
+                warehouse: self.warehouse.description().to_string(),
+            });
+        };
+        let report = self.locked_sync(options).await;
+        let released = lock.release().await;
+        let report = report?;
+        released?;
+        Ok(report)
+    }
+
+    async fn locked_sync(&self, options: SyncOptions) -> Result<SyncReport, EngineError> {
         let clock = std::time::Instant::now();
         let calls_before = self.calls();
         let run_id = self.warehouse.begin_run(Timestamp::now()).await?;

@@ -88,4 +88,11 @@ pub enum StoreError {
         "the warehouse {at} holds a value crmsync cannot read ({what}) — was it edited by hand?"
     )]
     Corrupt { at: String, what: String },
+    #[error(
+        "cannot take the run lock {path}: {source} — check that the warehouse's directory is writable"
+    )]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }

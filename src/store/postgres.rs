@@ -19,8 +19,9 @@ use super::model::{
 use crate::record::System;
 use crate::vocabulary::Vocabulary;
 
-/// An arbitrary, fixed key for the migration lock.
+/// Arbitrary, fixed keys for the migration lock and the run lock.
 const MIGRATION_LOCK: i64 = 0x0063_726d_7379_6e63;
+const RUN_LOCK: i64 = 0x0063_726d_7379_6e64;
 
 const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties::text, email, stage, raw_stage, stage_rule, fields::text, unified_id, merged_into, archived";
 
@@ -87,6 +88,26 @@ impl PostgresStore {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Takes the run lock (a session advisory lock); false when another session holds it.
+    pub async fn try_lock_run(&self) -> Result<bool, StoreError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&RUN_LOCK])
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(row.get(0))
+    }
+
+    /// Lets the run lock go.
+    pub async fn unlock_run(&self) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&RUN_LOCK])
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(())
     }
 
     async fn migrate(&self, vocabulary: &Vocabulary) -> Result<(), StoreError> {

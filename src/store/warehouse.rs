@@ -246,4 +246,58 @@ impl Warehouse {
         }
         self.with(move |store, _| store.history(&unified_id)).await
     }
+
+    /// Takes the warehouse for one run: `Ok(None)` when another run holds it. SQLite: an
+    /// exclusive lock on `<file>.lock`; PostgreSQL: a session advisory lock. Either is let go
+    /// when the process ends, however it ends.
+    pub async fn lock_for_run(&self) -> Result<Option<RunLock>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pg) => Ok(pg.try_lock_run().await?.then_some(RunLock {
+                file: None,
+                postgres: Some(Arc::clone(pg)),
+            })),
+            Backend::Sqlite(_) => {
+                let path = format!("{}.lock", self.description);
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|source| StoreError::Lock {
+                        path: path.clone().into(),
+                        source,
+                    })?;
+                match file.try_lock() {
+                    Ok(()) => Ok(Some(RunLock {
+                        file: Some(file),
+                        postgres: None,
+                    })),
+                    Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+                    Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Lock {
+                        path: path.into(),
+                        source,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// A run's hold on the warehouse; see [`Warehouse::lock_for_run`].
+#[derive(Debug)]
+pub struct RunLock {
+    /// Held open, and so locked, until dropped.
+    file: Option<std::fs::File>,
+    postgres: Option<Arc<PostgresStore>>,
+}
+
+impl RunLock {
+    /// Lets the warehouse go.
+    pub async fn release(self) -> Result<(), StoreError> {
+        if let Some(pg) = &self.postgres {
+            pg.unlock_run().await?;
+        }
+        drop(self.file);
+        Ok(())
+    }
 }
