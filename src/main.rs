@@ -99,7 +99,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config = load_config(config.as_deref())?;
             let runtime = runtime()?;
             let report = runtime.block_on(async {
-                let engine = crmsync::engine::open(config).await?;
+                // Bars on a terminal, plain lines in logs and pipes.
+                let progress: std::sync::Arc<dyn crmsync::engine::progress::Progress> =
+                    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                        std::sync::Arc::new(crmsync::engine::progress::Bars::default())
+                    } else {
+                        std::sync::Arc::new(crmsync::engine::progress::Lines::default())
+                    };
+                let engine = crmsync::engine::open(config).await?.with_progress(progress);
                 anyhow::Ok(engine.sync(crmsync::engine::SyncOptions { full }).await?)
             })?;
             if json {

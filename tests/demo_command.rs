@@ -101,6 +101,12 @@ async fn sync_exits_2_when_records_were_dead_lettered_and_says_why() {
         stderr.contains("partial") && stderr.contains("dead letters"),
         "{stderr}"
     );
+    // Not a terminal: progress comes as plain lines.
+    assert!(
+        stderr.contains("hubspot contacts: full read started"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("salesforce Lead: done,"), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     assert_eq!(report["status"], "partial");
     assert!(report["dead_letters"].as_u64().unwrap() > 0);

@@ -42,6 +42,7 @@ pub(super) async fn consume<R, F>(
     run_id: i64,
     mapper: &Mapper,
     warehouse: &Warehouse,
+    progress: &dyn super::progress::Progress,
     mut events: mpsc::Receiver<ReadEvent<R>>,
     to_cursor: F,
 ) -> Result<StreamOutcome, EngineError>
@@ -54,6 +55,7 @@ where
         match event {
             ReadEvent::Records(records) => {
                 outcome.read += records.len() as u64;
+                progress.read(stream, outcome.read);
                 for record in records {
                     normalize_into(mapper, record, &mut page, &mut outcome);
                 }

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod extract;
 pub mod identity;
 pub mod plan;
+pub mod progress;
 pub mod reconcile;
 mod run;
 mod writeback;

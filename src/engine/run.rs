@@ -47,6 +47,7 @@ pub struct Engine {
     warehouse: Warehouse,
     hubspot: Option<HubspotClient>,
     salesforce: Option<SalesforceClient>,
+    progress: Arc<dyn super::progress::Progress>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -104,7 +105,14 @@ impl Engine {
             warehouse,
             hubspot,
             salesforce,
+            progress: Arc::new(super::progress::Silent),
         })
+    }
+
+    /// This engine, telling `progress` how its runs go.
+    pub fn with_progress(mut self, progress: Arc<dyn super::progress::Progress>) -> Self {
+        self.progress = progress;
+        self
     }
 
     pub fn warehouse(&self) -> &Warehouse {
@@ -210,6 +218,7 @@ impl Engine {
             error: (!report.problems.is_empty()).then(|| report.problems.join("\n")),
             details: serde_json::to_string(&report).ok(),
         };
+        self.progress.finished();
         let finished = self.warehouse.finish_run(run_id, row).await;
         // The run's own error matters more than a failure to record it.
         outcome?;
@@ -246,8 +255,12 @@ impl Engine {
                 tracing::warn!(%system, "no write-back: this run's read of it stopped");
                 continue;
             }
-            writeback::write_back(self.writeback_context(system), run_id, tally_sink(tally))
-                .await?;
+            writeback::write_back(
+                self.writeback_context(system),
+                run_id,
+                tally_sink(tally, self.progress.as_ref()),
+            )
+            .await?;
         }
         tally
             .phases
@@ -368,11 +381,14 @@ impl Engine {
                 Some(_) => "resumed",
             };
             modes.push(mode);
+            self.progress.stream_started(stream, mode);
             reads.push(self.extract_stream(run_id, stream, properties, cursor));
         }
         let results = futures_util::future::join_all(reads).await;
         for (((stream, _), result), mode) in streams.iter().zip(results).zip(modes) {
             let (outcome, stop) = result?;
+            self.progress
+                .stream_finished(stream, outcome.read, stop.is_some());
             tally.streams.push(StreamReport {
                 system: stream.system,
                 object: stream.object.clone(),
@@ -478,6 +494,7 @@ impl Engine {
             run_id,
             &self.mapper,
             &self.warehouse,
+            self.progress.as_ref(),
             receiver,
             Cursor::from_hubspot,
         );
@@ -565,6 +582,7 @@ impl Engine {
             run_id,
             &self.mapper,
             &self.warehouse,
+            self.progress.as_ref(),
             receiver,
             Cursor::from_salesforce,
         );
@@ -615,6 +633,7 @@ impl Engine {
             }
             let clock = std::time::Instant::now();
             let commit = self.reconcile_chunk(&chunk, tally).await?;
+            self.progress.reconciled(tally.reconciled);
             let decided = clock.elapsed();
             self.warehouse
                 .commit_reconcile(run_id, Timestamp::now(), commit)
@@ -1030,8 +1049,12 @@ fn is_salesforce_budget(error: &SalesforceError) -> bool {
     )
 }
 
-fn tally_sink(tally: &mut Tally) -> writeback::Sink<'_> {
+fn tally_sink<'a>(
+    tally: &'a mut Tally,
+    progress: &'a dyn super::progress::Progress,
+) -> writeback::Sink<'a> {
     writeback::Sink {
+        progress,
         written: &mut tally.written,
         dead_letters: &mut tally.dead_letters,
         regressions_refused: &mut tally.regressions_refused,

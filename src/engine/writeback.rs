@@ -35,6 +35,7 @@ pub(super) struct Context<'a> {
 
 /// Where a write-back reports.
 pub(super) struct Sink<'a> {
+    pub progress: &'a dyn super::progress::Progress,
     pub written: &'a mut BTreeMap<System, u64>,
     pub dead_letters: &'a mut u64,
     pub regressions_refused: &'a mut u64,
@@ -169,7 +170,9 @@ where
         };
         warehouse.commit_writes(run_id, intents).await?;
         let outcome = send(batch).await;
-        *sink.written.entry(system).or_default() += outcome.written;
+        let written = sink.written.entry(system).or_default();
+        *written += outcome.written;
+        sink.progress.written(system, *written);
         *sink.dead_letters += outcome.done.dead_letters.len() as u64;
         *sink.regressions_refused += outcome.refused_regressions;
         warehouse.commit_writes(run_id, outcome.done).await?;
