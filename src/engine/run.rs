@@ -499,31 +499,20 @@ impl Engine {
             Cursor::from_hubspot,
         );
         let (read, stored) = tokio::join!(read, store);
-        let mut outcome = stored?;
-        match read {
-            Ok(summary) => {
-                let since = next_since(&cursor_kind, summary.high_water, started);
-                self.final_checkpoint(run_id, stream, since, &mut outcome)
-                    .await?;
-                Ok((outcome, None))
-            }
-            Err(error) => {
-                let budget = matches!(
+        let read = read
+            .map(|summary| summary.high_water)
+            .map_err(|error| StreamStop {
+                system: stream.system,
+                budget: matches!(
                     &error,
                     HubspotReadError::Api(
                         HubspotError::DailyLimit { .. } | HubspotError::DailyReserve { .. }
                     )
-                );
-                Ok((
-                    outcome,
-                    Some(StreamStop {
-                        system: stream.system,
-                        message: format!("HubSpot {}: {error}", stream.object),
-                        budget,
-                    }),
-                ))
-            }
-        }
+                ),
+                message: format!("HubSpot {}: {error}", stream.object),
+            });
+        self.finish_read(run_id, stream, cursor_kind, started, read, stored?)
+            .await
     }
 
     async fn extract_salesforce(
@@ -587,26 +576,34 @@ impl Engine {
             Cursor::from_salesforce,
         );
         let (read, stored) = tokio::join!(read, store);
-        let mut outcome = stored?;
+        let read = read.map(|summary| summary.high_water).map_err(|error| StreamStop {
+            system: stream.system,
+            budget: matches!(&error, SalesforceReadError::Api(api) if is_salesforce_budget(api)),
+            message: format!("Salesforce {}: {error}", stream.object),
+        });
+        self.finish_read(run_id, stream, cursor_kind, started, read, stored?)
+            .await
+    }
+
+    /// After a stream's read: a finished read stores where the next one starts; a stopped
+    /// one keeps the checkpoint its last stored page left.
+    async fn finish_read(
+        &self,
+        run_id: i64,
+        stream: &Stream,
+        kind: ReadKind,
+        started: Timestamp,
+        read: Result<Option<Timestamp>, StreamStop>,
+        mut outcome: StreamOutcome,
+    ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
         match read {
-            Ok(summary) => {
-                let since = next_since(&cursor_kind, summary.high_water, started);
+            Ok(high_water) => {
+                let since = next_since(&kind, high_water, started);
                 self.final_checkpoint(run_id, stream, since, &mut outcome)
                     .await?;
                 Ok((outcome, None))
             }
-            Err(error) => {
-                let budget =
-                    matches!(&error, SalesforceReadError::Api(api) if is_salesforce_budget(api));
-                Ok((
-                    outcome,
-                    Some(StreamStop {
-                        system: stream.system,
-                        message: format!("Salesforce {}: {error}", stream.object),
-                        budget,
-                    }),
-                ))
-            }
+            Err(stop) => Ok((outcome, Some(stop))),
         }
     }
 
