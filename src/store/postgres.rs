@@ -675,17 +675,9 @@ impl PostgresStore {
                 .await
                 .map_err(&failed)?;
         }
-        if !commit.dropped_writes.is_empty() {
-            let (systems, objects, ids) = key_columns(&commit.dropped_writes);
-            transaction
-                .execute(
-                    "DELETE FROM pending_writes p USING unnest($1::text[], $2::text[], $3::text[]) AS u(system, object, id)
-                     WHERE p.system = u.system AND p.object = u.object AND p.record_id = u.id",
-                    &[&systems, &objects, &ids],
-                )
-                .await
-                .map_err(&failed)?;
-        }
+        delete_pending_writes(&transaction, &commit.dropped_writes)
+            .await
+            .map_err(&failed)?;
         insert_dead_letters(&transaction, run_id, at, &commit.dead_letters)
             .await
             .map_err(&failed)?;
@@ -757,17 +749,9 @@ impl PostgresStore {
                 .await
                 .map_err(&failed)?;
         }
-        if !done.settled.is_empty() {
-            let (systems, objects, ids) = key_columns(&done.settled);
-            transaction
-                .execute(
-                    "DELETE FROM pending_writes p USING unnest($1::text[], $2::text[], $3::text[]) AS u(system, object, id)
-                     WHERE p.system = u.system AND p.object = u.object AND p.record_id = u.id",
-                    &[&systems, &objects, &ids],
-                )
-                .await
-                .map_err(&failed)?;
-        }
+        delete_pending_writes(&transaction, &done.settled)
+            .await
+            .map_err(&failed)?;
         insert_dead_letters(&transaction, run_id, at, &done.dead_letters)
             .await
             .map_err(&failed)?;
@@ -893,6 +877,25 @@ impl PostgresStore {
         }
         Ok(history)
     }
+}
+
+/// Takes these records' writes off the queue.
+async fn delete_pending_writes(
+    transaction: &Transaction<'_>,
+    keys: &[RecordKey],
+) -> Result<(), tokio_postgres::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let (systems, objects, ids) = key_columns(keys);
+    transaction
+        .execute(
+            "DELETE FROM pending_writes p USING unnest($1::text[], $2::text[], $3::text[]) AS u(system, object, id)
+             WHERE p.system = u.system AND p.object = u.object AND p.record_id = u.id",
+            &[&systems, &objects, &ids],
+        )
+        .await?;
+    Ok(())
 }
 
 async fn insert_dead_letters(

@@ -545,16 +545,7 @@ impl SqliteStore {
                     ])
                     .map_err(&failed)?;
             }
-            let mut drop_write = transaction
-                .prepare_cached(
-                    "DELETE FROM pending_writes WHERE system = ?1 AND object = ?2 AND record_id = ?3",
-                )
-                .map_err(&failed)?;
-            for key in &commit.dropped_writes {
-                drop_write
-                    .execute(params![key.system.as_str(), key.object, key.id])
-                    .map_err(&failed)?;
-            }
+            delete_pending_writes(&transaction, &commit.dropped_writes).map_err(&failed)?;
             insert_dead_letters(&transaction, run_id, at, &commit.dead_letters).map_err(&failed)?;
         }
         transaction.commit().map_err(&failed)?;
@@ -629,16 +620,7 @@ impl SqliteStore {
                     ])
                     .map_err(&failed)?;
             }
-            let mut settle = transaction
-                .prepare_cached(
-                    "DELETE FROM pending_writes WHERE system = ?1 AND object = ?2 AND record_id = ?3",
-                )
-                .map_err(&failed)?;
-            for key in &done.settled {
-                settle
-                    .execute(params![key.system.as_str(), key.object, key.id])
-                    .map_err(&failed)?;
-            }
+            delete_pending_writes(&transaction, &done.settled).map_err(&failed)?;
             insert_dead_letters(&transaction, run_id, at, &done.dead_letters).map_err(&failed)?;
         }
         transaction.commit().map_err(&failed)?;
@@ -788,6 +770,20 @@ impl SqliteStore {
             .map_err(&failed)?;
         Ok(history)
     }
+}
+
+/// Takes these records' writes off the queue.
+fn delete_pending_writes(
+    transaction: &Transaction<'_>,
+    keys: &[RecordKey],
+) -> Result<(), rusqlite::Error> {
+    let mut delete = transaction.prepare_cached(
+        "DELETE FROM pending_writes WHERE system = ?1 AND object = ?2 AND record_id = ?3",
+    )?;
+    for key in keys {
+        delete.execute(params![key.system.as_str(), key.object, key.id])?;
+    }
+    Ok(())
 }
 
 fn insert_dead_letters(
