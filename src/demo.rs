@@ -166,7 +166,7 @@ impl DemoReport {
             line(
                 &mut out,
                 format!(
-                    "Persons unified: {} ({} where HubSpot and Salesforce disagreed before the sync settled it)",
+                    "Persons unified: {} ({} whose own HubSpot and Salesforce stages still differ — a native field cannot say every stage; the shared stage field carries the agreed one)",
                     last.warehouse.persons, last.warehouse.drift
                 ),
             );
