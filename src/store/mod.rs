@@ -18,6 +18,15 @@ pub use migrations::{Dialect, MIGRATIONS, Migration};
 pub use sqlite::SqliteStore;
 pub use warehouse::Warehouse;
 
+/// Where a person's id is referenced, as (table, column): when two persons turn out to be
+/// one, every backend re-points these from the absorbed id to the survivor's.
+pub const PERSON_REFERENCES: [(&str, &str); 4] = [
+    ("source_records", "unified_id"),
+    ("stage_transitions", "unified_id"),
+    ("pending_writes", "unified_id"),
+    ("person_merges", "survivor"),
+];
+
 /// A time as the warehouse stores it in text columns: UTC, microseconds, fixed width, so
 /// text order is time order.
 pub fn sql_time(at: jiff::Timestamp) -> String {

@@ -538,18 +538,22 @@ impl PostgresStore {
         let mut client = self.client.lock().await;
         let transaction = client.transaction().await.map_err(&failed)?;
         for merge in &commit.merges {
-            for sql in [
-                "UPDATE source_records SET unified_id = $2 WHERE unified_id = $1",
-                "UPDATE stage_transitions SET unified_id = $2 WHERE unified_id = $1",
-                "UPDATE pending_writes SET unified_id = $2 WHERE unified_id = $1",
-                "UPDATE person_merges SET survivor = $2 WHERE survivor = $1",
-                "DELETE FROM unified_leads WHERE unified_id = $1 AND $2::text IS NOT NULL",
-            ] {
+            for (table, column) in super::PERSON_REFERENCES {
                 transaction
-                    .execute(sql, &[&merge.absorbed, &merge.survivor])
+                    .execute(
+                        &format!("UPDATE {table} SET {column} = $2 WHERE {column} = $1"),
+                        &[&merge.absorbed, &merge.survivor],
+                    )
                     .await
                     .map_err(&failed)?;
             }
+            transaction
+                .execute(
+                    "DELETE FROM unified_leads WHERE unified_id = $1",
+                    &[&merge.absorbed],
+                )
+                .await
+                .map_err(&failed)?;
             transaction
                 .execute(
                     "INSERT INTO person_merges (absorbed, survivor, reason, at, run_id) VALUES ($1, $2, $3, $4, $5)

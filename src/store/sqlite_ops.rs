@@ -394,30 +394,14 @@ impl SqliteStore {
         let transaction = self.transaction()?;
         {
             for merge in &commit.merges {
-                transaction
-                    .execute(
-                        "UPDATE source_records SET unified_id = ?2 WHERE unified_id = ?1",
-                        params![merge.absorbed, merge.survivor],
-                    )
-                    .map_err(&failed)?;
-                transaction
-                    .execute(
-                        "UPDATE stage_transitions SET unified_id = ?2 WHERE unified_id = ?1",
-                        params![merge.absorbed, merge.survivor],
-                    )
-                    .map_err(&failed)?;
-                transaction
-                    .execute(
-                        "UPDATE pending_writes SET unified_id = ?2 WHERE unified_id = ?1",
-                        params![merge.absorbed, merge.survivor],
-                    )
-                    .map_err(&failed)?;
-                transaction
-                    .execute(
-                        "UPDATE person_merges SET survivor = ?2 WHERE survivor = ?1",
-                        params![merge.absorbed, merge.survivor],
-                    )
-                    .map_err(&failed)?;
+                for (table, column) in super::PERSON_REFERENCES {
+                    transaction
+                        .execute(
+                            &format!("UPDATE {table} SET {column} = ?2 WHERE {column} = ?1"),
+                            params![merge.absorbed, merge.survivor],
+                        )
+                        .map_err(&failed)?;
+                }
                 transaction
                     .execute(
                         "DELETE FROM unified_leads WHERE unified_id = ?1",
