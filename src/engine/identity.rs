@@ -109,9 +109,13 @@ pub(super) async fn resolve(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let links: Vec<RecordKey> = people
+    // Each row's links, worked out once.
+    let row_links: Vec<Vec<(RecordKey, &'static str)>> = chunk.iter().map(linked_keys).collect();
+    let links: Vec<RecordKey> = chunk
         .iter()
-        .flat_map(|row| linked_keys(row).into_iter().map(|(key, _)| key))
+        .zip(&row_links)
+        .filter(|(row, _)| is_person(&row.key))
+        .flat_map(|(_, links)| links.iter().map(|(key, _)| key.clone()))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -130,7 +134,7 @@ pub(super) async fn resolve(
 
     let mut resolution = Resolution::default();
     let mut assigned: Vec<(RecordKey, Option<String>)> = Vec::with_capacity(chunk.len());
-    for row in chunk {
+    for (row, links) in chunk.iter().zip(&row_links) {
         if !is_person(&row.key) {
             assigned.push((row.key.clone(), row.unified_id.clone()));
             continue;
@@ -140,8 +144,8 @@ pub(super) async fn resolve(
         if let Some(existing) = &row.unified_id {
             candidates.push((existing.clone(), "same record".into()));
         }
-        for (key, why) in linked_keys(row) {
-            if let Some(unified) = by_key.get(&key) {
+        for (key, why) in links {
+            if let Some(unified) = by_key.get(key) {
                 candidates.push((unified.clone(), format!("{why}: {key}")));
             }
         }
@@ -193,12 +197,12 @@ pub(super) async fn resolve(
     }
     // A link to a record decided later in the chunk (a merge's new survivor, say) joins the
     // two persons now.
-    for (row, (_, person)) in chunk.iter().zip(&assigned) {
+    for ((row, links), (_, person)) in chunk.iter().zip(&row_links).zip(&assigned) {
         let Some(person) = person else {
             continue;
         };
-        for (key, why) in linked_keys(row) {
-            let Some(other) = by_key.get(&key) else {
+        for (key, why) in links {
+            let Some(other) = by_key.get(key) else {
                 continue;
             };
             let mine = resolution.resolve(person).to_string();
