@@ -192,6 +192,31 @@ impl<'a> SalesforceReader<'a> {
         }
     }
 
+    /// The live records `ids` of the object `describe` tells of, as they are now, with
+    /// `fields` (200 ids a query). Ids the org no longer has live (deleted, merged away) are
+    /// absent from the answer.
+    pub async fn by_ids(
+        &self,
+        describe: &ObjectDescribe,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<Vec<SourceRecord>, ReadError> {
+        let selected = read_fields(describe, fields, false);
+        let mut records = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(200) {
+            let condition = Condition::is_in(
+                "Id",
+                chunk.iter().map(|id| Literal::Id(id.clone())).collect(),
+            );
+            let query = SoqlQuery::select(describe, &selected)?.filter(&condition)?;
+            let mut pages = Pages::new(self.client, "query", query.build());
+            while let Some(page) = pages.next(&describe.name).await? {
+                records.extend(page);
+            }
+        }
+        Ok(records)
+    }
+
     async fn full_read(
         &self,
         describe: &'a ObjectDescribe,

@@ -240,6 +240,22 @@ ALTER TABLE sync_runs ADD COLUMN details {{json}};
     },
 ];
 
+/// The tables the migrations create (besides `schema_migrations`), in creation order.
+pub fn table_names() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for migration in MIGRATIONS {
+        let mut rest = migration.sql;
+        while let Some(at) = rest.find("CREATE TABLE ") {
+            rest = &rest[at + "CREATE TABLE ".len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            names.push(&rest[..end]);
+        }
+    }
+    names
+}
+
 /// The newest schema version this build knows.
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |migration| migration.version)
@@ -271,6 +287,20 @@ mod tests {
         let postgres = MIGRATIONS[0].render(Dialect::Postgres);
         assert!(postgres.contains("JSONB") && postgres.contains("TIMESTAMPTZ"));
         assert!(!MIGRATIONS[0].render(Dialect::Sqlite).contains("JSONB"));
+    }
+
+    #[test]
+    fn the_created_tables_are_known_by_name() {
+        let names = table_names();
+        for table in [
+            "source_records",
+            "unified_leads",
+            "sync_runs",
+            "pending_writes",
+        ] {
+            assert!(names.contains(&table), "{table} missing from {names:?}");
+        }
+        assert!(names.iter().all(|name| !name.is_empty()));
     }
 
     #[test]

@@ -25,6 +25,15 @@ const RUN_LOCK: i64 = 0x0063_726d_7379_6e64;
 
 const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties::text, email, stage, raw_stage, stage_rule, fields::text, unified_id, merged_into, archived";
 
+/// Which tables a connection works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tables {
+    /// The database's own.
+    Shared,
+    /// This session's temporary copies (see [`PostgresStore::connect_scratch`]).
+    Temporary,
+}
+
 /// A connected PostgreSQL warehouse at the current schema version.
 pub struct PostgresStore {
     client: Mutex<Client>,
@@ -55,6 +64,29 @@ impl PostgresStore {
         password: Option<&secrecy::SecretString>,
         vocabulary: &Vocabulary,
     ) -> Result<Self, StoreError> {
+        let store = Self::open(url, password).await?;
+        store.migrate(vocabulary, Tables::Shared).await?;
+        Ok(store)
+    }
+
+    /// A session-private copy of the warehouse at `url`, for work that must leave the
+    /// warehouse itself untouched (`crmsync plan`): every crmsync table is copied, in one
+    /// repeatable-read snapshot, into a temporary table of the same name, which shadows the
+    /// real one for this connection only and vanishes with it. Migrations the warehouse
+    /// still lacks are applied to the copies; tables it does not have yet are created
+    /// temporary. Nothing is written to the database's own tables or sequences.
+    pub async fn connect_scratch(
+        url: &str,
+        password: Option<&secrecy::SecretString>,
+        vocabulary: &Vocabulary,
+    ) -> Result<Self, StoreError> {
+        let store = Self::open(url, password).await?;
+        store.copy_into_temporary_tables().await?;
+        store.migrate(vocabulary, Tables::Temporary).await?;
+        Ok(store)
+    }
+
+    async fn open(url: &str, password: Option<&secrecy::SecretString>) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|source| StoreError::PostgresConnect {
                 url: url.to_string(),
@@ -78,12 +110,70 @@ impl PostgresStore {
                 tracing::error!(url = %task_url, %error, "the PostgreSQL connection ended");
             }
         });
-        let store = Self {
+        Ok(Self {
             client: Mutex::new(client),
             url: url.to_string(),
+        })
+    }
+
+    /// Copies crmsync's tables (those the database has) into temporary tables of the same
+    /// names, identity counters carried on.
+    async fn copy_into_temporary_tables(&self) -> Result<(), StoreError> {
+        let failed = failed(&self.url);
+        let mut client = self.client.lock().await;
+        let transaction = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(&failed)?;
+        let schema: Option<String> = transaction
+            .query_one("SELECT current_schema()", &[])
+            .await
+            .map_err(&failed)?
+            .get(0);
+        let Some(schema) = schema else {
+            // No schema on the search path: the warehouse has no tables to copy.
+            return transaction.commit().await.map_err(&failed);
         };
-        store.migrate(vocabulary).await?;
-        Ok(store)
+        let existing: Vec<String> = transaction
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1",
+                &[&schema],
+            )
+            .await
+            .map_err(&failed)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let schema = format!("\"{}\"", schema.replace('"', "\"\""));
+        let tables = std::iter::once("schema_migrations").chain(super::migrations::table_names());
+        for table in tables.filter(|table| existing.iter().any(|name| name == table)) {
+            transaction
+                .batch_execute(&format!(
+                    "CREATE TEMPORARY TABLE {table} (LIKE {schema}.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES INCLUDING IDENTITY);
+                     INSERT INTO pg_temp.{table} OVERRIDING SYSTEM VALUE SELECT * FROM {schema}.{table};"
+                ))
+                .await
+                .map_err(&failed)?;
+            let identities = transaction
+                .query(
+                    "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attidentity <> ''",
+                    &[&format!("pg_temp.{table}")],
+                )
+                .await
+                .map_err(&failed)?;
+            for row in identities {
+                let column: String = row.get(0);
+                transaction
+                    .batch_execute(&format!(
+                        "SELECT setval(pg_get_serial_sequence('pg_temp.{table}', '{column}'), COALESCE((SELECT MAX({column}) FROM pg_temp.{table}), 0) + 1, false)"
+                    ))
+                    .await
+                    .map_err(&failed)?;
+            }
+        }
+        transaction.commit().await.map_err(&failed)
     }
 
     pub fn url(&self) -> &str {
@@ -110,22 +200,30 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn migrate(&self, vocabulary: &Vocabulary) -> Result<(), StoreError> {
+    async fn migrate(&self, vocabulary: &Vocabulary, tables: Tables) -> Result<(), StoreError> {
         let failed = failed(&self.url);
         let mut client = self.client.lock().await;
         let transaction = client.transaction().await.map_err(&failed)?;
+        // Temporary copies are this session's alone: no other process migrates them.
+        let render = |sql: String| match tables {
+            Tables::Shared => sql,
+            Tables::Temporary => sql.replace("CREATE TABLE ", "CREATE TEMPORARY TABLE "),
+        };
+        if tables == Tables::Shared {
+            transaction
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await
+                .map_err(&failed)?;
+        }
         transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(&failed)?;
-        transaction
-            .batch_execute(
+            .batch_execute(&render(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
                     version    INTEGER PRIMARY KEY,
                     name       TEXT NOT NULL,
                     applied_at TIMESTAMPTZ NOT NULL
-                )",
-            )
+                )"
+                .to_string(),
+            ))
             .await
             .map_err(&failed)?;
         let current: i32 = transaction
@@ -146,7 +244,7 @@ impl PostgresStore {
         }
         for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
             transaction
-                .batch_execute(&migration.render(Dialect::Postgres))
+                .batch_execute(&render(migration.render(Dialect::Postgres)))
                 .await
                 .map_err(|source| StoreError::PostgresMigration {
                     url: self.url.clone(),

@@ -47,6 +47,39 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// A private copy of the warehouse at `source`, written to `target` (which must not exist
+    /// yet), migrated and ready: for work that must leave the warehouse itself untouched
+    /// (`crmsync plan`). The copy is taken in one read transaction (`VACUUM INTO`), so a sync
+    /// running meanwhile cannot tear it. A `source` that does not exist gives a new warehouse.
+    pub fn open_copy(
+        source: &Path,
+        target: &Path,
+        vocabulary: &Vocabulary,
+    ) -> Result<Self, StoreError> {
+        if source.exists() {
+            let query_error = |error| StoreError::Query {
+                path: source.to_path_buf(),
+                source: error,
+            };
+            let connection = Connection::open_with_flags(
+                source,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|error| StoreError::Open {
+                path: source.to_path_buf(),
+                source: error,
+            })?;
+            connection
+                .busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(query_error)?;
+            connection
+                .execute("VACUUM INTO ?1", [target.to_string_lossy()])
+                .map_err(query_error)?;
+        }
+        Self::open(target, vocabulary)
+    }
+
     pub(super) fn query_error(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Query {
             path: self.path.clone(),
