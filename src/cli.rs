@@ -54,6 +54,44 @@ pub enum Command {
         json: bool,
     },
 
+    /// What a sync would write now, per system, object and field (with stage moves), without
+    /// writing anything anywhere — neither CRM, nor the warehouse.
+    ///
+    /// `--out FILE` also saves every record's every field change and the rule that decided
+    /// it, for review and `crmsync apply FILE`. Exit status 0 when the plan covers
+    /// everything, 2 when it is incomplete (a read stopped, records could not be read),
+    /// 1 when it could not be made.
+    Plan {
+        /// The config file (default: $CRMSYNC_CONFIG, else ./crmsync.toml if present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Plan as if everything were read again, ignoring checkpoints.
+        #[arg(long)]
+        full: bool,
+        /// How to print the plan's summary.
+        #[arg(long, value_enum, default_value = "table")]
+        format: PlanFormat,
+        /// Save the exact per-record, per-field changes here (JSON).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+
+    /// Carry out exactly a plan saved by `crmsync plan --out`: records that changed in their
+    /// CRM since the plan are refused (and named), the rest written.
+    ///
+    /// Exit status 0 when every planned record was written, 2 when some were refused or
+    /// dead-lettered, 1 when the apply failed.
+    Apply {
+        /// The plan file.
+        plan: PathBuf,
+        /// The config file (default: $CRMSYNC_CONFIG, else ./crmsync.toml if present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Everything behind one person's stage: the records in each CRM, the rule that mapped
     /// each, the policy decision, the stage history and the writes made or queued.
     ///
@@ -101,6 +139,15 @@ pub enum Command {
         #[arg(long, default_value_t = 100_000, value_name = "COUNT")]
         salesforce_daily_requests: u64,
     },
+}
+
+/// `crmsync plan --format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// Per system, object and field: records that change, and stage moves from → to.
+    Table,
+    /// The same counts as one JSON object.
+    Json,
 }
 
 /// `--org` values.

@@ -9,7 +9,7 @@ use clap::Parser;
 use crmsync::config::EnvVars;
 use crmsync::diagnostics::render_with_source;
 
-use cli::{Cli, Command, OrgArg, Switch, TierArg};
+use cli::{Cli, Command, OrgArg, PlanFormat, Switch, TierArg};
 use crmsync::emulator::data::OrgProfile;
 use crmsync::emulator::hubspot::{HubspotLimits, HubspotTier};
 use crmsync::emulator::{EmulatorConfig, RunningEmulator};
@@ -113,6 +113,56 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&report)?);
             }
             eprintln!("{}", report.paragraph());
+            Ok(match report.status {
+                crmsync::engine::RunStatus::Complete => ExitCode::SUCCESS,
+                crmsync::engine::RunStatus::Partial => ExitCode::from(2),
+                crmsync::engine::RunStatus::Failed => ExitCode::FAILURE,
+            })
+        }
+        Command::Plan {
+            config,
+            full,
+            format,
+            out,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let runtime = runtime()?;
+            let (plan, _) = runtime.block_on(async {
+                let planner = crmsync::engine::open_planner(config).await?;
+                anyhow::Ok(planner.plan(crmsync::engine::SyncOptions { full }).await?)
+            })?;
+            let summary = plan.summary();
+            match format {
+                PlanFormat::Table => print!("{}", summary.render()),
+                PlanFormat::Json => println!("{}", serde_json::to_string(&summary)?),
+            }
+            if let Some(out) = &out {
+                plan.save(out)?;
+                eprintln!(
+                    "saved {} record change(s) to {}; review them, then: crmsync apply {}",
+                    plan.changes.len(),
+                    out.display(),
+                    out.display()
+                );
+            }
+            Ok(if plan.incomplete.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Apply { plan, config, json } => {
+            let plan = crmsync::engine::saved_plan::Plan::load(&plan)?;
+            let config = load_config(config.as_deref())?;
+            let runtime = runtime()?;
+            let report = runtime.block_on(async {
+                let engine = crmsync::engine::open(config).await?;
+                anyhow::Ok(engine.apply(&plan).await?)
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+            eprint!("{}", report.render());
             Ok(match report.status {
                 crmsync::engine::RunStatus::Complete => ExitCode::SUCCESS,
                 crmsync::engine::RunStatus::Partial => ExitCode::from(2),

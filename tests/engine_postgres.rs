@@ -213,3 +213,120 @@ async fn sqlite_and_postgresql_warehouses_end_up_holding_the_same_persons() {
     drop(pg_engine);
     database.drop_it().await;
 }
+
+/// Every crmsync table's rows (as one digest each) and every sequence's position.
+async fn snapshot(client: &tokio_postgres::Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in
+        std::iter::once("schema_migrations").chain(crmsync::store::migrations::table_names())
+    {
+        let digest: Option<String> = client
+            .query_one(
+                &format!("SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {table} t"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        out.push(format!("{table}: {}", digest.unwrap_or_default()));
+    }
+    for row in client
+        .query(
+            "SELECT sequencename::text, COALESCE(last_value, 0) FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        out.push(format!("{}: {}", row.get::<_, String>(0), row.get::<_, i64>(1)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_on_postgresql_works_on_temporary_copies_and_leaves_the_database_as_it_was() {
+    let Some(database) = TestDatabase::create("plan").await else {
+        return;
+    };
+    let setup = Setup::new(150).await;
+    let config = setup.config_with(|text| on_postgres(text, &database.url));
+    let client = database.client().await;
+    let public_tables = || async {
+        client
+            .query_one(
+                "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    // A database crmsync never ran on: the plan's tables are temporary, none is left.
+    let planner = crmsync::engine::open_planner(config.clone()).await.unwrap();
+    let (first_plan, _) = planner.plan(SyncOptions::default()).await.unwrap();
+    assert!(
+        first_plan.changes.len() > 50,
+        "{}",
+        first_plan.changes.len()
+    );
+    assert_eq!(public_tables().await, 0);
+    drop(planner);
+    assert_eq!(public_tables().await, 0);
+
+    let engine = crmsync::engine::open(config.clone()).await.unwrap();
+    let first = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(
+        first.written.values().sum::<u64>(),
+        first_plan.changes.len() as u64,
+        "the plan held what the first sync wrote"
+    );
+    engine.sync(SyncOptions::default()).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT hubspot_id, salesforce_lead_id FROM unified_leads
+             WHERE stage = 'mql' AND hubspot_raw_stage = 'marketingqualifiedlead'
+             AND salesforce_lead_id IS NOT NULL AND salesforce_contact_id IS NULL
+             ORDER BY unified_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (contact, lead): (String, String) = (row.get(0), row.get(1));
+    setup
+        .crms()
+        .hubspot_update(
+            &contact,
+            serde_json::json!({"lifecyclestage": "salesqualifiedlead"}),
+        )
+        .await;
+
+    let before = snapshot(&client).await;
+    let planner = crmsync::engine::open_planner(config.clone()).await.unwrap();
+    let (plan, report) = planner.plan(SyncOptions::default()).await.unwrap();
+    let mut planned: Vec<&str> = plan
+        .changes
+        .iter()
+        .map(|change| change.id.as_str())
+        .collect();
+    planned.sort();
+    let mut expected = vec![contact.as_str(), lead.as_str()];
+    expected.sort();
+    assert_eq!(planned, expected, "{}", report.paragraph());
+    drop(planner);
+    assert_eq!(
+        snapshot(&client).await,
+        before,
+        "the plan changed the database"
+    );
+
+    let sync = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(
+        sync.written.values().sum::<u64>(),
+        2,
+        "{}",
+        sync.paragraph()
+    );
+    drop(engine);
+    drop(client);
+    database.drop_it().await;
+}

@@ -9,6 +9,7 @@
 //! read again, records not reconciled are still pending, writes not confirmed are still
 //! queued. Memory holds a few pages and one chunk of persons, however large the CRMs.
 
+pub mod apply;
 pub mod cursor;
 pub mod explain;
 pub mod extract;
@@ -17,6 +18,7 @@ pub mod plan;
 pub mod progress;
 pub mod reconcile;
 mod run;
+pub mod saved_plan;
 mod writeback;
 
 use std::collections::BTreeMap;
@@ -46,6 +48,14 @@ pub enum EngineError {
         "{system} object {object:?} is configured but has no mapping — add [objects.{object}] to mappings/{system}.toml or remove it from [{system}] objects"
     )]
     Unmapped { system: System, object: String },
+    #[error(
+        "this plan was made against {system} at {planned}, but the configuration reaches {system} at {configured} — apply a plan only where it was made, or make a new one with crmsync plan --out FILE"
+    )]
+    PlanElsewhere {
+        system: System,
+        planned: String,
+        configured: String,
+    },
 }
 
 /// How one stream's read went.
@@ -167,6 +177,10 @@ pub enum SetupError {
     Password(crate::secret::SecretError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(
+        "cannot make a temporary directory for the plan's copy of the warehouse: {0} — check that TMPDIR is writable"
+    )]
+    Scratch(std::io::Error),
 }
 
 /// The engine for `config`: mappings loaded, warehouse opened and migrated, CRMs connected.
@@ -179,30 +193,89 @@ pub async fn open(config: crate::config::Config) -> Result<Engine, SetupError> {
     )?)
 }
 
+/// A private copy of the configured warehouse (see `crmsync plan`): a run on it changes
+/// nothing in the warehouse itself. The copy lives as long as this does.
+#[derive(Debug)]
+pub struct Scratch {
+    /// The SQLite copy's directory, removed on drop (a PostgreSQL copy is temporary tables
+    /// that vanish with their connection).
+    _directory: Option<tempfile::TempDir>,
+}
+
+/// A planner for `config`: its engine works on a private copy of the warehouse (see
+/// [`Scratch`]), so making a plan writes nothing anywhere.
+pub async fn open_planner(
+    config: crate::config::Config,
+) -> Result<saved_plan::Planner, SetupError> {
+    let mapper = crate::mapping::load_dir(&config.mappings_dir.value)?;
+    let stage_ids = stage_ids(&mapper);
+    let (warehouse, scratch) = match &config.warehouse.url.value {
+        crate::config::WarehouseUrl::Sqlite(path) => {
+            let directory = tempfile::Builder::new()
+                .prefix("crmsync-plan-")
+                .tempdir()
+                .map_err(SetupError::Scratch)?;
+            let copy = directory.path().join("warehouse.db");
+            let store = crate::store::SqliteStore::open_copy(path, &copy, mapper.vocabulary())?;
+            (
+                crate::store::Warehouse::sqlite(store, stage_ids),
+                Scratch {
+                    _directory: Some(directory),
+                },
+            )
+        }
+        crate::config::WarehouseUrl::Postgres(url) => {
+            let password = warehouse_password(&config)?;
+            let store = crate::store::postgres::PostgresStore::connect_scratch(
+                url,
+                password.as_ref(),
+                mapper.vocabulary(),
+            )
+            .await?;
+            (
+                crate::store::Warehouse::postgres(store, stage_ids),
+                Scratch { _directory: None },
+            )
+        }
+    };
+    let engine = Engine::connect(config, std::sync::Arc::new(mapper), warehouse)?;
+    Ok(saved_plan::Planner::new(engine, scratch))
+}
+
+fn stage_ids(mapper: &crate::mapping::Mapper) -> Vec<String> {
+    mapper
+        .vocabulary()
+        .stages()
+        .map(|(_, stage)| stage.id.clone())
+        .collect()
+}
+
+fn warehouse_password(
+    config: &crate::config::Config,
+) -> Result<Option<secrecy::SecretString>, SetupError> {
+    config
+        .warehouse
+        .password
+        .as_ref()
+        .map(crate::secret::SecretRef::resolve)
+        .transpose()
+        .map_err(SetupError::Password)
+}
+
 /// The mappings and the warehouse of `config`, without touching a CRM (for commands that only
 /// read the warehouse).
 pub async fn open_warehouse(
     config: &crate::config::Config,
 ) -> Result<(crate::mapping::Mapper, crate::store::Warehouse), SetupError> {
     let mapper = crate::mapping::load_dir(&config.mappings_dir.value)?;
-    let stage_ids: Vec<String> = mapper
-        .vocabulary()
-        .stages()
-        .map(|(_, stage)| stage.id.clone())
-        .collect();
+    let stage_ids = stage_ids(&mapper);
     let warehouse = match &config.warehouse.url.value {
         crate::config::WarehouseUrl::Sqlite(path) => {
             let store = crate::store::SqliteStore::open(path, mapper.vocabulary())?;
             crate::store::Warehouse::sqlite(store, stage_ids)
         }
         crate::config::WarehouseUrl::Postgres(url) => {
-            let password = config
-                .warehouse
-                .password
-                .as_ref()
-                .map(crate::secret::SecretRef::resolve)
-                .transpose()
-                .map_err(SetupError::Password)?;
+            let password = warehouse_password(config)?;
             let store = crate::store::postgres::PostgresStore::connect(
                 url,
                 password.as_ref(),

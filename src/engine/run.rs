@@ -40,14 +40,22 @@ pub struct SyncOptions {
     pub full: bool,
 }
 
+/// Whether a run sends the writes it queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteBack {
+    Send,
+    /// Leave them queued (`crmsync plan`, on a scratch copy).
+    Keep,
+}
+
 /// Everything a run needs: configuration, mappings, the warehouse and the CRM clients.
 pub struct Engine {
-    config: Config,
+    pub(super) config: Config,
     mapper: Arc<Mapper>,
     warehouse: Warehouse,
-    hubspot: Option<HubspotClient>,
-    salesforce: Option<SalesforceClient>,
-    progress: Arc<dyn super::progress::Progress>,
+    pub(super) hubspot: Option<HubspotClient>,
+    pub(super) salesforce: Option<SalesforceClient>,
+    pub(super) progress: Arc<dyn super::progress::Progress>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -119,8 +127,46 @@ impl Engine {
         &self.warehouse
     }
 
+    /// Where an enabled CRM is reached (HubSpot's base URL, Salesforce's login URL).
+    pub(super) fn crm_address(&self, system: System) -> Option<String> {
+        match system {
+            System::Hubspot => self
+                .hubspot
+                .as_ref()
+                .map(|_| self.config.hubspot.base_url.value.clone()),
+            System::Salesforce => self
+                .salesforce
+                .as_ref()
+                .map(|_| self.config.salesforce.login_url.value.clone()),
+        }
+    }
+
+    /// What each field write-back may set on `system`'s target object is to crmsync.
+    pub(super) fn field_kinds(
+        &self,
+        system: System,
+    ) -> HashMap<String, super::saved_plan::FieldKind> {
+        use super::saved_plan::FieldKind;
+        let target = self.config.write_back.target(system);
+        let mut kinds = HashMap::new();
+        if let Some(mapping) = self.mapper.object(system, &target.object.value) {
+            for write in &mapping.reverse.stages {
+                for (property, _) in &write.properties {
+                    kinds.insert(property.clone(), FieldKind::Stage);
+                }
+            }
+        }
+        if let Some(field) = &target.stage_field {
+            kinds.insert(field.value.clone(), FieldKind::SharedStage);
+        }
+        if let Some(field) = &target.link_field {
+            kinds.insert(field.value.clone(), FieldKind::Link);
+        }
+        kinds
+    }
+
     /// API calls made so far, per system.
-    fn calls(&self) -> BTreeMap<System, u64> {
+    pub(super) fn calls(&self) -> BTreeMap<System, u64> {
         let mut calls = BTreeMap::new();
         if let Some(client) = &self.hubspot {
             calls.insert(System::Hubspot, client.calls());
@@ -138,20 +184,34 @@ impl Engine {
                 warehouse: self.warehouse.description().to_string(),
             });
         };
-        let report = self.locked_sync(options).await;
+        let report = self.locked_sync(options, WriteBack::Send).await;
         let released = lock.release().await;
         let report = report?;
         released?;
         Ok(report)
     }
 
-    async fn locked_sync(&self, options: SyncOptions) -> Result<SyncReport, EngineError> {
+    /// A run that reads and reconciles but writes nothing back: on a scratch copy of the
+    /// warehouse (see [`super::open_scratch`]), what a sync would write is left queued there.
+    /// Takes no run lock: the copy is this process's alone.
+    pub(super) async fn run_without_write_back(
+        &self,
+        options: SyncOptions,
+    ) -> Result<SyncReport, EngineError> {
+        self.locked_sync(options, WriteBack::Keep).await
+    }
+
+    async fn locked_sync(
+        &self,
+        options: SyncOptions,
+        write_back: WriteBack,
+    ) -> Result<SyncReport, EngineError> {
         let clock = std::time::Instant::now();
         let calls_before = self.calls();
         let run_id = self.warehouse.begin_run(Timestamp::now()).await?;
         let mut tally = Tally::default();
         let outcome = self
-            .steps(run_id, options, &mut tally)
+            .steps(run_id, options, write_back, &mut tally)
             .instrument(tracing::info_span!("sync_run", run_id))
             .await;
         let calls_after = self.calls();
@@ -230,6 +290,7 @@ impl Engine {
         &self,
         run_id: i64,
         options: SyncOptions,
+        write_back: WriteBack,
         tally: &mut Tally,
     ) -> Result<(), EngineError> {
         if options.full {
@@ -246,6 +307,9 @@ impl Engine {
         tally
             .phases
             .push(("reconcile", phase.elapsed().as_secs_f64()));
+        if write_back == WriteBack::Keep {
+            return Ok(());
+        }
         let phase = std::time::Instant::now();
         for system in System::ALL {
             // A system whose read stopped (budget or failure) is not written to: its stored
@@ -268,7 +332,7 @@ impl Engine {
         Ok(())
     }
 
-    fn writeback_context(&self, system: System) -> writeback::Context<'_> {
+    pub(super) fn writeback_context(&self, system: System) -> writeback::Context<'_> {
         writeback::Context {
             system,
             target: self.config.write_back.target(system),

@@ -4,6 +4,9 @@
 //! answer is stored); after, one transaction records dead letters for what the CRM refused
 //! and which queued writes are settled. Writes not sent (a stop
 //! at the API budget) stay queued for the next run.
+//!
+//! The writes of a saved plan (`crmsync apply`) go the same way — ledger ahead, dead letters
+//! after — but come from the plan, not the queue, and leave the queue alone.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -43,13 +46,49 @@ pub(super) struct Sink<'a> {
     pub failed: &'a mut bool,
 }
 
-/// A queued write, decoded.
-struct Queued {
-    key: RecordKey,
+/// A write to send: from the queue, or from a saved plan.
+pub(super) struct Queued {
+    pub key: RecordKey,
     /// Property -> wanted value.
-    desired: BTreeMap<String, Value>,
-    current: BTreeMap<String, Value>,
-    allow_regression: bool,
+    pub desired: BTreeMap<String, Value>,
+    /// Property -> the value the record holds (as last read).
+    pub current: BTreeMap<String, Value>,
+    pub allow_regression: bool,
+}
+
+/// Where the writes to send come from.
+enum Batches {
+    /// The warehouse's queue, a round at a time from after this record id; sent writes are
+    /// taken off it.
+    Queue { after: Option<String> },
+    /// Given writes (a saved plan's); the queue is left as it is.
+    Given(std::vec::IntoIter<Queued>),
+}
+
+impl Batches {
+    async fn next(
+        &mut self,
+        warehouse: &Warehouse,
+        system: System,
+        object: &str,
+    ) -> Result<Vec<Queued>, EngineError> {
+        match self {
+            Batches::Queue { after } => {
+                let queued = warehouse
+                    .pending_writes(system, object.to_string(), after.clone(), ROUND)
+                    .await?;
+                if let Some(last) = queued.last() {
+                    *after = Some(last.key.id.clone());
+                }
+                Ok(queued.iter().map(decode).collect())
+            }
+            Batches::Given(writes) => Ok(writes.by_ref().take(ROUND).collect()),
+        }
+    }
+
+    fn settles_queue(&self) -> bool {
+        matches!(self, Batches::Queue { .. })
+    }
 }
 
 fn decode(write: &PendingWrite) -> Queued {
@@ -76,6 +115,42 @@ pub(super) async fn write_back(
         return Ok(());
     }
     let object = context.target.object.value.clone();
+    send_all(
+        context,
+        object,
+        Batches::Queue { after: None },
+        run_id,
+        sink,
+    )
+    .await
+}
+
+/// Sends `writes` to records of `object` of `context.system` (a saved plan's, checked against
+/// the CRM already), leaving the queue alone.
+pub(super) async fn write_given(
+    context: Context<'_>,
+    object: String,
+    writes: Vec<Queued>,
+    run_id: i64,
+    sink: Sink<'_>,
+) -> Result<(), EngineError> {
+    send_all(
+        context,
+        object,
+        Batches::Given(writes.into_iter()),
+        run_id,
+        sink,
+    )
+    .await
+}
+
+async fn send_all(
+    context: Context<'_>,
+    object: String,
+    batches: Batches,
+    run_id: i64,
+    sink: Sink<'_>,
+) -> Result<(), EngineError> {
     match context.system {
         System::Hubspot => {
             let Some(client) = context.hubspot else {
@@ -91,6 +166,7 @@ pub(super) async fn write_back(
                 context.warehouse,
                 System::Hubspot,
                 &object,
+                batches,
                 run_id,
                 sink,
                 |batch| {
@@ -117,6 +193,7 @@ pub(super) async fn write_back(
                 context.warehouse,
                 System::Salesforce,
                 &object,
+                batches,
                 run_id,
                 sink,
                 |batch| {
@@ -142,6 +219,7 @@ async fn write_rounds<F, Fut>(
     warehouse: &Warehouse,
     system: System,
     object: &str,
+    mut batches: Batches,
     run_id: i64,
     sink: Sink<'_>,
     send: F,
@@ -150,16 +228,11 @@ where
     F: Fn(Vec<Queued>) -> Fut,
     Fut: std::future::Future<Output = RoundOutcome>,
 {
-    let mut after: Option<String> = None;
     loop {
-        let queued = warehouse
-            .pending_writes(system, object.to_string(), after.clone(), ROUND)
-            .await?;
-        let Some(last) = queued.last() else {
+        let batch = batches.next(warehouse, system, object).await?;
+        if batch.is_empty() {
             return Ok(());
-        };
-        after = Some(last.key.id.clone());
-        let batch: Vec<Queued> = queued.iter().map(decode).collect();
+        }
         // The ledger is written ahead: a process killed after the CRM took a write but before
         // its answer was stored still knows the value as its own when it reads it back. A
         // value that never landed does not match what the CRM holds, so it is never taken for
@@ -169,7 +242,10 @@ where
             ..Default::default()
         };
         warehouse.commit_writes(run_id, intents).await?;
-        let outcome = send(batch).await;
+        let mut outcome = send(batch).await;
+        if !batches.settles_queue() {
+            outcome.done.settled.clear();
+        }
         let written = sink.written.entry(system).or_default();
         *written += outcome.written;
         sink.progress.written(system, *written);

@@ -1,0 +1,464 @@
+//! `crmsync apply`: carries out exactly a saved plan (see [`super::saved_plan`]). Each
+//! planned record is read again first; one that changed in its CRM since the plan — a field
+//! no longer holding the value the plan saw, a later modification, or the record gone — is
+//! refused and named, never overwritten. The rest are written like a sync's write-back:
+//! write ledger ahead (so the values are known as crmsync's own when read back), only the
+//! planned fields, refusals to dead letters, one `sync_runs` row for the apply.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::plan::same_value;
+use super::saved_plan::{Plan, RecordChange};
+use super::writeback::{self, Queued};
+use super::{Engine, EngineError, PerSystem, RunStatus, StreamStop};
+use crate::hubspot::read::HubspotReader;
+use crate::record::{SourceRecord, System, value_text};
+use crate::salesforce::describe::ObjectDescribe;
+use crate::salesforce::read::SalesforceReader;
+use crate::store::model::{RecordKey, RunRow};
+
+/// How applying a plan went.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub run_id: i64,
+    pub status: RunStatus,
+    /// Records the plan changes.
+    pub planned: u64,
+    pub written: PerSystem,
+    /// Records not written because they changed since the plan (or cannot be written now).
+    pub refused: Vec<Refusal>,
+    /// Records the CRM refused (see `dead_letters`).
+    pub dead_letters: u64,
+    pub api_calls: PerSystem,
+    pub problems: Vec<String>,
+    pub seconds: f64,
+}
+
+/// A planned record left alone, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Refusal {
+    pub system: System,
+    pub object: String,
+    pub id: String,
+    pub reason: String,
+}
+
+/// Counts an apply gathers as it goes.
+#[derive(Debug, Default)]
+struct ApplyTally {
+    written: PerSystem,
+    refused: Vec<Refusal>,
+    dead_letters: u64,
+    regressions_refused: u64,
+    stops: Vec<StreamStop>,
+    failed: bool,
+}
+
+impl Engine {
+    /// Applies `plan` (which must have been made against the CRMs this engine reaches).
+    pub async fn apply(&self, plan: &Plan) -> Result<ApplyReport, EngineError> {
+        for system in System::ALL {
+            if !plan.changes.iter().any(|change| change.system == system) {
+                continue;
+            }
+            let planned = plan.crms.get(&system).cloned().unwrap_or_default();
+            let configured = self.crm_address(system);
+            let same = configured.as_deref().is_some_and(|configured| {
+                configured.trim_end_matches('/') == planned.trim_end_matches('/')
+            });
+            if !same {
+                return Err(EngineError::PlanElsewhere {
+                    system,
+                    planned,
+                    configured: configured.unwrap_or_else(|| "nowhere (it is disabled)".into()),
+                });
+            }
+        }
+        let Some(lock) = self.warehouse().lock_for_run().await? else {
+            return Err(EngineError::Busy {
+                warehouse: self.warehouse().description().to_string(),
+            });
+        };
+        let report = self.locked_apply(plan).await;
+        let released = lock.release().await;
+        let report = report?;
+        released?;
+        Ok(report)
+    }
+
+    async fn locked_apply(&self, plan: &Plan) -> Result<ApplyReport, EngineError> {
+        let clock = std::time::Instant::now();
+        let calls_before = self.calls();
+        let run_id = self.warehouse().begin_run(Timestamp::now()).await?;
+        let mut tally = ApplyTally::default();
+        let outcome = self.apply_changes(run_id, plan, &mut tally).await;
+        let api_calls: PerSystem = self
+            .calls()
+            .into_iter()
+            .map(|(system, after)| {
+                (
+                    system,
+                    after - calls_before.get(&system).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        let mut problems: Vec<String> = tally
+            .stops
+            .iter()
+            .map(|stop| stop.message.clone())
+            .collect();
+        if let Err(error) = &outcome {
+            problems.push(error.to_string());
+        }
+        let status = if outcome.is_err() || tally.failed {
+            RunStatus::Failed
+        } else if !tally.stops.is_empty() || tally.dead_letters > 0 || !tally.refused.is_empty() {
+            RunStatus::Partial
+        } else {
+            RunStatus::Complete
+        };
+        let report = ApplyReport {
+            run_id,
+            status,
+            planned: plan.changes.len() as u64,
+            written: tally.written,
+            refused: tally.refused,
+            dead_letters: tally.dead_letters,
+            api_calls,
+            problems,
+            seconds: clock.elapsed().as_secs_f64(),
+        };
+        let row = RunRow {
+            status: status.as_str().to_string(),
+            records_read: 0,
+            records_changed: 0,
+            records_written: report.written.values().sum(),
+            records_dead_lettered: report.dead_letters,
+            persons: 0,
+            regressions_refused: tally.regressions_refused,
+            hubspot_api_calls: report.api_calls.get(&System::Hubspot).copied().unwrap_or(0),
+            salesforce_api_calls: report
+                .api_calls
+                .get(&System::Salesforce)
+                .copied()
+                .unwrap_or(0),
+            error: (!report.problems.is_empty()).then(|| report.problems.join("\n")),
+            details: serde_json::to_string(&serde_json::json!({ "apply": &report })).ok(),
+        };
+        let finished = self.warehouse().finish_run(run_id, row).await;
+        outcome?;
+        finished?;
+        Ok(report)
+    }
+
+    async fn apply_changes(
+        &self,
+        run_id: i64,
+        plan: &Plan,
+        tally: &mut ApplyTally,
+    ) -> Result<(), EngineError> {
+        for system in System::ALL {
+            let mut objects: BTreeMap<&str, Vec<&RecordChange>> = BTreeMap::new();
+            for change in plan.changes.iter().filter(|change| change.system == system) {
+                objects.entry(&change.object).or_default().push(change);
+            }
+            for (object, changes) in objects {
+                let refuse_all = |tally: &mut ApplyTally, reason: &str| {
+                    tally.refused.extend(changes.iter().map(|change| Refusal {
+                        system,
+                        object: object.to_string(),
+                        id: change.id.clone(),
+                        reason: reason.to_string(),
+                    }));
+                };
+                if !self.config.write_back.target(system).enabled.value {
+                    refuse_all(
+                        tally,
+                        &format!(
+                            "write-back to {system} is off in the configuration ([write_back.{system}] enabled = false)"
+                        ),
+                    );
+                    continue;
+                }
+                if tally.stops.iter().any(|stop| stop.system == system) {
+                    refuse_all(
+                        tally,
+                        &format!("not sent: the apply stopped writing to {system}"),
+                    );
+                    continue;
+                }
+                let ids: Vec<String> = changes.iter().map(|change| change.id.clone()).collect();
+                let mut fields: Vec<String> = changes
+                    .iter()
+                    .flat_map(|change| change.fields.iter().map(|field| field.field.clone()))
+                    .collect();
+                fields.sort();
+                fields.dedup();
+                let now = match self.read_now(system, object, &ids, &fields).await {
+                    Ok(records) => records,
+                    Err(message) => {
+                        tally.failed = true;
+                        tally.stops.push(StreamStop {
+                            system,
+                            message: format!(
+                                "reading {system} {object} again before writing: {message}"
+                            ),
+                            budget: false,
+                        });
+                        refuse_all(
+                            tally,
+                            "not sent: the records could not be read again to check them",
+                        );
+                        continue;
+                    }
+                };
+                let mut writes = Vec::new();
+                for change in changes {
+                    match still_as_planned(change, now.get(&change.id)) {
+                        Ok(write) => writes.push(write),
+                        Err(reason) => tally.refused.push(Refusal {
+                            system,
+                            object: object.to_string(),
+                            id: change.id.clone(),
+                            reason,
+                        }),
+                    }
+                }
+                let sink = writeback::Sink {
+                    progress: self.progress.as_ref(),
+                    written: &mut tally.written,
+                    dead_letters: &mut tally.dead_letters,
+                    regressions_refused: &mut tally.regressions_refused,
+                    stops: &mut tally.stops,
+                    failed: &mut tally.failed,
+                };
+                writeback::write_given(
+                    self.writeback_context(system),
+                    object.to_string(),
+                    writes,
+                    run_id,
+                    sink,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The records `ids` of `object` as the CRM holds them now, by id.
+    async fn read_now(
+        &self,
+        system: System,
+        object: &str,
+        ids: &[String],
+        fields: &[String],
+    ) -> Result<HashMap<String, SourceRecord>, String> {
+        let records = match system {
+            System::Hubspot => {
+                let client = self.hubspot.as_ref().ok_or("HubSpot is disabled")?;
+                HubspotReader::new(client)
+                    .by_ids(object, ids, fields)
+                    .await
+                    .map_err(|error| error.to_string())?
+            }
+            System::Salesforce => {
+                let client = self.salesforce.as_ref().ok_or("Salesforce is disabled")?;
+                let describe = ObjectDescribe::load(client, object)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                SalesforceReader::new(client)
+                    .by_ids(&describe, ids, fields)
+                    .await
+                    .map_err(|error| error.to_string())?
+            }
+        };
+        Ok(records
+            .into_iter()
+            .map(|record| (record.id.clone(), record))
+            .collect())
+    }
+}
+
+/// The write a planned record needs, if it still is as the plan saw it; else why not.
+fn still_as_planned(change: &RecordChange, now: Option<&SourceRecord>) -> Result<Queued, String> {
+    let system = change.system;
+    let Some(now) = now else {
+        return Err(format!(
+            "no longer in {system} (deleted or merged since the plan); make a new plan"
+        ));
+    };
+    let moved: Vec<String> = change
+        .fields
+        .iter()
+        .filter_map(|field| {
+            let held = now.properties.get(&field.field).unwrap_or(&Value::Null);
+            (!same_value(held, &field.from)).then(|| {
+                format!(
+                    "{} is now {} (the plan saw {})",
+                    field.field,
+                    quoted(held),
+                    quoted(&field.from)
+                )
+            })
+        })
+        .collect();
+    if !moved.is_empty() {
+        return Err(format!(
+            "changed in {system} since the plan: {}; make a new plan",
+            moved.join(", ")
+        ));
+    }
+    if now.modified_at > change.modified_at {
+        return Err(format!(
+            "changed in {system} since the plan (modified {}, the plan read it as of {}); make a new plan",
+            now.modified_at, change.modified_at
+        ));
+    }
+    Ok(Queued {
+        key: RecordKey::new(system, change.object.clone(), change.id.clone()),
+        desired: change
+            .fields
+            .iter()
+            .map(|field| (field.field.clone(), field.to.clone()))
+            .collect(),
+        current: change
+            .fields
+            .iter()
+            .map(|field| {
+                let held = now
+                    .properties
+                    .get(&field.field)
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                (field.field.clone(), held)
+            })
+            .collect(),
+        allow_regression: change.allow_regression,
+    })
+}
+
+fn quoted(value: &Value) -> String {
+    match value_text(value) {
+        Some(text) if !text.is_empty() => format!("{text:?}"),
+        _ => "empty".to_string(),
+    }
+}
+
+impl ApplyReport {
+    /// The apply in a few lines, for stderr.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let thousands = super::saved_plan::thousands;
+        let mut out = String::new();
+        let written: u64 = self.written.values().sum();
+        let per_system: Vec<String> = self
+            .written
+            .iter()
+            .map(|(system, count)| format!("{system} {}", thousands(*count)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "apply {}: {} of {} planned record(s) written{}; {} refused as changed since the plan; {} dead letter(s); run {}.",
+            self.status.as_str(),
+            thousands(written),
+            thousands(self.planned),
+            if per_system.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", per_system.join(", "))
+            },
+            thousands(self.refused.len() as u64),
+            thousands(self.dead_letters),
+            self.run_id
+        );
+        for refusal in self.refused.iter().take(20) {
+            let _ = writeln!(
+                out,
+                "  refused {} {} {}: {}",
+                refusal.system, refusal.object, refusal.id, refusal.reason
+            );
+        }
+        if self.refused.len() > 20 {
+            let _ = writeln!(
+                out,
+                "  … and {} more (crmsync apply --json lists them all)",
+                self.refused.len() - 20
+            );
+        }
+        for problem in &self.problems {
+            let _ = writeln!(out, "  problem: {problem}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::saved_plan::{FieldChange, FieldKind};
+    use crate::record::Properties;
+
+    fn change() -> RecordChange {
+        RecordChange {
+            system: System::Hubspot,
+            object: "contacts".into(),
+            id: "7".into(),
+            unified_id: "p-7".into(),
+            modified_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            allow_regression: false,
+            fields: vec![FieldChange {
+                field: "crmsync_stage".into(),
+                kind: FieldKind::SharedStage,
+                from: Value::Null,
+                to: Value::String("mql".into()),
+                rule: "shared stage mql".into(),
+            }],
+        }
+    }
+
+    fn record(stage: Option<&str>, modified: &str) -> SourceRecord {
+        let mut properties = Properties::default();
+        if let Some(stage) = stage {
+            properties.insert("crmsync_stage".into(), Value::String(stage.into()));
+        }
+        SourceRecord {
+            system: System::Hubspot,
+            object: "contacts".into(),
+            id: "7".into(),
+            modified_at: modified.parse().unwrap(),
+            properties,
+        }
+    }
+
+    #[test]
+    fn a_record_as_planned_gets_exactly_the_planned_fields() {
+        let write = still_as_planned(&change(), Some(&record(Some(""), "2026-01-01T00:00:00Z")))
+            .expect("unchanged");
+        assert_eq!(write.desired.len(), 1);
+        assert_eq!(write.desired["crmsync_stage"], Value::String("mql".into()));
+    }
+
+    #[test]
+    fn records_changed_since_the_plan_are_refused_with_what_changed() {
+        let moved = still_as_planned(
+            &change(),
+            Some(&record(Some("sql"), "2026-01-01T00:00:00Z")),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            moved.contains("crmsync_stage is now \"sql\" (the plan saw empty)"),
+            "{moved}"
+        );
+        let later = still_as_planned(&change(), Some(&record(None, "2026-02-01T00:00:00Z")))
+            .err()
+            .unwrap();
+        assert!(later.contains("modified 2026-02-01"), "{later}");
+        let gone = still_as_planned(&change(), None).err().unwrap();
+        assert!(gone.contains("no longer in hubspot"), "{gone}");
+    }
+}
