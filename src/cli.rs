@@ -54,6 +54,20 @@ pub enum Command {
         json: bool,
     },
 
+    /// The live picklists and pipelines of both CRMs against the mappings: per object and
+    /// stage property, every value with its record count and the stage it maps to, unmapped
+    /// values first.
+    ///
+    /// Exit status 1 when a value that records hold is unmapped, 0 otherwise.
+    Discover {
+        /// The config file (default: $CRMSYNC_CONFIG, else ./crmsync.toml if present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// What a sync would write now, per system, object and field (with stage moves), without
     /// writing anything anywhere — neither CRM, nor the warehouse.
     ///

@@ -9,7 +9,8 @@
 //!   each CRM's values into them (and back, for write-back), compiled into a pure
 //!   [`mapping::Mapper`].
 //! - [`store`]: the warehouse and run state (SQLite by default), with versioned migrations.
-//! - [`check`]: the offline validation behind `crmsync check`.
+//! - [`check`]: the offline validation behind `crmsync check`; [`discover`]: the live
+//!   picklists and pipelines against the mappings (`crmsync discover`).
 //! - [`emulator`]: HubSpot and Salesforce stand-ins for tests, the demo and benchmarks.
 //! - [`diagnostics`] and [`tomldoc`]: `file:line:col` problems for hand-edited files.
 #![deny(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod diagnostics;
+pub mod discover;
 pub mod emulator;
 pub mod engine;
 pub mod http;

@@ -119,6 +119,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 crmsync::engine::RunStatus::Failed => ExitCode::FAILURE,
             })
         }
+        Command::Discover { config, json } => {
+            let config = load_config(config.as_deref())?;
+            let runtime = runtime()?;
+            let discovery = runtime.block_on(crmsync::discover::discover(&config))?;
+            if json {
+                println!("{}", serde_json::to_string(&discovery)?);
+            } else {
+                print!("{}", discovery.render());
+            }
+            Ok(if discovery.unmapped_in_data().is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Plan {
             config,
             full,

@@ -272,6 +272,47 @@ impl<'a> HubspotReader<'a> {
         Ok(records)
     }
 
+    /// How many records of `object` match all `filters` (HubSpot search filters), and up to
+    /// `limit` (at most 200) of them with `properties` — one search call.
+    pub async fn search_sample(
+        &self,
+        object: &str,
+        filters: Vec<Value>,
+        properties: &[String],
+        limit: usize,
+    ) -> Result<(u64, Vec<SourceRecord>), ReadError> {
+        let answer = self
+            .client
+            .send(
+                Budget::Search,
+                Method::POST,
+                &format!("/crm/v3/objects/{object}/search"),
+                &[],
+                Some(&json!({
+                    "filterGroups": [{"filters": filters}],
+                    "properties": with_read_properties(object, properties),
+                    "limit": limit.clamp(1, SEARCH_PAGE),
+                })),
+                object,
+            )
+            .await?;
+        let total = answer.body["total"]
+            .as_u64()
+            .ok_or_else(|| ReadError::Shape {
+                object: object.to_string(),
+                what: "a search answer without total".into(),
+            })?;
+        let mut records = Vec::new();
+        if limit > 0
+            && let Some(results) = answer.body["results"].as_array()
+        {
+            for result in results {
+                records.push(source_record(object, result.clone())?);
+            }
+        }
+        Ok((total, records))
+    }
+
     /// Records of `object` modified since `since` (less the overlap), then the records
     /// archived since then.
     pub async fn incremental(

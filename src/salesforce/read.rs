@@ -217,6 +217,34 @@ impl<'a> SalesforceReader<'a> {
         Ok(records)
     }
 
+    /// How many live records match `condition` (`SELECT COUNT()`, one call).
+    pub async fn count(
+        &self,
+        describe: &ObjectDescribe,
+        condition: &Condition,
+    ) -> Result<u64, ReadError> {
+        let query = SoqlQuery::count(describe).filter(condition)?;
+        Pages::new(self.client, "query", query.build())
+            .total(&describe.name)
+            .await
+    }
+
+    /// Up to `limit` live records matching `condition`, with `fields` (one call).
+    pub async fn sample(
+        &self,
+        describe: &ObjectDescribe,
+        fields: &[String],
+        condition: &Condition,
+        limit: u64,
+    ) -> Result<Vec<SourceRecord>, ReadError> {
+        let selected = read_fields(describe, fields, false);
+        let query = SoqlQuery::select(describe, &selected)?
+            .filter(condition)?
+            .limit(limit);
+        let mut pages = Pages::new(self.client, "query", query.build());
+        Ok(pages.next(&describe.name).await?.unwrap_or_default())
+    }
+
     async fn full_read(
         &self,
         describe: &'a ObjectDescribe,

@@ -90,6 +90,10 @@ pub enum Condition {
         field: String,
         values: Vec<Literal>,
     },
+    NotIn {
+        field: String,
+        values: Vec<Literal>,
+    },
     All(Vec<Condition>),
     Any(Vec<Condition>),
 }
@@ -105,6 +109,13 @@ impl Condition {
 
     pub fn is_in(field: &str, values: Vec<Literal>) -> Self {
         Condition::In {
+            field: field.to_string(),
+            values,
+        }
+    }
+
+    pub fn is_not_in(field: &str, values: Vec<Literal>) -> Self {
+        Condition::NotIn {
             field: field.to_string(),
             values,
         }
@@ -235,7 +246,7 @@ fn render_condition(describe: &ObjectDescribe, condition: &Condition) -> Result<
             };
             Ok(format!("{name} {} {}", operator.symbol(), render(value)?))
         }
-        Condition::In { field, values } => {
+        Condition::In { field, values } | Condition::NotIn { field, values } => {
             let name = filterable(describe, field)?;
             if values.is_empty() {
                 return Err(SoqlError::EmptyList);
@@ -245,7 +256,12 @@ fn render_condition(describe: &ObjectDescribe, condition: &Condition) -> Result<
                 check_literal(describe, &name, value)?;
                 rendered.push(render(value)?);
             }
-            Ok(format!("{name} IN ({})", rendered.join(", ")))
+            let operator = if matches!(condition, Condition::NotIn { .. }) {
+                "NOT IN"
+            } else {
+                "IN"
+            };
+            Ok(format!("{name} {operator} ({})", rendered.join(", ")))
         }
         Condition::All(parts) | Condition::Any(parts) => {
             let joiner = if matches!(condition, Condition::All(_)) {
@@ -423,6 +439,32 @@ mod tests {
             render(&Literal::Contains("50%_off".into())).expect("like"),
             r"'%50\%\_off%'"
         );
+    }
+
+    #[test]
+    fn value_lists_render_in_and_not_in_and_are_never_empty() {
+        let describe = lead();
+        let values = vec![Literal::Text("a'b".into()), Literal::Text("c".into())];
+        let query = SoqlQuery::count(&describe)
+            .filter(&Condition::All(vec![
+                Condition::compare("LastName", Operator::Ne, Literal::Null),
+                Condition::is_not_in("LastName", values.clone()),
+            ]))
+            .expect("query")
+            .build();
+        assert_eq!(
+            query,
+            r"SELECT COUNT() FROM Lead WHERE (LastName != null AND LastName NOT IN ('a\'b', 'c'))"
+        );
+        let listed = SoqlQuery::count(&describe)
+            .filter(&Condition::is_in("LastName", values))
+            .expect("query")
+            .build();
+        assert!(listed.ends_with(r"WHERE LastName IN ('a\'b', 'c')"), "{listed}");
+        assert!(matches!(
+            SoqlQuery::count(&describe).filter(&Condition::is_not_in("LastName", Vec::new())),
+            Err(SoqlError::EmptyList)
+        ));
     }
 
     #[test]
