@@ -79,6 +79,13 @@ async fn run(people: usize) {
     .enumerate()
     .map(|(index, label)| (label, index))
     {
+        if run == 2 {
+            // A scheduled run comes minutes later: past the 60 s overlap each incremental read
+            // takes before its checkpoint, so it does not re-read what the last run wrote.
+            println!("  (waiting 61 s, past the incremental reads' overlap)");
+            tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+        }
+        let before = emulator.stats().requests_by_endpoint;
         let config = config.clone();
         let report = tokio::task::spawn_blocking(move || sync(&config))
             .await
@@ -109,6 +116,13 @@ async fn run(people: usize) {
             );
         }
         if run == 2 {
+            for (endpoint, statuses) in emulator.stats().requests_by_endpoint {
+                let count: u64 = statuses.values().sum();
+                let earlier: u64 = before.get(&endpoint).map_or(0, |s| s.values().sum());
+                if count > earlier {
+                    println!("  {endpoint}: {}", count - earlier);
+                }
+            }
             let written = sum(&report["written"]);
             if written > 0 {
                 println!("  (no-change run wrote {written} records: target is 0)");

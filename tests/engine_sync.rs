@@ -347,3 +347,40 @@ async fn runs_on_one_warehouse_never_overlap() {
     // The lock is let go after each run.
     engine.sync(SyncOptions::default()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_entered_dates_come_from_the_crms_own_dates_where_they_exist() {
+    let setup = Setup::new(200).await;
+    let engine = setup.engine().await;
+    let started = jiff::Timestamp::now();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    let sql_time = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+
+    // A HubSpot-only contact at mql: entered when HubSpot says it did, before the sync ran.
+    let row = setup.strings(
+        "SELECT u.first_entered_mql || ' ' || json_extract(r.properties, '$.hs_v2_date_entered_marketingqualifiedlead')
+         FROM unified_leads u JOIN source_records r ON r.unified_id = u.unified_id
+         WHERE u.stage = 'mql' AND u.salesforce_lead_id IS NULL AND u.salesforce_contact_id IS NULL
+         AND r.system = 'hubspot' AND NOT r.archived ORDER BY u.unified_id LIMIT 1",
+    );
+    let parts: Vec<&str> = row[0].split(' ').collect();
+    let (entered, hubspot_says) = (sql_time(parts[0]), sql_time(parts[1]));
+    assert_eq!(entered, hubspot_says);
+    assert!(entered < started, "{entered} is not before the sync");
+
+    // A converted lead entered sql on its conversion date.
+    let row = setup.strings(
+        "SELECT u.first_entered_sql || ' ' || json_extract(r.properties, '$.ConvertedDate')
+         FROM unified_leads u JOIN source_records r ON r.unified_id = u.unified_id
+         WHERE r.system = 'salesforce' AND r.object = 'Lead' AND json_extract(r.properties, '$.IsConverted') = 1
+         AND u.hubspot_id IS NULL ORDER BY u.unified_id LIMIT 1",
+    );
+    let parts: Vec<&str> = row[0].split(' ').collect();
+    let converted = sql_time(&format!("{}T00:00:00Z", parts[1]));
+    assert_eq!(sql_time(parts[0]), converted, "converted on {}", parts[1]);
+    // Stages without a CRM date are dated when first seen.
+    let seen = setup.strings(
+        "SELECT first_entered_sal FROM unified_leads WHERE stage = 'sal' AND hubspot_id IS NULL ORDER BY unified_id LIMIT 1",
+    );
+    assert!(sql_time(&seen[0]) >= started);
+}

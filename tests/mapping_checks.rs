@@ -67,3 +67,20 @@ fn a_guarded_rule_does_not_shadow_an_unguarded_one() {
     );
     assert_eq!(problems(&mapping), Vec::<String>::new());
 }
+
+#[test]
+fn stage_dates_name_known_stages_and_a_property_each() {
+    let good = format!("{HEAD}[objects.Lead.stage_dates]\nsal = \"ConvertedDate\"\n");
+    assert_eq!(problems(&good), Vec::<String>::new());
+    let bad = format!("{HEAD}[objects.Lead.stage_dates]\nsql2 = \"ConvertedDate\"\nmql = 3\n");
+    let found = problems(&bad);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("salesforce.toml:6:1: unknown stage \"sql2\""),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].contains("salesforce.toml:7:") && found[1].contains("must be a string, found"),
+        "{found:#?}"
+    );
+}

@@ -379,11 +379,18 @@ pub fn generate_with(
             // Room for the owner and the lead status too: no regrowing, no holes in the heap.
             let mut properties = Properties::with_capacity(12);
             let shown_email = messy_email(&email, &mut rng);
+            // HubSpot stamps when a contact entered its lifecycle stage.
+            let entered = created
+                + SignedDuration::from_secs((modified.as_second() - created.as_second()) / 2);
             for (name, value) in [
                 ("email", shown_email),
                 ("createdate", hubspot_time(created)),
                 ("lastmodifieddate", hubspot_time(modified)),
                 ("hs_object_id", id.clone()),
+                (
+                    &format!("hs_v2_date_entered_{lifecycle}"),
+                    hubspot_time(entered),
+                ),
             ] {
                 properties.insert(name, value);
             }

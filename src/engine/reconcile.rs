@@ -322,6 +322,22 @@ pub fn field_offers<'a>(
     offers
 }
 
+/// A date or date-time property's value as a time: HubSpot's ISO 8601 text or epoch
+/// milliseconds, Salesforce's `2024-05-01T12:34:56.000+0000`, or a plain date (the start of
+/// that day, UTC).
+pub fn native_time(system: System, text: &str) -> Option<Timestamp> {
+    let time = match system {
+        System::Hubspot => crate::hubspot::read::parse_hubspot_time(text),
+        System::Salesforce => crate::salesforce::read::parse_salesforce_time(text),
+    };
+    time.or_else(|| {
+        text.parse::<jiff::civil::Date>()
+            .ok()
+            .and_then(|date| date.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|zoned| zoned.timestamp())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -515,5 +531,27 @@ mod tests {
             acme,
             "an empty source falls back"
         );
+    }
+
+    #[test]
+    fn native_times_read_every_form_the_crms_send() {
+        let at = |text: &str| Some(text.parse::<Timestamp>().unwrap());
+        assert_eq!(
+            native_time(System::Hubspot, "2024-05-01T12:34:56.789Z"),
+            at("2024-05-01T12:34:56.789Z")
+        );
+        assert_eq!(
+            native_time(System::Hubspot, "1714566896789"),
+            at("2024-05-01T12:34:56.789Z")
+        );
+        assert_eq!(
+            native_time(System::Salesforce, "2024-05-01T12:34:56.000+0000"),
+            at("2024-05-01T12:34:56Z")
+        );
+        assert_eq!(
+            native_time(System::Salesforce, "2024-05-01"),
+            at("2024-05-01T00:00:00Z")
+        );
+        assert_eq!(native_time(System::Salesforce, "soon"), None);
     }
 }

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::hubspot::client::{HubspotClient, HubspotError};
 use crate::hubspot::read::{HubspotReader, ReadError as HubspotReadError};
 use crate::mapping::{FieldSource, Mapper, ObjectKind, ObjectMapping};
-use crate::record::System;
+use crate::record::{System, value_text};
 use crate::salesforce::client::{SalesforceClient, SalesforceError};
 use crate::salesforce::describe::ObjectDescribe;
 use crate::salesforce::read::ReadError as SalesforceReadError;
@@ -406,6 +406,12 @@ impl Engine {
         for condition in &mapping.reverse.requires {
             names.insert(condition.property.clone());
         }
+        names.extend(
+            mapping
+                .stage_dates
+                .iter()
+                .map(|(_, property)| property.clone()),
+        );
         for write in &mapping.reverse.stages {
             names.extend(write.properties.iter().map(|(name, _)| name.clone()));
         }
@@ -956,6 +962,29 @@ impl Engine {
                 .map(|row| row.first_entered.clone())
                 .unwrap_or_default(),
         };
+        // When the person first entered each stage, by the CRMs' own dates where the mapping
+        // names them (a date in the future is a data error and is not believed).
+        for record in &live {
+            let Some(mapping) = self.mapper.object(record.key.system, &record.key.object) else {
+                continue;
+            };
+            for (stage, property) in &mapping.stage_dates {
+                let Some(at) = record
+                    .properties
+                    .get(property)
+                    .and_then(value_text)
+                    .and_then(|text| reconcile::native_time(record.key.system, &text))
+                    .filter(|at| *at <= now)
+                else {
+                    continue;
+                };
+                let entered = person
+                    .first_entered
+                    .entry(vocabulary.id_of(*stage).to_string())
+                    .or_insert(at);
+                *entered = (*entered).min(at);
+            }
+        }
         person.drift = matches!(
             (&person.hubspot_stage, &person.salesforce_stage),
             (Some(a), Some(b)) if a != b

@@ -24,6 +24,8 @@
 //! mql = { lifecyclestage = "marketingqualifiedlead" }
 //! [objects.contacts.reverse.fields]     # write-back: canonical field -> native property
 //! first_name = "firstname"
+//! [objects.contacts.stage_dates]        # when a record entered a stage: stage -> date property
+//! mql = "hs_v2_date_entered_marketingqualifiedlead"
 //! ```
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -146,6 +148,7 @@ fn read_object(
         .collect();
     let fields = read_fields(&table.table("fields"));
     let reverse = read_reverse(&table.table("reverse"), vocabulary, diagnostics);
+    let stage_dates = read_stage_dates(&table.table("stage_dates"), vocabulary, diagnostics);
     table.finish();
     let kind = kind?;
     let field_names = fields
@@ -161,8 +164,30 @@ fn read_object(
         on_unknown,
         fields,
         reverse,
+        stage_dates,
         location: table.location(),
     })
+}
+
+/// `[objects.X.stage_dates]`: `stage = "native date property"`.
+fn read_stage_dates(
+    table: &Table<'_, '_>,
+    vocabulary: &Vocabulary,
+    diagnostics: &mut Diagnostics,
+) -> Vec<(StageId, String)> {
+    let mut dates = Vec::new();
+    for (stage_name, node) in table.entries() {
+        let stage = vocabulary.resolve(&stage_name, diagnostics);
+        // A value that is not a string is reported by `as_str`.
+        let Some(property) = node.as_str() else {
+            continue;
+        };
+        if let Some(stage) = stage {
+            dates.push((stage, property.value));
+        }
+    }
+    table.finish();
+    dates
 }
 
 fn suggestion_or_list(word: &str, names: &[&str]) -> String {

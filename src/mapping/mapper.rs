@@ -169,6 +169,10 @@ pub struct ObjectMapping {
     pub on_unknown: UnknownValuePolicy,
     pub fields: Vec<FieldMap>,
     pub reverse: ReverseMapping,
+    /// Per stage, the native date/time property that says when a record first entered it
+    /// (HubSpot's `hs_v2_date_entered_<value>`, Salesforce's `ConvertedDate`): the source of
+    /// the warehouse's `first_entered_<stage>` where it exists.
+    pub stage_dates: Vec<(StageId, String)>,
     pub location: Location,
     /// The names of `fields`, shared with every [`Normalized`] of this object.
     pub field_names: Arc<[Arc<str>]>,

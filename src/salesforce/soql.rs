@@ -460,7 +460,10 @@ mod tests {
             .filter(&Condition::is_in("LastName", values))
             .expect("query")
             .build();
-        assert!(listed.ends_with(r"WHERE LastName IN ('a\'b', 'c')"), "{listed}");
+        assert!(
+            listed.ends_with(r"WHERE LastName IN ('a\'b', 'c')"),
+            "{listed}"
+        );
         assert!(matches!(
             SoqlQuery::count(&describe).filter(&Condition::is_not_in("LastName", Vec::new())),
             Err(SoqlError::EmptyList)
