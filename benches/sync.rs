@@ -79,10 +79,11 @@ async fn run(people: usize) {
     .enumerate()
     .map(|(index, label)| (label, index))
     {
-        if run == 2 {
-            // A scheduled run comes minutes later: past the 60 s overlap each incremental read
-            // takes before its checkpoint, so it does not re-read what the last run wrote.
-            println!("  (waiting 61 s, past the incremental reads' overlap)");
+        if run == 1 {
+            // Scheduled runs come minutes apart: past the 60 s overlap each incremental read
+            // takes before its checkpoint. Back to back, the no-change run would re-read what
+            // the first run wrote, as it lies within the read-back run's overlap.
+            println!("  (waiting 61 s, as a schedule would, past the incremental reads' overlap)");
             tokio::time::sleep(std::time::Duration::from_secs(61)).await;
         }
         let before = emulator.stats().requests_by_endpoint;

@@ -384,3 +384,83 @@ async fn first_entered_dates_come_from_the_crms_own_dates_where_they_exist() {
     );
     assert!(sql_time(&seen[0]) >= started);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubspot_archives_are_swept_on_their_cadence_and_none_is_missed_in_between() {
+    // With the real limits, whose headers tell the client its daily figures: no listing is
+    // sent just to learn them, so every listing counted here is a read.
+    let setup = Setup::with(crmsync::emulator::EmulatorConfig {
+        records: 150,
+        ..Default::default()
+    })
+    .await;
+    // The default cadence: once an hour.
+    let config = setup.config_with(|text| text.replace("archived_sweep_minutes = 0", ""));
+    assert_eq!(config.hubspot.archived_sweep_minutes, 60);
+    let engine = crmsync::engine::open(config).await.unwrap();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    let first_cursor = setup
+        .strings("SELECT cursor FROM checkpoints WHERE system = 'hubspot' AND object = 'contacts'")
+        .remove(0);
+    let first_cursor: serde_json::Value = serde_json::from_str(&first_cursor).unwrap();
+    let first_since: jiff::Timestamp = first_cursor["since"].as_str().unwrap().parse().unwrap();
+    let listings = || -> u64 {
+        setup
+            .emulator
+            .stats()
+            .requests_by_endpoint
+            .get("hubspot GET /crm/v3/objects/{type}")
+            .map_or(0, |statuses| statuses.values().sum())
+    };
+    let contact = setup.strings(
+        "SELECT id FROM source_records WHERE system = 'hubspot' AND object = 'contacts' AND NOT archived ORDER BY id LIMIT 1",
+    )[0]
+    .clone();
+    setup.crms().hubspot_archive(&contact).await;
+    let archived = || {
+        setup.count(&format!(
+            "SELECT COUNT(*) FROM source_records WHERE system = 'hubspot' AND object = 'contacts' AND id = '{contact}' AND archived"
+        ))
+    };
+
+    // Within the hour: the archived listing is not read, and the checkpoint remembers where
+    // the unswept archives start.
+    let before = listings();
+    let second = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(
+        listings(),
+        before,
+        "an incremental run swept too early: {:?}",
+        second.streams
+    );
+    assert_eq!(archived(), 0);
+    let cursor = setup
+        .strings("SELECT cursor FROM checkpoints WHERE system = 'hubspot' AND object = 'contacts'")
+        [0]
+    .clone();
+    let cursor: serde_json::Value = serde_json::from_str(&cursor).unwrap();
+    let unswept: jiff::Timestamp = cursor["archived_since"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        unswept, first_since,
+        "the unswept archives start where the full read did"
+    );
+
+    // An hour on (the checkpoint says the last sweep began two hours ago): the sweep finds
+    // the contact archived between the runs.
+    let earlier = unswept - jiff::SignedDuration::from_hours(2);
+    setup
+        .sql()
+        .execute(
+            "UPDATE checkpoints SET cursor = json_set(cursor, '$.archived_since', ?1) WHERE system = 'hubspot'",
+            [earlier.to_string()],
+        )
+        .unwrap();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    assert!(listings() > before, "the due sweep did not run");
+    assert_eq!(archived(), 1);
+    let cursor = setup
+        .strings("SELECT cursor FROM checkpoints WHERE system = 'hubspot' AND object = 'contacts'")
+        [0]
+    .clone();
+    assert!(!cursor.contains("archived_since"), "{cursor}");
+}

@@ -69,6 +69,9 @@ pub struct HubspotConfig {
     pub auth: Option<HubspotAuth>,
     pub objects: Vec<Located<String>>,
     pub rate_limit: HubspotRateLimit,
+    /// Minutes between sweeps for archived records (HubSpot's search never returns them, and
+    /// the archived listing can only be read whole); 0 sweeps on every run.
+    pub archived_sweep_minutes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -448,6 +448,8 @@ impl<'e> Settings<'e> {
         let enabled = self.boolean(&table, "enabled", true);
         let base_url = self.read_url(&table, "base_url", "https://api.hubapi.com");
         let objects = self.read_objects(&table, &["contacts", "deals"]);
+        let archived_sweep_minutes =
+            self.bounded(&table, "archived_sweep_minutes", 0..=10_080, 60) as u32;
         self.require_auth.set(enabled);
         let auth = {
             let auth = &table.table("auth");
@@ -575,6 +577,7 @@ impl<'e> Settings<'e> {
             auth,
             objects,
             rate_limit,
+            archived_sweep_minutes,
         }
     }
 

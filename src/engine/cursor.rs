@@ -12,8 +12,14 @@ use crate::salesforce::read::ResumePoint as SalesforcePoint;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Cursor {
-    /// The last read finished: the next reads what changed since `since`.
-    Incremental { since: Timestamp },
+    /// The last read finished: the next reads what changed since `since`. For HubSpot,
+    /// `archived_since` says where archives not yet swept for start when the last read did
+    /// not sweep them (absent: at `since`).
+    Incremental {
+        since: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        archived_since: Option<Timestamp>,
+    },
     /// A HubSpot full read stopped part-way.
     HubspotFull { after: String, started: Timestamp },
     /// A HubSpot incremental read stopped part-way.
@@ -130,7 +136,14 @@ mod tests {
     fn cursors_survive_the_warehouse() {
         let at: Timestamp = "2026-12-01T10:00:00.123Z".parse().unwrap();
         for cursor in [
-            Cursor::Incremental { since: at },
+            Cursor::Incremental {
+                since: at,
+                archived_since: None,
+            },
+            Cursor::Incremental {
+                since: at,
+                archived_since: Some(at),
+            },
             Cursor::HubspotFull {
                 after: "1200".into(),
                 started: at,
@@ -154,6 +167,19 @@ mod tests {
                 "{text}"
             );
         }
+        // Checkpoints written before archived sweeps had a cadence still read.
+        assert_eq!(
+            Cursor::parse(
+                "hubspot",
+                "contacts",
+                "{\"mode\":\"incremental\",\"since\":\"2026-12-01T10:00:00.123Z\"}"
+            )
+            .unwrap(),
+            Cursor::Incremental {
+                since: at,
+                archived_since: None
+            }
+        );
         let error = Cursor::parse("salesforce", "Lead", "{\"mode\":\"sideways\"}").unwrap_err();
         assert!(error.to_string().contains("crmsync sync --full"), "{error}");
     }

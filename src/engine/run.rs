@@ -543,11 +543,31 @@ impl Engine {
         let (sender, receiver) = mpsc::channel(extract::CHANNEL_DEPTH);
         let object = stream.object.as_str();
         let cursor_kind = ReadKind::of(cursor.as_ref());
+        // The archived listing is read whole, so it is swept every `archived_sweep_minutes`
+        // (and by every full or resumed read), from where the last sweep started.
+        let unswept = match &cursor {
+            Some(Cursor::Incremental {
+                since,
+                archived_since,
+            }) => Some(archived_since.unwrap_or(*since)),
+            _ => None,
+        };
+        let interval =
+            jiff::SignedDuration::from_mins(i64::from(self.config.hubspot.archived_sweep_minutes));
+        let sweep = interval.is_zero()
+            || unswept.is_none_or(|unswept| started.duration_since(unswept) >= interval);
         let read = async move {
             let result = match &cursor {
-                Some(Cursor::Incremental { since }) => {
+                Some(Cursor::Incremental { since, .. }) => {
                     reader
-                        .incremental(object, &properties, *since, &sender)
+                        .incremental_sweeping(
+                            object,
+                            &properties,
+                            *since,
+                            unswept.unwrap_or(*since),
+                            sweep,
+                            &sender,
+                        )
                         .await
                 }
                 Some(other) => match other.hubspot_point() {
@@ -581,8 +601,17 @@ impl Engine {
                 ),
                 message: format!("HubSpot {}: {error}", stream.object),
             });
-        self.finish_read(run_id, stream, cursor_kind, started, read, stored?)
-            .await
+        let archived_since = (!sweep).then_some(unswept).flatten();
+        self.finish_read(
+            run_id,
+            stream,
+            cursor_kind,
+            started,
+            archived_since,
+            read,
+            stored?,
+        )
+        .await
     }
 
     async fn extract_salesforce(
@@ -622,7 +651,7 @@ impl Engine {
         let cursor_kind = ReadKind::of(cursor.as_ref());
         let read = async move {
             let result = match &cursor {
-                Some(Cursor::Incremental { since }) => {
+                Some(Cursor::Incremental { since, .. }) => {
                     reader
                         .incremental(describe_ref, &fields, *since, &sender)
                         .await
@@ -651,25 +680,31 @@ impl Engine {
             budget: matches!(&error, SalesforceReadError::Api(api) if is_salesforce_budget(api)),
             message: format!("Salesforce {}: {error}", stream.object),
         });
-        self.finish_read(run_id, stream, cursor_kind, started, read, stored?)
+        self.finish_read(run_id, stream, cursor_kind, started, None, read, stored?)
             .await
     }
 
-    /// After a stream's read: a finished read stores where the next one starts; a stopped
-    /// one keeps the checkpoint its last stored page left.
+    /// After a stream's read: a finished read stores where the next one starts (and where
+    /// archives not swept yet start, when this read did not sweep them); a stopped one keeps
+    /// the checkpoint its last stored page left.
+    #[allow(clippy::too_many_arguments)]
     async fn finish_read(
         &self,
         run_id: i64,
         stream: &Stream,
         kind: ReadKind,
         started: Timestamp,
+        archived_since: Option<Timestamp>,
         read: Result<Option<Timestamp>, StreamStop>,
         mut outcome: StreamOutcome,
     ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
         match read {
             Ok(high_water) => {
-                let since = next_since(&kind, high_water, started);
-                self.final_checkpoint(run_id, stream, since, &mut outcome)
+                let cursor = Cursor::Incremental {
+                    since: next_since(&kind, high_water, started),
+                    archived_since,
+                };
+                self.final_checkpoint(run_id, stream, cursor, &mut outcome)
                     .await?;
                 Ok((outcome, None))
             }
@@ -681,11 +716,11 @@ impl Engine {
         &self,
         run_id: i64,
         stream: &Stream,
-        since: Timestamp,
+        cursor: Cursor,
         outcome: &mut StreamOutcome,
     ) -> Result<(), EngineError> {
         let mut page = crate::store::model::PageWrite {
-            checkpoint: Some(Cursor::Incremental { since }.to_json()),
+            checkpoint: Some(cursor.to_json()),
             ..Default::default()
         };
         extract::store(stream, run_id, &self.warehouse, &mut page, outcome).await

@@ -86,6 +86,23 @@ impl Batches {
         }
     }
 
+    /// Whether there is nothing to send at all (checked before the CRM's schema is loaded,
+    /// so a run with nothing to write makes no call for it).
+    async fn is_empty(
+        &self,
+        warehouse: &Warehouse,
+        system: System,
+        object: &str,
+    ) -> Result<bool, EngineError> {
+        Ok(match self {
+            Batches::Queue { after } => warehouse
+                .pending_writes(system, object.to_string(), after.clone(), 1)
+                .await?
+                .is_empty(),
+            Batches::Given(writes) => writes.len() == 0,
+        })
+    }
+
     fn settles_queue(&self) -> bool {
         matches!(self, Batches::Queue { .. })
     }
@@ -151,6 +168,12 @@ async fn send_all(
     run_id: i64,
     sink: Sink<'_>,
 ) -> Result<(), EngineError> {
+    if batches
+        .is_empty(context.warehouse, context.system, &object)
+        .await?
+    {
+        return Ok(());
+    }
     match context.system {
         System::Hubspot => {
             let Some(client) = context.hubspot else {

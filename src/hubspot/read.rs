@@ -322,9 +322,34 @@ impl<'a> HubspotReader<'a> {
         since: Timestamp,
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
-        let start = self.less_overlap(since);
-        self.incremental_read(object, properties, Position::new(start), start, events)
+        self.incremental_sweeping(object, properties, since, since, true, events)
             .await
+    }
+
+    /// Records of `object` modified since `since` (less the overlap); then, when `sweep` is
+    /// set, the records archived since `archived_since` (less the overlap). The archived
+    /// listing can only be read whole, so callers sweep it now and then rather than on every
+    /// read; progress events keep saying where the unswept archives start.
+    pub async fn incremental_sweeping(
+        &self,
+        object: &str,
+        properties: &[String],
+        since: Timestamp,
+        archived_since: Timestamp,
+        sweep: bool,
+        events: &mpsc::Sender<ReadEvent>,
+    ) -> Result<ReadSummary, ReadError> {
+        let start = self.less_overlap(since);
+        let archived_from = self.less_overlap(archived_since);
+        self.incremental_read(
+            object,
+            properties,
+            Position::new(start),
+            archived_from,
+            sweep,
+            events,
+        )
+        .await
     }
 
     /// Picks up a read that stopped at `point` (the last [`ReadEvent::Progress`] it sent).
@@ -348,7 +373,7 @@ impl<'a> HubspotReader<'a> {
                 // The overlap again: changes the search index had not shown yet at the stop.
                 let mut position = Position::new(self.less_overlap(modified_since));
                 position.resume_tie = tie.map(|tie| (tie.at.as_millisecond(), tie.after_id));
-                self.incremental_read(object, properties, position, archived_since, events)
+                self.incremental_read(object, properties, position, archived_since, true, events)
                     .await
             }
         }
@@ -359,8 +384,8 @@ impl<'a> HubspotReader<'a> {
         at.checked_sub(overlap).unwrap_or(at)
     }
 
-    /// Records modified from `position` on, then tombstones for records archived at or after
-    /// `archived_from`.
+    /// Records modified from `position` on, then (when `sweep` is set) tombstones for records
+    /// archived at or after `archived_from`.
     ///
     /// Every query starts from where the last one ended (keyset paging: `after` stays 0), so
     /// records edited while the read runs cannot shift a page boundary past a record, and
@@ -372,6 +397,7 @@ impl<'a> HubspotReader<'a> {
         properties: &[String],
         mut position: Position,
         archived_from: Timestamp,
+        sweep: bool,
         events: &mpsc::Sender<ReadEvent>,
     ) -> Result<ReadSummary, ReadError> {
         let properties = with_read_properties(object, properties);
@@ -419,8 +445,10 @@ impl<'a> HubspotReader<'a> {
                 position.report(object, archived_from, None, events).await?;
             }
         }
-        self.archived(object, Some(archived_from), &mut summary, events)
-            .await?;
+        if sweep {
+            self.archived(object, Some(archived_from), &mut summary, events)
+                .await?;
+        }
         Ok(summary)
     }
 

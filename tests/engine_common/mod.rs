@@ -32,6 +32,16 @@ impl Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path =
             crmsync::demo::prepare_dir(dir.path(), emulator.info()).expect("demo files");
+        // Runs here follow each other within seconds: sweep HubSpot's archived records on
+        // every run, not once an hour, so archives made between runs are seen at once.
+        let text = std::fs::read_to_string(&config_path).unwrap();
+        let text = text.replacen(
+            "objects = [\"contacts\", \"deals\"]",
+            "objects = [\"contacts\", \"deals\"]\narchived_sweep_minutes = 0",
+            1,
+        );
+        assert!(text.contains("archived_sweep_minutes = 0"), "{text}");
+        std::fs::write(&config_path, text).unwrap();
         Setup {
             emulator,
             dir,
