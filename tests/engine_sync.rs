@@ -464,3 +464,91 @@ async fn hubspot_archives_are_swept_on_their_cadence_and_none_is_missed_in_betwe
     .clone();
     assert!(!cursor.contains("archived_since"), "{cursor}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salesforce_describes_are_kept_between_runs_and_renewed_when_out_of_date() {
+    let setup = Setup::new(120).await;
+    let engine = setup.engine().await;
+    let describes = || -> u64 {
+        setup
+            .emulator
+            .stats()
+            .requests_by_endpoint
+            .get("salesforce GET /services/data/{version}/sobjects/{object}/describe")
+            .map_or(0, |statuses| statuses.values().sum())
+    };
+    engine.sync(SyncOptions::default()).await.unwrap();
+    let after_first = describes();
+    assert_eq!(
+        setup.count("SELECT COUNT(*) FROM api_cache WHERE system = 'salesforce'"),
+        3,
+        "Lead, Contact and Opportunity kept"
+    );
+    // Incremental runs read with the kept describes.
+    engine.sync(SyncOptions::default()).await.unwrap();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(describes(), after_first);
+
+    // A kept describe without a field the read wants (created in the org since) is renewed.
+    setup
+        .sql()
+        .execute(
+            "UPDATE api_cache SET body = json_remove(body, '$.fields.Status') WHERE name = 'describe/Lead'",
+            [],
+        )
+        .unwrap();
+    engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(describes(), after_first + 1);
+    let kept = setup.strings("SELECT body FROM api_cache WHERE name = 'describe/Lead'");
+    assert!(
+        kept[0].contains("\"Status\""),
+        "the renewed describe is kept"
+    );
+
+    // A kept describe naming a field the org no longer has: that run's read of the object
+    // stops with Salesforce's INVALID_FIELD, and the next describes afresh and goes on.
+    let config = setup.config_with(|text| text);
+    let mappings = config.mappings_dir.value.join("salesforce.toml");
+    let text = std::fs::read_to_string(&mappings).unwrap();
+    std::fs::write(
+        &mappings,
+        text.replacen(
+            "[objects.Lead.fields]\n",
+            "[objects.Lead.fields]\nregion = { from = \"Region__c\" }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    setup
+        .sql()
+        .execute(
+            "UPDATE api_cache SET body = json_set(body, '$.fields.Region__c', json_extract(body, '$.fields.Title')) WHERE name = 'describe/Lead'",
+            [],
+        )
+        .unwrap();
+    setup
+        .sql()
+        .execute(
+            "UPDATE api_cache SET body = json_set(body, '$.fields.Region__c.name', 'Region__c') WHERE name = 'describe/Lead'",
+            [],
+        )
+        .unwrap();
+    let engine = setup.engine().await;
+    let stopped = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(stopped.status, RunStatus::Failed, "{}", stopped.paragraph());
+    assert!(
+        stopped
+            .problems
+            .iter()
+            .any(|problem| problem.contains("INVALID_FIELD") && problem.contains("afresh")),
+        "{:?}",
+        stopped.problems
+    );
+    assert_eq!(
+        setup.count("SELECT COUNT(*) FROM api_cache WHERE name = 'describe/Lead'"),
+        0
+    );
+    let healed = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_ne!(healed.status, RunStatus::Failed, "{}", healed.paragraph());
+    assert!(healed.streams.iter().all(|stream| stream.stopped.is_none()));
+}

@@ -30,6 +30,9 @@ use crate::store::model::{
     MemberRow, PersonCounts, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
 };
 
+/// How long a kept Salesforce describe serves incremental reads.
+const DESCRIBE_KEPT_HOURS: i64 = 24;
+
 /// Pending records reconciled per transaction.
 const RECONCILE_CHUNK: usize = 1_000;
 
@@ -622,8 +625,14 @@ impl Engine {
         properties: Vec<String>,
         cursor: Option<Cursor>,
     ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
-        let describe = match ObjectDescribe::load(client, &stream.object).await {
-            Ok(describe) => describe,
+        // A full or resumed read describes the object afresh; an incremental one may use the
+        // field list kept from an earlier run.
+        let full = !matches!(cursor, Some(Cursor::Incremental { .. }));
+        let (describe, from_cache) = match self
+            .describe_for_read(client, &stream.object, &properties, full)
+            .await
+        {
+            Ok(found) => found,
             Err(error) => {
                 let budget = is_salesforce_budget(&error);
                 return Ok((
@@ -675,13 +684,85 @@ impl Engine {
             Cursor::from_salesforce,
         );
         let (read, stored) = tokio::join!(read, store);
-        let read = read.map(|summary| summary.high_water).map_err(|error| StreamStop {
-            system: stream.system,
-            budget: matches!(&error, SalesforceReadError::Api(api) if is_salesforce_budget(api)),
-            message: format!("Salesforce {}: {error}", stream.object),
+        let read = read.map(|summary| summary.high_water).map_err(|error| {
+            let stale = from_cache
+                && matches!(&error, SalesforceReadError::Api(SalesforceError::Rejected(refusal))
+                    if refusal.error_code == "INVALID_FIELD");
+            StreamStop {
+                system: stream.system,
+                budget: matches!(&error, SalesforceReadError::Api(api) if is_salesforce_budget(api)),
+                message: if stale {
+                    format!(
+                        "Salesforce {}: {error} (the field list kept from an earlier run is out of date; the next run describes {} afresh)",
+                        stream.object, stream.object
+                    )
+                } else {
+                    format!("Salesforce {}: {error}", stream.object)
+                },
+            }
         });
+        if from_cache && read.is_err() {
+            // Whatever stopped the read, the next run describes the object afresh.
+            self.forget_describe(&stream.object).await;
+        }
         self.finish_read(run_id, stream, cursor_kind, started, None, read, stored?)
             .await
+    }
+
+    /// The object's describe for a read: kept in the warehouse for a day, so incremental runs
+    /// make no call for it. A kept one is used only while it knows every field the read wants
+    /// (a field created since is seen at once); `fresh` fetches anew. Keeping is a saving, not
+    /// a duty: warehouse trouble here only costs the call.
+    async fn describe_for_read(
+        &self,
+        client: &SalesforceClient,
+        object: &str,
+        wanted: &[String],
+        fresh: bool,
+    ) -> Result<(ObjectDescribe, bool), SalesforceError> {
+        let name = format!("describe/{object}");
+        if !fresh {
+            let kept = match self
+                .warehouse
+                .cached(System::Salesforce, name.clone())
+                .await
+            {
+                Ok(kept) => kept,
+                Err(error) => {
+                    tracing::warn!(%object, %error, "cannot read the kept describe; describing afresh");
+                    None
+                }
+            };
+            let lifetime = jiff::SignedDuration::from_hours(DESCRIBE_KEPT_HOURS);
+            if let Some((fetched_at, body)) = kept
+                && Timestamp::now().duration_since(fetched_at) < lifetime
+                && let Ok(describe) = serde_json::from_str::<ObjectDescribe>(&body)
+                && wanted.iter().all(|field| describe.field(field).is_some())
+            {
+                return Ok((describe, true));
+            }
+        }
+        let describe = ObjectDescribe::load(client, object).await?;
+        if let Ok(body) = serde_json::to_string(&describe) {
+            let kept = self
+                .warehouse
+                .keep_cached(System::Salesforce, name, Some((Timestamp::now(), body)))
+                .await;
+            if let Err(error) = kept {
+                tracing::warn!(%object, %error, "cannot keep the describe for later runs");
+            }
+        }
+        Ok((describe, false))
+    }
+
+    async fn forget_describe(&self, object: &str) {
+        let forgot = self
+            .warehouse
+            .keep_cached(System::Salesforce, format!("describe/{object}"), None)
+            .await;
+        if let Err(error) = forgot {
+            tracing::warn!(%object, %error, "cannot forget the kept describe");
+        }
     }
 
     /// After a stream's read: a finished read stores where the next one starts (and where

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::client::{Body, SalesforceClient, SalesforceError};
 
 /// One picklist value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PicklistValue {
     pub value: String,
     pub label: String,
@@ -19,7 +19,7 @@ pub struct PicklistValue {
 }
 
 /// One field of an object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldInfo {
     pub name: String,
     pub label: String,
@@ -34,7 +34,8 @@ pub struct FieldInfo {
 }
 
 /// An object's fields, by name as the org spells it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serializable, so a read can keep it between runs (see the engine's describe cache).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectDescribe {
     pub name: String,
     pub fields: BTreeMap<String, FieldInfo>,

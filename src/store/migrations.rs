@@ -238,6 +238,19 @@ ALTER TABLE sync_runs ADD COLUMN regressions_refused {{bigint}} NOT NULL DEFAULT
 ALTER TABLE sync_runs ADD COLUMN details {{json}};
 "#,
     },
+    Migration {
+        version: 3,
+        name: "answers of the CRMs' metadata APIs kept between runs",
+        sql: r#"
+CREATE TABLE api_cache (
+    system      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    fetched_at  {{timestamp}} NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (system, name)
+);
+"#,
+    },
 ];
 
 /// The tables the migrations create (besides `schema_migrations`), in creation order.

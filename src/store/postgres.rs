@@ -363,6 +363,49 @@ impl PostgresStore {
             .collect())
     }
 
+    /// A kept API answer and when it was fetched.
+    pub async fn cached(
+        &self,
+        system: System,
+        name: &str,
+    ) -> Result<Option<(Timestamp, String)>, StoreError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(
+                "SELECT fetched_at, body FROM api_cache WHERE system = $1 AND name = $2",
+                &[&system.as_str(), &name],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(row.map(|row| (row.get(0), row.get(1))))
+    }
+
+    /// Keeps an API answer (`None` forgets it).
+    pub async fn keep_cached(
+        &self,
+        system: System,
+        name: &str,
+        kept: Option<(Timestamp, String)>,
+    ) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        match kept {
+            Some((at, body)) => client.execute(
+                "INSERT INTO api_cache (system, name, fetched_at, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (system, name) DO UPDATE SET fetched_at = excluded.fetched_at, body = excluded.body",
+                &[&system.as_str(), &name, &at, &body],
+            )
+            .await,
+            None => client
+                .execute(
+                    "DELETE FROM api_cache WHERE system = $1 AND name = $2",
+                    &[&system.as_str(), &name],
+                )
+                .await,
+        }
+        .map_err(failed(&self.url))?;
+        Ok(())
+    }
+
     pub async fn clear_checkpoints(&self) -> Result<(), StoreError> {
         let client = self.client.lock().await;
         client

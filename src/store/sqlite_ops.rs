@@ -105,6 +105,52 @@ impl SqliteStore {
         Ok(rows)
     }
 
+    /// A kept API answer and when it was fetched.
+    pub fn cached(
+        &self,
+        system: System,
+        name: &str,
+    ) -> Result<Option<(jiff::Timestamp, String)>, StoreError> {
+        let failed = self.failed();
+        let row: Option<(String, String)> = self
+            .connection
+            .query_row(
+                "SELECT fetched_at, body FROM api_cache WHERE system = ?1 AND name = ?2",
+                rusqlite::params![system.as_str(), name],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map(Some)
+            .or_else(|error| match error {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })
+            .map_err(&failed)?;
+        Ok(row.and_then(|(at, body)| Some((super::parse_sql_time(&at)?, body))))
+    }
+
+    /// Keeps an API answer (`None` forgets it).
+    pub fn keep_cached(
+        &mut self,
+        system: System,
+        name: &str,
+        kept: Option<(jiff::Timestamp, String)>,
+    ) -> Result<(), StoreError> {
+        let failed = self.failed();
+        match kept {
+            Some((at, body)) => self.connection.execute(
+                "INSERT INTO api_cache (system, name, fetched_at, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (system, name) DO UPDATE SET fetched_at = excluded.fetched_at, body = excluded.body",
+                rusqlite::params![system.as_str(), name, super::sql_time(at), body],
+            ),
+            None => self.connection.execute(
+                "DELETE FROM api_cache WHERE system = ?1 AND name = ?2",
+                rusqlite::params![system.as_str(), name],
+            ),
+        }
+        .map_err(&failed)?;
+        Ok(())
+    }
+
     /// Forgets every checkpoint (a `--full` run).
     pub fn clear_checkpoints(&mut self) -> Result<(), StoreError> {
         let failed = self.failed();

@@ -108,6 +108,32 @@ impl Warehouse {
         self.with(|store, _| store.checkpoints()).await
     }
 
+    /// A kept API answer (see `api_cache`) and when it was fetched.
+    pub async fn cached(
+        &self,
+        system: System,
+        name: String,
+    ) -> Result<Option<(Timestamp, String)>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.cached(system, &name).await;
+        }
+        self.with(move |store, _| store.cached(system, &name)).await
+    }
+
+    /// Keeps an API answer for later runs; `None` forgets it.
+    pub async fn keep_cached(
+        &self,
+        system: System,
+        name: String,
+        kept: Option<(Timestamp, String)>,
+    ) -> Result<(), StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.keep_cached(system, &name, kept).await;
+        }
+        self.with(move |store, _| store.keep_cached(system, &name, kept))
+            .await
+    }
+
     pub async fn clear_checkpoints(&self) -> Result<(), StoreError> {
         if let Backend::Postgres(pg) = &self.backend {
             return pg.clear_checkpoints().await;
