@@ -115,6 +115,38 @@ fn compare(record_value: &str, filter_value: &str) -> Ordering {
         .cmp(&filter_value.to_lowercase())
 }
 
+/// A value as [`compare`] reads it, worked out once for sorting.
+struct SortValue {
+    instant: Option<Timestamp>,
+    has_time: bool,
+    number: Option<f64>,
+    lowercase: String,
+}
+
+impl SortValue {
+    fn of(text: &str) -> Self {
+        Self {
+            instant: as_instant(text),
+            has_time: text.contains('T'),
+            number: text.parse::<f64>().ok(),
+            lowercase: text.to_lowercase(),
+        }
+    }
+
+    /// The same order as [`compare`] gives the two texts.
+    fn compare(&self, other: &SortValue) -> Ordering {
+        if let (Some(a), Some(b)) = (self.instant, other.instant)
+            && (self.has_time || other.has_time)
+        {
+            return a.cmp(&b);
+        }
+        if let (Some(a), Some(b)) = (self.number, other.number) {
+            return a.partial_cmp(&b).unwrap_or(Ordering::Equal);
+        }
+        self.lowercase.cmp(&other.lowercase)
+    }
+}
+
 /// Whether `filter` holds for `record`. Text compares ignoring case, except enumeration
 /// properties (exact, for every operator) and `IN`/`NOT_IN` on text, which compare the
 /// lowercased value with the values as sent (HubSpot asks for lowercase values there).
@@ -333,7 +365,7 @@ fn search_inner(
         .collect();
     let objects = shared.read_objects();
     let records = objects.get(object).map(Vec::as_slice).unwrap_or_default();
-    let mut found: Vec<&EmulatedRecord> = records
+    let found: Vec<&EmulatedRecord> = records
         .iter()
         .filter(|record| !record.archived)
         .filter(|record| {
@@ -365,13 +397,20 @@ fn search_inner(
     // HubSpot promises no order among records with equal sort values. Ties here come in a
     // fixed order that is not id order, so paging is stable but a client that assumes ties
     // arrive by id (and pages on that) fails here as it would against HubSpot.
-    found.sort_by(|a, b| {
-        let left = a.properties.text(&sort_property).unwrap_or_default();
-        let right = b.properties.text(&sort_property).unwrap_or_default();
-        let order = compare(left, right);
+    // Each record's sort value is read once, not at every comparison.
+    let mut keyed: Vec<(SortValue, _, &EmulatedRecord)> = found
+        .into_iter()
+        .map(|record| {
+            let value = SortValue::of(record.properties.text(&sort_property).unwrap_or_default());
+            (value, tie_rank(&record.id), record)
+        })
+        .collect();
+    keyed.sort_by(|(left, left_tie, _), (right, right_tie, _)| {
+        let order = left.compare(right);
         let order = if descending { order.reverse() } else { order };
-        order.then_with(|| tie_rank(&a.id).cmp(&tie_rank(&b.id)))
+        order.then_with(|| left_tie.cmp(right_tie))
     });
+    let found: Vec<&EmulatedRecord> = keyed.into_iter().map(|(_, _, record)| record).collect();
     let total = found.len();
     let selection = Selection::new(object, &requested, shared.profile).with_record_urls(object);
     let results: Vec<ObjectView<'_>> = found
@@ -393,6 +432,33 @@ fn search_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sort_values_order_exactly_as_pairwise_comparison_does() {
+        let samples = [
+            "",
+            "1714566896789",
+            "2024-05-01T12:34:56.789Z",
+            "2024-05-01T12:34:56Z",
+            "2023-01-01",
+            "42",
+            "4.5",
+            "-3",
+            "Zoë",
+            "apple",
+            "Apple",
+            "T-Rex",
+        ];
+        for left in samples {
+            for right in samples {
+                assert_eq!(
+                    SortValue::of(left).compare(&SortValue::of(right)),
+                    compare(left, right),
+                    "{left:?} vs {right:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn dates_compare_as_instants_in_either_notation() {

@@ -277,19 +277,33 @@ pub(super) fn find_live(
                 .is_some_and(|stored| stored.trim().eq_ignore_ascii_case(value.trim()))
         }
     };
-    records
-        .iter()
-        .position(|record| live(record) && matches(record))
-        .or_else(|| {
-            (id_property == "hs_object_id").then_some(())?;
-            records.iter().position(|record| {
-                live(record)
-                    && record
-                        .properties
-                        .text("hs_merged_object_ids")
-                        .is_some_and(|merged| merged.split(';').any(|id| id.trim() == value))
-            })
+    // Records are created with rising numeric ids, so an id is found by bisection; should
+    // that order ever not hold, the scan below still finds it.
+    let bisected = (id_property == "hs_object_id")
+        .then(|| value.parse::<u64>().ok())
+        .flatten()
+        .and_then(|wanted| {
+            records
+                .binary_search_by_key(&wanted, |record| record.id.parse::<u64>().unwrap_or(0))
+                .ok()
         })
+        .filter(|position| records[*position].id == value);
+    let found = match bisected {
+        Some(position) => live(&records[position]).then_some(position),
+        None => records
+            .iter()
+            .position(|record| live(record) && matches(record)),
+    };
+    found.or_else(|| {
+        (id_property == "hs_object_id").then_some(())?;
+        records.iter().position(|record| {
+            live(record)
+                && record
+                    .properties
+                    .text("hs_merged_object_ids")
+                    .is_some_and(|merged| merged.split(';').any(|id| id.trim() == value))
+        })
+    })
 }
 
 /// A written value as HubSpot stores it: text, with null meaning "clear".
