@@ -73,8 +73,8 @@ pub enum Command {
     ///
     /// `--out FILE` also saves every record's every field change and the rule that decided
     /// it, for review and `crmsync apply FILE`. Exit status 0 when the plan covers
-    /// everything, 2 when it is incomplete (a read stopped, records could not be read),
-    /// 1 when it could not be made.
+    /// everything a sync would write (records a sync would dead-letter are counted, not
+    /// planned), 2 when it is incomplete (a read stopped), 1 when it could not be made.
     Plan {
         /// The config file (default: $CRMSYNC_CONFIG, else ./crmsync.toml if present).
         #[arg(long, value_name = "FILE")]

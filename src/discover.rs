@@ -449,45 +449,74 @@ async fn discover_hubspot(
                 records,
             });
         }
-        // Values records hold that are not (or no longer) options.
+        // Values records hold that are not (or no longer) options. HubSpot compares
+        // enumeration values exactly and other text in lowercase.
+        let exact = info.kind == "enumeration";
+        let excluded = |value: &String| {
+            if exact {
+                value.clone()
+            } else {
+                value.to_lowercase()
+            }
+        };
         let mut known: Vec<String> = defined.iter().map(|(value, ..)| value.clone()).collect();
+        let mut problem = None;
         for _ in 0..MAX_UNDEFINED {
             let mut filters = vec![json!({"propertyName": property, "operator": "HAS_PROPERTY"})];
             if !known.is_empty() {
-                filters
-                    .push(json!({"propertyName": property, "operator": "NOT_IN", "values": known}));
+                let values: Vec<String> = known.iter().map(excluded).collect();
+                filters.push(
+                    json!({"propertyName": property, "operator": "NOT_IN", "values": values}),
+                );
             }
             let (_, sample) = reader
-                .search_sample(object, filters, std::slice::from_ref(&property), 1)
-                .await
-                .map_err(search_error)?;
-            let Some(value) = sample
-                .first()
-                .and_then(|record| record.property_text(&property))
-                .map(|text| text.into_owned())
-                .filter(|value| !known.contains(value))
-            else {
-                break;
-            };
-            let (count, _) = reader
                 .search_sample(
                     object,
-                    vec![json!({"propertyName": property, "operator": "EQ", "value": value})],
-                    &[],
-                    0,
+                    filters,
+                    std::slice::from_ref(&property),
+                    SAMPLE as usize,
                 )
                 .await
                 .map_err(search_error)?;
-            values.push(ValueCoverage {
-                mapping: meaning(vocabulary, mapping, &property, &value),
-                value: value.clone(),
-                label: None,
-                pipeline: None,
-                active: false,
-                defined: false,
-                records: count,
-            });
-            known.push(value);
+            if sample.is_empty() {
+                break;
+            }
+            let new: BTreeSet<String> = sample
+                .iter()
+                .filter_map(|record| {
+                    record
+                        .property_text(&property)
+                        .map(|text| text.into_owned())
+                })
+                .filter(|value| !known.contains(value))
+                .collect();
+            if new.is_empty() {
+                problem = Some(format!(
+                    "HubSpot's search kept returning {object} records whose {property} is already counted; values outside the options may be missing from this list"
+                ));
+                break;
+            }
+            for value in new {
+                let (count, _) = reader
+                    .search_sample(
+                        object,
+                        vec![json!({"propertyName": property, "operator": "EQ", "value": value})],
+                        &[],
+                        0,
+                    )
+                    .await
+                    .map_err(search_error)?;
+                values.push(ValueCoverage {
+                    mapping: meaning(vocabulary, mapping, &property, &value),
+                    value: value.clone(),
+                    label: None,
+                    pipeline: None,
+                    active: false,
+                    defined: false,
+                    records: count,
+                });
+                known.push(value);
+            }
         }
         let (empty, _) = reader
             .search_sample(
@@ -506,7 +535,7 @@ async fn discover_hubspot(
             defined_by,
             values: ordered(values),
             empty,
-            problem: None,
+            problem,
         });
     }
     Ok(found)

@@ -179,3 +179,66 @@ async fn a_customised_org_shows_its_own_stages_as_unmapped_with_their_counts() {
         .collect();
     assert!(kinds.windows(2).all(|pair| pair[0] >= pair[1]), "{kinds:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_of_a_property_without_options_are_found_in_the_records() {
+    let setup = Setup::new(120).await;
+    // A rule over a free-text property: every value comes from the records themselves.
+    let path = setup.dir.path().join("mappings/hubspot.toml");
+    let mappings = std::fs::read_to_string(&path).unwrap();
+    let with_rule = mappings.replacen(
+        "\n[objects.contacts.fields]",
+        "\n[[objects.contacts.stage_rules]]\nname = \"by title\"\nproperty = \"jobtitle\"\nmap = { \"Head of Growth\" = \"lead\" }\n\n[objects.contacts.fields]",
+        1,
+    );
+    assert_ne!(with_rule, mappings);
+    std::fs::write(&path, with_rule).unwrap();
+    let crms = setup.crms();
+    let contacts = setup_contacts(&crms).await;
+    crms.hubspot_update(&contacts[0], serde_json::json!({"jobtitle": "Ops Lead"}))
+        .await;
+    crms.hubspot_update(&contacts[1], serde_json::json!({"jobtitle": "Ops Lead"}))
+        .await;
+
+    let (code, json, stderr) = discover(&setup, true);
+    assert_eq!(code, Some(1), "{stderr}");
+    let discovery: Value = serde_json::from_str(&json).unwrap();
+    let title = property(&discovery, "contacts", "jobtitle");
+    assert!(title["problem"].is_null(), "{title:#}");
+    let values = title["values"].as_array().unwrap();
+    assert_eq!(values[0]["value"], "Ops Lead");
+    assert_eq!(values[0]["records"], 2);
+    assert_eq!(values[0]["defined"], false);
+    assert_eq!(values[0]["mapping"]["kind"], "unmapped");
+    let head = values
+        .iter()
+        .find(|value| value["value"] == "Head of Growth")
+        .expect("the seeded title");
+    assert_eq!(head["mapping"]["stage"], "lead");
+    assert_eq!(
+        total(title),
+        total(property(&discovery, "contacts", "lifecyclestage"))
+    );
+}
+
+/// Two live contact ids.
+async fn setup_contacts(crms: &engine_common::Crms) -> Vec<String> {
+    let answer = crms
+        .hubspot
+        .send(
+            crmsync::hubspot::client::Budget::General,
+            http::Method::GET,
+            "/crm/v3/objects/contacts",
+            &[("limit", "2".to_string())],
+            None,
+            "contacts",
+        )
+        .await
+        .unwrap();
+    answer.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|contact| contact["id"].as_str().unwrap().to_string())
+        .collect()
+}

@@ -319,6 +319,26 @@ async fn a_plan_on_postgresql_works_on_temporary_copies_and_leaves_the_database_
         "the plan changed the database"
     );
 
+    // With pg_temp late on the search path the copies would not shadow the real tables:
+    // the plan stops before touching anything.
+    let mut late = config.clone();
+    late.warehouse.url.value = crmsync::config::WarehouseUrl::Postgres(format!(
+        "{}?options=-c%20search_path%3Dpublic%2Cpg_temp",
+        database.url
+    ));
+    let refused = crmsync::engine::open_planner(late).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("does not lead to the plan's private copy"),
+        "{refused}"
+    );
+    assert_eq!(
+        snapshot(&client).await,
+        before,
+        "the refused plan changed the database"
+    );
+
     let sync = engine.sync(SyncOptions::default()).await.unwrap();
     assert_eq!(
         sync.written.values().sum::<u64>(),

@@ -448,11 +448,14 @@ async fn hubspot_archives_are_swept_on_their_cadence_and_none_is_missed_in_betwe
     // An hour on (the checkpoint says the last sweep began two hours ago): the sweep finds
     // the contact archived between the runs.
     let earlier = unswept - jiff::SignedDuration::from_hours(2);
+    // The changes checkpoint is moved past the archive too: only a sweep that starts where
+    // the unswept archives start (not at the changes checkpoint) can find it.
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(10);
     setup
         .sql()
         .execute(
-            "UPDATE checkpoints SET cursor = json_set(cursor, '$.archived_since', ?1) WHERE system = 'hubspot'",
-            [earlier.to_string()],
+            "UPDATE checkpoints SET cursor = json_set(cursor, '$.archived_since', ?1, '$.since', ?2) WHERE system = 'hubspot'",
+            [earlier.to_string(), later.to_string()],
         )
         .unwrap();
     engine.sync(SyncOptions::default()).await.unwrap();
@@ -493,13 +496,13 @@ async fn salesforce_describes_are_kept_between_runs_and_renewed_when_out_of_date
     setup
         .sql()
         .execute(
-            "UPDATE api_cache SET body = json_remove(body, '$.fields.Status') WHERE name = 'describe/Lead'",
+            "UPDATE api_cache SET body = json_remove(body, '$.fields.Status') WHERE name LIKE 'describe/Lead/%'",
             [],
         )
         .unwrap();
     engine.sync(SyncOptions::default()).await.unwrap();
     assert_eq!(describes(), after_first + 1);
-    let kept = setup.strings("SELECT body FROM api_cache WHERE name = 'describe/Lead'");
+    let kept = setup.strings("SELECT body FROM api_cache WHERE name LIKE 'describe/Lead/%'");
     assert!(
         kept[0].contains("\"Status\""),
         "the renewed describe is kept"
@@ -522,14 +525,14 @@ async fn salesforce_describes_are_kept_between_runs_and_renewed_when_out_of_date
     setup
         .sql()
         .execute(
-            "UPDATE api_cache SET body = json_set(body, '$.fields.Region__c', json_extract(body, '$.fields.Title')) WHERE name = 'describe/Lead'",
+            "UPDATE api_cache SET body = json_set(body, '$.fields.Region__c', json_extract(body, '$.fields.Title')) WHERE name LIKE 'describe/Lead/%'",
             [],
         )
         .unwrap();
     setup
         .sql()
         .execute(
-            "UPDATE api_cache SET body = json_set(body, '$.fields.Region__c.name', 'Region__c') WHERE name = 'describe/Lead'",
+            "UPDATE api_cache SET body = json_set(body, '$.fields.Region__c.name', 'Region__c') WHERE name LIKE 'describe/Lead/%'",
             [],
         )
         .unwrap();
@@ -545,7 +548,7 @@ async fn salesforce_describes_are_kept_between_runs_and_renewed_when_out_of_date
         stopped.problems
     );
     assert_eq!(
-        setup.count("SELECT COUNT(*) FROM api_cache WHERE name = 'describe/Lead'"),
+        setup.count("SELECT COUNT(*) FROM api_cache WHERE name LIKE 'describe/Lead/%'"),
         0
     );
     let healed = engine.sync(SyncOptions::default()).await.unwrap();

@@ -334,9 +334,45 @@ async fn apply_refuses_a_plan_made_against_other_crms_and_a_file_that_is_not_a_p
         stderr.contains("made against hubspot at https://api.hubapi.com"),
         "{stderr}"
     );
+    // A plan edited to write a field crmsync never writes: that record is refused, the
+    // rest applied.
+    let address = setup.emulator.info().hubspot_base_url.clone();
+    plan["crms"]["hubspot"] = Value::String(address);
+    let edited = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|change| change["system"] == "hubspot")
+        .unwrap();
+    let edited_id = plan["changes"][edited]["id"].clone();
+    plan["changes"][edited]["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"field": "email", "kind": "field", "from": null, "to": "x@evil.example", "rule": "edited"}));
+    std::fs::write(&plan_path, plan.to_string()).unwrap();
+    let (code, json, stderr) = crmsync(&setup, &["apply", plan_path.to_str().unwrap(), "--json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    let refused = report["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{report}");
+    assert_eq!(refused[0]["id"], edited_id);
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("sets email which"),
+        "{report}"
+    );
+    assert_eq!(
+        report["written"]["hubspot"].as_u64().unwrap()
+            + report["written"]["salesforce"].as_u64().unwrap(),
+        plan["changes"].as_array().unwrap().len() as u64 - 1
+    );
+    let before = written_total(&setup);
+
     std::fs::write(&plan_path, "{\"not\": \"a plan\"}").unwrap();
     let (code, _, stderr) = crmsync(&setup, &["apply", plan_path.to_str().unwrap()]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("not a crmsync plan"), "{stderr}");
-    assert_eq!(written_total(&setup), 0);
+    assert_eq!(written_total(&setup), before);
 }

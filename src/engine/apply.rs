@@ -33,6 +33,9 @@ pub struct ApplyReport {
     pub refused: Vec<Refusal>,
     /// Records the CRM refused (see `dead_letters`).
     pub dead_letters: u64,
+    /// Records not sent because the apply stopped (see `problems`); apply the plan again
+    /// later, or make a new one.
+    pub unsent: u64,
     pub api_calls: PerSystem,
     pub problems: Vec<String>,
     pub seconds: f64,
@@ -121,9 +124,13 @@ impl Engine {
         } else {
             RunStatus::Complete
         };
+        let written: u64 = tally.written.values().sum();
+        let unsent = (plan.changes.len() as u64)
+            .saturating_sub(written + tally.refused.len() as u64 + tally.dead_letters);
         let report = ApplyReport {
             run_id,
             status,
+            unsent,
             planned: plan.changes.len() as u64,
             written: tally.written,
             refused: tally.refused,
@@ -167,17 +174,10 @@ impl Engine {
                 objects.entry(&change.object).or_default().push(change);
             }
             for (object, changes) in objects {
-                let refuse_all = |tally: &mut ApplyTally, reason: &str| {
-                    tally.refused.extend(changes.iter().map(|change| Refusal {
-                        system,
-                        object: object.to_string(),
-                        id: change.id.clone(),
-                        reason: reason.to_string(),
-                    }));
-                };
                 if !self.config.write_back.target(system).enabled.value {
                     refuse_all(
                         tally,
+                        &changes,
                         &format!(
                             "write-back to {system} is off in the configuration ([write_back.{system}] enabled = false)"
                         ),
@@ -187,9 +187,49 @@ impl Engine {
                 if tally.stops.iter().any(|stop| stop.system == system) {
                     refuse_all(
                         tally,
+                        &changes,
                         &format!("not sent: the apply stopped writing to {system}"),
                     );
                     continue;
+                }
+                let target = self.config.write_back.target(system);
+                if target.object.value != object {
+                    refuse_all(
+                        tally,
+                        &changes,
+                        &format!(
+                            "{system} write-back goes to {} in the configuration, not {object}",
+                            target.object.value
+                        ),
+                    );
+                    continue;
+                }
+                // Only what a sync could write: a plan file edited to set other fields is
+                // refused record by record.
+                let writable = self.writable_fields(system);
+                let (changes, foreign): (Vec<&RecordChange>, Vec<&RecordChange>) =
+                    changes.into_iter().partition(|change| {
+                        change
+                            .fields
+                            .iter()
+                            .all(|field| writable.contains(field.field.as_str()))
+                    });
+                for change in foreign {
+                    let fields: Vec<&str> = change
+                        .fields
+                        .iter()
+                        .map(|field| field.field.as_str())
+                        .filter(|field| !writable.contains(*field))
+                        .collect();
+                    tally.refused.push(Refusal {
+                        system,
+                        object: object.to_string(),
+                        id: change.id.clone(),
+                        reason: format!(
+                            "the plan sets {} which crmsync's write-back to {system} {object} does not write (was the plan edited?)",
+                            fields.join(", ")
+                        ),
+                    });
                 }
                 let ids: Vec<String> = changes.iter().map(|change| change.id.clone()).collect();
                 let mut fields: Vec<String> = changes
@@ -211,14 +251,16 @@ impl Engine {
                         });
                         refuse_all(
                             tally,
+                            &changes,
                             "not sent: the records could not be read again to check them",
                         );
                         continue;
                     }
                 };
+                let allow_regression = self.config.reconcile.allow_regression;
                 let mut writes = Vec::new();
                 for change in changes {
-                    match still_as_planned(change, now.get(&change.id)) {
+                    match still_as_planned(change, now.get(&change.id), allow_regression) {
                         Ok(write) => writes.push(write),
                         Err(reason) => tally.refused.push(Refusal {
                             system,
@@ -283,8 +325,22 @@ impl Engine {
     }
 }
 
+/// Refuses every one of `changes`, for `reason`.
+fn refuse_all(tally: &mut ApplyTally, changes: &[&RecordChange], reason: &str) {
+    tally.refused.extend(changes.iter().map(|change| Refusal {
+        system: change.system,
+        object: change.object.clone(),
+        id: change.id.clone(),
+        reason: reason.to_string(),
+    }));
+}
+
 /// The write a planned record needs, if it still is as the plan saw it; else why not.
-fn still_as_planned(change: &RecordChange, now: Option<&SourceRecord>) -> Result<Queued, String> {
+fn still_as_planned(
+    change: &RecordChange,
+    now: Option<&SourceRecord>,
+    allow_regression: bool,
+) -> Result<Queued, String> {
     let system = change.system;
     let Some(now) = now else {
         return Err(format!(
@@ -312,9 +368,11 @@ fn still_as_planned(change: &RecordChange, now: Option<&SourceRecord>) -> Result
             moved.join(", ")
         ));
     }
-    if now.modified_at > change.modified_at {
+    // Equal, not merely not later: a record the plan never saw (another portal or org with
+    // the same record id) is refused too.
+    if now.modified_at != change.modified_at {
         return Err(format!(
-            "changed in {system} since the plan (modified {}, the plan read it as of {}); make a new plan",
+            "changed in {system} since the plan, or not the record the plan was made from (modified {}, the plan read it as of {}); make a new plan",
             now.modified_at, change.modified_at
         ));
     }
@@ -337,7 +395,8 @@ fn still_as_planned(change: &RecordChange, now: Option<&SourceRecord>) -> Result
                 (field.field.clone(), held)
             })
             .collect(),
-        allow_regression: change.allow_regression,
+        // The policy decides, not the file.
+        allow_regression,
     })
 }
 
@@ -362,7 +421,7 @@ impl ApplyReport {
             .collect();
         let _ = writeln!(
             out,
-            "apply {}: {} of {} planned record(s) written{}; {} refused as changed since the plan; {} dead letter(s); run {}.",
+            "apply {}: {} of {} planned record(s) written{}; {} refused; {} dead letter(s); {} not sent; run {}.",
             self.status.as_str(),
             thousands(written),
             thousands(self.planned),
@@ -373,6 +432,7 @@ impl ApplyReport {
             },
             thousands(self.refused.len() as u64),
             thousands(self.dead_letters),
+            thousands(self.unsent),
             self.run_id
         );
         for refusal in self.refused.iter().take(20) {
@@ -436,8 +496,12 @@ mod tests {
 
     #[test]
     fn a_record_as_planned_gets_exactly_the_planned_fields() {
-        let write = still_as_planned(&change(), Some(&record(Some(""), "2026-01-01T00:00:00Z")))
-            .expect("unchanged");
+        let write = still_as_planned(
+            &change(),
+            Some(&record(Some(""), "2026-01-01T00:00:00Z")),
+            false,
+        )
+        .expect("unchanged");
         assert_eq!(write.desired.len(), 1);
         assert_eq!(write.desired["crmsync_stage"], Value::String("mql".into()));
     }
@@ -447,6 +511,7 @@ mod tests {
         let moved = still_as_planned(
             &change(),
             Some(&record(Some("sql"), "2026-01-01T00:00:00Z")),
+            false,
         )
         .err()
         .unwrap();
@@ -454,11 +519,24 @@ mod tests {
             moved.contains("crmsync_stage is now \"sql\" (the plan saw empty)"),
             "{moved}"
         );
-        let later = still_as_planned(&change(), Some(&record(None, "2026-02-01T00:00:00Z")))
-            .err()
-            .unwrap();
+        let later = still_as_planned(
+            &change(),
+            Some(&record(None, "2026-02-01T00:00:00Z")),
+            false,
+        )
+        .err()
+        .unwrap();
         assert!(later.contains("modified 2026-02-01"), "{later}");
-        let gone = still_as_planned(&change(), None).err().unwrap();
+        // An earlier modification is refused too: not the record the plan was made from.
+        let other = still_as_planned(
+            &change(),
+            Some(&record(None, "2025-06-01T00:00:00Z")),
+            false,
+        )
+        .err()
+        .unwrap();
+        assert!(other.contains("not the record the plan was made from"), "{other}");
+        let gone = still_as_planned(&change(), None, false).err().unwrap();
         assert!(gone.contains("no longer in hubspot"), "{gone}");
     }
 }

@@ -168,6 +168,27 @@ impl Engine {
         kinds
     }
 
+    /// The native fields write-back may set on `system`'s target object: the stage fields of
+    /// the reverse mapping, the shared-stage and link fields, the configured fields.
+    pub(super) fn writable_fields(&self, system: System) -> std::collections::HashSet<String> {
+        let target = self.config.write_back.target(system);
+        let mut fields: std::collections::HashSet<String> =
+            self.field_kinds(system).into_keys().collect();
+        if let Some(mapping) = self.mapper.object(system, &target.object.value) {
+            for field in &target.fields {
+                fields.extend(
+                    mapping
+                        .reverse
+                        .fields
+                        .iter()
+                        .filter(|(canonical, _, _)| *canonical == field.value)
+                        .map(|(_, native, _)| native.clone()),
+                );
+            }
+        }
+        fields
+    }
+
     /// API calls made so far, per system.
     pub(super) fn calls(&self) -> BTreeMap<System, u64> {
         let mut calls = BTreeMap::new();
@@ -720,7 +741,7 @@ impl Engine {
         wanted: &[String],
         fresh: bool,
     ) -> Result<(ObjectDescribe, bool), SalesforceError> {
-        let name = format!("describe/{object}");
+        let name = self.describe_cache_name(object);
         if !fresh {
             let kept = match self
                 .warehouse
@@ -755,10 +776,24 @@ impl Engine {
         Ok((describe, false))
     }
 
+    /// The describe's name in `api_cache`: by object, API version and the org's sign-in
+    /// address, so a warehouse pointed at another org (a sandbox) does not reuse it.
+    fn describe_cache_name(&self, object: &str) -> String {
+        let settings = &self.config.salesforce;
+        let user = match &settings.auth {
+            Some(crate::config::SalesforceAuth::JwtBearer { username, .. }) => username.as_str(),
+            _ => "",
+        };
+        format!(
+            "describe/{object}/v{}/{}/{user}",
+            settings.api_version.value, settings.login_url.value
+        )
+    }
+
     async fn forget_describe(&self, object: &str) {
         let forgot = self
             .warehouse
-            .keep_cached(System::Salesforce, format!("describe/{object}"), None)
+            .keep_cached(System::Salesforce, self.describe_cache_name(object), None)
             .await;
         if let Err(error) = forgot {
             tracing::warn!(%object, %error, "cannot forget the kept describe");

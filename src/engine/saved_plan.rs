@@ -57,7 +57,8 @@ pub struct RecordChange {
     /// The CRM's last change to the record when the plan read it: `apply` refuses a record
     /// changed since.
     pub modified_at: Timestamp,
-    /// Whether the policy lets this record's stage move backwards.
+    /// Whether the policy let this record's stage move backwards when the plan was made
+    /// (for the reader: `apply` follows the configuration's policy, not the file).
     #[serde(default)]
     pub allow_regression: bool,
     pub fields: Vec<FieldChange>,
@@ -465,8 +466,15 @@ impl Planner {
                 continue;
             }
             let kinds = engine.field_kinds(system);
-            plan.changes
-                .extend(queued_changes(engine, system, &target.object.value, &kinds).await?);
+            let changes = queued_changes(
+                engine,
+                system,
+                &target.object.value,
+                &kinds,
+                &mut plan.incomplete,
+            )
+            .await?;
+            plan.changes.extend(changes);
         }
         Ok((plan, report))
     }
@@ -478,6 +486,7 @@ async fn queued_changes(
     system: System,
     object: &str,
     kinds: &HashMap<String, FieldKind>,
+    incomplete: &mut Vec<String>,
 ) -> Result<Vec<RecordChange>, EngineError> {
     let warehouse = engine.warehouse();
     let mut changes = Vec::new();
@@ -498,11 +507,19 @@ async fn queued_changes(
             .map(|row| (row.key, row.modified_at))
             .collect();
         for write in queued {
-            let Some(modified_at) = modified.get(&write.key).copied() else {
+            let modified_at = modified.get(&write.key).copied();
+            let wanted = serde_json::from_str::<serde_json::Map<String, Value>>(&write.changes);
+            let (Some(modified_at), Ok(wanted)) = (modified_at, wanted) else {
+                // Cannot happen with a consistent warehouse; said rather than hidden.
+                incomplete.push(format!(
+                    "the write queued for {} could not be read back from the plan's copy of the warehouse; it is not in the plan",
+                    write.key
+                ));
                 continue;
             };
-            let wanted: serde_json::Map<String, Value> =
-                serde_json::from_str(&write.changes).unwrap_or_default();
+            if wanted.is_empty() {
+                continue;
+            }
             let held: serde_json::Map<String, Value> =
                 serde_json::from_str(&write.current).unwrap_or_default();
             let fields = wanted

@@ -98,6 +98,10 @@ pub enum StoreError {
     )]
     Corrupt { at: String, what: String },
     #[error(
+        "on {url}, the name {table} does not lead to the plan's private copy of that table (is pg_temp listed late in search_path, or does a pooler share sessions?) — crmsync plan stops rather than touch the real table; connect it directly to the server with the default search_path"
+    )]
+    ScratchNotPrivate { url: String, table: String },
+    #[error(
         "cannot take the run lock {path}: {source} — check that the warehouse's directory is writable"
     )]
     Lock {

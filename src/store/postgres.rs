@@ -82,8 +82,36 @@ impl PostgresStore {
     ) -> Result<Self, StoreError> {
         let store = Self::open(url, password).await?;
         store.copy_into_temporary_tables().await?;
+        // Before anything runs on them (migrations included), and after.
+        store.check_shadowing(false).await?;
         store.migrate(vocabulary, Tables::Temporary).await?;
+        store.check_shadowing(true).await?;
         Ok(store)
+    }
+
+    /// Makes sure every crmsync table name resolves to this session's temporary copy (it
+    /// would not with `pg_temp` late on the search path), so work on the copy cannot reach
+    /// the real tables. Names that resolve to no table at all pass unless `all` is set
+    /// (before migrating, tables the warehouse lacks have no copy yet).
+    async fn check_shadowing(&self, all: bool) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        for table in std::iter::once("schema_migrations").chain(super::migrations::table_names()) {
+            let resolved = client
+                .query_opt(
+                    "SELECT c.relnamespace = pg_my_temp_schema() FROM pg_class c WHERE c.oid = to_regclass($1)",
+                    &[&table],
+                )
+                .await
+                .map_err(failed(&self.url))?;
+            let temporary: Option<bool> = resolved.map(|row| row.get(0));
+            if temporary == Some(false) || (all && temporary.is_none()) {
+                return Err(StoreError::ScratchNotPrivate {
+                    url: self.url.clone(),
+                    table: table.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn open(url: &str, password: Option<&secrecy::SecretString>) -> Result<Self, StoreError> {
