@@ -535,7 +535,10 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert!(other.contains("not the record the plan was made from"), "{other}");
+        assert!(
+            other.contains("not the record the plan was made from"),
+            "{other}"
+        );
         let gone = still_as_planned(&change(), None, false).err().unwrap();
         assert!(gone.contains("no longer in hubspot"), "{gone}");
     }

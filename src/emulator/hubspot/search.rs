@@ -116,25 +116,25 @@ fn compare(record_value: &str, filter_value: &str) -> Ordering {
 }
 
 /// A value as [`compare`] reads it, worked out once for sorting.
-struct SortValue {
+struct SortValue<'t> {
     instant: Option<Timestamp>,
     has_time: bool,
     number: Option<f64>,
-    lowercase: String,
+    text: &'t str,
 }
 
-impl SortValue {
-    fn of(text: &str) -> Self {
+impl<'t> SortValue<'t> {
+    fn of(text: &'t str) -> Self {
         Self {
             instant: as_instant(text),
             has_time: text.contains('T'),
             number: text.parse::<f64>().ok(),
-            lowercase: text.to_lowercase(),
+            text,
         }
     }
 
     /// The same order as [`compare`] gives the two texts.
-    fn compare(&self, other: &SortValue) -> Ordering {
+    fn compare(&self, other: &SortValue<'_>) -> Ordering {
         if let (Some(a), Some(b)) = (self.instant, other.instant)
             && (self.has_time || other.has_time)
         {
@@ -143,7 +143,7 @@ impl SortValue {
         if let (Some(a), Some(b)) = (self.number, other.number) {
             return a.partial_cmp(&b).unwrap_or(Ordering::Equal);
         }
-        self.lowercase.cmp(&other.lowercase)
+        self.text.to_lowercase().cmp(&other.text.to_lowercase())
     }
 }
 
@@ -397,21 +397,29 @@ fn search_inner(
     // HubSpot promises no order among records with equal sort values. Ties here come in a
     // fixed order that is not id order, so paging is stable but a client that assumes ties
     // arrive by id (and pages on that) fails here as it would against HubSpot.
-    // Each record's sort value is read once, not at every comparison.
-    let mut keyed: Vec<(SortValue, _, &EmulatedRecord)> = found
+    // Each record's sort value is read once, not at every comparison; only the records up
+    // to the end of the requested page are put in order.
+    type Keyed<'r> = (SortValue<'r>, (u64, &'r str), &'r EmulatedRecord);
+    let mut keyed: Vec<Keyed<'_>> = found
         .into_iter()
         .map(|record| {
             let value = SortValue::of(record.properties.text(&sort_property).unwrap_or_default());
             (value, tie_rank(&record.id), record)
         })
         .collect();
-    keyed.sort_by(|(left, left_tie, _), (right, right_tie, _)| {
+    let order = |(left, left_tie, _): &Keyed<'_>, (right, right_tie, _): &Keyed<'_>| {
         let order = left.compare(right);
         let order = if descending { order.reverse() } else { order };
         order.then_with(|| left_tie.cmp(right_tie))
-    });
+    };
+    let total = keyed.len();
+    let page_end = offset.saturating_add(limit);
+    if page_end < keyed.len() {
+        keyed.select_nth_unstable_by(page_end, order);
+        keyed.truncate(page_end);
+    }
+    keyed.sort_by(order);
     let found: Vec<&EmulatedRecord> = keyed.into_iter().map(|(_, _, record)| record).collect();
-    let total = found.len();
     let selection = Selection::new(object, &requested, shared.profile).with_record_urls(object);
     let results: Vec<ObjectView<'_>> = found
         .iter()
