@@ -345,6 +345,25 @@ fn meaning(
     })
 }
 
+/// A value records hold that the CRM does not define (any more).
+fn undefined(
+    vocabulary: &Vocabulary,
+    mapping: &ObjectMapping,
+    property: &str,
+    value: &str,
+    records: u64,
+) -> ValueCoverage {
+    ValueCoverage {
+        mapping: meaning(vocabulary, mapping, property, value),
+        value: value.to_string(),
+        label: None,
+        pipeline: None,
+        active: false,
+        defined: false,
+        records,
+    }
+}
+
 /// Unmapped values first (most records first), the rest in the CRM's order.
 fn ordered(mut values: Vec<ValueCoverage>) -> Vec<ValueCoverage> {
     values.sort_by_key(|value| {
@@ -358,6 +377,18 @@ fn ordered(mut values: Vec<ValueCoverage>) -> Vec<ValueCoverage> {
         )
     });
     values
+}
+
+/// Live records of `object` whose `property` is `value` (one search).
+async fn hubspot_count(
+    reader: &HubspotReader<'_>,
+    object: &str,
+    property: &str,
+    value: &str,
+) -> Result<u64, HubspotReadError> {
+    let filter = json!({"propertyName": property, "operator": "EQ", "value": value});
+    let (total, _) = reader.search_sample(object, vec![filter], &[], 0).await?;
+    Ok(total)
 }
 
 async fn discover_hubspot(
@@ -430,13 +461,7 @@ async fn discover_hubspot(
         };
         let mut values = Vec::new();
         for (value, label, pipeline, active) in defined.iter().cloned() {
-            let (records, _) = reader
-                .search_sample(
-                    object,
-                    vec![json!({"propertyName": property, "operator": "EQ", "value": value})],
-                    &[],
-                    0,
-                )
+            let records = hubspot_count(&reader, object, &property, &value)
                 .await
                 .map_err(search_error)?;
             values.push(ValueCoverage {
@@ -497,24 +522,10 @@ async fn discover_hubspot(
                 break;
             }
             for value in new {
-                let (count, _) = reader
-                    .search_sample(
-                        object,
-                        vec![json!({"propertyName": property, "operator": "EQ", "value": value})],
-                        &[],
-                        0,
-                    )
+                let count = hubspot_count(&reader, object, &property, &value)
                     .await
                     .map_err(search_error)?;
-                values.push(ValueCoverage {
-                    mapping: meaning(vocabulary, mapping, &property, &value),
-                    value: value.clone(),
-                    label: None,
-                    pipeline: None,
-                    active: false,
-                    defined: false,
-                    records: count,
-                });
+                values.push(undefined(vocabulary, mapping, &property, &value, count));
                 known.push(value);
             }
         }
@@ -632,15 +643,7 @@ async fn discover_salesforce(
                     )
                     .await
                     .map_err(query_error)?;
-                values.push(ValueCoverage {
-                    mapping: meaning(vocabulary, mapping, &property, &value),
-                    value: value.clone(),
-                    label: None,
-                    pipeline: None,
-                    active: false,
-                    defined: false,
-                    records,
-                });
+                values.push(undefined(vocabulary, mapping, &property, &value, records));
                 known.push(value);
             }
         }

@@ -99,24 +99,8 @@ impl Engine {
         let run_id = self.warehouse().begin_run(Timestamp::now()).await?;
         let mut tally = ApplyTally::default();
         let outcome = self.apply_changes(run_id, plan, &mut tally).await;
-        let api_calls: PerSystem = self
-            .calls()
-            .into_iter()
-            .map(|(system, after)| {
-                (
-                    system,
-                    after - calls_before.get(&system).copied().unwrap_or(0),
-                )
-            })
-            .collect();
-        let mut problems: Vec<String> = tally
-            .stops
-            .iter()
-            .map(|stop| stop.message.clone())
-            .collect();
-        if let Err(error) = &outcome {
-            problems.push(error.to_string());
-        }
+        let api_calls = self.calls_since(&calls_before);
+        let problems = super::run::problems_of(&tally.stops, outcome.as_ref().err());
         let status = if outcome.is_err() || tally.failed {
             RunStatus::Failed
         } else if !tally.stops.is_empty() || tally.dead_letters > 0 || !tally.refused.is_empty() {

@@ -189,6 +189,19 @@ impl Engine {
         fields
     }
 
+    /// API calls made since `before` (an earlier [`Self::calls`]), per system.
+    pub(super) fn calls_since(&self, before: &BTreeMap<System, u64>) -> BTreeMap<System, u64> {
+        self.calls()
+            .into_iter()
+            .map(|(system, after)| {
+                (
+                    system,
+                    after.saturating_sub(before.get(&system).copied().unwrap_or(0)),
+                )
+            })
+            .collect()
+    }
+
     /// API calls made so far, per system.
     pub(super) fn calls(&self) -> BTreeMap<System, u64> {
         let mut calls = BTreeMap::new();
@@ -238,24 +251,8 @@ impl Engine {
             .steps(run_id, options, write_back, &mut tally)
             .instrument(tracing::info_span!("sync_run", run_id))
             .await;
-        let calls_after = self.calls();
-        let api_calls: BTreeMap<System, u64> = calls_after
-            .iter()
-            .map(|(system, after)| {
-                (
-                    *system,
-                    after - calls_before.get(system).copied().unwrap_or(0),
-                )
-            })
-            .collect();
-        let mut problems: Vec<String> = tally
-            .stops
-            .iter()
-            .map(|stop| stop.message.clone())
-            .collect();
-        if let Err(error) = &outcome {
-            problems.push(error.to_string());
-        }
+        let api_calls = self.calls_since(&calls_before);
+        let problems = problems_of(&tally.stops, outcome.as_ref().err());
         let status = if outcome.is_err() || tally.failed {
             RunStatus::Failed
         } else if !tally.stops.is_empty() || tally.dead_letters > 0 {
@@ -1242,6 +1239,15 @@ impl Engine {
             drift,
         })
     }
+}
+
+/// What went wrong in a run, in words: every stop, then the error that ended it.
+pub(super) fn problems_of(stops: &[StreamStop], error: Option<&EngineError>) -> Vec<String> {
+    stops
+        .iter()
+        .map(|stop| stop.message.clone())
+        .chain(error.map(ToString::to_string))
+        .collect()
 }
 
 /// When a read starts, by the earlier of the CRM's clock (its last answer) and ours.

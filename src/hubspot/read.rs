@@ -251,22 +251,9 @@ impl<'a> HubspotReader<'a> {
         let properties = with_read_properties(object, properties);
         let mut records = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(LIST_PAGE) {
-            let inputs: Vec<Value> = chunk.iter().map(|id| json!({ "id": id })).collect();
-            let answer = self
-                .client
-                .send(
-                    Budget::General,
-                    Method::POST,
-                    &format!("/crm/v3/objects/{object}/batch/read"),
-                    &[],
-                    Some(&json!({"inputs": inputs, "properties": properties})),
-                    object,
-                )
-                .await?;
-            if let Some(results) = answer.body["results"].as_array() {
-                for result in results {
-                    records.push(source_record(object, result.clone())?);
-                }
+            let listed: Vec<Value> = chunk.iter().map(|id| json!({ "id": id })).collect();
+            for result in self.batch_read(object, &listed, &properties).await? {
+                records.push(source_record(object, result)?);
             }
         }
         Ok(records)
