@@ -72,12 +72,24 @@ enum Stage {
     Done,
 }
 
+/// Records handed over per page: a result set (up to `rows_per_set` rows) is downloaded
+/// whole but turned into records a page at a time, so memory holds its text and one page.
+pub const ROWS_PER_PAGE: usize = 2_000;
+
+/// A downloaded result set, read a page at a time.
+struct ResultSet {
+    reader: csv::Reader<std::io::Cursor<Vec<u8>>>,
+    headers: Vec<String>,
+    kinds: Vec<String>,
+}
+
 /// The result sets of one query job, in order.
 pub struct BulkPages<'c> {
     client: &'c SalesforceClient,
     describe: &'c ObjectDescribe,
     settings: BulkSettings,
     stage: Stage,
+    set: Option<ResultSet>,
 }
 
 impl<'c> BulkPages<'c> {
@@ -96,11 +108,29 @@ impl<'c> BulkPages<'c> {
                 soql,
                 include_deleted,
             },
+            set: None,
         }
     }
 
-    /// The next result set's records, or `None` after the last.
+    /// The next page of records (up to [`ROWS_PER_PAGE`]), or `None` after the last.
     pub async fn next(&mut self) -> Result<Option<Vec<Value>>, BulkError> {
+        loop {
+            if let Some(set) = &mut self.set {
+                let page = set.page(self.describe)?;
+                if !page.is_empty() {
+                    return Ok(Some(page));
+                }
+                self.set = None;
+            }
+            match self.next_set().await? {
+                Some(set) => self.set = Some(set),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Downloads the next result set, or `None` after the last.
+    async fn next_set(&mut self) -> Result<Option<ResultSet>, BulkError> {
         if let Stage::Start {
             soql,
             include_deleted,
@@ -144,7 +174,7 @@ impl<'c> BulkPages<'c> {
             },
             None => Stage::Done,
         };
-        records_from_csv(self.describe, &answer.body).map(Some)
+        ResultSet::new(self.describe, answer.body).map(Some)
     }
 
     async fn create(&self, soql: &str, include_deleted: bool) -> Result<String, BulkError> {
@@ -248,37 +278,60 @@ impl<'c> BulkPages<'c> {
 
 /// CSV rows as JSON records typed like the REST API's: booleans and numbers by the field's
 /// type, empty cells as null.
-fn records_from_csv(describe: &ObjectDescribe, csv: &[u8]) -> Result<Vec<Value>, BulkError> {
-    let failed = |what: String| BulkError::Csv {
-        object: describe.name.clone(),
-        what,
-    };
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(csv);
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|error| failed(error.to_string()))?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    let kinds: Vec<&str> = headers
-        .iter()
-        .map(|name| {
-            describe
-                .field(name)
-                .map(|field| field.kind.as_str())
-                .unwrap_or("string")
+impl ResultSet {
+    fn new(describe: &ObjectDescribe, csv: Vec<u8>) -> Result<Self, BulkError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(std::io::Cursor::new(csv));
+        let headers: Vec<String> = reader
+            .headers()
+            .map_err(|error| csv_failure(describe, error))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let kinds = headers
+            .iter()
+            .map(|name| {
+                describe
+                    .field(name)
+                    .map_or("string", |field| field.kind.as_str())
+                    .to_string()
+            })
+            .collect();
+        Ok(Self {
+            reader,
+            headers,
+            kinds,
         })
-        .collect();
-    let mut records = Vec::new();
-    for row in reader.records() {
-        let row = row.map_err(|error| failed(error.to_string()))?;
-        let mut record = Map::with_capacity(headers.len());
-        for ((name, kind), cell) in headers.iter().zip(&kinds).zip(row.iter()) {
-            record.insert(name.clone(), typed(kind, cell));
-        }
-        records.push(Value::Object(record));
     }
-    Ok(records)
+
+    /// Up to [`ROWS_PER_PAGE`] more records; empty when the set is read.
+    fn page(&mut self, describe: &ObjectDescribe) -> Result<Vec<Value>, BulkError> {
+        let mut records = Vec::new();
+        let mut row = csv::StringRecord::new();
+        while records.len() < ROWS_PER_PAGE {
+            let more = self
+                .reader
+                .read_record(&mut row)
+                .map_err(|error| csv_failure(describe, error))?;
+            if !more {
+                break;
+            }
+            let mut record = Map::with_capacity(self.headers.len());
+            for ((name, kind), cell) in self.headers.iter().zip(&self.kinds).zip(row.iter()) {
+                record.insert(name.clone(), typed(kind, cell));
+            }
+            records.push(Value::Object(record));
+        }
+        Ok(records)
+    }
+}
+
+fn csv_failure(describe: &ObjectDescribe, error: csv::Error) -> BulkError {
+    BulkError::Csv {
+        object: describe.name.clone(),
+        what: error.to_string(),
+    }
 }
 
 fn typed(kind: &str, cell: &str) -> Value {
@@ -351,7 +404,9 @@ mod tests {
             .collect(),
         };
         let csv = "\"Id\",\"IsConverted\",\"AnnualRevenue\",\"NumberOfEmployees\",\"LastName\",\"SystemModstamp\"\n\"00Q1\",\"true\",\"1500000.5\",\"40\",\"O'Brien, \"\"Jr\"\"\",\"2024-05-07T22:07:19.000Z\"\n\"00Q2\",\"false\",\"\",\"\",\"line\nbreak\",\"2024-05-07T22:07:19.000+0000\"\n";
-        let records = records_from_csv(&describe, csv.as_bytes()).expect("csv");
+        let mut set = ResultSet::new(&describe, csv.as_bytes().to_vec()).expect("csv");
+        let records = set.page(&describe).expect("rows");
+        assert!(set.page(&describe).expect("end").is_empty());
         assert_eq!(
             records,
             [
@@ -359,5 +414,16 @@ mod tests {
                 json!({"Id": "00Q2", "IsConverted": false, "AnnualRevenue": null, "NumberOfEmployees": null, "LastName": "line\nbreak", "SystemModstamp": "2024-05-07T22:07:19.000+0000"}),
             ]
         );
+        // A large set is handed over a page at a time.
+        let mut big = String::from("\"Id\",\"LastName\"\n");
+        for row in 0..(ROWS_PER_PAGE + 5) {
+            big.push_str(&format!("\"00Q{row}\",\"L{row}\"\n"));
+        }
+        let mut set = ResultSet::new(&describe, big.into_bytes()).expect("csv");
+        assert_eq!(set.page(&describe).expect("rows").len(), ROWS_PER_PAGE);
+        let rest = set.page(&describe).expect("rows");
+        assert_eq!(rest.len(), 5);
+        assert_eq!(rest[4]["Id"], format!("00Q{}", ROWS_PER_PAGE + 4));
+        assert!(set.page(&describe).expect("end").is_empty());
     }
 }
