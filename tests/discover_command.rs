@@ -2,28 +2,20 @@
 
 mod engine_common;
 
-use std::process::Command;
-
 use engine_common::Setup;
 use serde_json::Value;
 
 fn discover(setup: &Setup, json: bool) -> (Option<i32>, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crmsync"));
+    let args: &[&str] = if json {
+        &["discover", "--json"]
+    } else {
+        &["discover"]
+    };
     // The emulator's limits are off; the client's own pacing of HubSpot search (5 a
     // second, as HubSpot allows) would only slow the test down.
-    command
-        .env("CRMSYNC_HUBSPOT_RATE_LIMIT_SEARCH_PER_SECOND", "100")
-        .arg("discover")
-        .arg("--config")
-        .arg(&setup.config_path);
-    if json {
-        command.arg("--json");
-    }
-    let output = command.output().expect("crmsync runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+    setup.crmsync(
+        args,
+        &[("CRMSYNC_HUBSPOT_RATE_LIMIT_SEARCH_PER_SECOND", "100")],
     )
 }
 

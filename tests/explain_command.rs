@@ -2,24 +2,14 @@
 
 mod engine_common;
 
-use std::process::Command;
-
 use crmsync::engine::SyncOptions;
 use engine_common::Setup;
 
 fn explain(setup: &Setup, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_crmsync"))
-        .arg("explain")
-        .args(args)
-        .arg("--config")
-        .arg(&setup.config_path)
-        .output()
-        .expect("crmsync runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let args: Vec<&str> = std::iter::once("explain")
+        .chain(args.iter().copied())
+        .collect();
+    setup.crmsync(&args, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,24 +4,13 @@
 mod engine_common;
 
 use std::path::Path;
-use std::process::Command;
 
 use crmsync::engine::SyncOptions;
 use engine_common::Setup;
 use serde_json::Value;
 
 fn crmsync(setup: &Setup, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_crmsync"))
-        .args(args)
-        .arg("--config")
-        .arg(&setup.config_path)
-        .output()
-        .expect("crmsync runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    setup.crmsync(args, &[])
 }
 
 fn written_total(setup: &Setup) -> u64 {

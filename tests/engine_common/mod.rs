@@ -65,6 +65,23 @@ impl Setup {
             .expect("engine opens")
     }
 
+    /// Runs the `crmsync` binary with `args` and this setup's config, with `env` set:
+    /// (exit code, stdout, stderr).
+    pub fn crmsync(&self, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_crmsync"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .envs(env.iter().copied())
+            .output()
+            .expect("crmsync runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
     pub fn warehouse_path(&self) -> PathBuf {
         self.dir.path().join("crmsync.db")
     }
