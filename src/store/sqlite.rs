@@ -9,8 +9,14 @@ use super::StoreError;
 use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names, timestamp_type};
 use crate::vocabulary::Vocabulary;
 
+/// How often the checkpointer copies what the write-ahead log holds into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// An open SQLite warehouse at the current schema version.
 pub struct SqliteStore {
+    /// Declared first so it stops before the connection closes (the last connection to close
+    /// checkpoints the log and removes it).
+    _checkpointer: Option<Checkpointer>,
     pub(super) connection: Connection,
     pub(super) path: PathBuf,
 }
@@ -32,13 +38,18 @@ impl SqliteStore {
             source,
         };
         let connection = Connection::open(path).map_err(open_error)?;
+        // Commits only append to the write-ahead log; copying it into the database file is
+        // the checkpointer's work, on its own connection and thread, so a long sync's writes
+        // do not stop for it.
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
-                 PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+                 PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
             )
             .map_err(open_error)?;
+        let checkpointer = Checkpointer::start(path).map_err(open_error)?;
         let mut store = Self {
+            _checkpointer: Some(checkpointer),
             connection,
             path: path.to_path_buf(),
         };
@@ -78,6 +89,14 @@ impl SqliteStore {
                 .map_err(query_error)?;
         }
         Self::open(target, vocabulary)
+    }
+
+    /// Copies the whole write-ahead log into the database file now (what the checkpointer
+    /// does in the background), waiting for readers if it must.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.connection
+            .execute_batch("PRAGMA wal_checkpoint(FULL)")
+            .map_err(|source| self.query_error(source))
     }
 
     pub(super) fn query_error(&self, source: rusqlite::Error) -> StoreError {
@@ -211,5 +230,51 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A thread with its own connection that checkpoints the write-ahead log every
+/// [`CHECKPOINT_EVERY`] without blocking the writer (`PASSIVE`): it copies what no reader
+/// still needs, and the writer starts the log over once all of it is copied.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self, rusqlite::Error> {
+        let connection = Connection::open(path)?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let shown = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+                    {
+                        // The log keeps everything until a later checkpoint succeeds.
+                        tracing::warn!(warehouse = %shown, %error, "checkpoint of the write-ahead log failed");
+                    }
+                }
+            })
+            .map_err(|error| {
+                rusqlite::Error::ToSqlConversionFailure(Box::new(error))
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
