@@ -4,6 +4,7 @@
 //! at any moment re-reads at most the pages after the last stored one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -21,6 +22,8 @@ pub(super) const CHANNEL_DEPTH: usize = 4;
 /// Records held before they are stored even without a checkpoint (Bulk API reads say where
 /// to resume only at their end).
 const FLUSH_RECORDS: usize = 2_000;
+/// Pages read are stored together, with the newest checkpoint, until this long has passed.
+const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One object of one CRM, as the run reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +43,7 @@ impl std::fmt::Display for Stream {
 pub(super) async fn consume<R, F>(
     stream: &Stream,
     run_id: i64,
-    mapper: &Mapper,
+    mapper: &Arc<Mapper>,
     warehouse: &Warehouse,
     progress: &dyn super::progress::Progress,
     mut events: mpsc::Receiver<ReadEvent<R>>,
@@ -51,14 +54,37 @@ where
 {
     let mut outcome = StreamOutcome::default();
     let mut page = PageWrite::default();
+    let mut last_store = std::time::Instant::now();
     while let Some(event) = events.recv().await {
         match event {
             ReadEvent::Records(records) => {
                 outcome.read += records.len() as u64;
                 progress.read(stream, outcome.read);
-                for record in records {
-                    normalize_into(mapper, record, &mut page, &mut outcome);
-                }
+                // Mapping is CPU work: done on the blocking pool, so the reads of the other
+                // streams go on meanwhile.
+                let worker_mapper = Arc::clone(mapper);
+                let normalized = tokio::task::spawn_blocking(move || {
+                    let mut part = PageWrite::default();
+                    let mut rejected_values = 0;
+                    for record in records {
+                        normalize_into(&worker_mapper, record, &mut part, &mut rejected_values);
+                    }
+                    (part, rejected_values)
+                })
+                .await;
+                let (part, rejected_values) = match normalized {
+                    Ok(normalized) => normalized,
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    Err(error) => {
+                        return Err(EngineError::Worker {
+                            stream: stream.to_string(),
+                            reason: error.to_string(),
+                        });
+                    }
+                };
+                page.records.extend(part.records);
+                page.dead_letters.extend(part.dead_letters);
+                outcome.rejected_values += rejected_values;
                 if page.records.len() >= FLUSH_RECORDS {
                     store(stream, run_id, warehouse, &mut page, &mut outcome).await?;
                 }
@@ -70,7 +96,10 @@ where
             ReadEvent::Merged(merges) => page.merges.extend(merges),
             ReadEvent::Progress(point) => {
                 page.checkpoint = Some(to_cursor(point).to_json());
-                store(stream, run_id, warehouse, &mut page, &mut outcome).await?;
+                if page.records.len() >= FLUSH_RECORDS || last_store.elapsed() >= FLUSH_AFTER {
+                    store(stream, run_id, warehouse, &mut page, &mut outcome).await?;
+                    last_store = std::time::Instant::now();
+                }
             }
         }
     }
@@ -111,12 +140,13 @@ pub(super) async fn store(
     Ok(())
 }
 
-/// Maps one record and adds it (and any dead letter it earns) to the page.
+/// Maps one record and adds it (and any dead letter it earns) to the page; counts a stage
+/// value the mapping rejects in `rejected_values`.
 fn normalize_into(
     mapper: &Mapper,
     record: SourceRecord,
     page: &mut PageWrite,
-    outcome: &mut StreamOutcome,
+    rejected_values: &mut u64,
 ) {
     let key = RecordKey::new(record.system, record.object.clone(), record.id.clone());
     let properties = sorted_json(&record);
@@ -161,7 +191,7 @@ fn normalize_into(
                 payload: None,
             });
             if matches!(normalized.stage, StageOutcome::Rejected { .. }) {
-                outcome.rejected_values += 1;
+                *rejected_values += 1;
             }
             (None, Some(unknown.value.clone()), None)
         }

@@ -56,6 +56,8 @@ pub enum EngineError {
         planned: String,
         configured: String,
     },
+    #[error("the worker normalizing {stream} stopped: {reason}")]
+    Worker { stream: String, reason: String },
 }
 
 /// How one stream's read went.
