@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::WriteTarget;
 use crate::mapping::{ObjectMapping, RuleAction, StageWrite};
-use crate::record::{Properties, SourceRecord, System, value_text};
+use crate::record::{System, value_text};
 use crate::store::model::{MemberRow, PendingWrite};
 use crate::vocabulary::{StageId, Vocabulary};
 
@@ -23,14 +23,14 @@ pub struct FieldWrite {
 }
 
 /// What the person's unified view asks of one system.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Wanted<'a> {
     pub stage: Option<StageId>,
     pub stage_reason: &'a str,
     /// The other system's record id, for the link field.
     pub link: Option<String>,
     /// Canonical field -> (value, rule).
-    pub fields: BTreeMap<String, (Value, String)>,
+    pub fields: &'a BTreeMap<String, (Value, String)>,
     pub allow_regression: bool,
 }
 
@@ -57,12 +57,11 @@ pub fn plan_record(
     wanted: &Wanted<'_>,
 ) -> RecordPlan {
     let mut plan = RecordPlan::default();
-    let source = as_source(record);
     if !mapping
         .reverse
         .requires
         .iter()
-        .all(|condition| condition.holds(&source))
+        .all(|condition| condition.holds_for(record.properties.get(&condition.property)))
     {
         // Records the reverse mapping excludes (converted leads) are never written.
         return plan;
@@ -212,21 +211,6 @@ pub fn same_value(held: &Value, wanted: &Value) -> bool {
     let held = value_text(held);
     let wanted = value_text(wanted);
     held == wanted
-}
-
-/// The stored record as the mapping's conditions read it.
-pub fn as_source(record: &MemberRow) -> SourceRecord {
-    let mut properties = Properties::default();
-    for (name, value) in &record.properties {
-        properties.insert(name.clone(), value.clone());
-    }
-    SourceRecord {
-        system: record.key.system,
-        object: record.key.object.clone(),
-        id: record.key.id.clone(),
-        modified_at: record.modified_at,
-        properties,
-    }
 }
 
 /// The hash the write ledger keeps of a native value.

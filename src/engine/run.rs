@@ -847,14 +847,15 @@ impl Engine {
                 return Ok(());
             }
             let clock = std::time::Instant::now();
-            let commit = self.reconcile_chunk(&chunk, tally).await?;
+            let records = chunk.len();
+            let commit = self.reconcile_chunk(chunk, tally).await?;
             self.progress.reconciled(tally.reconciled);
             let decided = clock.elapsed();
             self.warehouse
                 .commit_reconcile(run_id, Timestamp::now(), commit)
                 .await?;
             tracing::debug!(
-                records = chunk.len(),
+                records,
                 decide_ms = decided.as_millis() as u64,
                 commit_ms = (clock.elapsed() - decided).as_millis() as u64,
                 "reconciled a chunk"
@@ -870,12 +871,12 @@ impl Engine {
 
     async fn reconcile_chunk(
         &self,
-        chunk: &[MemberRow],
+        chunk: Vec<MemberRow>,
         tally: &mut Tally,
     ) -> Result<ReconcileCommit, EngineError> {
         let clock = std::time::Instant::now();
         let resolution =
-            identity::resolve(&self.warehouse, chunk, |key| self.is_person(key)).await?;
+            identity::resolve(&self.warehouse, &chunk, |key| self.is_person(key)).await?;
         let resolved = clock.elapsed();
         let absorbed: Vec<String> = resolution
             .merges
@@ -898,9 +899,8 @@ impl Engine {
             };
             members.insert(row.key.clone(), row);
         }
-        for row in chunk {
+        for mut row in chunk {
             if let Some(person) = assigned.get(&row.key) {
-                let mut row = row.clone();
                 row.unified_id = (*person).clone();
                 members.insert(row.key.clone(), row);
             }
@@ -1185,7 +1185,7 @@ impl Engine {
                 stage: decision.stage,
                 stage_reason: &decision.reason,
                 link,
-                fields: fields.clone(),
+                fields: &fields,
                 allow_regression: policy.allow_regression,
             };
             for record in live

@@ -58,8 +58,13 @@ pub struct Condition {
 
 impl Condition {
     pub fn holds(&self, record: &SourceRecord) -> bool {
-        record
-            .property_text(&self.property)
+        self.holds_for(record.properties.get(&self.property))
+    }
+
+    /// Whether the condition holds for this value of its property (`None`: absent).
+    pub fn holds_for(&self, value: Option<&serde_json::Value>) -> bool {
+        value
+            .and_then(crate::record::value_text)
             .is_some_and(|text| self.values.iter().any(|value| *value == *text))
     }
 }
