@@ -254,22 +254,23 @@ impl Engine {
                         }),
                     }
                 }
-                let sink = writeback::Sink {
-                    progress: self.progress.as_ref(),
-                    written: &mut tally.written,
-                    dead_letters: &mut tally.dead_letters,
-                    regressions_refused: &mut tally.regressions_refused,
-                    stops: &mut tally.stops,
-                    failed: &mut tally.failed,
-                };
-                writeback::write_given(
+                let mut sink = writeback::Sink::new(self.progress.as_ref());
+                let result = writeback::write_given(
                     self.writeback_context(system),
                     object.to_string(),
                     writes,
                     run_id,
-                    sink,
+                    &mut sink,
                 )
-                .await?;
+                .await;
+                tally.failed |= sink.add_to(
+                    system,
+                    &mut tally.written,
+                    &mut tally.dead_letters,
+                    &mut tally.regressions_refused,
+                    &mut tally.stops,
+                );
+                result?;
             }
         }
         Ok(())

@@ -89,6 +89,19 @@ struct Tally {
     failed: bool,
 }
 
+impl Tally {
+    /// Adds what one system's write-back did.
+    fn take_write_back(&mut self, system: System, sink: writeback::Sink<'_>) {
+        self.failed |= sink.add_to(
+            system,
+            &mut self.written,
+            &mut self.dead_letters,
+            &mut self.regressions_refused,
+            &mut self.stops,
+        );
+    }
+}
+
 impl Engine {
     /// Connects the enabled CRMs of `config`.
     pub fn connect(
@@ -332,6 +345,8 @@ impl Engine {
             return Ok(());
         }
         let phase = std::time::Instant::now();
+        // Each system is written at once with the other: their API budgets are their own.
+        let mut write_backs = Vec::new();
         for system in System::ALL {
             // A system whose read stopped (budget or failure) is not written to: its stored
             // values may be stale, and writing from them could undo edits made since.
@@ -340,12 +355,22 @@ impl Engine {
                 tracing::warn!(%system, "no write-back: this run's read of it stopped");
                 continue;
             }
-            writeback::write_back(
-                self.writeback_context(system),
-                run_id,
-                tally_sink(tally, self.progress.as_ref()),
-            )
-            .await?;
+            write_backs.push(async move {
+                let mut sink = writeback::Sink::new(self.progress.as_ref());
+                let result =
+                    writeback::write_back(self.writeback_context(system), run_id, &mut sink).await;
+                (system, sink, result)
+            });
+        }
+        let mut first_error = None;
+        for (system, sink, result) in futures_util::future::join_all(write_backs).await {
+            tally.take_write_back(system, sink);
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
         }
         tally
             .phases
@@ -1294,18 +1319,4 @@ fn is_salesforce_budget(error: &SalesforceError) -> bool {
         error,
         SalesforceError::DailyLimit { .. } | SalesforceError::Reserve { .. }
     )
-}
-
-fn tally_sink<'a>(
-    tally: &'a mut Tally,
-    progress: &'a dyn super::progress::Progress,
-) -> writeback::Sink<'a> {
-    writeback::Sink {
-        progress,
-        written: &mut tally.written,
-        dead_letters: &mut tally.dead_letters,
-        regressions_refused: &mut tally.regressions_refused,
-        stops: &mut tally.stops,
-        failed: &mut tally.failed,
-    }
 }

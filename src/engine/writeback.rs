@@ -36,14 +36,44 @@ pub(super) struct Context<'a> {
     pub salesforce: Option<&'a SalesforceClient>,
 }
 
-/// Where a write-back reports.
+/// What one system's write-back did, gathered as it goes (each system's write-back has its
+/// own, so both can run at once).
 pub(super) struct Sink<'a> {
     pub progress: &'a dyn super::progress::Progress,
-    pub written: &'a mut BTreeMap<System, u64>,
-    pub dead_letters: &'a mut u64,
-    pub regressions_refused: &'a mut u64,
-    pub stops: &'a mut Vec<StreamStop>,
-    pub failed: &'a mut bool,
+    pub written: u64,
+    pub dead_letters: u64,
+    pub regressions_refused: u64,
+    pub stops: Vec<StreamStop>,
+    pub failed: bool,
+}
+
+impl<'a> Sink<'a> {
+    pub fn new(progress: &'a dyn super::progress::Progress) -> Self {
+        Self {
+            progress,
+            written: 0,
+            dead_letters: 0,
+            regressions_refused: 0,
+            stops: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// Adds what this write-back of `system` did to a run's counts.
+    pub fn add_to(
+        self,
+        system: System,
+        written: &mut super::PerSystem,
+        dead_letters: &mut u64,
+        regressions_refused: &mut u64,
+        stops: &mut Vec<StreamStop>,
+    ) -> bool {
+        *written.entry(system).or_default() += self.written;
+        *dead_letters += self.dead_letters;
+        *regressions_refused += self.regressions_refused;
+        stops.extend(self.stops);
+        self.failed
+    }
 }
 
 /// A write to send: from the queue, or from a saved plan.
@@ -126,7 +156,7 @@ fn decode(write: &PendingWrite) -> Queued {
 pub(super) async fn write_back(
     context: Context<'_>,
     run_id: i64,
-    sink: Sink<'_>,
+    sink: &mut Sink<'_>,
 ) -> Result<(), EngineError> {
     if !context.target.enabled.value {
         return Ok(());
@@ -149,7 +179,7 @@ pub(super) async fn write_given(
     object: String,
     writes: Vec<Queued>,
     run_id: i64,
-    sink: Sink<'_>,
+    sink: &mut Sink<'_>,
 ) -> Result<(), EngineError> {
     send_all(
         context,
@@ -166,7 +196,7 @@ async fn send_all(
     object: String,
     batches: Batches,
     run_id: i64,
-    sink: Sink<'_>,
+    sink: &mut Sink<'_>,
 ) -> Result<(), EngineError> {
     if batches
         .is_empty(context.warehouse, context.system, &object)
@@ -244,7 +274,7 @@ async fn write_rounds<F, Fut>(
     object: &str,
     mut batches: Batches,
     run_id: i64,
-    sink: Sink<'_>,
+    sink: &mut Sink<'_>,
     send: F,
 ) -> Result<(), EngineError>
 where
@@ -269,15 +299,14 @@ where
         if !batches.settles_queue() {
             outcome.done.settled.clear();
         }
-        let written = sink.written.entry(system).or_default();
-        *written += outcome.written;
-        sink.progress.written(system, *written);
-        *sink.dead_letters += outcome.done.dead_letters.len() as u64;
-        *sink.regressions_refused += outcome.refused_regressions;
+        sink.written += outcome.written;
+        sink.progress.written(system, sink.written);
+        sink.dead_letters += outcome.done.dead_letters.len() as u64;
+        sink.regressions_refused += outcome.refused_regressions;
         warehouse.commit_writes(run_id, outcome.done).await?;
         if let Some(stop) = outcome.stop {
             if !stop.budget {
-                *sink.failed = true;
+                sink.failed = true;
             }
             sink.stops.push(stop);
             return Ok(());
@@ -463,13 +492,13 @@ async fn send_salesforce(
     }
 }
 
-fn stop_hubspot(sink: Sink<'_>, object: &str, error: &HubspotError) {
+fn stop_hubspot(sink: &mut Sink<'_>, object: &str, error: &HubspotError) {
     let budget = matches!(
         error,
         HubspotError::DailyLimit { .. } | HubspotError::DailyReserve { .. }
     );
     if !budget {
-        *sink.failed = true;
+        sink.failed = true;
     }
     sink.stops.push(StreamStop {
         system: System::Hubspot,
@@ -478,13 +507,13 @@ fn stop_hubspot(sink: Sink<'_>, object: &str, error: &HubspotError) {
     });
 }
 
-fn stop_salesforce(sink: Sink<'_>, object: &str, error: &SalesforceError) {
+fn stop_salesforce(sink: &mut Sink<'_>, object: &str, error: &SalesforceError) {
     let budget = matches!(
         error,
         SalesforceError::DailyLimit { .. } | SalesforceError::Reserve { .. }
     );
     if !budget {
-        *sink.failed = true;
+        sink.failed = true;
     }
     sink.stops.push(StreamStop {
         system: System::Salesforce,
