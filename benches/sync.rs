@@ -30,7 +30,7 @@ fn sync(config: &Path) -> Value {
         .args(["sync", "--json", "--config"])
         .arg(config)
         // The emulator enforces no limits; neither does crmsync here.
-        .env("CRMSYNC_HUBSPOT_RATE_LIMIT_REQUESTS_PER_10S", "1000")
+        .env("CRMSYNC_HUBSPOT_RATE_LIMIT_REQUESTS_PER_10S", "100000")
         .env("CRMSYNC_HUBSPOT_RATE_LIMIT_SEARCH_PER_SECOND", "100")
         .env("CRMSYNC_SALESFORCE_REQUESTS_PER_SECOND", "1000")
         .env("CRMSYNC_SALESFORCE_MAX_CONCURRENT_REQUESTS", "25")

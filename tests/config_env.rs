@@ -91,6 +91,20 @@ fn bad_environment_values_are_located_at_the_variable() {
 }
 
 #[test]
+fn hubspot_pacing_goes_up_to_an_emulator_without_limits_and_no_further() {
+    let (config, problems) = parse(&[("CRMSYNC_HUBSPOT_RATE_LIMIT_REQUESTS_PER_10S", "100000")]);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(config.hubspot.rate_limit.requests_per_10s, 100_000);
+    let (_, problems) = parse(&[("CRMSYNC_HUBSPOT_RATE_LIMIT_REQUESTS_PER_10S", "100001")]);
+    assert_eq!(
+        problems,
+        [
+            "env CRMSYNC_HUBSPOT_RATE_LIMIT_REQUESTS_PER_10S: `hubspot.rate_limit.requests_per_10s` must be between 1 and 100000, found 100001 — use a value from 1 to 100000"
+        ]
+    );
+}
+
+#[test]
 fn crmsync_config_names_the_file() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("temp dir");

@@ -545,7 +545,7 @@ impl<'e> Settings<'e> {
                 requests_per_10s: self.bounded(
                     rate,
                     "requests_per_10s",
-                    1..=1000,
+                    1..=100_000,
                     i64::from(tier.requests_per_10s()),
                 ) as u32,
                 search_per_second: self.bounded(rate, "search_per_second", 1..=100, 5) as u32,
