@@ -115,35 +115,63 @@ fn compare(record_value: &str, filter_value: &str) -> Ordering {
         .cmp(&filter_value.to_lowercase())
 }
 
-/// A value as [`compare`] reads it, worked out once for sorting.
-struct SortValue<'t> {
-    instant: Option<Timestamp>,
-    has_time: bool,
-    number: Option<f64>,
-    text: &'t str,
+/// How a sort property's values are ordered: by the property's type, as HubSpot orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortKind {
+    Instant,
+    Number,
+    Text,
 }
 
-impl<'t> SortValue<'t> {
-    fn of(text: &'t str) -> Self {
-        Self {
-            instant: as_instant(text),
-            has_time: text.contains('T'),
-            number: text.parse::<f64>().ok(),
-            text,
+impl SortKind {
+    /// The order of a property of this definition type (`datetime`, `number`, ...).
+    fn of(kind: Option<&str>) -> Self {
+        match kind {
+            Some("datetime" | "date") => Self::Instant,
+            Some("number") => Self::Number,
+            _ => Self::Text,
         }
     }
+}
 
-    /// The same order as [`compare`] gives the two texts.
-    fn compare(&self, other: &SortValue<'_>) -> Ordering {
-        if let (Some(a), Some(b)) = (self.instant, other.instant)
-            && (self.has_time || other.has_time)
-        {
-            return a.cmp(&b);
+/// A record's value of the sort property, read once. Every value of one sort is read the same
+/// way, so the order is total (a sort may rely on it): values that do not read as the
+/// property's type, empty ones included, come first, by text ignoring case; the rest by value.
+#[derive(Debug, Clone, PartialEq)]
+enum SortValue {
+    Unread(String),
+    Instant(Timestamp),
+    Number(f64),
+}
+
+impl SortValue {
+    fn of(kind: SortKind, text: &str) -> Self {
+        let read = match kind {
+            SortKind::Instant => as_instant(text)
+                .or_else(|| {
+                    let date = text.parse::<jiff::civil::Date>().ok()?;
+                    date.to_zoned(jiff::tz::TimeZone::UTC)
+                        .ok()
+                        .map(|day| day.timestamp())
+                })
+                .map(SortValue::Instant),
+            SortKind::Number => text.trim().parse::<f64>().ok().map(SortValue::Number),
+            SortKind::Text => None,
+        };
+        read.unwrap_or_else(|| SortValue::Unread(text.to_lowercase()))
+    }
+
+    fn compare(&self, other: &SortValue) -> Ordering {
+        match (self, other) {
+            (SortValue::Unread(a), SortValue::Unread(b)) => a.cmp(b),
+            (SortValue::Unread(_), _) => Ordering::Less,
+            (_, SortValue::Unread(_)) => Ordering::Greater,
+            (SortValue::Instant(a), SortValue::Instant(b)) => a.cmp(b),
+            (SortValue::Number(a), SortValue::Number(b)) => a.total_cmp(b),
+            // One sort reads every value as one kind; these never meet.
+            (SortValue::Instant(_), SortValue::Number(_)) => Ordering::Less,
+            (SortValue::Number(_), SortValue::Instant(_)) => Ordering::Greater,
         }
-        if let (Some(a), Some(b)) = (self.number, other.number) {
-            return a.partial_cmp(&b).unwrap_or(Ordering::Equal);
-        }
-        self.text.to_lowercase().cmp(&other.text.to_lowercase())
     }
 }
 
@@ -358,6 +386,12 @@ fn search_inner(
         };
 
     let definitions = catalog::properties(object, shared.profile);
+    let sort_kind = SortKind::of(
+        definitions
+            .iter()
+            .find(|definition| definition.name == sort_property)
+            .map(|definition| definition.kind),
+    );
     let enumerations: Vec<&str> = definitions
         .iter()
         .filter(|definition| definition.kind == "enumeration")
@@ -399,11 +433,14 @@ fn search_inner(
     // arrive by id (and pages on that) fails here as it would against HubSpot.
     // Each record's sort value is read once, not at every comparison; only the records up
     // to the end of the requested page are put in order.
-    type Keyed<'r> = (SortValue<'r>, (u64, &'r str), &'r EmulatedRecord);
+    type Keyed<'r> = (SortValue, (u64, &'r str), &'r EmulatedRecord);
     let mut keyed: Vec<Keyed<'_>> = found
         .into_iter()
         .map(|record| {
-            let value = SortValue::of(record.properties.text(&sort_property).unwrap_or_default());
+            let value = SortValue::of(
+                sort_kind,
+                record.properties.text(&sort_property).unwrap_or_default(),
+            );
             (value, tie_rank(&record.id), record)
         })
         .collect();
@@ -442,7 +479,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sort_values_order_exactly_as_pairwise_comparison_does() {
+    fn sort_values_are_a_total_order_by_the_property_type() {
         let samples = [
             "",
             "1714566896789",
@@ -452,36 +489,50 @@ mod tests {
             "42",
             "4.5",
             "-3",
+            "NaN",
             "Zoë",
             "apple",
             "Apple",
             "T-Rex",
         ];
-        for left in samples {
-            for right in samples {
-                assert_eq!(
-                    SortValue::of(left).compare(&SortValue::of(right)),
-                    compare(left, right),
-                    "{left:?} vs {right:?}"
-                );
+        for kind in [SortKind::Instant, SortKind::Number, SortKind::Text] {
+            let values: Vec<SortValue> = samples
+                .iter()
+                .map(|text| SortValue::of(kind, text))
+                .collect();
+            for a in &values {
+                assert_eq!(a.compare(a), Ordering::Equal, "{kind:?} {a:?}");
+                for b in &values {
+                    assert_eq!(a.compare(b), b.compare(a).reverse(), "{kind:?} {a:?} {b:?}");
+                    for c in &values {
+                        if a.compare(b) != Ordering::Greater && b.compare(c) != Ordering::Greater {
+                            assert_ne!(
+                                a.compare(c),
+                                Ordering::Greater,
+                                "{kind:?} {a:?} {b:?} {c:?}"
+                            );
+                        }
+                    }
+                }
             }
         }
-    }
-
-    #[test]
-    fn dates_compare_as_instants_in_either_notation() {
+        let order = |kind, a, b| SortValue::of(kind, a).compare(&SortValue::of(kind, b));
+        assert_eq!(order(SortKind::Number, "10", "9"), Ordering::Greater);
+        assert_eq!(order(SortKind::Text, "10", "9"), Ordering::Less);
+        assert_eq!(order(SortKind::Number, "", "-3"), Ordering::Less);
         assert_eq!(
-            compare("2024-05-01T12:00:00.000Z", "1714564800000"),
+            order(
+                SortKind::Instant,
+                "2024-05-01T12:34:56.789Z",
+                "1714566896789"
+            ),
             Ordering::Equal
         );
         assert_eq!(
-            compare("2024-05-01T12:00:00.001Z", "1714564800000"),
-            Ordering::Greater
+            order(SortKind::Instant, "2023-01-01", "2024-05-01T12:34:56Z"),
+            Ordering::Less
         );
-        assert_eq!(compare("1001", "999"), Ordering::Greater);
-        assert_eq!(
-            compare("Ann@Example.com", "ann@example.com"),
-            Ordering::Equal
-        );
+        assert_eq!(order(SortKind::Text, "apple", "Apple"), Ordering::Equal);
+        assert_eq!(order(SortKind::Text, "apple", "T-Rex"), Ordering::Less);
     }
 }
