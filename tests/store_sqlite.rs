@@ -180,3 +180,48 @@ fn a_version_one_warehouse_is_upgraded_in_place_keeping_its_records() {
             .contains(&"unified_id".to_string())
     );
 }
+
+/// The size of the write-ahead log file (0 when there is none).
+fn log_size(path: &Path) -> u64 {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    std::fs::metadata(log).map_or(0, |meta| meta.len())
+}
+
+#[test]
+fn a_writer_that_never_pauses_still_finds_the_log_starting_over() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    // 64 frames of 4 KB; the log also holds what is written between two checkpointer rounds
+    // (a quarter of a second). Left to grow, it passes 100 MB here.
+    store.set_log_restart_frames(64);
+    let body = "x".repeat(64 * 1024);
+    let started = std::time::Instant::now();
+    let mut written: u64 = 0;
+    let mut largest = 0;
+    // Commit after commit, with no pause, for two seconds (one row rewritten each time, so
+    // the database stays small and only the log could grow).
+    while started.elapsed() < std::time::Duration::from_secs(2) {
+        store
+            .connection()
+            .execute(
+                "INSERT INTO api_cache (system, name, fetched_at, body) VALUES ('hubspot', 'big', '2026-01-01T00:00:00Z', ?1)
+                 ON CONFLICT (system, name) DO UPDATE SET body = excluded.body",
+                [format!("{written}{body}")],
+            )
+            .expect("writes");
+        written += body.len() as u64;
+        largest = largest.max(log_size(&path));
+    }
+    assert!(
+        written > 64 * 1024 * 1024,
+        "only {written} bytes written: too few to tell"
+    );
+    assert!(
+        largest < 48 * 1024 * 1024,
+        "the log grew to {largest} bytes while {written} were written"
+    );
+    drop(store);
+    assert_eq!(log_size(&path), 0, "the last connection to close empties the log");
+}

@@ -11,6 +11,11 @@ use crate::vocabulary::Vocabulary;
 
 /// How often the checkpointer copies what the write-ahead log holds into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Log frames (pages) past which the checkpointer makes the log start over: its file stays
+/// near this size (64 MB with 4 KB pages) however long a sync writes.
+const RESTART_AT_FRAMES: i64 = 16_384;
+
+type SharedLimit = std::sync::Arc<std::sync::atomic::AtomicI64>;
 
 /// An open SQLite warehouse at the current schema version.
 pub struct SqliteStore {
@@ -97,6 +102,16 @@ impl SqliteStore {
         self.connection
             .execute_batch("PRAGMA wal_checkpoint(FULL)")
             .map_err(|source| self.query_error(source))
+    }
+
+    /// Sets the write-ahead log's size, in frames (pages), past which the checkpointer makes
+    /// it start over (default 16,384: 64 MB with 4 KB pages).
+    pub fn set_log_restart_frames(&self, frames: i64) {
+        if let Some(checkpointer) = &self._checkpointer {
+            checkpointer
+                .restart_at
+                .store(frames, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     pub(super) fn query_error(&self, source: rusqlite::Error) -> StoreError {
@@ -237,6 +252,7 @@ impl SqliteStore {
 /// [`CHECKPOINT_EVERY`] without blocking the writer (`PASSIVE`): it copies what no reader
 /// still needs, and the writer starts the log over once all of it is copied.
 struct Checkpointer {
+    restart_at: SharedLimit,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -247,14 +263,16 @@ impl Checkpointer {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let shown = path.display().to_string();
+        let restart_at = SharedLimit::new(RESTART_AT_FRAMES.into());
+        let limit = SharedLimit::clone(&restart_at);
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
-                    {
+                    let restart_at = limit.load(std::sync::atomic::Ordering::Relaxed);
+                    if let Err(error) = checkpoint_once(&connection, restart_at) {
                         // The log keeps everything until a later checkpoint succeeds.
                         tracing::warn!(warehouse = %shown, %error, "checkpoint of the write-ahead log failed");
                     }
@@ -264,10 +282,24 @@ impl Checkpointer {
                 rusqlite::Error::ToSqlConversionFailure(Box::new(error))
             })?;
         Ok(Self {
+            restart_at,
             stop: Some(stop),
             thread: Some(thread),
         })
     }
+}
+
+/// One round of the checkpointer: copies what it can without waiting; once the log has grown
+/// past `restart_at` frames (a writer that never pauses leaves no moment for the log to start
+/// over by itself), copies the rest waiting for the writer's current commit, so the next
+/// commit writes the log from its start again.
+fn checkpoint_once(connection: &Connection, restart_at: i64) -> Result<(), rusqlite::Error> {
+    let frames: i64 =
+        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
+    if frames >= restart_at {
+        connection.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 impl Drop for Checkpointer {
