@@ -131,10 +131,10 @@ async fn a_plan_writes_nothing_anywhere_and_apply_writes_exactly_it_refusing_rec
     let (code, json, stderr) = crmsync(&setup, &["apply", plan_path.to_str().unwrap(), "--json"]);
     assert_eq!(code, Some(2), "{stderr}");
     let report: Value = serde_json::from_str(&json).unwrap();
-    let refused: Vec<&str> = report["refused"]
-        .as_array()
-        .unwrap()
+    let refusals = report["refused"].as_array().unwrap();
+    let refused: Vec<&str> = refusals
         .iter()
+        .filter(|refusal| refusal["system"] == "hubspot")
         .map(|refusal| refusal["id"].as_str().unwrap())
         .collect();
     assert_eq!(refused.len(), 2, "{report}");
@@ -143,8 +143,25 @@ async fn a_plan_writes_nothing_anywhere_and_apply_writes_exactly_it_refusing_rec
         stderr.contains("crmsync_salesforce_id is now \"edited-by-an-admin\""),
         "{stderr}"
     );
+    // The two persons' Salesforce leads were planned from the edited contacts: refused too.
+    let refused_leads: Vec<&Value> = refusals
+        .iter()
+        .filter(|refusal| refusal["system"] == "salesforce")
+        .collect();
+    assert!(refused_leads.len() <= 2, "{report}");
+    for refusal in &refused_leads {
+        let reason = refusal["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("hubspot contacts {edited_field}"))
+                || reason.contains(&format!("hubspot contacts {edited_elsewhere}")),
+            "{reason}"
+        );
+    }
     assert_eq!(report["written"]["hubspot"], hubspot.len() - 2);
-    assert_eq!(report["written"]["salesforce"], salesforce.len());
+    assert_eq!(
+        report["written"]["salesforce"],
+        salesforce.len() - refused_leads.len()
+    );
 
     // The CRMs hold exactly the planned values; the refused record keeps the admin's edit.
     let applied = hubspot
@@ -168,7 +185,14 @@ async fn a_plan_writes_nothing_anywhere_and_apply_writes_exactly_it_refusing_rec
         .hubspot_contact(edited_field, "crmsync_salesforce_id")
         .await;
     assert_eq!(kept["crmsync_salesforce_id"], "edited-by-an-admin");
-    let lead = salesforce[0];
+    let lead = salesforce
+        .iter()
+        .find(|lead| {
+            !refused_leads
+                .iter()
+                .any(|refusal| refusal["id"] == lead["id"])
+        })
+        .unwrap();
     let lead_fields: Vec<&str> = lead["fields"]
         .as_array()
         .unwrap()
@@ -200,12 +224,12 @@ async fn a_plan_writes_nothing_anywhere_and_apply_writes_exactly_it_refusing_rec
         "{}",
         sync.paragraph()
     );
-    assert_eq!(
+    assert!(
         sync.written
             .get(&crmsync::record::System::Salesforce)
             .copied()
-            .unwrap_or(0),
-        0,
+            .unwrap_or(0)
+            <= refused_leads.len() as u64,
         "{}",
         sync.paragraph()
     );
@@ -221,6 +245,73 @@ async fn a_plan_writes_nothing_anywhere_and_apply_writes_exactly_it_refusing_rec
         plan["changes"].as_array().unwrap().len()
     );
     assert_eq!(written_total(&setup), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_refuses_values_decided_from_a_record_that_changed_since_the_plan() {
+    let setup = Setup::new(250).await;
+    let plan_path = setup.dir.path().join("plan.json");
+    let (code, _, stderr) = crmsync(&setup, &["plan", "--out", plan_path.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(&plan_path).unwrap()).unwrap();
+    let hubspot = changes_of(&plan, "hubspot");
+    // A HubSpot contact whose values were decided with a Salesforce lead of the same person.
+    let lead_of = |change: &Value| -> Option<String> {
+        change["inputs"]
+            .as_array()?
+            .iter()
+            .find(|input| input["system"] == "salesforce" && input["object"] == "Lead")
+            .map(|input| input["id"].as_str().unwrap().to_string())
+    };
+    let (contact, lead) = hubspot
+        .iter()
+        .find_map(|change| Some((change["id"].as_str().unwrap(), lead_of(change)?)))
+        .expect("a planned HubSpot change decided with a Salesforce lead");
+    // The lead changes in Salesforce, in a field the contact does not get.
+    setup
+        .crms()
+        .salesforce_update("Lead", &lead, serde_json::json!({"Title": "VP Revenue"}))
+        .await;
+
+    let (code, json, stderr) = crmsync(&setup, &["apply", plan_path.to_str().unwrap(), "--json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    let refused = report["refused"].as_array().unwrap();
+    let contact_refusal = refused
+        .iter()
+        .find(|refusal| refusal["id"] == contact)
+        .unwrap_or_else(|| panic!("{contact} not refused: {report}"));
+    let reason = contact_refusal["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("salesforce Lead {lead}"))
+            && reason.contains("changed since the plan"),
+        "{reason}"
+    );
+    // Only the records of that person are refused; every other planned change is written.
+    let refused_hubspot = refused
+        .iter()
+        .filter(|refusal| refusal["system"] == "hubspot")
+        .count();
+    assert!(refused_hubspot >= 1 && refused.len() <= 2, "{report}");
+    assert_eq!(
+        report["written"]["hubspot"],
+        (hubspot.len() - refused_hubspot) as u64
+    );
+    let kept = setup.crms().hubspot_contact(contact, "crmsync_stage").await;
+    let planned_stage = field(
+        hubspot
+            .iter()
+            .find(|change| change["id"] == contact)
+            .unwrap(),
+        "crmsync_stage",
+    )
+    .map(|change| change["to"].clone());
+    if let Some(stage) = planned_stage {
+        assert_ne!(
+            kept["crmsync_stage"], stage,
+            "the refused contact was written"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

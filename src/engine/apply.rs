@@ -152,6 +152,7 @@ impl Engine {
         plan: &Plan,
         tally: &mut ApplyTally,
     ) -> Result<(), EngineError> {
+        let stale = self.stale_inputs(plan).await;
         for system in System::ALL {
             let mut objects: BTreeMap<&str, Vec<&RecordChange>> = BTreeMap::new();
             for change in plan.changes.iter().filter(|change| change.system == system) {
@@ -187,6 +188,29 @@ impl Engine {
                         ),
                     );
                     continue;
+                }
+                // A value decided from another record (the other CRM's, say) that changed
+                // since could be decided differently now.
+                let (changes, outdated): (Vec<&RecordChange>, Vec<&RecordChange>) =
+                    changes.into_iter().partition(|change| {
+                        change
+                            .inputs
+                            .iter()
+                            .all(|input| !stale.contains_key(&input.key()))
+                    });
+                for change in outdated {
+                    let reason = change
+                        .inputs
+                        .iter()
+                        .find_map(|input| stale.get(&input.key()))
+                        .cloned()
+                        .unwrap_or_default();
+                    tally.refused.push(Refusal {
+                        system,
+                        object: object.to_string(),
+                        id: change.id.clone(),
+                        reason,
+                    });
                 }
                 // Only what a sync could write: a plan file edited to set other fields is
                 // refused record by record.
@@ -274,6 +298,45 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The records the plan's values were decided from (besides the written ones) that are
+    /// not as the plan read them, each with why: changed, gone, or not readable now.
+    async fn stale_inputs(&self, plan: &Plan) -> HashMap<RecordKey, String> {
+        let mut planned: BTreeMap<(System, &str), BTreeMap<&str, Timestamp>> = BTreeMap::new();
+        for input in plan.changes.iter().flat_map(|change| &change.inputs) {
+            planned
+                .entry((input.system, input.object.as_str()))
+                .or_default()
+                .insert(input.id.as_str(), input.modified_at);
+        }
+        let mut stale = HashMap::new();
+        for ((system, object), stamps) in planned {
+            let ids: Vec<String> = stamps.keys().map(|id| id.to_string()).collect();
+            let now = self.read_now(system, object, &ids, &[]).await;
+            for (id, planned_at) in stamps {
+                let what = format!(
+                    "{system} {object} {id}, a record this person's values were decided from,"
+                );
+                let reason = match &now {
+                    Err(message) => {
+                        format!("not sent: {what} could not be read again to check it ({message})")
+                    }
+                    Ok(records) => match records.get(id) {
+                        None => format!(
+                            "{what} is no longer in {system} (deleted or merged since the plan); make a new plan"
+                        ),
+                        Some(record) if record.modified_at != planned_at => format!(
+                            "{what} changed since the plan (modified {}, the plan read it as of {planned_at}); make a new plan",
+                            record.modified_at
+                        ),
+                        Some(_) => continue,
+                    },
+                };
+                stale.insert(RecordKey::new(system, object, id), reason);
+            }
+        }
+        stale
     }
 
     /// The records `ids` of `object` as the CRM holds them now, by id.
@@ -462,6 +525,7 @@ mod tests {
                 to: Value::String("mql".into()),
                 rule: "shared stage mql".into(),
             }],
+            inputs: Vec::new(),
         }
     }
 

@@ -62,6 +62,25 @@ pub struct RecordChange {
     #[serde(default)]
     pub allow_regression: bool,
     pub fields: Vec<FieldChange>,
+    /// The person's other records the values were decided from, as the plan read them:
+    /// `apply` refuses the record if any of them changed since (the values could differ now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<RecordStamp>,
+}
+
+/// A record as a plan read it: when its CRM last changed it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordStamp {
+    pub system: System,
+    pub object: String,
+    pub id: String,
+    pub modified_at: Timestamp,
+}
+
+impl RecordStamp {
+    pub fn key(&self) -> RecordKey {
+        RecordKey::new(self.system, self.object.clone(), self.id.clone())
+    }
 }
 
 /// One field of one record: from what it holds to what it gets, and why.
@@ -506,6 +525,21 @@ async fn queued_changes(
             .into_iter()
             .map(|row| (row.key, row.modified_at))
             .collect();
+        let persons: BTreeSet<String> = queued
+            .iter()
+            .map(|write| write.unified_id.clone())
+            .collect();
+        let mut records_of: HashMap<String, Vec<RecordStamp>> = HashMap::new();
+        for row in warehouse.members_of(persons.into_iter().collect()).await? {
+            if let (Some(person), false) = (row.unified_id, row.archived) {
+                records_of.entry(person).or_default().push(RecordStamp {
+                    system: row.key.system,
+                    object: row.key.object,
+                    id: row.key.id,
+                    modified_at: row.modified_at,
+                });
+            }
+        }
         for write in queued {
             let modified_at = modified.get(&write.key).copied();
             let wanted = serde_json::from_str::<serde_json::Map<String, Value>>(&write.changes);
@@ -536,6 +570,17 @@ async fn queued_changes(
                     field,
                 })
                 .collect();
+            let mut inputs: Vec<RecordStamp> = records_of
+                .get(&write.unified_id)
+                .into_iter()
+                .flatten()
+                .filter(|stamp| {
+                    (stamp.system, stamp.object.as_str(), stamp.id.as_str())
+                        != (system, write.key.object.as_str(), write.key.id.as_str())
+                })
+                .cloned()
+                .collect();
+            inputs.sort();
             changes.push(RecordChange {
                 system,
                 object: write.key.object,
@@ -544,6 +589,7 @@ async fn queued_changes(
                 modified_at,
                 allow_regression: write.allow_regression,
                 fields,
+                inputs,
             });
         }
     }
@@ -577,6 +623,7 @@ mod tests {
                     rule: "cross-link".into(),
                 },
             ],
+            inputs: Vec::new(),
         }
     }
 
