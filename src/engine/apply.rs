@@ -124,21 +124,15 @@ impl Engine {
             seconds: clock.elapsed().as_secs_f64(),
         };
         let row = RunRow {
-            status: status.as_str().to_string(),
-            records_read: 0,
-            records_changed: 0,
             records_written: report.written.values().sum(),
             records_dead_lettered: report.dead_letters,
-            persons: 0,
             regressions_refused: tally.regressions_refused,
-            hubspot_api_calls: report.api_calls.get(&System::Hubspot).copied().unwrap_or(0),
-            salesforce_api_calls: report
-                .api_calls
-                .get(&System::Salesforce)
-                .copied()
-                .unwrap_or(0),
-            error: (!report.problems.is_empty()).then(|| report.problems.join("\n")),
-            details: serde_json::to_string(&serde_json::json!({ "apply": &report })).ok(),
+            ..RunRow::ended(
+                status.as_str(),
+                &report.api_calls,
+                &report.problems,
+                serde_json::to_string(&serde_json::json!({ "apply": &report })).ok(),
+            )
         };
         let finished = self.warehouse().finish_run(run_id, row).await;
         outcome?;

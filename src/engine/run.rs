@@ -296,21 +296,18 @@ impl Engine {
             phase_seconds: tally.phases.iter().copied().collect(),
         };
         let row = RunRow {
-            status: status.as_str().to_string(),
             records_read: report.read.values().sum(),
             records_changed: report.changed,
             records_written: report.written.values().sum(),
             records_dead_lettered: report.dead_letters,
             persons: report.reconciled,
             regressions_refused: report.regressions_refused,
-            hubspot_api_calls: report.api_calls.get(&System::Hubspot).copied().unwrap_or(0),
-            salesforce_api_calls: report
-                .api_calls
-                .get(&System::Salesforce)
-                .copied()
-                .unwrap_or(0),
-            error: (!report.problems.is_empty()).then(|| report.problems.join("\n")),
-            details: serde_json::to_string(&report).ok(),
+            ..RunRow::ended(
+                status.as_str(),
+                &report.api_calls,
+                &report.problems,
+                serde_json::to_string(&report).ok(),
+            )
         };
         self.progress.finished();
         let finished = self.warehouse.finish_run(run_id, row).await;

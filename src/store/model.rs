@@ -199,6 +199,27 @@ pub struct RunRow {
     pub details: Option<String>,
 }
 
+impl RunRow {
+    /// A run's row with how it ended — status, API calls per system, problems (one a line) and
+    /// the summary as JSON — and no counts yet (the caller's, by struct update).
+    pub fn ended(
+        status: &str,
+        api_calls: &std::collections::BTreeMap<System, u64>,
+        problems: &[String],
+        details: Option<String>,
+    ) -> Self {
+        let calls = |system| api_calls.get(&system).copied().unwrap_or(0);
+        Self {
+            status: status.to_string(),
+            hubspot_api_calls: calls(System::Hubspot),
+            salesforce_api_calls: calls(System::Salesforce),
+            error: (!problems.is_empty()).then(|| problems.join("\n")),
+            details,
+            ..Self::default()
+        }
+    }
+}
+
 /// How many persons the warehouse holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PersonCounts {
