@@ -11,11 +11,13 @@ use crate::vocabulary::Vocabulary;
 
 /// How often the checkpointer copies what the write-ahead log holds into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-/// Log frames (pages) past which the checkpointer makes the log start over: its file stays
-/// near this size (64 MB with 4 KB pages) however long a sync writes.
-const RESTART_AT_FRAMES: i64 = 16_384;
-
-type SharedLimit = std::sync::Arc<std::sync::atomic::AtomicI64>;
+/// Log frames (pages) past which the writer itself finishes a checkpoint after a commit, so
+/// the log can start over: its file stays near this size (64 MB with 4 KB pages) however long
+/// a sync writes, while no other process holds a read open on the warehouse. The background
+/// checkpointer has copied most of the frames by then.
+const LOG_LIMIT_FRAMES: i64 = 16_384;
+/// How long the checkpointer waits for a lock (the writer waits on it meanwhile).
+const CHECKPOINT_PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// An open SQLite warehouse at the current schema version.
 pub struct SqliteStore {
@@ -43,16 +45,17 @@ impl SqliteStore {
             source,
         };
         let connection = Connection::open(path).map_err(open_error)?;
-        // Commits only append to the write-ahead log; copying it into the database file is
-        // the checkpointer's work, on its own connection and thread, so a long sync's writes
-        // do not stop for it.
+        // Commits append to the write-ahead log; copying it into the database file is the
+        // checkpointer's work, on its own connection and thread (see [`Checkpointer`]), but
+        // for the last of it once the log is long (see [`LOG_LIMIT_FRAMES`]).
         connection
-            .execute_batch(
+            .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
-                 PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
-            )
+                 PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;
+                 PRAGMA wal_autocheckpoint = {LOG_LIMIT_FRAMES};"
+            ))
             .map_err(open_error)?;
-        let checkpointer = Checkpointer::start(path).map_err(open_error)?;
+        let checkpointer = Checkpointer::start(path)?;
         let mut store = Self {
             _checkpointer: Some(checkpointer),
             connection,
@@ -96,22 +99,12 @@ impl SqliteStore {
         Self::open(target, vocabulary)
     }
 
-    /// Copies the whole write-ahead log into the database file now (what the checkpointer
-    /// does in the background), waiting for readers if it must.
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
+    /// Sets the write-ahead log's length, in frames (pages), past which the writer finishes a
+    /// checkpoint itself so the log starts over (default [`LOG_LIMIT_FRAMES`]).
+    pub fn set_log_limit_frames(&self, frames: i64) -> Result<(), StoreError> {
         self.connection
-            .execute_batch("PRAGMA wal_checkpoint(FULL)")
+            .pragma_update(None, "wal_autocheckpoint", frames)
             .map_err(|source| self.query_error(source))
-    }
-
-    /// Sets the write-ahead log's size, in frames (pages), past which the checkpointer makes
-    /// it start over (default 16,384: 64 MB with 4 KB pages).
-    pub fn set_log_restart_frames(&self, frames: i64) {
-        if let Some(checkpointer) = &self._checkpointer {
-            checkpointer
-                .restart_at
-                .store(frames, std::sync::atomic::Ordering::Relaxed);
-        }
     }
 
     pub(super) fn query_error(&self, source: rusqlite::Error) -> StoreError {
@@ -249,57 +242,51 @@ impl SqliteStore {
 }
 
 /// A thread with its own connection that checkpoints the write-ahead log every
-/// [`CHECKPOINT_EVERY`] without blocking the writer (`PASSIVE`): it copies what no reader
-/// still needs, and the writer starts the log over once all of it is copied.
+/// [`CHECKPOINT_EVERY`], copying what no reader still needs without making the writer wait
+/// (`PASSIVE`), so commits need not do it. The log starts over once all of it is copied — which
+/// a writer that never pauses only allows when it finishes a checkpoint itself (see
+/// [`LOG_LIMIT_FRAMES`]).
 struct Checkpointer {
-    restart_at: SharedLimit,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Self, rusqlite::Error> {
-        let connection = Connection::open(path)?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    fn start(path: &Path) -> Result<Self, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(open_error)?;
+        connection
+            .busy_timeout(CHECKPOINT_PATIENCE)
+            .map_err(open_error)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let shown = path.display().to_string();
-        let restart_at = SharedLimit::new(RESTART_AT_FRAMES.into());
-        let limit = SharedLimit::clone(&restart_at);
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    let restart_at = limit.load(std::sync::atomic::Ordering::Relaxed);
-                    if let Err(error) = checkpoint_once(&connection, restart_at) {
-                        // The log keeps everything until a later checkpoint succeeds.
+                    if let Err(error) = connection.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+                    {
+                        // The log keeps everything until a later round succeeds.
                         tracing::warn!(warehouse = %shown, %error, "checkpoint of the write-ahead log failed");
                     }
                 }
             })
             .map_err(|error| {
-                rusqlite::Error::ToSqlConversionFailure(Box::new(error))
+                StoreError::Worker(format!(
+                    "cannot start the thread that checkpoints {}: {error}",
+                    path.display()
+                ))
             })?;
         Ok(Self {
-            restart_at,
             stop: Some(stop),
             thread: Some(thread),
         })
     }
-}
-
-/// One round of the checkpointer: copies what it can without waiting; once the log has grown
-/// past `restart_at` frames (a writer that never pauses leaves no moment for the log to start
-/// over by itself), copies the rest waiting for the writer's current commit, so the next
-/// commit writes the log from its start again.
-fn checkpoint_once(connection: &Connection, restart_at: i64) -> Result<(), rusqlite::Error> {
-    let frames: i64 =
-        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
-    if frames >= restart_at {
-        connection.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
-    }
-    Ok(())
 }
 
 impl Drop for Checkpointer {
