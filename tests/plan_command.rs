@@ -143,12 +143,32 @@ async fn a_plan_writes_nothing_anywhere_and_apply_writes_exactly_it_refusing_rec
         stderr.contains("crmsync_salesforce_id is now \"edited-by-an-admin\""),
         "{stderr}"
     );
-    // The two persons' Salesforce leads were planned from the edited contacts: refused too.
+    // The changes planned from the edited contacts (their persons' leads) are refused too,
+    // exactly those.
+    let decided_from_edited = |change: &&&Value| {
+        change["inputs"].as_array().is_some_and(|inputs| {
+            inputs.iter().any(|input| {
+                input["system"] == "hubspot"
+                    && (input["id"] == edited_field || input["id"] == edited_elsewhere)
+            })
+        })
+    };
+    let mut expected_leads: Vec<&str> = salesforce
+        .iter()
+        .filter(decided_from_edited)
+        .map(|change| change["id"].as_str().unwrap())
+        .collect();
     let refused_leads: Vec<&Value> = refusals
         .iter()
         .filter(|refusal| refusal["system"] == "salesforce")
         .collect();
-    assert!(refused_leads.len() <= 2, "{report}");
+    let mut refused_lead_ids: Vec<&str> = refused_leads
+        .iter()
+        .map(|refusal| refusal["id"].as_str().unwrap())
+        .collect();
+    expected_leads.sort();
+    refused_lead_ids.sort();
+    assert_eq!(refused_lead_ids, expected_leads, "{report}");
     for refusal in &refused_leads {
         let reason = refusal["reason"].as_str().unwrap();
         assert!(
@@ -287,29 +307,51 @@ async fn apply_refuses_values_decided_from_a_record_that_changed_since_the_plan(
             && reason.contains("changed since the plan"),
         "{reason}"
     );
-    // Only the records of that person are refused; every other planned change is written.
+    // Exactly the changes decided from the lead (and the lead's own, if planned) are refused;
+    // every other planned change is written.
+    let mut expected: Vec<String> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|change| change["id"] == lead.as_str() || lead_of(change).as_deref() == Some(&lead))
+        .map(|change| change["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut refused_ids: Vec<String> = refused
+        .iter()
+        .map(|refusal| refusal["id"].as_str().unwrap().to_string())
+        .collect();
+    expected.sort();
+    refused_ids.sort();
+    assert_eq!(refused_ids, expected, "{report}");
     let refused_hubspot = refused
         .iter()
         .filter(|refusal| refusal["system"] == "hubspot")
         .count();
-    assert!(refused_hubspot >= 1 && refused.len() <= 2, "{report}");
     assert_eq!(
         report["written"]["hubspot"],
         (hubspot.len() - refused_hubspot) as u64
     );
-    let kept = setup.crms().hubspot_contact(contact, "crmsync_stage").await;
-    let planned_stage = field(
-        hubspot
-            .iter()
-            .find(|change| change["id"] == contact)
-            .unwrap(),
-        "crmsync_stage",
-    )
-    .map(|change| change["to"].clone());
-    if let Some(stage) = planned_stage {
+    // The refused contact holds none of its planned values.
+    let planned = hubspot
+        .iter()
+        .find(|change| change["id"] == contact)
+        .unwrap();
+    let names: Vec<&str> = planned["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|field| field["field"].as_str().unwrap())
+        .collect();
+    assert!(!names.is_empty());
+    let kept = setup
+        .crms()
+        .hubspot_contact(contact, &names.join(","))
+        .await;
+    for change in planned["fields"].as_array().unwrap() {
+        let name = change["field"].as_str().unwrap();
         assert_ne!(
-            kept["crmsync_stage"], stage,
-            "the refused contact was written"
+            kept[name], change["to"],
+            "{name} of the refused {contact} was written"
         );
     }
 }

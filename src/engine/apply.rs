@@ -65,7 +65,11 @@ impl Engine {
     /// Applies `plan` (which must have been made against the CRMs this engine reaches).
     pub async fn apply(&self, plan: &Plan) -> Result<ApplyReport, EngineError> {
         for system in System::ALL {
-            if !plan.changes.iter().any(|change| change.system == system) {
+            // A system the plan writes to, or read values from that apply checks again.
+            let involved = plan.changes.iter().any(|change| {
+                change.system == system || change.inputs.iter().any(|input| input.system == system)
+            });
+            if !involved {
                 continue;
             }
             let planned = plan.crms.get(&system).cloned().unwrap_or_default();
@@ -146,7 +150,7 @@ impl Engine {
         plan: &Plan,
         tally: &mut ApplyTally,
     ) -> Result<(), EngineError> {
-        let stale = self.stale_inputs(plan).await;
+        let stale = self.stale_inputs(plan, tally).await;
         for system in System::ALL {
             let mut objects: BTreeMap<&str, Vec<&RecordChange>> = BTreeMap::new();
             for change in plan.changes.iter().filter(|change| change.system == system) {
@@ -295,8 +299,13 @@ impl Engine {
     }
 
     /// The records the plan's values were decided from (besides the written ones) that are
-    /// not as the plan read them, each with why: changed, gone, or not readable now.
-    async fn stale_inputs(&self, plan: &Plan) -> HashMap<RecordKey, String> {
+    /// not as the plan read them, each with why: changed, gone, or not readable now (which
+    /// also stops the apply as failed).
+    async fn stale_inputs(
+        &self,
+        plan: &Plan,
+        tally: &mut ApplyTally,
+    ) -> HashMap<RecordKey, String> {
         let mut planned: BTreeMap<(System, &str), BTreeMap<&str, Timestamp>> = BTreeMap::new();
         for input in plan.changes.iter().flat_map(|change| &change.inputs) {
             planned
@@ -308,6 +317,17 @@ impl Engine {
         for ((system, object), stamps) in planned {
             let ids: Vec<String> = stamps.keys().map(|id| id.to_string()).collect();
             let now = self.read_now(system, object, &ids, &[]).await;
+            if let Err(message) = &now {
+                // As when a planned record cannot be read again: the apply did not finish.
+                tally.failed = true;
+                tally.stops.push(StreamStop {
+                    system,
+                    message: format!(
+                        "reading {system} {object} again to check what the plan's values were decided from: {message}"
+                    ),
+                    budget: false,
+                });
+            }
             for (id, planned_at) in stamps {
                 let what = format!(
                     "{system} {object} {id}, a record this person's values were decided from,"
