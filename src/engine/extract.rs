@@ -1,7 +1,8 @@
 //! Extraction: each stream (one object of one CRM) is read page by page through a bounded
-//! channel, normalized through the mappings and stored with its checkpoint in one
-//! transaction. A page is durable before the checkpoint moves past it, so a process killed
-//! at any moment re-reads at most the pages after the last stored one.
+//! channel, normalized through the mappings and stored a few pages at a time with the newest
+//! of their checkpoints in one transaction. Pages are durable before the checkpoint moves past
+//! them, so a process killed at any moment re-reads at most the pages after the last stored
+//! ones.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,6 +88,7 @@ where
                 outcome.rejected_values += rejected_values;
                 if page.records.len() >= FLUSH_RECORDS {
                     store(stream, run_id, warehouse, &mut page, &mut outcome).await?;
+                    last_store = std::time::Instant::now();
                 }
             }
             ReadEvent::Archived(tombstones) => {

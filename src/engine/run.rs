@@ -363,7 +363,12 @@ impl Engine {
         for (system, sink, result) in futures_util::future::join_all(write_backs).await {
             tally.take_write_back(system, sink);
             if let Err(error) = result {
-                first_error.get_or_insert(error);
+                if first_error.is_some() {
+                    // Only one error ends the run; the other is told here.
+                    tracing::error!(%system, %error, "write-back failed");
+                } else {
+                    first_error = Some(error);
+                }
             }
         }
         if let Some(error) = first_error {
