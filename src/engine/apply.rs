@@ -61,6 +61,18 @@ struct ApplyTally {
     failed: bool,
 }
 
+impl ApplyTally {
+    /// A read the apply needed failed: it stops as failed, saying so.
+    fn could_not_read(&mut self, system: System, message: String) {
+        self.failed = true;
+        self.stops.push(StreamStop {
+            system,
+            message,
+            budget: false,
+        });
+    }
+}
+
 impl Engine {
     /// Applies `plan` (which must have been made against the CRMs this engine reaches).
     pub async fn apply(&self, plan: &Plan) -> Result<ApplyReport, EngineError> {
@@ -247,14 +259,10 @@ impl Engine {
                 let now = match self.read_now(system, object, &ids, &fields).await {
                     Ok(records) => records,
                     Err(message) => {
-                        tally.failed = true;
-                        tally.stops.push(StreamStop {
+                        tally.could_not_read(
                             system,
-                            message: format!(
-                                "reading {system} {object} again before writing: {message}"
-                            ),
-                            budget: false,
-                        });
+                            format!("reading {system} {object} again before writing: {message}"),
+                        );
                         refuse_all(
                             tally,
                             &changes,
@@ -319,14 +327,12 @@ impl Engine {
             let now = self.read_now(system, object, &ids, &[]).await;
             if let Err(message) = &now {
                 // As when a planned record cannot be read again: the apply did not finish.
-                tally.failed = true;
-                tally.stops.push(StreamStop {
+                tally.could_not_read(
                     system,
-                    message: format!(
+                    format!(
                         "reading {system} {object} again to check what the plan's values were decided from: {message}"
                     ),
-                    budget: false,
-                });
+                );
             }
             for (id, planned_at) in stamps {
                 let what = format!(
