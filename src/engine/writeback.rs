@@ -59,7 +59,7 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Adds what this write-back of `system` did to a run's counts.
+    /// Adds what this write-back of `system` did to a run's counts; true when it failed.
     pub fn add_to(
         self,
         system: System,
