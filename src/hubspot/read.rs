@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::client::{Budget, HubspotClient, HubspotError};
+use super::client::{Answer, Budget, HubspotClient, HubspotError};
 use crate::record::{Properties, SourceRecord, System};
 
 /// Records a list page holds.
@@ -268,21 +268,12 @@ impl<'a> HubspotReader<'a> {
         properties: &[String],
         limit: usize,
     ) -> Result<(u64, Vec<SourceRecord>), ReadError> {
-        let answer = self
-            .client
-            .send(
-                Budget::Search,
-                Method::POST,
-                &format!("/crm/v3/objects/{object}/search"),
-                &[],
-                Some(&json!({
-                    "filterGroups": [{"filters": filters}],
-                    "properties": with_read_properties(object, properties),
-                    "limit": limit.clamp(1, SEARCH_PAGE),
-                })),
-                object,
-            )
-            .await?;
+        let body = json!({
+            "filterGroups": [{"filters": filters}],
+            "properties": with_read_properties(object, properties),
+            "limit": limit.clamp(1, SEARCH_PAGE),
+        });
+        let answer = self.post_search(object, &body).await?;
         let total = answer.body["total"]
             .as_u64()
             .ok_or_else(|| ReadError::Shape {
@@ -513,17 +504,7 @@ impl<'a> HubspotReader<'a> {
             "properties": properties,
             "limit": SEARCH_PAGE,
         });
-        let answer = self
-            .client
-            .send(
-                Budget::Search,
-                Method::POST,
-                &format!("/crm/v3/objects/{object}/search"),
-                &[],
-                Some(&body),
-                object,
-            )
-            .await?;
+        let answer = self.post_search(object, &body).await?;
         let more = answer.body["paging"]["next"].is_object();
         let results = match answer.body {
             Value::Object(mut map) => match map.remove("results") {
@@ -533,6 +514,22 @@ impl<'a> HubspotReader<'a> {
             _ => Vec::new(),
         };
         Ok(SearchPage { results, more })
+    }
+
+    /// One call to `object`'s search endpoint, on the search budget.
+    async fn post_search(&self, object: &str, body: &Value) -> Result<Answer, ReadError> {
+        let answer = self
+            .client
+            .send(
+                Budget::Search,
+                Method::POST,
+                &format!("/crm/v3/objects/{object}/search"),
+                &[],
+                Some(body),
+                object,
+            )
+            .await?;
+        Ok(answer)
     }
 
     /// Tombstones for records archived at or after `since` (all of them without one).
