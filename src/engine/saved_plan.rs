@@ -518,19 +518,16 @@ async fn queued_changes(
             return Ok(changes);
         };
         after = Some(last.key.id.clone());
-        let keys: Vec<RecordKey> = queued.iter().map(|write| write.key.clone()).collect();
-        let modified: HashMap<RecordKey, Timestamp> = warehouse
-            .records(keys)
-            .await?
-            .into_iter()
-            .map(|row| (row.key, row.modified_at))
-            .collect();
+        // The persons' records: the written ones (their modification times) and the rest (the
+        // values' inputs).
         let persons: BTreeSet<String> = queued
             .iter()
             .map(|write| write.unified_id.clone())
             .collect();
+        let mut modified: HashMap<RecordKey, Timestamp> = HashMap::new();
         let mut records_of: HashMap<String, Vec<RecordStamp>> = HashMap::new();
         for row in warehouse.members_of(persons.into_iter().collect()).await? {
+            modified.insert(row.key.clone(), row.modified_at);
             if let (Some(person), false) = (row.unified_id, row.archived) {
                 records_of.entry(person).or_default().push(RecordStamp {
                     system: row.key.system,
