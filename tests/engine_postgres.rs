@@ -108,6 +108,18 @@ async fn a_sync_into_postgresql_unifies_writes_back_and_then_writes_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(version as u32, crmsync::store::migrations::latest_version());
+    let person_index: String = client
+        .query_one(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'source_records_unified' AND schemaname = current_schema()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        person_index.contains("WHERE (unified_id IS NOT NULL)"),
+        "{person_index}"
+    );
     let json_type: String = client
         .query_one(
             "SELECT data_type FROM information_schema.columns WHERE table_name = 'source_records' AND column_name = 'properties'",

@@ -181,6 +181,51 @@ fn a_version_one_warehouse_is_upgraded_in_place_keeping_its_records() {
     );
 }
 
+#[test]
+fn the_person_index_leaves_out_unreconciled_records_and_serves_person_lookups() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    let connection = store.connection();
+    connection
+        .execute_batch(
+            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, unified_id)
+             VALUES ('hubspot', 'contacts', '1', '2026-11-01T00:00:00Z', '{}', 'h', NULL),
+                    ('hubspot', 'contacts', '2', '2026-11-01T00:00:00Z', '{}', 'h', 'p-2'),
+                    ('salesforce', 'Lead', '00Q3', '2026-11-01T00:00:00Z', '{}', 'h', NULL);",
+        )
+        .expect("records");
+    let partial: bool = connection
+        .query_row(
+            "SELECT partial FROM pragma_index_list('source_records') WHERE name = 'source_records_unified'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("the index exists");
+    assert!(
+        partial,
+        "the person index should leave out records without a person"
+    );
+    for lookup in [
+        "SELECT id FROM source_records WHERE unified_id IN ('p-2', 'p-9')",
+        "UPDATE source_records SET unified_id = 'p-3' WHERE unified_id = 'p-2'",
+    ] {
+        let plan: Vec<String> = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {lookup}"))
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| row.get::<_, String>(3))?
+                    .collect()
+            })
+            .expect("query plan");
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX source_records_unified")),
+            "{lookup}: {plan:?}"
+        );
+    }
+}
+
 /// The size of the write-ahead log file (0 when there is none).
 fn log_size(path: &Path) -> u64 {
     let mut log = path.as_os_str().to_owned();
