@@ -226,6 +226,78 @@ fn the_person_index_leaves_out_unreconciled_records_and_serves_person_lookups() 
     }
 }
 
+/// The person of one record as another connection (a BI reader) sees it.
+fn committed_person(path: &Path) -> Option<String> {
+    rusqlite::Connection::open(path)
+        .expect("a reader")
+        .query_row(
+            "SELECT unified_id FROM source_records WHERE id = '7'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("the record")
+}
+
+#[test]
+fn a_staged_reconcile_chunk_is_seen_by_the_next_reads_and_kept_only_when_committed() {
+    use crmsync::record::System;
+    use crmsync::store::model::{ReconcileCommit, RecordKey};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    let stage_ids: Vec<String> = default_vocabulary()
+        .stages()
+        .map(|(_, stage)| stage.id.to_string())
+        .collect();
+    store
+        .connection()
+        .execute(
+            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
+             VALUES ('hubspot', 'contacts', '7', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE)",
+            [],
+        )
+        .expect("a pending record");
+    let assign = |person: &str| ReconcileCommit {
+        assignments: vec![(
+            RecordKey::new(System::Hubspot, "contacts", "7"),
+            Some(person.to_string()),
+        )],
+        ..ReconcileCommit::default()
+    };
+    let at = jiff::Timestamp::now();
+
+    store
+        .stage_reconcile(1, at, &assign("p-1"), &stage_ids)
+        .expect("stages");
+    // This connection reads the staged chunk; nobody else sees it before the commit.
+    assert!(store.pending_records(10).expect("pending").is_empty());
+    assert_eq!(committed_person(&path), None);
+    store.commit_staged().expect("commits");
+    assert_eq!(committed_person(&path).as_deref(), Some("p-1"));
+
+    store
+        .stage_reconcile(1, at, &assign("p-2"), &stage_ids)
+        .expect("stages");
+    store.abandon_staged().expect("rolls back");
+    let held: Option<String> = store
+        .connection()
+        .query_row("SELECT unified_id FROM source_records", [], |row| {
+            row.get(0)
+        })
+        .expect("the record");
+    assert_eq!(held.as_deref(), Some("p-1"));
+
+    // A write of its own (after a reconcile that stopped on an error) first rolls back a
+    // chunk left staged, instead of failing inside its transaction.
+    store
+        .stage_reconcile(1, at, &assign("p-3"), &stage_ids)
+        .expect("stages");
+    store.begin_run(at).expect("a run starts");
+    store.commit_staged().expect("nothing left to commit");
+    assert_eq!(committed_person(&path).as_deref(), Some("p-1"));
+}
+
 /// The size of the write-ahead log file (0 when there is none).
 fn log_size(path: &Path) -> u64 {
     let mut log = path.as_os_str().to_owned();

@@ -25,10 +25,10 @@ use crate::record::{System, value_text};
 use crate::salesforce::client::{SalesforceClient, SalesforceError};
 use crate::salesforce::describe::ObjectDescribe;
 use crate::salesforce::read::ReadError as SalesforceReadError;
-use crate::store::Warehouse;
 use crate::store::model::{
     MemberRow, PersonCounts, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
 };
+use crate::store::{StoreError, Warehouse};
 
 /// How long a kept Salesforce describe serves incremental reads.
 const DESCRIBE_KEPT_HOURS: i64 = 24;
@@ -100,6 +100,18 @@ impl Tally {
             &mut self.stops,
         );
     }
+}
+
+/// A chunk of pending records with everything deciding them needs (see
+/// [`Engine::load_chunk`]).
+struct LoadedChunk {
+    resolution: identity::Resolution,
+    /// Every record of each affected person, the chunk's assignments applied.
+    persons: BTreeMap<String, Vec<MemberRow>>,
+    /// What the warehouse held of the persons (and of persons merged into them).
+    previous: HashMap<String, UnifiedRow>,
+    /// Hashes of the values crmsync wrote, by record and field.
+    ledger: HashMap<RecordKey, HashMap<String, String>>,
 }
 
 impl Engine {
@@ -868,23 +880,51 @@ impl Engine {
 
     /// Reconciles every pending record, a chunk at a time.
     async fn reconcile(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
+        let reconciled = self.reconcile_chunks(run_id, tally).await;
+        if reconciled.is_err()
+            && let Err(error) = self.warehouse.abandon_staged().await
+        {
+            tracing::warn!(%error, "could not roll back the reconcile chunk left uncommitted");
+        }
+        reconciled
+    }
+
+    /// Each chunk is staged in a transaction left open; the next chunk is read inside it (so
+    /// it sees the staged one), and the transaction commits while that chunk is decided:
+    /// the commit's writing and the deciding use a core each.
+    async fn reconcile_chunks(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
         loop {
+            let clock = std::time::Instant::now();
             let chunk = self.warehouse.pending_records(RECONCILE_CHUNK).await?;
             if chunk.is_empty() {
+                self.warehouse.commit_staged().await?;
                 return Ok(());
             }
-            let clock = std::time::Instant::now();
             let records = chunk.len();
-            let commit = self.reconcile_chunk(chunk, tally).await?;
-            self.progress.reconciled(tally.reconciled);
+            let loaded = self.load_chunk(chunk).await?;
+            let read = clock.elapsed();
+            let committing = tokio::spawn({
+                let warehouse = self.warehouse.clone();
+                async move { warehouse.commit_staged().await }
+            });
+            let commit = self.decide_chunk(loaded, tally);
             let decided = clock.elapsed();
+            match committing.await {
+                Ok(committed) => committed?,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(error) => return Err(StoreError::Worker(error.to_string()).into()),
+            }
+            let committed = clock.elapsed();
             self.warehouse
-                .commit_reconcile(run_id, Timestamp::now(), commit)
+                .stage_reconcile(run_id, Timestamp::now(), commit)
                 .await?;
+            self.progress.reconciled(tally.reconciled);
             tracing::debug!(
                 records,
-                decide_ms = decided.as_millis() as u64,
-                commit_ms = (clock.elapsed() - decided).as_millis() as u64,
+                read_ms = read.as_millis() as u64,
+                decide_ms = (decided - read).as_millis() as u64,
+                commit_wait_ms = (committed - decided).as_millis() as u64,
+                stage_ms = (clock.elapsed() - committed).as_millis() as u64,
                 "reconciled a chunk"
             );
         }
@@ -896,11 +936,9 @@ impl Engine {
             .is_some_and(|mapping| mapping.kind == ObjectKind::Person)
     }
 
-    async fn reconcile_chunk(
-        &self,
-        chunk: Vec<MemberRow>,
-        tally: &mut Tally,
-    ) -> Result<ReconcileCommit, EngineError> {
+    /// Reads what deciding a chunk needs: its persons (identity resolved), every record of
+    /// them, what the warehouse held of them, and the ledger of their records.
+    async fn load_chunk(&self, chunk: Vec<MemberRow>) -> Result<LoadedChunk, EngineError> {
         let clock = std::time::Instant::now();
         let resolution =
             identity::resolve(&self.warehouse, &chunk, |key| self.is_person(key)).await?;
@@ -966,6 +1004,22 @@ impl Engine {
             load_ms = (clock.elapsed() - resolved).as_millis() as u64,
             "loaded a chunk's persons"
         );
+        Ok(LoadedChunk {
+            resolution,
+            persons,
+            previous,
+            ledger,
+        })
+    }
+
+    /// Decides a loaded chunk's persons and the writes they call for.
+    fn decide_chunk(&self, loaded: LoadedChunk, tally: &mut Tally) -> ReconcileCommit {
+        let LoadedChunk {
+            resolution,
+            persons,
+            previous,
+            ledger,
+        } = loaded;
         let mut commit = ReconcileCommit {
             assignments: resolution.assignments.clone(),
             merges: resolution.merges.clone(),
@@ -1004,7 +1058,7 @@ impl Engine {
                 tally,
             );
         }
-        Ok(commit)
+        commit
     }
 
     /// Decides one person and the writes it calls for.

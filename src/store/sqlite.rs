@@ -26,6 +26,8 @@ pub struct SqliteStore {
     _checkpointer: Option<Checkpointer>,
     pub(super) connection: Connection,
     pub(super) path: PathBuf,
+    /// A reconcile chunk's transaction is open (see [`SqliteStore::stage_reconcile`]).
+    pub(super) staged: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -60,6 +62,7 @@ impl SqliteStore {
             _checkpointer: Some(checkpointer),
             connection,
             path: path.to_path_buf(),
+            staged: false,
         };
         store.migrate()?;
         store.ensure_stage_columns(vocabulary)?;

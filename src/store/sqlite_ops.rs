@@ -4,7 +4,7 @@
 //! either all of a step or none of it.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Row, Transaction, params, params_from_iter};
+use rusqlite::{Connection, Row, Transaction, params, params_from_iter};
 
 use super::model::{
     DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
@@ -22,6 +22,12 @@ const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties, email
 
 impl SqliteStore {
     fn transaction(&mut self) -> Result<Transaction<'_>, StoreError> {
+        if self.staged {
+            // Only a reconcile that stopped on an error leaves a chunk staged; its records
+            // are still pending, so the next run reconciles them again.
+            tracing::warn!("a reconcile chunk left uncommitted is rolled back");
+            self.abandon_staged()?;
+        }
         let path = self.path.clone();
         self.connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -427,159 +433,57 @@ impl SqliteStore {
         Ok(all)
     }
 
-    /// Stores one reconciled chunk: identities, merged persons, persons, transitions and
-    /// the writes they call for; the chunk's records stop being pending.
-    pub fn commit_reconcile(
+    /// Stages one reconciled chunk — identities, merged persons, persons, transitions and the
+    /// writes they call for; the chunk's records stop being pending — in a transaction left
+    /// open: what this connection reads next sees it, and [`Self::commit_staged`] makes it
+    /// durable (so the engine reads the next chunk before the commit, and decides that chunk
+    /// while the commit is written). A chunk staged earlier is committed first.
+    pub fn stage_reconcile(
         &mut self,
         run_id: i64,
         at: jiff::Timestamp,
         commit: &ReconcileCommit,
         stage_ids: &[String],
     ) -> Result<(), StoreError> {
+        self.commit_staged()?;
         let failed = self.failed();
-        let transaction = self.transaction()?;
-        {
-            for merge in &commit.merges {
-                for (table, column) in super::PERSON_REFERENCES {
-                    transaction
-                        .execute(
-                            &format!("UPDATE {table} SET {column} = ?2 WHERE {column} = ?1"),
-                            params![merge.absorbed, merge.survivor],
-                        )
-                        .map_err(&failed)?;
-                }
-                transaction
-                    .execute(
-                        "DELETE FROM unified_leads WHERE unified_id = ?1",
-                        [&merge.absorbed],
-                    )
-                    .map_err(&failed)?;
-                transaction
-                    .execute(
-                        "INSERT INTO person_merges (absorbed, survivor, reason, at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (absorbed) DO UPDATE SET survivor = excluded.survivor, reason = excluded.reason,
-                            at = excluded.at, run_id = excluded.run_id",
-                        params![merge.absorbed, merge.survivor, merge.reason, sql_time(at), run_id],
-                    )
-                    .map_err(&failed)?;
-            }
-            let mut assign = transaction
-                .prepare_cached(
-                    "UPDATE source_records SET unified_id = ?4, pending = FALSE
-                     WHERE system = ?1 AND object = ?2 AND id = ?3",
-                )
-                .map_err(&failed)?;
-            for (key, unified_id) in &commit.assignments {
-                assign
-                    .execute(params![key.system.as_str(), key.object, key.id, unified_id])
-                    .map_err(&failed)?;
-            }
-            let first_entered_columns: String = stage_ids
-                .iter()
-                .map(|stage| format!(", first_entered_{stage}"))
-                .collect();
-            let first_entered_updates: String = stage_ids
-                .iter()
-                .map(|stage| format!(", first_entered_{stage} = excluded.first_entered_{stage}"))
-                .collect();
-            let first_entered_params: String = (0..stage_ids.len())
-                .map(|offset| format!(", ?{}", 18 + offset))
-                .collect();
-            let sql = format!(
-                "INSERT INTO unified_leads (unified_id, email, name, company, stage, hubspot_id,
-                    salesforce_lead_id, salesforce_contact_id, hubspot_stage, salesforce_stage,
-                    hubspot_raw_stage, salesforce_raw_stage, drift, decision, deleted, created_at,
-                    updated_at{first_entered_columns})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17{first_entered_params})
-                 ON CONFLICT (unified_id) DO UPDATE SET email = excluded.email, name = excluded.name,
-                    company = excluded.company, stage = excluded.stage, hubspot_id = excluded.hubspot_id,
-                    salesforce_lead_id = excluded.salesforce_lead_id,
-                    salesforce_contact_id = excluded.salesforce_contact_id,
-                    hubspot_stage = excluded.hubspot_stage, salesforce_stage = excluded.salesforce_stage,
-                    hubspot_raw_stage = excluded.hubspot_raw_stage,
-                    salesforce_raw_stage = excluded.salesforce_raw_stage, drift = excluded.drift,
-                    decision = excluded.decision, deleted = excluded.deleted,
-                    updated_at = excluded.updated_at{first_entered_updates}"
-            );
-            let mut upsert = transaction.prepare_cached(&sql).map_err(&failed)?;
-            for person in &commit.persons {
-                let mut values: Vec<SqlValue> = vec![
-                    person.unified_id.clone().into(),
-                    optional_text(&person.email),
-                    optional_text(&person.name),
-                    optional_text(&person.company),
-                    optional_text(&person.stage),
-                    optional_text(&person.hubspot_id),
-                    optional_text(&person.salesforce_lead_id),
-                    optional_text(&person.salesforce_contact_id),
-                    optional_text(&person.hubspot_stage),
-                    optional_text(&person.salesforce_stage),
-                    optional_text(&person.hubspot_raw_stage),
-                    optional_text(&person.salesforce_raw_stage),
-                    SqlValue::Integer(i64::from(person.drift)),
-                    optional_text(&person.decision),
-                    SqlValue::Integer(i64::from(person.deleted)),
-                    person.created_at.map(sql_time).into(),
-                    sql_time(person.updated_at.unwrap_or(at)).into(),
-                ];
-                for stage in stage_ids {
-                    values.push(
-                        person
-                            .first_entered
-                            .get(stage)
-                            .copied()
-                            .map(sql_time)
-                            .into(),
-                    );
-                }
-                upsert.execute(params_from_iter(values)).map_err(&failed)?;
-            }
-            let mut transition = transaction
-                .prepare_cached(
-                    "INSERT INTO stage_transitions (unified_id, from_stage, to_stage, at, system, run_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(&failed)?;
-            for change in &commit.transitions {
-                transition
-                    .execute(params![
-                        change.unified_id,
-                        change.from,
-                        change.to,
-                        sql_time(change.at),
-                        change.system.as_str(),
-                        run_id
-                    ])
-                    .map_err(&failed)?;
-            }
-            let mut queue = transaction
-                .prepare_cached(
-                    "INSERT INTO pending_writes (system, object, record_id, unified_id, changes, current, allow_regression, run_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (system, object, record_id) DO UPDATE SET unified_id = excluded.unified_id,
-                        changes = excluded.changes, current = excluded.current,
-                        allow_regression = excluded.allow_regression, run_id = excluded.run_id",
-                )
-                .map_err(&failed)?;
-            for write in &commit.writes {
-                queue
-                    .execute(params![
-                        write.key.system.as_str(),
-                        write.key.object,
-                        write.key.id,
-                        write.unified_id,
-                        write.changes,
-                        write.current,
-                        write.allow_regression,
-                        run_id
-                    ])
-                    .map_err(&failed)?;
-            }
-            delete_pending_writes(&transaction, &commit.dropped_writes).map_err(&failed)?;
-            insert_dead_letters(&transaction, run_id, at, &commit.dead_letters).map_err(&failed)?;
+        self.connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(&failed)?;
+        self.staged = true;
+        if let Err(error) = write_reconcile(&self.connection, run_id, at, commit, stage_ids) {
+            self.abandon_staged()?;
+            return Err(failed(error));
         }
-        transaction.commit().map_err(&failed)?;
         Ok(())
+    }
+
+    /// Commits the chunk [`Self::stage_reconcile`] left open, if any.
+    pub fn commit_staged(&mut self) -> Result<(), StoreError> {
+        if !self.staged {
+            return Ok(());
+        }
+        self.staged = false;
+        if let Err(error) = self.connection.execute_batch("COMMIT") {
+            // A failed COMMIT can leave the transaction open; nothing of it is kept.
+            if !self.connection.is_autocommit() {
+                let _ = self.connection.execute_batch("ROLLBACK");
+            }
+            return Err(self.failed()(error));
+        }
+        Ok(())
+    }
+
+    /// Rolls back the chunk [`Self::stage_reconcile`] left open, if any: its records stay
+    /// pending for the next run.
+    pub fn abandon_staged(&mut self) -> Result<(), StoreError> {
+        if !self.staged {
+            return Ok(());
+        }
+        self.staged = false;
+        self.connection
+            .execute_batch("ROLLBACK")
+            .map_err(self.failed())
     }
 
     /// Up to `limit` waiting writes to `object` of `system`, after `after` in id order.
@@ -802,12 +706,147 @@ impl SqliteStore {
     }
 }
 
+/// The statements of one reconciled chunk (see [`SqliteStore::stage_reconcile`]).
+fn write_reconcile(
+    connection: &Connection,
+    run_id: i64,
+    at: jiff::Timestamp,
+    commit: &ReconcileCommit,
+    stage_ids: &[String],
+) -> Result<(), rusqlite::Error> {
+    for merge in &commit.merges {
+        for (table, column) in super::PERSON_REFERENCES {
+            connection.execute(
+                &format!("UPDATE {table} SET {column} = ?2 WHERE {column} = ?1"),
+                params![merge.absorbed, merge.survivor],
+            )?;
+        }
+        connection.execute(
+            "DELETE FROM unified_leads WHERE unified_id = ?1",
+            [&merge.absorbed],
+        )?;
+        connection
+                .execute(
+                    "INSERT INTO person_merges (absorbed, survivor, reason, at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (absorbed) DO UPDATE SET survivor = excluded.survivor, reason = excluded.reason,
+                        at = excluded.at, run_id = excluded.run_id",
+                    params![merge.absorbed, merge.survivor, merge.reason, sql_time(at), run_id],
+                )
+                ?;
+    }
+    let mut assign = connection.prepare_cached(
+        "UPDATE source_records SET unified_id = ?4, pending = FALSE
+                 WHERE system = ?1 AND object = ?2 AND id = ?3",
+    )?;
+    for (key, unified_id) in &commit.assignments {
+        assign.execute(params![key.system.as_str(), key.object, key.id, unified_id])?;
+    }
+    let first_entered_columns: String = stage_ids
+        .iter()
+        .map(|stage| format!(", first_entered_{stage}"))
+        .collect();
+    let first_entered_updates: String = stage_ids
+        .iter()
+        .map(|stage| format!(", first_entered_{stage} = excluded.first_entered_{stage}"))
+        .collect();
+    let first_entered_params: String = (0..stage_ids.len())
+        .map(|offset| format!(", ?{}", 18 + offset))
+        .collect();
+    let sql = format!(
+            "INSERT INTO unified_leads (unified_id, email, name, company, stage, hubspot_id,
+                salesforce_lead_id, salesforce_contact_id, hubspot_stage, salesforce_stage,
+                hubspot_raw_stage, salesforce_raw_stage, drift, decision, deleted, created_at,
+                updated_at{first_entered_columns})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17{first_entered_params})
+             ON CONFLICT (unified_id) DO UPDATE SET email = excluded.email, name = excluded.name,
+                company = excluded.company, stage = excluded.stage, hubspot_id = excluded.hubspot_id,
+                salesforce_lead_id = excluded.salesforce_lead_id,
+                salesforce_contact_id = excluded.salesforce_contact_id,
+                hubspot_stage = excluded.hubspot_stage, salesforce_stage = excluded.salesforce_stage,
+                hubspot_raw_stage = excluded.hubspot_raw_stage,
+                salesforce_raw_stage = excluded.salesforce_raw_stage, drift = excluded.drift,
+                decision = excluded.decision, deleted = excluded.deleted,
+                updated_at = excluded.updated_at{first_entered_updates}"
+        );
+    let mut upsert = connection.prepare_cached(&sql)?;
+    for person in &commit.persons {
+        let mut values: Vec<SqlValue> = vec![
+            person.unified_id.clone().into(),
+            optional_text(&person.email),
+            optional_text(&person.name),
+            optional_text(&person.company),
+            optional_text(&person.stage),
+            optional_text(&person.hubspot_id),
+            optional_text(&person.salesforce_lead_id),
+            optional_text(&person.salesforce_contact_id),
+            optional_text(&person.hubspot_stage),
+            optional_text(&person.salesforce_stage),
+            optional_text(&person.hubspot_raw_stage),
+            optional_text(&person.salesforce_raw_stage),
+            SqlValue::Integer(i64::from(person.drift)),
+            optional_text(&person.decision),
+            SqlValue::Integer(i64::from(person.deleted)),
+            person.created_at.map(sql_time).into(),
+            sql_time(person.updated_at.unwrap_or(at)).into(),
+        ];
+        for stage in stage_ids {
+            values.push(
+                person
+                    .first_entered
+                    .get(stage)
+                    .copied()
+                    .map(sql_time)
+                    .into(),
+            );
+        }
+        upsert.execute(params_from_iter(values))?;
+    }
+    let mut transition = connection.prepare_cached(
+        "INSERT INTO stage_transitions (unified_id, from_stage, to_stage, at, system, run_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for change in &commit.transitions {
+        transition.execute(params![
+            change.unified_id,
+            change.from,
+            change.to,
+            sql_time(change.at),
+            change.system.as_str(),
+            run_id
+        ])?;
+    }
+    let mut queue = connection
+            .prepare_cached(
+                "INSERT INTO pending_writes (system, object, record_id, unified_id, changes, current, allow_regression, run_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (system, object, record_id) DO UPDATE SET unified_id = excluded.unified_id,
+                    changes = excluded.changes, current = excluded.current,
+                    allow_regression = excluded.allow_regression, run_id = excluded.run_id",
+            )
+            ?;
+    for write in &commit.writes {
+        queue.execute(params![
+            write.key.system.as_str(),
+            write.key.object,
+            write.key.id,
+            write.unified_id,
+            write.changes,
+            write.current,
+            write.allow_regression,
+            run_id
+        ])?;
+    }
+    delete_pending_writes(connection, &commit.dropped_writes)?;
+    insert_dead_letters(connection, run_id, at, &commit.dead_letters)?;
+    Ok(())
+}
+
 /// Takes these records' writes off the queue.
 fn delete_pending_writes(
-    transaction: &Transaction<'_>,
+    connection: &Connection,
     keys: &[RecordKey],
 ) -> Result<(), rusqlite::Error> {
-    let mut delete = transaction.prepare_cached(
+    let mut delete = connection.prepare_cached(
         "DELETE FROM pending_writes WHERE system = ?1 AND object = ?2 AND record_id = ?3",
     )?;
     for key in keys {
@@ -817,7 +856,7 @@ fn delete_pending_writes(
 }
 
 fn insert_dead_letters(
-    transaction: &Transaction<'_>,
+    connection: &Connection,
     run_id: i64,
     at: jiff::Timestamp,
     letters: &[DeadLetterRow],
@@ -825,7 +864,7 @@ fn insert_dead_letters(
     if letters.is_empty() {
         return Ok(());
     }
-    let mut insert = transaction.prepare_cached(
+    let mut insert = connection.prepare_cached(
         "INSERT INTO dead_letters (system, object, id, reason, payload, run_id, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;

@@ -208,7 +208,10 @@ impl Warehouse {
         self.with(move |store, _| store.ledger(&keys)).await
     }
 
-    pub async fn commit_reconcile(
+    /// Stores one reconciled chunk. On SQLite its transaction is left open until
+    /// [`Self::commit_staged`]: what the engine reads next sees it, and the commit can be
+    /// written while the engine decides the next chunk. On PostgreSQL it commits at once.
+    pub async fn stage_reconcile(
         &self,
         run_id: i64,
         at: Timestamp,
@@ -219,8 +222,26 @@ impl Warehouse {
                 .commit_reconcile(run_id, at, &commit, &self.stage_ids)
                 .await;
         }
-        self.with(move |store, stage_ids| store.commit_reconcile(run_id, at, &commit, stage_ids))
+        self.with(move |store, stage_ids| store.stage_reconcile(run_id, at, &commit, stage_ids))
             .await
+    }
+
+    /// Makes the chunk [`Self::stage_reconcile`] stored durable (nothing to do when none is
+    /// open, or on PostgreSQL).
+    pub async fn commit_staged(&self) -> Result<(), StoreError> {
+        if let Backend::Postgres(_) = &self.backend {
+            return Ok(());
+        }
+        self.with(|store, _| store.commit_staged()).await
+    }
+
+    /// Drops a chunk [`Self::stage_reconcile`] left uncommitted, after an error: its records
+    /// stay pending.
+    pub async fn abandon_staged(&self) -> Result<(), StoreError> {
+        if let Backend::Postgres(_) = &self.backend {
+            return Ok(());
+        }
+        self.with(|store, _| store.abandon_staged()).await
     }
 
     /// Up to `limit` waiting writes to `object` of `system`, after the record id `after`.
