@@ -14,6 +14,13 @@ use crmsync::emulator::data::OrgProfile;
 use crmsync::emulator::hubspot::{HubspotLimits, HubspotTier};
 use crmsync::emulator::{EmulatorConfig, RunningEmulator};
 
+/// mimalloc rather than the system allocator: a sync allocates and frees many small values
+/// (JSON properties, rows), and glibc's allocator spent a fifth of an extract's CPU on them.
+/// Built without transparent huge pages (`no_thp`): with them, a full sync of 100,000 people
+/// peaked at 230 MB instead of 175 MB.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
