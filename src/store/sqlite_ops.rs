@@ -925,10 +925,10 @@ fn json_object(
     row: &Row<'_>,
     index: usize,
 ) -> rusqlite::Result<serde_json::Map<String, serde_json::Value>> {
-    let text: Option<String> = row.get(index)?;
-    match text {
-        None => Ok(serde_json::Map::new()),
-        Some(text) => serde_json::from_str(&text)
+    // Parsed from SQLite's own buffer: the text is not copied first.
+    match row.get_ref(index)? {
+        rusqlite::types::ValueRef::Null => Ok(serde_json::Map::new()),
+        value => serde_json::from_slice(value.as_bytes()?)
             .map_err(|error| conversion_error(index, format!("not a JSON object: {error}"))),
     }
 }
