@@ -362,3 +362,79 @@ async fn a_plan_on_postgresql_works_on_temporary_copies_and_leaves_the_database_
     drop(client);
     database.drop_it().await;
 }
+
+/// The shipped vocabulary.
+fn default_vocabulary() -> crmsync::vocabulary::Vocabulary {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/vocabulary.toml");
+    let text = std::fs::read_to_string(&path).expect("vocabulary file");
+    let mut diagnostics = crmsync::diagnostics::Diagnostics::default();
+    let vocabulary = crmsync::vocabulary::Vocabulary::parse(
+        &crmsync::diagnostics::SourceFile::new("vocabulary.toml", text),
+        &mut diagnostics,
+    );
+    assert!(diagnostics.is_empty(), "{diagnostics}");
+    vocabulary
+}
+
+/// The definition of the person index in the database's own schema, if it has one.
+async fn shared_person_index(client: &tokio_postgres::Client) -> Option<String> {
+    client
+        .query_opt(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND indexname = 'source_records_unified'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_on_an_older_warehouse_migrates_only_its_copies() {
+    let Some(database) = TestDatabase::create("older_plan").await else {
+        return;
+    };
+    let client = database.client().await;
+    // A warehouse an earlier release left at version 3 (before the person index was partial).
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
+        )
+        .await
+        .unwrap();
+    for migration in &crmsync::store::MIGRATIONS[..3] {
+        client
+            .batch_execute(&migration.render(crmsync::store::Dialect::Postgres))
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO schema_migrations VALUES ($1, $2, now())",
+                &[&(migration.version as i32), &migration.name],
+            )
+            .await
+            .unwrap();
+    }
+    let before = shared_person_index(&client)
+        .await
+        .expect("version 3 has it");
+    assert!(!before.contains("WHERE"), "{before}");
+    let vocabulary = default_vocabulary();
+
+    let scratch =
+        crmsync::store::postgres::PostgresStore::connect_scratch(&database.url, None, &vocabulary)
+            .await
+            .expect("a plan's private copy");
+    drop(scratch);
+    assert_eq!(
+        shared_person_index(&client).await.as_deref(),
+        Some(before.as_str()),
+        "migrating the plan's copies reached the warehouse's own index"
+    );
+
+    crmsync::store::postgres::PostgresStore::connect(&database.url, None, &vocabulary)
+        .await
+        .expect("the warehouse itself still migrates");
+    let after = shared_person_index(&client).await.expect("migrated");
+    assert!(after.contains("WHERE (unified_id IS NOT NULL)"), "{after}");
+    database.drop_it().await;
+}

@@ -232,10 +232,14 @@ impl PostgresStore {
         let failed = failed(&self.url);
         let mut client = self.client.lock().await;
         let transaction = client.transaction().await.map_err(&failed)?;
-        // Temporary copies are this session's alone: no other process migrates them.
+        // Temporary copies are this session's alone: no other process migrates them. An
+        // index to drop is named in `pg_temp` only: the copies' indexes have names of
+        // PostgreSQL's choosing, so an unqualified name would find the real table's index.
         let render = |sql: String| match tables {
             Tables::Shared => sql,
-            Tables::Temporary => sql.replace("CREATE TABLE ", "CREATE TEMPORARY TABLE "),
+            Tables::Temporary => sql
+                .replace("CREATE TABLE ", "CREATE TEMPORARY TABLE ")
+                .replace("DROP INDEX ", "DROP INDEX IF EXISTS pg_temp."),
         };
         if tables == Tables::Shared {
             transaction
