@@ -881,10 +881,12 @@ impl Engine {
     /// Reconciles every pending record, a chunk at a time.
     async fn reconcile(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
         let reconciled = self.reconcile_chunks(run_id, tally).await;
+        // A chunk still staged was decided in full (and counted): it is kept, as on
+        // PostgreSQL, where each chunk commits at once.
         if reconciled.is_err()
-            && let Err(error) = self.warehouse.abandon_staged().await
+            && let Err(error) = self.warehouse.commit_staged().await
         {
-            tracing::warn!(%error, "could not roll back the reconcile chunk left uncommitted");
+            tracing::warn!(%error, "could not commit the last reconciled chunk");
         }
         reconciled
     }

@@ -1,7 +1,9 @@
 //! The engine's reads and writes on the SQLite warehouse: pages of records with their
 //! checkpoint, the reconcile step's lookups and commits, the write-back outbox and ledger,
 //! and the run log. Every write is one transaction, so a process killed at any moment leaves
-//! either all of a step or none of it.
+//! either all of a step or none of it. A reconcile chunk's transaction alone stays open past
+//! its call — the next chunk is read inside it, then it commits (see
+//! [`SqliteStore::stage_reconcile`]).
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row, Transaction, params, params_from_iter};
@@ -22,12 +24,7 @@ const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties, email
 
 impl SqliteStore {
     fn transaction(&mut self) -> Result<Transaction<'_>, StoreError> {
-        if self.staged {
-            // Only a reconcile that stopped on an error leaves a chunk staged; its records
-            // are still pending, so the next run reconciles them again.
-            tracing::warn!("a reconcile chunk left uncommitted is rolled back");
-            self.abandon_staged()?;
-        }
+        self.commit_staged()?;
         let path = self.path.clone();
         self.connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -70,6 +67,7 @@ impl SqliteStore {
         finished: jiff::Timestamp,
         run: &RunRow,
     ) -> Result<(), StoreError> {
+        self.commit_staged()?;
         let failed = self.failed();
         self.connection
             .execute(
@@ -141,6 +139,7 @@ impl SqliteStore {
         name: &str,
         kept: Option<(jiff::Timestamp, String)>,
     ) -> Result<(), StoreError> {
+        self.commit_staged()?;
         let failed = self.failed();
         match kept {
             Some((at, body)) => self.connection.execute(
@@ -159,6 +158,7 @@ impl SqliteStore {
 
     /// Forgets every checkpoint (a `--full` run).
     pub fn clear_checkpoints(&mut self) -> Result<(), StoreError> {
+        self.commit_staged()?;
         let failed = self.failed();
         self.connection
             .execute("DELETE FROM checkpoints", [])
@@ -437,7 +437,9 @@ impl SqliteStore {
     /// writes they call for; the chunk's records stop being pending — in a transaction left
     /// open: what this connection reads next sees it, and [`Self::commit_staged`] makes it
     /// durable (so the engine reads the next chunk before the commit, and decides that chunk
-    /// while the commit is written). A chunk staged earlier is committed first.
+    /// while the commit is written). A staged chunk is always whole — decided in full — so
+    /// any other write on this connection commits it first rather than join its
+    /// transaction; a chunk staged earlier is committed first too.
     pub fn stage_reconcile(
         &mut self,
         run_id: i64,
@@ -450,11 +452,11 @@ impl SqliteStore {
         self.connection
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(&failed)?;
-        self.staged = true;
         if let Err(error) = write_reconcile(&self.connection, run_id, at, commit, stage_ids) {
-            self.abandon_staged()?;
+            self.roll_back();
             return Err(failed(error));
         }
+        self.staged = true;
         Ok(())
     }
 
@@ -465,25 +467,22 @@ impl SqliteStore {
         }
         self.staged = false;
         if let Err(error) = self.connection.execute_batch("COMMIT") {
-            // A failed COMMIT can leave the transaction open; nothing of it is kept.
-            if !self.connection.is_autocommit() {
-                let _ = self.connection.execute_batch("ROLLBACK");
-            }
+            // A failed COMMIT can leave the transaction open; nothing of it is kept, and its
+            // records stay pending.
+            self.roll_back();
             return Err(self.failed()(error));
         }
         Ok(())
     }
 
-    /// Rolls back the chunk [`Self::stage_reconcile`] left open, if any: its records stay
-    /// pending for the next run.
-    pub fn abandon_staged(&mut self) -> Result<(), StoreError> {
-        if !self.staged {
-            return Ok(());
+    /// Rolls back the open transaction, if SQLite has not already (after an I/O error, say);
+    /// the error that led here is the one reported.
+    fn roll_back(&mut self) {
+        if !self.connection.is_autocommit()
+            && let Err(error) = self.connection.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(%error, "could not roll back a reconcile chunk's transaction");
         }
-        self.staged = false;
-        self.connection
-            .execute_batch("ROLLBACK")
-            .map_err(self.failed())
     }
 
     /// Up to `limit` waiting writes to `object` of `system`, after `after` in id order.
@@ -725,18 +724,16 @@ fn write_reconcile(
             "DELETE FROM unified_leads WHERE unified_id = ?1",
             [&merge.absorbed],
         )?;
-        connection
-                .execute(
-                    "INSERT INTO person_merges (absorbed, survivor, reason, at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (absorbed) DO UPDATE SET survivor = excluded.survivor, reason = excluded.reason,
-                        at = excluded.at, run_id = excluded.run_id",
-                    params![merge.absorbed, merge.survivor, merge.reason, sql_time(at), run_id],
-                )
-                ?;
+        connection.execute(
+            "INSERT INTO person_merges (absorbed, survivor, reason, at, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (absorbed) DO UPDATE SET survivor = excluded.survivor, reason = excluded.reason,
+                at = excluded.at, run_id = excluded.run_id",
+            params![merge.absorbed, merge.survivor, merge.reason, sql_time(at), run_id],
+        )?;
     }
     let mut assign = connection.prepare_cached(
         "UPDATE source_records SET unified_id = ?4, pending = FALSE
-                 WHERE system = ?1 AND object = ?2 AND id = ?3",
+         WHERE system = ?1 AND object = ?2 AND id = ?3",
     )?;
     for (key, unified_id) in &commit.assignments {
         assign.execute(params![key.system.as_str(), key.object, key.id, unified_id])?;
@@ -753,21 +750,21 @@ fn write_reconcile(
         .map(|offset| format!(", ?{}", 18 + offset))
         .collect();
     let sql = format!(
-            "INSERT INTO unified_leads (unified_id, email, name, company, stage, hubspot_id,
-                salesforce_lead_id, salesforce_contact_id, hubspot_stage, salesforce_stage,
-                hubspot_raw_stage, salesforce_raw_stage, drift, decision, deleted, created_at,
-                updated_at{first_entered_columns})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17{first_entered_params})
-             ON CONFLICT (unified_id) DO UPDATE SET email = excluded.email, name = excluded.name,
-                company = excluded.company, stage = excluded.stage, hubspot_id = excluded.hubspot_id,
-                salesforce_lead_id = excluded.salesforce_lead_id,
-                salesforce_contact_id = excluded.salesforce_contact_id,
-                hubspot_stage = excluded.hubspot_stage, salesforce_stage = excluded.salesforce_stage,
-                hubspot_raw_stage = excluded.hubspot_raw_stage,
-                salesforce_raw_stage = excluded.salesforce_raw_stage, drift = excluded.drift,
-                decision = excluded.decision, deleted = excluded.deleted,
-                updated_at = excluded.updated_at{first_entered_updates}"
-        );
+        "INSERT INTO unified_leads (unified_id, email, name, company, stage, hubspot_id,
+            salesforce_lead_id, salesforce_contact_id, hubspot_stage, salesforce_stage,
+            hubspot_raw_stage, salesforce_raw_stage, drift, decision, deleted, created_at,
+            updated_at{first_entered_columns})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17{first_entered_params})
+         ON CONFLICT (unified_id) DO UPDATE SET email = excluded.email, name = excluded.name,
+            company = excluded.company, stage = excluded.stage, hubspot_id = excluded.hubspot_id,
+            salesforce_lead_id = excluded.salesforce_lead_id,
+            salesforce_contact_id = excluded.salesforce_contact_id,
+            hubspot_stage = excluded.hubspot_stage, salesforce_stage = excluded.salesforce_stage,
+            hubspot_raw_stage = excluded.hubspot_raw_stage,
+            salesforce_raw_stage = excluded.salesforce_raw_stage, drift = excluded.drift,
+            decision = excluded.decision, deleted = excluded.deleted,
+            updated_at = excluded.updated_at{first_entered_updates}"
+    );
     let mut upsert = connection.prepare_cached(&sql)?;
     for person in &commit.persons {
         let mut values: Vec<SqlValue> = vec![
@@ -803,7 +800,7 @@ fn write_reconcile(
     }
     let mut transition = connection.prepare_cached(
         "INSERT INTO stage_transitions (unified_id, from_stage, to_stage, at, system, run_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for change in &commit.transitions {
         transition.execute(params![
@@ -815,15 +812,13 @@ fn write_reconcile(
             run_id
         ])?;
     }
-    let mut queue = connection
-            .prepare_cached(
-                "INSERT INTO pending_writes (system, object, record_id, unified_id, changes, current, allow_regression, run_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (system, object, record_id) DO UPDATE SET unified_id = excluded.unified_id,
-                    changes = excluded.changes, current = excluded.current,
-                    allow_regression = excluded.allow_regression, run_id = excluded.run_id",
-            )
-            ?;
+    let mut queue = connection.prepare_cached(
+        "INSERT INTO pending_writes (system, object, record_id, unified_id, changes, current, allow_regression, run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (system, object, record_id) DO UPDATE SET unified_id = excluded.unified_id,
+            changes = excluded.changes, current = excluded.current,
+            allow_regression = excluded.allow_regression, run_id = excluded.run_id",
+    )?;
     for write in &commit.writes {
         queue.execute(params![
             write.key.system.as_str(),
@@ -926,11 +921,14 @@ fn json_object(
     index: usize,
 ) -> rusqlite::Result<serde_json::Map<String, serde_json::Value>> {
     // Parsed from SQLite's own buffer: the text is not copied first.
-    match row.get_ref(index)? {
-        rusqlite::types::ValueRef::Null => Ok(serde_json::Map::new()),
-        value => serde_json::from_slice(value.as_bytes()?)
-            .map_err(|error| conversion_error(index, format!("not a JSON object: {error}"))),
-    }
+    let text = match row.get_ref(index)? {
+        rusqlite::types::ValueRef::Null => return Ok(serde_json::Map::new()),
+        value => value
+            .as_str()
+            .map_err(|error| conversion_error(index, format!("not JSON text: {error}")))?,
+    };
+    serde_json::from_str(text)
+        .map_err(|error| conversion_error(index, format!("not a JSON object: {error}")))
 }
 
 fn member_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {

@@ -1,7 +1,8 @@
 //! The warehouse as the engine sees it: one handle, whatever the backend, with async
 //! operations so a sync's network work never waits behind a disk write. SQLite work runs on
-//! tokio's blocking pool, one operation at a time on the one connection; PostgreSQL work is
-//! async on one connection.
+//! tokio's blocking pool, one operation at a time on the one connection (a reconcile chunk's
+//! transaction stays open across the next chunk's reads: see [`Warehouse::stage_reconcile`]);
+//! PostgreSQL work is async on one connection.
 
 use std::sync::{Arc, Mutex};
 
@@ -233,15 +234,6 @@ impl Warehouse {
             return Ok(());
         }
         self.with(|store, _| store.commit_staged()).await
-    }
-
-    /// Drops a chunk [`Self::stage_reconcile`] left uncommitted, after an error: its records
-    /// stay pending.
-    pub async fn abandon_staged(&self) -> Result<(), StoreError> {
-        if let Backend::Postgres(_) = &self.backend {
-            return Ok(());
-        }
-        self.with(|store, _| store.abandon_staged()).await
     }
 
     /// Up to `limit` waiting writes to `object` of `system`, after the record id `after`.
