@@ -494,6 +494,43 @@ async fn a_write_back_stopped_by_the_daily_allowance_reports_what_it_wrote() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_go_out_several_at_once() {
+    // Every answer takes 50–250 ms: batches sent one after another never overlap.
+    let emulator = start_with(EmulatorConfig {
+        seed: 41,
+        records: 400,
+        rate_limits: false,
+        faults: "slow".parse::<Faults>().expect("faults"),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = private_client(
+        &emulator,
+        RateSettings {
+            requests_per_10s: 1_000,
+            ..RateSettings::default()
+        },
+    );
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    let records = contacts(&client).await;
+    assert!(records.len() > 300, "{}", records.len());
+    let peak_before = emulator.stats().peak_in_flight.get("hubspot").copied();
+    assert_eq!(peak_before, Some(1), "the reads go one at a time");
+    let plan: Vec<PlannedUpdate> = records
+        .iter()
+        .map(|record| planned(record, &[("jobtitle", "Several at once")], false))
+        .collect();
+    let report = HubspotWriter::new(&client, &schema)
+        .update("contacts", plan)
+        .await
+        .expect("written");
+    assert_eq!(report.written, records.len(), "{report:?}");
+    let peak = emulator.stats().peak_in_flight.get("hubspot").copied();
+    assert!(peak.is_some_and(|peak| peak >= 2), "{peak:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_read_before_hubspot_moved_it_on_is_not_reported_as_written() {
     let (_emulator, client, schema, records) = portal("none").await;
     let customers = with_stage(&records, "customer");

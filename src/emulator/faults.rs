@@ -238,19 +238,23 @@ fn server_error(status: StatusCode) -> Response {
     response
 }
 
-/// The middleware: may delay the request, or answer it with a fault instead.
+/// The middleware: counts the request in flight (see [`Stats::enter`]), and may delay it, or
+/// answer it with a fault instead.
 pub async fn inject(
     State(injector): State<Arc<FaultInjector>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let faults = injector.faults;
-    if !(faults.flaky || faults.storm || faults.slow)
-        || request.uri().path().starts_with("/__emulator")
-    {
+    if request.uri().path().starts_with("/__emulator") {
         return next.run(request).await;
     }
     let system = System::of(request.uri().path());
+    // Counted as being answered until its response is made (delays included).
+    let _in_flight = injector.stats.enter(system.name());
+    let faults = injector.faults;
+    if !(faults.flaky || faults.storm || faults.slow) {
+        return next.run(request).await;
+    }
     // Token endpoints answer in OAuth's own error shape; of the faults, only the edge's (502,
     // 503 pages, dropped connections) reach them.
     let token_endpoint = matches!(

@@ -23,9 +23,50 @@ pub struct StatsSnapshot {
     pub rate_limited: u64,
     /// Records created or changed, by `"<system> <object>"`.
     pub records_written: BTreeMap<String, u64>,
+    /// The most requests of a system the emulator was answering at once.
+    pub peak_in_flight: BTreeMap<String, u64>,
+    /// Requests being answered now, by system.
+    #[serde(skip)]
+    in_flight: BTreeMap<String, u64>,
+}
+
+/// A request being answered; it is counted out when this is dropped.
+pub struct InFlight<'a> {
+    stats: &'a Stats,
+    system: &'static str,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.stats.lock();
+        if let Some(count) = inner.in_flight.get_mut(self.system) {
+            *count = count.saturating_sub(1);
+        }
+    }
 }
 
 impl Stats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatsSnapshot> {
+        // A poisoned lock only means a panic elsewhere; the counters are still usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a request of `system` in until the returned guard is dropped.
+    pub fn enter(&self, system: &'static str) -> InFlight<'_> {
+        let mut inner = self.lock();
+        let count = inner.in_flight.entry(system.to_string()).or_default();
+        *count += 1;
+        let now = *count;
+        let peak = inner.peak_in_flight.entry(system.to_string()).or_default();
+        *peak = (*peak).max(now);
+        InFlight {
+            stats: self,
+            system,
+        }
+    }
+
     pub fn record(&self, system: &str, endpoint: &str, status: u16) {
         // A poisoned lock only means a panic elsewhere; the counters are still usable.
         let mut inner = self
