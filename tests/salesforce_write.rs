@@ -286,6 +286,39 @@ async fn a_write_back_reaching_the_reserve_reports_what_it_wrote() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_out_several_at_once() {
+    // Every answer takes 50–250 ms: requests sent one after another never overlap.
+    let emulator = start(EmulatorConfig {
+        faults: "slow".parse().expect("faults"),
+        ..quiet(2_000)
+    })
+    .await;
+    let client = client(&emulator, jwt(&emulator));
+    let describe = ObjectDescribe::load(&client, "Lead")
+        .await
+        .expect("describe");
+    let records = leads(&client, &describe).await;
+    assert_eq!(
+        emulator.stats().peak_in_flight.get("salesforce"),
+        Some(&1),
+        "the reads go one at a time"
+    );
+    let plan: Vec<PlannedUpdate> = records
+        .iter()
+        .filter(|record| !is_converted(record))
+        .map(|record| planned(record, &[("Title", json!("Several at once"))]))
+        .collect();
+    assert!(plan.len() > 3 * 200, "{}", plan.len());
+    let report = SalesforceWriter::new(&client)
+        .update(&describe, plan.clone())
+        .await
+        .expect("written");
+    assert_eq!(report.written, plan.len(), "{report:?}");
+    let peak = emulator.stats().peak_in_flight.get("salesforce").copied();
+    assert!(peak.is_some_and(|peak| peak >= 2), "{peak:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upsert_of_a_known_record_sends_only_what_differs_and_a_null_clears() {
     let emulator = start(quiet(200)).await;
     let client = client(&emulator, jwt(&emulator));

@@ -137,6 +137,30 @@ struct Usage {
     max: u64,
 }
 
+/// What the client knows of the org's daily allocation: the last reported usage, and the
+/// requests sent since that have no answer yet — they count against what is left, so requests
+/// sent at once cannot pass the reserve together.
+#[derive(Debug, Default)]
+struct Allocation {
+    reported: Option<Usage>,
+    unanswered: u64,
+}
+
+/// A request counted as unanswered until this is dropped.
+struct Unanswered<'a> {
+    allocation: &'a Mutex<Allocation>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let mut allocation = self
+            .allocation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        allocation.unanswered = allocation.unanswered.saturating_sub(1);
+    }
+}
+
 /// The Salesforce API as crmsync calls it.
 #[derive(Debug)]
 pub struct SalesforceClient {
@@ -146,7 +170,7 @@ pub struct SalesforceClient {
     pacer: Pacer,
     in_flight: Semaphore,
     retry: RetryPolicy,
-    usage: Mutex<Option<Usage>>,
+    allocation: Mutex<Allocation>,
     /// The org's clock as the last answer's `Date` header gave it.
     server_clock: Mutex<Option<jiff::Timestamp>>,
     calls: AtomicU64,
@@ -178,7 +202,7 @@ impl SalesforceClient {
             in_flight: Semaphore::new(settings.max_concurrent.max(1)),
             settings,
             retry,
-            usage: Mutex::new(None),
+            allocation: Mutex::new(Allocation::default()),
             server_clock: Mutex::new(None),
             calls: AtomicU64::new(0),
         })
@@ -191,10 +215,10 @@ impl SalesforceClient {
 
     /// The org's daily usage and allocation as last reported, if any answer said.
     pub fn api_usage(&self) -> Option<(u64, u64)> {
-        self.usage
+        self.allocation
             .lock()
             .ok()
-            .and_then(|usage| usage.map(|usage| (usage.used, usage.max)))
+            .and_then(|allocation| allocation.reported.map(|usage| (usage.used, usage.max)))
     }
 
     /// The time at the org when the last answer left it (its `Date` header), if any came.
@@ -230,7 +254,7 @@ impl SalesforceClient {
         let mut signed_in_again = false;
         loop {
             attempt += 1;
-            self.check_reserve()?;
+            let unanswered = self.check_reserve()?;
             let session = self.sessions.session().await?;
             self.pacer.ready().await;
             let span = tracing::info_span!(
@@ -251,6 +275,7 @@ impl SalesforceClient {
                 Ok((status, headers, bytes)) => {
                     span.record("status", status.as_u16());
                     self.observe_usage(&headers);
+                    drop(unanswered);
                     self.observe_clock(&headers);
                     match classify(status, headers, bytes, accept, &endpoint) {
                         Verdict::Done(answer) => return Ok(answer),
@@ -328,8 +353,8 @@ impl SalesforceClient {
         else {
             return;
         };
-        if let Ok(mut current) = self.usage.lock() {
-            *current = Some(usage);
+        if let Ok(mut allocation) = self.allocation.lock() {
+            allocation.reported = Some(usage);
         }
     }
 
@@ -343,25 +368,29 @@ impl SalesforceClient {
         }
     }
 
-    /// Stops before a request once the org's remaining allocation is down to the reserve.
-    fn check_reserve(&self) -> Result<(), SalesforceError> {
-        let usage = *self
-            .usage
+    /// Stops before a request once the org's remaining allocation — less the requests sent
+    /// and not yet answered — is down to the reserve; otherwise counts this request as
+    /// unanswered until the returned guard is dropped.
+    fn check_reserve(&self) -> Result<Unanswered<'_>, SalesforceError> {
+        let mut allocation = self
+            .allocation
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(Usage { used, max }) = usage else {
-            return Ok(());
-        };
-        let remaining = max.saturating_sub(used);
-        let reserve = max * u64::from(self.settings.reserve_percent) / 100;
-        if remaining <= reserve {
-            return Err(SalesforceError::Reserve {
-                remaining,
-                max,
-                reserve_percent: self.settings.reserve_percent,
-            });
+        if let Some(Usage { used, max }) = allocation.reported {
+            let remaining = max.saturating_sub(used);
+            let reserve = max * u64::from(self.settings.reserve_percent) / 100;
+            if remaining.saturating_sub(allocation.unanswered) <= reserve {
+                return Err(SalesforceError::Reserve {
+                    remaining,
+                    max,
+                    reserve_percent: self.settings.reserve_percent,
+                });
+            }
         }
-        Ok(())
+        allocation.unanswered += 1;
+        Ok(Unanswered {
+            allocation: &self.allocation,
+        })
     }
 }
 

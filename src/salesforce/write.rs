@@ -1,5 +1,5 @@
-//! Write-back to Salesforce through sObject Collections, 200 records a request with
-//! `allOrNone=false`: updates by record id, and upserts by an external-id field (records
+//! Write-back to Salesforce through sObject Collections, 200 records a request (four requests
+//! at once) with `allOrNone=false`: updates by record id, and upserts by an external-id field (records
 //! Salesforce may lack). Only records, and only fields, whose values differ from what the
 //! org holds are sent. Before sending, values are checked against the object's describe —
 //! unknown or read-only fields, inactive or unknown values of restricted picklists, converted
@@ -13,6 +13,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use http::Method;
 use serde_json::{Map, Value, json};
 
@@ -22,6 +24,8 @@ use super::soql::{Condition, Literal, SoqlQuery};
 
 /// Records one collection request may carry.
 pub const BATCH_SIZE: usize = 200;
+/// Requests sent at once (the client's `max_concurrent_requests` caps them too).
+const IN_FLIGHT: usize = 4;
 /// Item error codes that pass if sent again a little later.
 const RETRYABLE_CODES: [&str; 2] = ["UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"];
 
@@ -374,28 +378,47 @@ impl<'a> SalesforceWriter<'a> {
         let mut round = 0;
         loop {
             let mut retry: Vec<Input> = Vec::new();
-            while let Some(batch) = pending.pop_front() {
-                let outcome = match self.send_batch(describe, kind, &batch).await {
-                    Ok(outcome) => outcome,
+            // Up to IN_FLIGHT requests at once (no two hold the same record); the client's
+            // limit on concurrent requests still holds.
+            let mut in_flight = FuturesUnordered::new();
+            loop {
+                while in_flight.len() < IN_FLIGHT
+                    && let Some(batch) = pending.pop_front()
+                {
+                    in_flight.push(async move {
+                        let sent = self.send_batch(describe, kind, &batch).await;
+                        (batch, sent)
+                    });
+                }
+                let Some((batch, sent)) = in_flight.next().await else {
+                    break;
+                };
+                match sent {
+                    Ok(outcome) => take_outcome(outcome, &mut report, &mut retry, &mut pending),
                     Err(source) => {
-                        report.unsent = batch
-                            .iter()
-                            .chain(pending.iter().flatten())
-                            .chain(&retry)
-                            .map(|(id, _)| id.clone())
-                            .collect();
+                        // The requests already sent finish first: what they wrote counts.
+                        let mut unsent: Vec<String> = batch.into_iter().map(|(id, _)| id).collect();
+                        while let Some((other, sent)) = in_flight.next().await {
+                            match sent {
+                                Ok(outcome) => {
+                                    take_outcome(outcome, &mut report, &mut retry, &mut pending)
+                                }
+                                Err(_) => unsent.extend(other.into_iter().map(|(id, _)| id)),
+                            }
+                        }
+                        unsent.extend(
+                            pending
+                                .iter()
+                                .flatten()
+                                .chain(&retry)
+                                .map(|(id, _)| id.clone()),
+                        );
+                        report.unsent = unsent;
                         return Err(WriteError::Stopped {
                             report: Box::new(report),
                             source,
                         });
                     }
-                };
-                report.written += outcome.written.len();
-                report.created += outcome.created;
-                report.dead_letters.extend(outcome.dead_letters);
-                retry.extend(outcome.retry);
-                for part in outcome.resend.into_iter().rev() {
-                    pending.push_front(part);
                 }
             }
             if retry.is_empty() {
@@ -571,6 +594,23 @@ fn differs(current: &BTreeMap<String, Value>, desired: &BTreeMap<String, Value>)
     desired
         .iter()
         .any(|(name, value)| !same(current.get(name).unwrap_or(&Value::Null), value))
+}
+
+/// Takes a request's answer into the report; its parts to send again go next, before the
+/// requests after it, and its records to retry wait for the next round.
+fn take_outcome(
+    outcome: Outcome,
+    report: &mut WriteReport,
+    retry: &mut Vec<Input>,
+    pending: &mut VecDeque<Vec<Input>>,
+) {
+    report.written += outcome.written.len();
+    report.created += outcome.created;
+    report.dead_letters.extend(outcome.dead_letters);
+    retry.extend(outcome.retry);
+    for part in outcome.resend.into_iter().rev() {
+        pending.push_front(part);
+    }
 }
 
 fn batches(inputs: Vec<Input>) -> VecDeque<Vec<Input>> {
