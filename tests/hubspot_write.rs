@@ -531,6 +531,54 @@ async fn batches_go_out_several_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_sent_at_once_stop_together_at_the_daily_reserve() {
+    let emulator = start_with(EmulatorConfig {
+        seed: 41,
+        records: 1_500,
+        rate_limits: true,
+        hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
+            per_ten_seconds: 1_000,
+            per_day: 40,
+        },
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let client = private_client(
+        &emulator,
+        RateSettings {
+            requests_per_10s: 1_000,
+            daily_reserve_percent: 50,
+            ..RateSettings::default()
+        },
+    );
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    let records = contacts(&client).await;
+    let used = client.calls();
+    let allowed = 20 - used;
+    assert!(
+        records.len() / 100 > allowed as usize + 4,
+        "more batches than the day leaves: {} records, {used} calls made",
+        records.len()
+    );
+    let plan: Vec<PlannedUpdate> = records
+        .iter()
+        .map(|record| planned(record, &[("jobtitle", "Up to the reserve")], false))
+        .collect();
+    let outcome = HubspotWriter::new(&client, &schema)
+        .update("contacts", plan)
+        .await;
+    let Err(WriteError::Stopped { report, source }) = outcome else {
+        panic!("the reserve stops the write-back: {outcome:?}");
+    };
+    assert!(source.to_string().contains("reserve"), "{source}");
+    // Exactly the calls the reserve leaves, though four go out at once.
+    assert_eq!(client.calls(), 20, "{source}");
+    assert_eq!(report.written, allowed as usize * 100, "{report:?}");
+    assert_eq!(report.written + report.unsent.len(), records.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_read_before_hubspot_moved_it_on_is_not_reported_as_written() {
     let (_emulator, client, schema, records) = portal("none").await;
     let customers = with_stage(&records, "customer");

@@ -237,9 +237,9 @@ impl HubspotClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            if let DailyCheck::ProbeFirst = self.check_daily_reserve(budget)? {
+            if let DailyCheck::ProbeFirst = self.check_daily_reserve(budget, false)? {
                 Box::pin(self.probe_daily_figures(object)).await?;
-                self.check_daily_reserve(budget)?;
+                self.check_daily_reserve(budget, false)?;
             }
             // Fetched for every attempt: waits and backoff can outlast a token.
             let bearer = self.tokens.bearer().await?;
@@ -252,8 +252,9 @@ impl HubspotClient {
                 correlation_id = tracing::field::Empty,
                 status = tracing::field::Empty,
             );
-            // Counted as sent before the answer: its daily headers already include it.
-            self.count_daily();
+            // Checked again and counted as sent before the answer (its daily headers already
+            // include it): other requests may have gone while this one waited its turn.
+            self.check_daily_reserve(budget, true)?;
             let outcome = self
                 .attempt(&method, path, query, body, &bearer, budget)
                 .instrument(span.clone())
@@ -496,48 +497,48 @@ impl HubspotClient {
         .map(drop)
     }
 
-    /// Counts a request against the day; answers with daily headers correct the count.
-    fn count_daily(&self) {
-        if let Ok(mut state) = self.daily.lock() {
-            state.sent_since += 1;
-        }
-    }
-
     /// Stops before a request that would eat into the reserve: by HubSpot's latest daily
     /// figures less what was sent since; or, for an app HubSpot sends none (or when asking
     /// brought none), by the configured allowance less what was sent. Figures may be stale
     /// (the allowance renews at midnight in the portal's time zone): a general request brings
     /// fresh ones itself, a search (whose answers carry none) is preceded by a small listing.
-    fn check_daily_reserve(&self, budget: Budget) -> Result<DailyCheck, HubspotError> {
-        let state = *self
+    /// With `claim`, the moment of sending, a request that may go is counted against the day
+    /// under the same lock, so requests sent at once cannot pass the reserve together (answers
+    /// with daily headers correct the count).
+    fn check_daily_reserve(&self, budget: Budget, claim: bool) -> Result<DailyCheck, HubspotError> {
+        let mut state = self
             .daily
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let recent = |at: Option<tokio::time::Instant>| {
             at.is_some_and(|at| at.elapsed() < DAILY_FIGURES_LIFETIME)
         };
-        let (daily, remaining, basis) = match (recent(state.observed), state.daily, state.remaining)
-        {
+        let figures = match (recent(state.observed), state.daily, state.remaining) {
             (true, Some(daily), Some(remaining)) => {
-                (daily, remaining, "by HubSpot's daily figures")
+                Some((daily, remaining, "by HubSpot's daily figures"))
             }
-            _ if state.without_figures || recent(state.probed) => (
+            _ if state.without_figures || recent(state.probed) => Some((
                 self.settings.daily_limit,
                 self.settings.daily_limit,
                 "counted against the configured hubspot.rate_limit.daily_limit, as HubSpot sends this app no daily figures",
-            ),
-            _ if budget == Budget::Search => return Ok(DailyCheck::ProbeFirst),
-            _ => return Ok(DailyCheck::Go),
+            )),
+            _ if budget == Budget::Search && !claim => return Ok(DailyCheck::ProbeFirst),
+            _ => None,
         };
-        let remaining = remaining.saturating_sub(state.sent_since);
-        let reserve = daily * u64::from(self.settings.daily_reserve_percent) / 100;
-        if remaining <= reserve {
-            return Err(HubspotError::DailyReserve {
-                remaining,
-                daily,
-                reserve_percent: self.settings.daily_reserve_percent,
-                basis,
-            });
+        if let Some((daily, remaining, basis)) = figures {
+            let remaining = remaining.saturating_sub(state.sent_since);
+            let reserve = daily * u64::from(self.settings.daily_reserve_percent) / 100;
+            if remaining <= reserve {
+                return Err(HubspotError::DailyReserve {
+                    remaining,
+                    daily,
+                    reserve_percent: self.settings.daily_reserve_percent,
+                    basis,
+                });
+            }
+        }
+        if claim {
+            state.sent_since += 1;
         }
         Ok(DailyCheck::Go)
     }
