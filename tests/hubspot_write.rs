@@ -532,10 +532,13 @@ async fn batches_go_out_several_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_sent_at_once_stop_together_at_the_daily_reserve() {
+    // Answers take 50–250 ms, so batches are out together, and the client's pacing makes
+    // requests wait for their turn between the check and the sending.
     let emulator = start_with(EmulatorConfig {
         seed: 41,
         records: 1_500,
         rate_limits: true,
+        faults: "slow".parse::<Faults>().expect("faults"),
         hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
             per_ten_seconds: 1_000,
             per_day: 40,
@@ -546,7 +549,7 @@ async fn batches_sent_at_once_stop_together_at_the_daily_reserve() {
     let client = private_client(
         &emulator,
         RateSettings {
-            requests_per_10s: 1_000,
+            requests_per_10s: 100,
             daily_reserve_percent: 50,
             ..RateSettings::default()
         },

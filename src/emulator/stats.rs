@@ -10,6 +10,8 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub struct Stats {
     inner: Mutex<StatsSnapshot>,
+    /// Requests being answered now, by system.
+    in_flight: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// What `/__emulator/stats` returns.
@@ -25,9 +27,6 @@ pub struct StatsSnapshot {
     pub records_written: BTreeMap<String, u64>,
     /// The most requests of a system the emulator was answering at once.
     pub peak_in_flight: BTreeMap<String, u64>,
-    /// Requests being answered now, by system.
-    #[serde(skip)]
-    in_flight: BTreeMap<String, u64>,
 }
 
 /// A request being answered; it is counted out when this is dropped.
@@ -38,8 +37,12 @@ pub struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut inner = self.stats.lock();
-        if let Some(count) = inner.in_flight.get_mut(self.system) {
+        let mut in_flight = self
+            .stats
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = in_flight.get_mut(self.system) {
             *count = count.saturating_sub(1);
         }
     }
@@ -55,10 +58,16 @@ impl Stats {
 
     /// Counts a request of `system` in until the returned guard is dropped.
     pub fn enter(&self, system: &'static str) -> InFlight<'_> {
+        let now = {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let count = in_flight.entry(system).or_default();
+            *count += 1;
+            *count
+        };
         let mut inner = self.lock();
-        let count = inner.in_flight.entry(system.to_string()).or_default();
-        *count += 1;
-        let now = *count;
         let peak = inner.peak_in_flight.entry(system.to_string()).or_default();
         *peak = (*peak).max(now);
         InFlight {

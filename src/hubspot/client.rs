@@ -110,17 +110,35 @@ pub struct Answer {
 }
 
 /// What the daily headers last said, and when; and the requests sent since, which those
-/// figures do not count yet.
+/// figures do not count yet (requests answered since, and those still unanswered).
 #[derive(Debug, Default, Clone, Copy)]
 struct DailyState {
     daily: Option<u64>,
     remaining: Option<u64>,
     observed: Option<tokio::time::Instant>,
     sent_since: u64,
+    /// Requests sent and not yet answered: an answer's figures may not count them yet.
+    unanswered: u64,
     /// HubSpot sends this app rate headers but no daily figures (OAuth apps get none).
     without_figures: bool,
     /// When a request was last sent just to learn the daily figures.
     probed: Option<tokio::time::Instant>,
+}
+
+/// A request claimed against the day (see `check_daily_reserve`) and not yet answered; it
+/// stops being counted as out when this is dropped.
+struct Unanswered<'a> {
+    daily: &'a std::sync::Mutex<DailyState>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let mut state = self
+            .daily
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.unanswered = state.unanswered.saturating_sub(1);
+    }
 }
 
 /// Whether a request may go now.
@@ -255,10 +273,12 @@ impl HubspotClient {
             // Checked again and counted as sent before the answer (its daily headers already
             // include it): other requests may have gone while this one waited its turn.
             self.check_daily_reserve(budget, true)?;
+            let unanswered = Unanswered { daily: &self.daily };
             let outcome = self
                 .attempt(&method, path, query, body, &bearer, budget)
                 .instrument(span.clone())
                 .await;
+            drop(unanswered);
             self.calls.fetch_add(1, Ordering::Relaxed);
             let transient = match outcome {
                 Ok((status, headers, body)) => {
@@ -461,14 +481,25 @@ impl HubspotClient {
             number("x-hubspot-ratelimit-daily-remaining"),
         ) {
             (Some(daily), Some(remaining)) => {
-                *state = DailyState {
-                    daily: Some(daily),
-                    remaining: Some(remaining),
-                    observed: Some(tokio::time::Instant::now()),
-                    sent_since: 0,
-                    without_figures: false,
-                    probed: state.probed,
-                };
+                // This answer's figures count its own request, maybe not the others still
+                // out: those stay counted. An older answer arriving late may say more is left
+                // than a newer one did; the lower figure stands unless the rise is more than
+                // the requests out could explain (a new day).
+                let others_out = state.unanswered.saturating_sub(1);
+                let left_now = remaining.saturating_sub(others_out);
+                let left_known = state
+                    .remaining
+                    .filter(|_| state.daily == Some(daily))
+                    .map(|known| known.saturating_sub(state.sent_since));
+                let stale = left_known
+                    .is_some_and(|known| left_now > known && left_now - known <= state.unanswered);
+                if !stale {
+                    state.remaining = Some(remaining);
+                    state.sent_since = others_out;
+                }
+                state.daily = Some(daily);
+                state.observed = Some(tokio::time::Instant::now());
+                state.without_figures = false;
             }
             // Rate headers without daily ones: an OAuth app, which never gets them.
             _ if number("x-hubspot-ratelimit-max").is_some() => state.without_figures = true,
@@ -539,6 +570,7 @@ impl HubspotClient {
         }
         if claim {
             state.sent_since += 1;
+            state.unanswered += 1;
         }
         Ok(DailyCheck::Go)
     }

@@ -1,16 +1,16 @@
-//! Write-back to HubSpot: `batch/update` in batches of 100 (four in flight at once) holding
-//! only the records, and only the properties, whose values differ from what HubSpot holds; `batch/upsert` by a unique
-//! property for records HubSpot lacks (those it has are found first and updated like any
-//! other, so the lifecycle rules hold for them too). Values HubSpot would refuse (not one of
-//! a property's options, unknown or calculated properties) are dead-lettered before sending.
-//! A lifecycle stage only moves backwards when the reconcile policy allows it — by clearing it
-//! first, since HubSpot ignores a direct backward write, then setting it for the records whose
-//! clearing went through — and every refused regression is reported. On a 207, failed items
-//! worth retrying are retried alone; the rest are dead-lettered with the record id, the
+//! Write-back to HubSpot: `batch/update` in batches of 100 (four in flight at once) holding only
+//! the records, and only the properties, whose values differ from what HubSpot holds;
+//! `batch/upsert` by a unique property for records HubSpot lacks (those it has are found first and
+//! updated like any other, so the lifecycle rules hold for them too). Values HubSpot would refuse
+//! (not one of a property's options, unknown or calculated properties) are dead-lettered before
+//! sending. A lifecycle stage only moves backwards when the reconcile policy allows it — by
+//! clearing it first, since HubSpot ignores a direct backward write, then setting it for the
+//! records whose clearing went through — and every refused regression is reported. On a 207, failed
+//! items worth retrying are retried alone; the rest are dead-lettered with the record id, the
 //! property and HubSpot's message, as are items HubSpot neither confirms nor refuses. A batch
 //! HubSpot refuses whole (400) is narrowed down to the inputs it names, or halved until the bad
-//! input is alone: a whole batch is never lost for one bad item. A stop (a spent daily
-//! allowance, say) returns what was written so far and which records were not sent.
+//! input is alone: a whole batch is never lost for one bad item. A stop (a spent daily allowance,
+//! say) returns what was written so far and which records were not sent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -558,8 +558,11 @@ impl<'a> HubspotWriter<'a> {
             // Up to IN_FLIGHT batches are sent at once (no two hold the same record); the
             // client's limiter paces them.
             let mut in_flight = FuturesUnordered::new();
+            // Retries of locked records go one at a time: sent at once, they could lock each
+            // other (records sharing a parent).
+            let in_flight_cap = if round == 0 { IN_FLIGHT } else { 1 };
             loop {
-                while in_flight.len() < IN_FLIGHT
+                while in_flight.len() < in_flight_cap
                     && let Some(batch) = pending.pop_front()
                 {
                     in_flight.push(async move {
@@ -660,7 +663,7 @@ impl<'a> HubspotWriter<'a> {
 }
 
 /// Takes a batch's answer into the write-back's tally and report; its parts to send again go
-/// next, before the batches after it, and its items to retry wait for the next round.
+/// next, and its items to retry wait for the next round.
 fn take_outcome(
     outcome: BatchOutcome,
     tally: &mut Tally,

@@ -354,7 +354,17 @@ impl SalesforceClient {
             return;
         };
         if let Ok(mut allocation) = self.allocation.lock() {
-            allocation.reported = Some(usage);
+            // An older answer arriving late may report less used than a newer one did; the
+            // higher figure stands unless the fall is more than the requests out could
+            // explain (the 24-hour window moved on).
+            let stale = allocation.reported.is_some_and(|known| {
+                known.max == usage.max
+                    && usage.used < known.used
+                    && known.used - usage.used <= allocation.unanswered
+            });
+            if !stale {
+                allocation.reported = Some(usage);
+            }
         }
     }
 
@@ -379,7 +389,8 @@ impl SalesforceClient {
         if let Some(Usage { used, max }) = allocation.reported {
             let remaining = max.saturating_sub(used);
             let reserve = max * u64::from(self.settings.reserve_percent) / 100;
-            if remaining.saturating_sub(allocation.unanswered) <= reserve {
+            let remaining = remaining.saturating_sub(allocation.unanswered);
+            if remaining <= reserve {
                 return Err(SalesforceError::Reserve {
                     remaining,
                     max,

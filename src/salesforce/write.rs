@@ -381,8 +381,11 @@ impl<'a> SalesforceWriter<'a> {
             // Up to IN_FLIGHT requests at once (no two hold the same record); the client's
             // limit on concurrent requests still holds.
             let mut in_flight = FuturesUnordered::new();
+            // Retries of locked records go one at a time: sent at once, they could lock each
+            // other (records sharing a parent).
+            let in_flight_cap = if round == 0 { IN_FLIGHT } else { 1 };
             loop {
-                while in_flight.len() < IN_FLIGHT
+                while in_flight.len() < in_flight_cap
                     && let Some(batch) = pending.pop_front()
                 {
                     in_flight.push(async move {
@@ -596,8 +599,8 @@ fn differs(current: &BTreeMap<String, Value>, desired: &BTreeMap<String, Value>)
         .any(|(name, value)| !same(current.get(name).unwrap_or(&Value::Null), value))
 }
 
-/// Takes a request's answer into the report; its parts to send again go next, before the
-/// requests after it, and its records to retry wait for the next round.
+/// Takes a request's answer into the report; its parts to send again go next, and its
+/// records to retry wait for the next round.
 fn take_outcome(
     outcome: Outcome,
     report: &mut WriteReport,
