@@ -13,14 +13,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use http::Method;
 use serde_json::{Map, Value, json};
 
 use super::client::{Body, SalesforceClient, SalesforceError};
 use super::describe::ObjectDescribe;
 use super::soql::{Condition, Literal, SoqlQuery};
+use crate::http::in_flight::send_batches;
 
 /// Records one collection request may carry.
 pub const BATCH_SIZE: usize = 200;
@@ -378,51 +377,29 @@ impl<'a> SalesforceWriter<'a> {
         let mut round = 0;
         loop {
             let mut retry: Vec<Input> = Vec::new();
-            // Up to IN_FLIGHT requests at once (no two hold the same record); the client's
-            // limit on concurrent requests still holds.
-            let mut in_flight = FuturesUnordered::new();
-            // Retries of locked records go one at a time: sent at once, they could lock each
-            // other (records sharing a parent).
-            let in_flight_cap = if round == 0 { IN_FLIGHT } else { 1 };
-            loop {
-                while in_flight.len() < in_flight_cap
-                    && let Some(batch) = pending.pop_front()
-                {
-                    in_flight.push(async move {
-                        let sent = self.send_batch(describe, kind, &batch).await;
-                        (batch, sent)
-                    });
-                }
-                let Some((batch, sent)) = in_flight.next().await else {
-                    break;
-                };
-                match sent {
-                    Ok(outcome) => take_outcome(outcome, &mut report, &mut retry, &mut pending),
-                    Err(source) => {
-                        // The requests already sent finish first: what they wrote counts.
-                        let mut unsent: Vec<String> = batch.into_iter().map(|(id, _)| id).collect();
-                        while let Some((other, sent)) = in_flight.next().await {
-                            match sent {
-                                Ok(outcome) => {
-                                    take_outcome(outcome, &mut report, &mut retry, &mut pending)
-                                }
-                                Err(_) => unsent.extend(other.into_iter().map(|(id, _)| id)),
-                            }
-                        }
-                        unsent.extend(
-                            pending
-                                .iter()
-                                .flatten()
-                                .chain(&retry)
-                                .map(|(id, _)| id.clone()),
-                        );
-                        report.unsent = unsent;
-                        return Err(WriteError::Stopped {
-                            report: Box::new(report),
-                            source,
-                        });
-                    }
-                }
+            // Retries of locked records go one at a time: sent at once, records sharing a
+            // parent could lock each other.
+            let cap = if round == 0 { IN_FLIGHT } else { 1 };
+            let sent = send_batches(
+                &mut pending,
+                cap,
+                |batch| async move {
+                    let sent = self.send_batch(describe, kind, &batch).await;
+                    (batch, sent)
+                },
+                |outcome, pending| take_outcome(outcome, &mut report, &mut retry, pending),
+            )
+            .await;
+            if let Err((error, unsent)) = sent {
+                report.unsent = unsent
+                    .iter()
+                    .chain(&retry)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                return Err(WriteError::Stopped {
+                    report: Box::new(report),
+                    source: error,
+                });
             }
             if retry.is_empty() {
                 return Ok(report);
