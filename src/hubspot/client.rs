@@ -484,15 +484,16 @@ impl HubspotClient {
                 // This answer's figures count its own request, maybe not the others still
                 // out: those stay counted. An older answer arriving late may say more is left
                 // than a newer one did; the lower figure stands unless the rise is more than
-                // the requests out could explain (a new day).
+                // the requests counted since could explain (a new day).
                 let others_out = state.unanswered.saturating_sub(1);
                 let left_now = remaining.saturating_sub(others_out);
                 let left_known = state
                     .remaining
                     .filter(|_| state.daily == Some(daily))
                     .map(|known| known.saturating_sub(state.sent_since));
-                let stale = left_known
-                    .is_some_and(|known| left_now > known && left_now - known <= state.unanswered);
+                let stale = left_known.is_some_and(|known| {
+                    left_now > known && left_now - known <= state.unanswered + state.sent_since
+                });
                 if !stale {
                     state.remaining = Some(remaining);
                     state.sent_since = others_out;
