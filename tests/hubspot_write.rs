@@ -445,29 +445,51 @@ async fn a_batch_hubspot_refuses_whole_loses_only_the_bad_record() {
     assert_eq!(assigned.len(), 60);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_back_stopped_by_the_daily_allowance_reports_what_it_wrote() {
+/// A portal whose day allows `per_day` requests (10 s windows unlimited in practice).
+struct DayLimit {
+    records: usize,
+    faults: &'static str,
+    per_day: u64,
+}
+
+/// The emulator for `day`, a client with `rates`, and the contacts' schema (loaded).
+async fn portal_with_a_day_of(
+    day: DayLimit,
+    rates: RateSettings,
+) -> (RunningEmulator, HubspotClient, PortalSchema) {
     let emulator = start_with(EmulatorConfig {
         seed: 41,
-        records: 400,
+        records: day.records,
         rate_limits: true,
+        faults: day.faults.parse::<Faults>().expect("faults"),
         hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
             per_ten_seconds: 1_000,
-            per_day: 8,
+            per_day: day.per_day,
         },
         ..EmulatorConfig::default()
     })
     .await;
-    let client = private_client(
-        &emulator,
+    let client = private_client(&emulator, rates);
+    let mut schema = PortalSchema::default();
+    schema.load(&client, "contacts").await.expect("schema");
+    (emulator, client, schema)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_back_stopped_by_the_daily_allowance_reports_what_it_wrote() {
+    let (_emulator, client, schema) = portal_with_a_day_of(
+        DayLimit {
+            records: 400,
+            faults: "none",
+            per_day: 8,
+        },
         RateSettings {
             requests_per_10s: 1_000,
             daily_reserve_percent: 0,
             ..RateSettings::default()
         },
-    );
-    let mut schema = PortalSchema::default();
-    schema.load(&client, "contacts").await.expect("schema");
+    )
+    .await;
     // The schema and the full read (four list pages, one of archived) leave two calls.
     let records: Vec<SourceRecord> = contacts(&client).await.into_iter().take(300).collect();
     let plan: Vec<PlannedUpdate> = records
@@ -534,28 +556,19 @@ async fn batches_go_out_several_at_once() {
 async fn batches_sent_at_once_stop_together_at_the_daily_reserve() {
     // Answers take 50–250 ms, so batches are out together, and the client's pacing makes
     // requests wait for their turn between the check and the sending.
-    let emulator = start_with(EmulatorConfig {
-        seed: 41,
-        records: 1_500,
-        rate_limits: true,
-        faults: "slow".parse::<Faults>().expect("faults"),
-        hubspot_limits: crmsync::emulator::hubspot::HubspotLimits {
-            per_ten_seconds: 1_000,
+    let (_emulator, client, schema) = portal_with_a_day_of(
+        DayLimit {
+            records: 1_500,
+            faults: "slow",
             per_day: 40,
         },
-        ..EmulatorConfig::default()
-    })
-    .await;
-    let client = private_client(
-        &emulator,
         RateSettings {
             requests_per_10s: 100,
             daily_reserve_percent: 50,
             ..RateSettings::default()
         },
-    );
-    let mut schema = PortalSchema::default();
-    schema.load(&client, "contacts").await.expect("schema");
+    )
+    .await;
     let records = contacts(&client).await;
     let used = client.calls();
     let allowed = 20 - used;
