@@ -8,6 +8,16 @@ use std::future::Future;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+/// Batches in flight at once on a write's first round.
+const FIRST_ROUND: usize = 4;
+
+/// How many batches of a write's `round` (0 first, then retries) may be out at once: retries
+/// of locked records go one at a time, as records sharing a parent, sent at once, could lock
+/// each other.
+pub fn cap_for_round(round: u32) -> usize {
+    if round == 0 { FIRST_ROUND } else { 1 }
+}
+
 /// Sends the batches of `pending` with up to `cap` in flight, in order, through `send`;
 /// `take` folds each answer in and may put parts of a batch at the front of `pending` to go
 /// next. On the first failure the batches already out finish (their answers count: they

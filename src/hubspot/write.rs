@@ -20,13 +20,10 @@ use serde_json::{Value, json};
 
 use super::client::{Budget, HubspotClient, HubspotError};
 use super::schema::{PortalSchema, ValueCheck};
-use crate::http::in_flight::send_batches;
+use crate::http::in_flight::{cap_for_round, send_batches};
 
 /// Inputs one batch call may carry.
 pub const BATCH_SIZE: usize = 100;
-/// Batch calls sent at once. HubSpot takes a few hundred milliseconds to answer one, so one at
-/// a time would use a fraction of the allowance (10 to 25 requests a second).
-const IN_FLIGHT: usize = 4;
 /// Item error categories that pass if sent again a little later.
 const RETRYABLE_CATEGORIES: [&str; 3] = ["LOCKED", "RATE_LIMITS", "INTERNAL_ERROR"];
 const LIFECYCLE: &str = "lifecyclestage";
@@ -554,12 +551,9 @@ impl<'a> HubspotWriter<'a> {
         let mut round = 0;
         loop {
             let mut retry: Vec<Input> = Vec::new();
-            // Retries of locked records go one at a time: sent at once, records sharing a
-            // parent could lock each other.
-            let cap = if round == 0 { IN_FLIGHT } else { 1 };
             let sent = send_batches(
                 &mut pending,
-                cap,
+                cap_for_round(round),
                 |batch| async move {
                     let sent = self.send_batch(object, kind, &batch).await;
                     (batch, sent)

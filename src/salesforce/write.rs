@@ -19,12 +19,10 @@ use serde_json::{Map, Value, json};
 use super::client::{Body, SalesforceClient, SalesforceError};
 use super::describe::ObjectDescribe;
 use super::soql::{Condition, Literal, SoqlQuery};
-use crate::http::in_flight::send_batches;
+use crate::http::in_flight::{cap_for_round, send_batches};
 
 /// Records one collection request may carry.
 pub const BATCH_SIZE: usize = 200;
-/// Requests sent at once (the client's `max_concurrent_requests` caps them too).
-const IN_FLIGHT: usize = 4;
 /// Item error codes that pass if sent again a little later.
 const RETRYABLE_CODES: [&str; 2] = ["UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"];
 
@@ -377,12 +375,9 @@ impl<'a> SalesforceWriter<'a> {
         let mut round = 0;
         loop {
             let mut retry: Vec<Input> = Vec::new();
-            // Retries of locked records go one at a time: sent at once, records sharing a
-            // parent could lock each other.
-            let cap = if round == 0 { IN_FLIGHT } else { 1 };
             let sent = send_batches(
                 &mut pending,
-                cap,
+                cap_for_round(round),
                 |batch| async move {
                     let sent = self.send_batch(describe, kind, &batch).await;
                     (batch, sent)
