@@ -8,7 +8,7 @@ mod salesforce_common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crmsync::emulator::EmulatorConfig;
+use crmsync::emulator::{EmulatorConfig, RunningEmulator};
 use crmsync::record::SourceRecord;
 use crmsync::salesforce::client::{SalesforceClient, SalesforceSettings};
 use crmsync::salesforce::describe::ObjectDescribe;
@@ -43,6 +43,28 @@ async fn leads(client: &SalesforceClient, describe: &ObjectDescribe) -> Vec<Sour
     records
 }
 
+/// An emulated org of 2,000 people with `faults`, a client, the Lead describe and the leads.
+async fn org_with_faults(
+    faults: &str,
+) -> (
+    RunningEmulator,
+    SalesforceClient,
+    ObjectDescribe,
+    Vec<SourceRecord>,
+) {
+    let emulator = start(EmulatorConfig {
+        faults: faults.parse().expect("faults"),
+        ..quiet(2_000)
+    })
+    .await;
+    let client = client(&emulator, jwt(&emulator));
+    let describe = ObjectDescribe::load(&client, "Lead")
+        .await
+        .expect("describe");
+    let records = leads(&client, &describe).await;
+    (emulator, client, describe, records)
+}
+
 fn planned(record: &SourceRecord, desired: &[(&str, Value)]) -> PlannedUpdate {
     PlannedUpdate {
         id: record.id.clone(),
@@ -73,16 +95,7 @@ fn title(records: &[SourceRecord], id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locked_records_are_retried_and_bad_values_never_leave() {
-    let emulator = start(EmulatorConfig {
-        faults: "partial".parse().expect("faults"),
-        ..quiet(2_000)
-    })
-    .await;
-    let client = client(&emulator, jwt(&emulator));
-    let describe = ObjectDescribe::load(&client, "Lead")
-        .await
-        .expect("describe");
-    let records = leads(&client, &describe).await;
+    let (_emulator, client, describe, records) = org_with_faults("partial").await;
     let open: Vec<&SourceRecord> = records
         .iter()
         .filter(|record| !is_converted(record))
@@ -288,16 +301,7 @@ async fn a_write_back_reaching_the_reserve_reports_what_it_wrote() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_go_out_several_at_once() {
     // Every answer takes 50–250 ms: requests sent one after another never overlap.
-    let emulator = start(EmulatorConfig {
-        faults: "slow".parse().expect("faults"),
-        ..quiet(2_000)
-    })
-    .await;
-    let client = client(&emulator, jwt(&emulator));
-    let describe = ObjectDescribe::load(&client, "Lead")
-        .await
-        .expect("describe");
-    let records = leads(&client, &describe).await;
+    let (emulator, client, describe, records) = org_with_faults("slow").await;
     assert_eq!(
         emulator.stats().peak_in_flight.get("salesforce"),
         Some(&1),
