@@ -11,6 +11,21 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text or as one JSON object each (default: text on a terminal, JSON
+    /// otherwise; else `[log] format` / CRMSYNC_LOG_FORMAT).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the run id, system and object as fields.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,8 +55,9 @@ pub enum Command {
 
     /// One sync run: read both CRMs, reconcile, write back, load the warehouse.
     ///
-    /// Exit status 0 when complete, 2 when partial (dead letters, or stopped at an API budget
-    /// reserve; the next run resumes), 1 when it failed.
+    /// Exit status 0 when complete, 2 when partial (dead letters, stopped at an API budget
+    /// reserve, or stopped by SIGTERM/SIGINT after storing its checkpoint; the next run
+    /// resumes), 1 when it failed.
     Sync {
         /// The config file (default: $CRMSYNC_CONFIG, else ./crmsync.toml if present).
         #[arg(long, value_name = "FILE")]
@@ -119,6 +135,17 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+
+    /// Run syncs on the configured schedule (`[schedule] every` or `cron`), never two at
+    /// once, serving /healthz and /metrics (Prometheus) on `[schedule] listen`.
+    ///
+    /// SIGTERM or SIGINT: the run in hand finishes its batch and stores its checkpoint, then
+    /// the daemon exits 0 (within `[schedule] stop_grace`, else 1).
+    Serve {
+        /// The config file (default: $CRMSYNC_CONFIG, else ./crmsync.toml if present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 
     /// Serve emulated HubSpot and Salesforce APIs over a seeded org.

@@ -28,6 +28,7 @@ pub mod mapping;
 pub mod record;
 pub mod salesforce;
 pub mod secret;
+pub mod serve;
 pub mod store;
 pub mod tomldoc;
 pub mod vocabulary;

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use crmsync::config::EnvVars;
 use crmsync::diagnostics::render_with_source;
+use crmsync::engine::StopRequest;
 
-use cli::{Cli, Command, OrgArg, PlanFormat, Switch, TierArg};
+use cli::{Cli, Command, LogFormatArg, OrgArg, PlanFormat, Switch, TierArg};
+use crmsync::config::LogFormat;
 use crmsync::emulator::data::OrgProfile;
 use crmsync::emulator::hubspot::{HubspotLimits, HubspotTier};
 use crmsync::emulator::{EmulatorConfig, RunningEmulator};
@@ -23,8 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    match run(cli.command) {
+    match run(cli.command, cli.log_format) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -33,24 +34,90 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr. `CRMSYNC_LOG_LEVEL` (e.g. `debug`, `crmsync=trace`) sets the filter and
-/// `CRMSYNC_LOG_FORMAT=json` switches to one JSON object per line, for every command.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CRMSYNC_LOG_LEVEL")
+/// Logs go to stderr, as text on a terminal and one JSON object per line otherwise, unless
+/// `--log-format`, `CRMSYNC_LOG_FORMAT` or (for `sync` and `serve`) `[log] format` says
+/// which. `CRMSYNC_LOG_LEVEL` (or `[log] level`) sets the filter, e.g. `debug` or
+/// `crmsync=trace`.
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let json = std::env::var("CRMSYNC_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
     // A failed initialisation means a subscriber is already set; keep that one.
     let _ = if json {
-        builder.json().try_init()
+        // The run id, system and object come from the spans a line is logged in.
+        builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init()
     } else {
         builder.try_init()
     };
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// The log format `--log-format` asks for, else `configured`.
+fn log_format(flag: Option<LogFormatArg>, configured: LogFormat) -> LogFormat {
+    match flag {
+        Some(LogFormatArg::Auto) => LogFormat::Auto,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        None => configured,
+    }
+}
+
+/// Logging for commands that do not read `[log]`: the environment's settings, else `warn`.
+fn init_tracing_from_env(flag: Option<LogFormatArg>) {
+    let configured = match std::env::var("CRMSYNC_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        Ok("text") => LogFormat::Text,
+        _ => LogFormat::Auto,
+    };
+    let level = std::env::var("CRMSYNC_LOG_LEVEL").unwrap_or_else(|_| "warn".to_string());
+    init_tracing(log_format(flag, configured), &level);
+}
+
+/// On SIGTERM or SIGINT, asks the run to stop at its next safe point (the batch in hand
+/// stored with its checkpoint); exits with status 1 if it has not stopped after `grace`, or at
+/// a second signal. Call inside the runtime.
+fn stop_on_signals(stop: StopRequest, grace: std::time::Duration) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::warn!(
+            signal = name,
+            grace_seconds = grace.as_secs_f64(),
+            "stopping: the run finishes the batch in hand and stores its checkpoint"
+        );
+        stop.request(format!("{name} received"));
+        let why = tokio::select! {
+            () = tokio::time::sleep(grace) => format!("did not stop within the {:.0} s grace period", grace.as_secs_f64()),
+            _ = terminate.recv() => "a second SIGTERM came".to_string(),
+            _ = interrupt.recv() => "a second SIGINT came".to_string(),
+        };
+        eprintln!(
+            "error: stopping at once ({why}); the next run redoes the batch that was in hand"
+        );
+        std::process::exit(1);
+    });
+    Ok(())
+}
+
+fn run(command: Command, log_flag: Option<LogFormatArg>) -> anyhow::Result<ExitCode> {
+    if !matches!(command, Command::Sync { .. } | Command::Serve { .. }) {
+        init_tracing_from_env(log_flag);
+    }
     match command {
         Command::Check { config } => {
             let env = EnvVars::from_process();
@@ -104,8 +171,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Sync { config, full, json } => {
             let config = load_config(config.as_deref())?;
+            init_tracing(log_format(log_flag, config.log.format), &config.log.level);
+            let grace = grace(&config);
             let runtime = runtime()?;
             let report = runtime.block_on(async {
+                let stop = StopRequest::default();
+                stop_on_signals(stop.clone(), grace)?;
                 // Bars on a terminal, plain lines in logs and pipes.
                 let progress: std::sync::Arc<dyn crmsync::engine::progress::Progress> =
                     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -113,7 +184,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     } else {
                         std::sync::Arc::new(crmsync::engine::progress::Lines::default())
                     };
-                let engine = crmsync::engine::open(config).await?.with_progress(progress);
+                let engine = crmsync::engine::open(config)
+                    .await?
+                    .with_progress(progress)
+                    .with_stop(stop);
                 anyhow::Ok(engine.sync(crmsync::engine::SyncOptions { full }).await?)
             })?;
             if json {
@@ -125,6 +199,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 crmsync::engine::RunStatus::Partial => ExitCode::from(2),
                 crmsync::engine::RunStatus::Failed => ExitCode::FAILURE,
             })
+        }
+        Command::Serve { config } => {
+            let config = load_config(config.as_deref())?;
+            init_tracing(log_format(log_flag, config.log.format), &config.log.level);
+            let grace = grace(&config);
+            let runtime = runtime()?;
+            runtime.block_on(async {
+                let stop = StopRequest::default();
+                stop_on_signals(stop.clone(), grace)?;
+                anyhow::Ok(crmsync::serve::serve(config, stop).await?)
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Discover { config, json } => {
             let config = load_config(config.as_deref())?;
@@ -248,6 +334,11 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// The configuration from `--config`, `CRMSYNC_CONFIG` or `./crmsync.toml`; every problem is
 /// printed and stops the command.
+/// How long a stopping run may take (`[schedule] stop_grace`).
+fn grace(config: &crmsync::config::Config) -> std::time::Duration {
+    std::time::Duration::try_from(config.schedule.stop_grace).unwrap_or_default()
+}
+
 fn load_config(flag: Option<&std::path::Path>) -> anyhow::Result<crmsync::config::Config> {
     let env = EnvVars::from_process();
     let path = crmsync::config::config_path(flag, &env);

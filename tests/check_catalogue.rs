@@ -23,7 +23,7 @@ const HELP: &[(&str, usize, &str)] = &[
         "did you mean \"mql\"?",
     ),
     ("config-postgres-password", 0, "password_env = \"NAME\""),
-    ("config-schedule-too-short", 0, "every = \"15m\""),
+    ("config-schedule-bad-cron", 0, "cron = \"*/15 * * * *\""),
     ("config-toml-syntax", 0, "fix the syntax"),
     (
         "config-unknown-auth-method",

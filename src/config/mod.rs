@@ -290,10 +290,16 @@ impl FieldSource {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleConfig {
-    /// Time between runs for `crmsync serve`.
-    pub every: SignedDuration,
+    /// When `crmsync serve` starts runs.
+    pub when: crate::serve::schedule::Schedule,
     /// Address `serve` listens on for /healthz and /metrics.
     pub listen: String,
+    /// `/healthz` fails when the last complete or partial run is older than this; unset, twice
+    /// the longest wait between scheduled runs, plus the time a run takes.
+    pub healthy_within: Option<SignedDuration>,
+    /// After SIGTERM, how long a run may take to finish the batch in hand and store its
+    /// checkpoint before the process exits anyway (`sync` and `serve`).
+    pub stop_grace: SignedDuration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +310,8 @@ pub struct LogConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
     Json,
     Text,
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use jiff::SignedDuration;
 
+use crate::serve::schedule::{Cron, Schedule};
+
 use super::{
     Config, EnvVars, FieldSource, HubspotAuth, HubspotConfig, HubspotRateLimit, HubspotTier,
     LogConfig, LogFormat, ReconcileConfig, SalesforceAuth, SalesforceConfig, ScheduleConfig,
@@ -922,31 +924,63 @@ impl<'e> Settings<'e> {
 
     fn read_schedule(&self, root: &Table<'_, '_>) -> ScheduleConfig {
         let table = root.table("schedule");
-        let every = self.string_or(&table, "every", "15m");
+        let every = self.string(&table, "every");
+        let cron = self.string(&table, "cron");
         let listen = self.string_or(&table, "listen", "0.0.0.0:9464");
+        let healthy_within = self.string(&table, "healthy_within");
+        let stop_grace = self.string_or(&table, "stop_grace", "25s");
         table.finish();
-        let parsed = every
-            .value
-            .parse::<SignedDuration>()
-            .ok()
-            .filter(|d| *d >= SignedDuration::from_mins(1));
-        let every_duration = match parsed {
-            Some(duration) => duration,
-            None => {
-                self.report(
-                    every.location,
-                    format!(
-                        "`schedule.every` must be a duration of at least 1 minute, found {:?}",
-                        every.value
-                    ),
-                    "e.g. every = \"15m\", \"1h\" or \"1h 30m\"",
-                );
-                SignedDuration::from_mins(15)
+        let default_interval = Schedule::Every(SignedDuration::from_mins(15));
+        let interval = every.as_ref().map(|every| {
+            match every
+                .value
+                .parse::<SignedDuration>()
+                .ok()
+                .filter(|d| *d >= SignedDuration::from_secs(1))
+            {
+                Some(duration) => Schedule::Every(duration),
+                None => {
+                    self.report(
+                        every.location.clone(),
+                        format!(
+                            "`schedule.every` must be a duration of at least 1 second, found {:?}",
+                            every.value
+                        ),
+                        "e.g. every = \"15m\", \"1h\" or \"1h 30m\"",
+                    );
+                    default_interval.clone()
+                }
             }
+        });
+        let cron_schedule = cron.as_ref().map(|cron| match cron.value.parse::<Cron>() {
+            Ok(parsed) => Schedule::Cron(parsed),
+            Err(error) => {
+                self.report(
+                    cron.location.clone(),
+                    format!("`schedule.cron` {:?}: {error}", cron.value),
+                    "e.g. cron = \"*/15 * * * *\" (every 15 minutes, UTC) or \"0 6 * * MON-FRI\"",
+                );
+                default_interval.clone()
+            }
+        });
+        let when = match (interval, cron_schedule) {
+            (Some(_), Some(cron_schedule)) => {
+                if let Some(cron) = &cron {
+                    self.report(
+                        cron.location.clone(),
+                        "`schedule.cron` and `schedule.every` are both set".to_string(),
+                        "keep one: cron for times of day, every for a fixed interval",
+                    );
+                }
+                cron_schedule
+            }
+            (None, Some(cron_schedule)) => cron_schedule,
+            (Some(interval), None) => interval,
+            (None, None) => default_interval,
         };
         if listen.value.parse::<std::net::SocketAddr>().is_err() {
             self.report(
-                listen.location,
+                listen.location.clone(),
                 format!(
                     "`schedule.listen` must be an address like 0.0.0.0:9464, found {:?}",
                     listen.value
@@ -954,27 +988,53 @@ impl<'e> Settings<'e> {
                 "write IP:PORT",
             );
         }
+        let duration = |setting: &Located<String>, key: &str, minimum: SignedDuration| {
+            let parsed = setting
+                .value
+                .parse::<SignedDuration>()
+                .ok()
+                .filter(|d| *d >= minimum);
+            if parsed.is_none() {
+                self.report(
+                    setting.location.clone(),
+                    format!(
+                        "`schedule.{key}` must be a duration of at least {minimum:#}, found {:?}",
+                        setting.value
+                    ),
+                    "e.g. \"30s\", \"2h\" or \"1h 30m\"",
+                );
+            }
+            parsed
+        };
+        let healthy_within = healthy_within
+            .as_ref()
+            .and_then(|setting| duration(setting, "healthy_within", SignedDuration::from_secs(1)));
+        let stop_grace = duration(&stop_grace, "stop_grace", SignedDuration::ZERO)
+            .unwrap_or(SignedDuration::from_secs(25));
         ScheduleConfig {
-            every: every_duration,
+            when,
             listen: listen.value,
+            healthy_within,
+            stop_grace,
         }
     }
 
     fn read_log(&self, root: &Table<'_, '_>) -> LogConfig {
         let table = root.table("log");
-        let format = self.string_or(&table, "format", "text");
+        let format = self.string_or(&table, "format", "auto");
         let level = self.string_or(&table, "level", "info");
         table.finish();
         let format = match format.value.as_str() {
+            "auto" => LogFormat::Auto,
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
             other => {
                 self.report(
                     format.location,
                     format!("unknown log format {other:?}"),
-                    suggest(other, &["json", "text"]),
+                    suggest(other, &["auto", "json", "text"]),
                 );
-                LogFormat::Text
+                LogFormat::Auto
             }
         };
         if tracing_subscriber::EnvFilter::try_new(&level.value).is_err() {

@@ -68,7 +68,7 @@ impl ApplyTally {
         self.stops.push(StreamStop {
             system,
             message,
-            budget: false,
+            resumable: false,
         });
     }
 }

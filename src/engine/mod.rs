@@ -19,6 +19,7 @@ pub mod progress;
 pub mod reconcile;
 mod run;
 pub mod saved_plan;
+pub mod stop;
 mod writeback;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use run::{Engine, SyncOptions};
+pub use stop::StopRequest;
 
 use crate::record::System;
 
@@ -91,8 +93,9 @@ pub struct StreamReport {
 pub struct StreamStop {
     pub system: System,
     pub message: String,
-    /// The CRM's API budget (a reserve or a daily allowance): the run is partial, not failed.
-    pub budget: bool,
+    /// Stopped by the CRM's API budget (a reserve or a daily allowance) or by a request to
+    /// stop (SIGTERM): the run is partial and the next one resumes, not failed.
+    pub resumable: bool,
 }
 
 /// How a run ended.
@@ -115,6 +118,18 @@ impl RunStatus {
             RunStatus::Failed => "failed",
         }
     }
+}
+
+/// One system's API use by an engine's client (see [`Engine::api_usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiUsage {
+    pub system: System,
+    /// Requests sent, retries included.
+    pub calls: u64,
+    /// Answers with status 429.
+    pub rate_limited: u64,
+    /// Requests left in the day's allowance, as the CRM last reported it.
+    pub daily_remaining: Option<u64>,
 }
 
 /// Per system counts.

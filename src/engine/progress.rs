@@ -1,6 +1,6 @@
 //! What a run tells whoever watches it, as it goes: records read per stream, persons
 //! reconciled, records written. [`Bars`] draws progress bars on a terminal; [`Lines`] writes
-//! plain lines (for logs and pipes); [`Silent`] says nothing.
+//! plain lines as log events (for logs and pipes, in the log format); [`Silent`] says nothing.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -31,11 +31,12 @@ pub struct Silent;
 
 impl Progress for Silent {}
 
-/// Plain lines (on stderr by default): each stream's start and end, and a line every 10,000
-/// records read, persons reconciled or records written.
+/// Plain lines (log events at `info` by default): each stream's start and end, and a line
+/// every 10,000 records read, persons reconciled or records written.
 pub struct Lines {
     last: Mutex<HashMap<String, u64>>,
-    out: Mutex<Box<dyn std::io::Write + Send>>,
+    /// Where lines go other than the log.
+    out: Option<Mutex<Box<dyn std::io::Write + Send>>>,
 }
 
 impl std::fmt::Debug for Lines {
@@ -45,8 +46,12 @@ impl std::fmt::Debug for Lines {
 }
 
 impl Default for Lines {
+    /// Lines as log events, so they come in the log's format with the run's fields.
     fn default() -> Self {
-        Self::to(Box::new(std::io::stderr()))
+        Self {
+            last: Mutex::new(HashMap::new()),
+            out: None,
+        }
     }
 }
 
@@ -57,20 +62,35 @@ impl Lines {
     pub fn to(out: Box<dyn std::io::Write + Send>) -> Self {
         Self {
             last: Mutex::new(HashMap::new()),
-            out: Mutex::new(out),
+            out: Some(Mutex::new(out)),
         }
     }
 
-    fn line(&self, text: &str) {
-        let mut out = self
-            .out
+    /// One line; as a log event it carries the system and object it is about.
+    fn line(&self, system: Option<System>, object: Option<&str>, text: &str) {
+        let Some(out) = &self.out else {
+            tracing::info!(
+                target: "crmsync::progress",
+                system = system.map(System::as_str),
+                object,
+                "{text}"
+            );
+            return;
+        };
+        let mut out = out
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // A closed stderr is no reason to stop a sync.
         let _ = writeln!(out, "{text}");
     }
 
-    fn every(&self, key: String, total: u64, line: impl FnOnce() -> String) {
+    fn every(
+        &self,
+        about: (Option<System>, Option<&str>),
+        key: String,
+        total: u64,
+        line: impl FnOnce() -> String,
+    ) {
         let crossed = {
             let mut last = self
                 .last
@@ -82,37 +102,47 @@ impl Lines {
             crossed
         };
         if crossed {
-            self.line(&line());
+            self.line(about.0, about.1, &line());
         }
     }
 }
 
 impl Progress for Lines {
     fn stream_started(&self, stream: &Stream, mode: &str) {
-        self.line(&format!("{stream}: {mode} read started"));
+        let about = (Some(stream.system), Some(stream.object.as_str()));
+        self.line(about.0, about.1, &format!("{stream}: {mode} read started"));
     }
 
     fn read(&self, stream: &Stream, total: u64) {
-        self.every(format!("read {stream}"), total, || {
+        let about = (Some(stream.system), Some(stream.object.as_str()));
+        self.every(about, format!("read {stream}"), total, || {
             format!("{stream}: {total} records read")
         });
     }
 
     fn stream_finished(&self, stream: &Stream, total: u64, stopped: bool) {
         let how = if stopped { "stopped" } else { "done" };
-        self.line(&format!("{stream}: {how}, {total} records read"));
+        let about = (Some(stream.system), Some(stream.object.as_str()));
+        self.line(
+            about.0,
+            about.1,
+            &format!("{stream}: {how}, {total} records read"),
+        );
     }
 
     fn reconciled(&self, total: u64) {
-        self.every("reconcile".into(), total, || {
+        self.every((None, None), "reconcile".into(), total, || {
             format!("reconcile: {total} persons")
         });
     }
 
     fn written(&self, system: System, total: u64) {
-        self.every(format!("write {system}"), total, || {
-            format!("write-back to {system}: {total} records")
-        });
+        self.every(
+            (Some(system), None),
+            format!("write {system}"),
+            total,
+            || format!("write-back to {system}: {total} records"),
+        );
     }
 }
 

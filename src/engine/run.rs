@@ -13,6 +13,7 @@ use super::extract::{self, Stream};
 use super::identity;
 use super::plan::{self, Wanted};
 use super::reconcile::{self, Opinion};
+use super::stop::StopRequest;
 use super::writeback;
 use super::{
     EngineError, RunStatus, StreamOutcome, StreamReport, StreamStop, SyncReport, WarehouseSummary,
@@ -59,6 +60,7 @@ pub struct Engine {
     pub(super) hubspot: Option<HubspotClient>,
     pub(super) salesforce: Option<SalesforceClient>,
     pub(super) progress: Arc<dyn super::progress::Progress>,
+    pub(super) stop: StopRequest,
 }
 
 impl std::fmt::Debug for Engine {
@@ -87,6 +89,8 @@ struct Tally {
     phases: Vec<(&'static str, f64)>,
     stops: Vec<StreamStop>,
     failed: bool,
+    /// Why the run ended early on request, if it did (see [`StopRequest`]).
+    interrupted: Option<String>,
 }
 
 impl Tally {
@@ -142,12 +146,19 @@ impl Engine {
             hubspot,
             salesforce,
             progress: Arc::new(super::progress::Silent),
+            stop: StopRequest::default(),
         })
     }
 
     /// This engine, telling `progress` how its runs go.
     pub fn with_progress(mut self, progress: Arc<dyn super::progress::Progress>) -> Self {
         self.progress = progress;
+        self
+    }
+
+    /// This engine, ending its runs early when `stop` is requested (see [`StopRequest`]).
+    pub fn with_stop(mut self, stop: StopRequest) -> Self {
+        self.stop = stop;
         self
     }
 
@@ -239,6 +250,28 @@ impl Engine {
         calls
     }
 
+    /// What this engine's CRM clients have used of each enabled system's API so far.
+    pub fn api_usage(&self) -> Vec<super::ApiUsage> {
+        let mut usage = Vec::new();
+        if let Some(client) = &self.hubspot {
+            usage.push(super::ApiUsage {
+                system: System::Hubspot,
+                calls: client.calls(),
+                rate_limited: client.rate_limited(),
+                daily_remaining: client.daily_remaining(),
+            });
+        }
+        if let Some(client) = &self.salesforce {
+            usage.push(super::ApiUsage {
+                system: System::Salesforce,
+                calls: client.calls(),
+                rate_limited: client.rate_limited(),
+                daily_remaining: client.daily_remaining(),
+            });
+        }
+        usage
+    }
+
     /// One run.
     pub async fn sync(&self, options: SyncOptions) -> Result<SyncReport, EngineError> {
         let Some(lock) = self.warehouse.lock_for_run().await? else {
@@ -277,10 +310,15 @@ impl Engine {
             .instrument(tracing::info_span!("sync_run", run_id))
             .await;
         let api_calls = self.calls_since(&calls_before);
-        let problems = problems_of(&tally.stops, outcome.as_ref().err());
+        let mut problems = problems_of(&tally.stops, outcome.as_ref().err());
+        if let Some(reason) = &tally.interrupted {
+            problems.push(format!(
+                "the run stopped early ({reason}): what it stored is kept, and the next run goes on from its checkpoints and pending records"
+            ));
+        }
         let status = if outcome.is_err() || tally.failed {
             RunStatus::Failed
-        } else if !tally.stops.is_empty() || tally.dead_letters > 0 {
+        } else if !tally.stops.is_empty() || tally.dead_letters > 0 || tally.interrupted.is_some() {
             RunStatus::Partial
         } else {
             RunStatus::Complete
@@ -345,12 +383,17 @@ impl Engine {
         tally
             .phases
             .push(("extract", phase.elapsed().as_secs_f64()));
+        if self.stopped(tally) {
+            return Ok(());
+        }
         let phase = std::time::Instant::now();
-        self.reconcile(run_id, tally).await?;
+        self.reconcile(run_id, tally)
+            .instrument(tracing::info_span!("reconcile"))
+            .await?;
         tally
             .phases
             .push(("reconcile", phase.elapsed().as_secs_f64()));
-        if write_back == WriteBack::Keep {
+        if self.stopped(tally) || write_back == WriteBack::Keep {
             return Ok(());
         }
         let phase = std::time::Instant::now();
@@ -364,12 +407,21 @@ impl Engine {
                 tracing::warn!(%system, "no write-back: this run's read of it stopped");
                 continue;
             }
-            write_backs.push(async move {
-                let mut sink = writeback::Sink::new(self.progress.as_ref());
-                let result =
-                    writeback::write_back(self.writeback_context(system), run_id, &mut sink).await;
-                (system, sink, result)
-            });
+            let span = tracing::info_span!(
+                "write_back",
+                %system,
+                object = %self.config.write_back.target(system).object.value
+            );
+            write_backs.push(
+                async move {
+                    let mut sink = writeback::Sink::new(self.progress.as_ref());
+                    let result =
+                        writeback::write_back(self.writeback_context(system), run_id, &mut sink)
+                            .await;
+                    (system, sink, result)
+                }
+                .instrument(span),
+            );
         }
         let mut first_error = None;
         for (system, sink, result) in futures_util::future::join_all(write_backs).await {
@@ -389,7 +441,17 @@ impl Engine {
         tally
             .phases
             .push(("write_back", phase.elapsed().as_secs_f64()));
+        self.stopped(tally);
         Ok(())
+    }
+
+    /// Whether a stop was requested; if so, the run's tally says why.
+    fn stopped(&self, tally: &mut Tally) -> bool {
+        let Some(reason) = self.stop.reason() else {
+            return false;
+        };
+        tally.interrupted.get_or_insert(reason);
+        true
     }
 
     pub(super) fn writeback_context(&self, system: System) -> writeback::Context<'_> {
@@ -398,6 +460,7 @@ impl Engine {
             target: self.config.write_back.target(system),
             warehouse: &self.warehouse,
             hubspot: self.hubspot.as_ref(),
+            stop: &self.stop,
             salesforce: self.salesforce.as_ref(),
         }
     }
@@ -541,12 +604,12 @@ impl Engine {
                         "{stream}: {} record(s) have stage values the mapping rejects (on_unknown = \"error\"); see dead_letters and fix the mapping",
                         outcome.rejected_values
                     ),
-                    budget: false,
+                    resumable: false,
                 });
             }
             if let Some(stop) = stop {
                 tracing::warn!(stream = %stream, error = %stop.message, "stream stopped");
-                if !stop.budget {
+                if !stop.resumable {
                     tally.failed = true;
                 }
                 tally.stops.push(stop);
@@ -648,12 +711,16 @@ impl Engine {
             receiver,
             Cursor::from_hubspot,
         );
-        let (read, stored) = tokio::join!(read, store);
+        let (read, stored) = tokio::join!(self.until_stopped(read), store);
+        let read = match read {
+            Some(read) => read,
+            None => return self.finish_stopped(stream, stored?),
+        };
         let read = read
             .map(|summary| summary.high_water)
             .map_err(|error| StreamStop {
                 system: stream.system,
-                budget: matches!(
+                resumable: matches!(
                     &error,
                     HubspotReadError::Api(
                         HubspotError::DailyLimit { .. } | HubspotError::DailyReserve { .. }
@@ -697,7 +764,7 @@ impl Engine {
                     Some(StreamStop {
                         system: stream.system,
                         message: format!("Salesforce {}: {error}", stream.object),
-                        budget,
+                        resumable: budget,
                     }),
                 ));
             }
@@ -740,14 +807,18 @@ impl Engine {
             receiver,
             Cursor::from_salesforce,
         );
-        let (read, stored) = tokio::join!(read, store);
+        let (read, stored) = tokio::join!(self.until_stopped(read), store);
+        let read = match read {
+            Some(read) => read,
+            None => return self.finish_stopped(stream, stored?),
+        };
         let read = read.map(|summary| summary.high_water).map_err(|error| {
             let stale = from_cache
                 && matches!(&error, SalesforceReadError::Api(SalesforceError::Rejected(refusal))
                     if refusal.error_code == "INVALID_FIELD");
             StreamStop {
                 system: stream.system,
-                budget: matches!(&error, SalesforceReadError::Api(api) if is_salesforce_budget(api)),
+                resumable: matches!(&error, SalesforceReadError::Api(api) if is_salesforce_budget(api)),
                 message: if stale {
                     format!(
                         "Salesforce {}: {error} (the field list kept from an earlier run is out of date; the next run describes {} afresh)",
@@ -764,6 +835,35 @@ impl Engine {
         }
         self.finish_read(run_id, stream, cursor_kind, started, None, read, stored?)
             .await
+    }
+
+    /// `read` to its end, or `None` once a stop is requested: the read is dropped there (its
+    /// store takes what the read sent before) and the stream resumes from its last stored
+    /// checkpoint next run.
+    async fn until_stopped<T>(&self, read: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            result = read => Some(result),
+            () = self.stop.requested() => None,
+        }
+    }
+
+    /// A stream whose read was stopped on request: what was stored stands, the checkpoint
+    /// stays at the last stored page.
+    fn finish_stopped(
+        &self,
+        stream: &Stream,
+        outcome: StreamOutcome,
+    ) -> Result<(StreamOutcome, Option<StreamStop>), EngineError> {
+        let reason = self.stop.reason().unwrap_or_default();
+        let stop = StreamStop {
+            system: stream.system,
+            message: format!(
+                "{stream}: the read stopped ({reason}) after {} record(s); the next run resumes from the last stored page",
+                outcome.read
+            ),
+            resumable: true,
+        };
+        Ok((outcome, Some(stop)))
     }
 
     /// The object's describe for a read: kept in the warehouse for a day, so incremental runs
@@ -897,6 +997,11 @@ impl Engine {
     async fn reconcile_chunks(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
         loop {
             let clock = std::time::Instant::now();
+            if self.stop.is_requested() {
+                // The staged chunk is kept; the records after it stay pending for the next run.
+                self.warehouse.commit_staged().await?;
+                return Ok(());
+            }
             let chunk = self.warehouse.pending_records(RECONCILE_CHUNK).await?;
             if chunk.is_empty() {
                 self.warehouse.commit_staged().await?;

@@ -34,6 +34,8 @@ pub(super) struct Context<'a> {
     pub warehouse: &'a Warehouse,
     pub hubspot: Option<&'a HubspotClient>,
     pub salesforce: Option<&'a SalesforceClient>,
+    /// Checked between rounds: a requested stop ends the write-back after the round out.
+    pub stop: &'a super::stop::StopRequest,
 }
 
 /// What one system's write-back did, gathered as it goes (each system's write-back has its
@@ -217,6 +219,7 @@ async fn send_all(
             let writer = HubspotWriter::new(client, &schema);
             write_rounds(
                 context.warehouse,
+                context.stop,
                 System::Hubspot,
                 &object,
                 batches,
@@ -244,6 +247,7 @@ async fn send_all(
             let writer = SalesforceWriter::new(client);
             write_rounds(
                 context.warehouse,
+                context.stop,
                 System::Salesforce,
                 &object,
                 batches,
@@ -268,8 +272,10 @@ struct RoundOutcome {
     stop: Option<StreamStop>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_rounds<F, Fut>(
     warehouse: &Warehouse,
+    stop: &super::stop::StopRequest,
     system: System,
     object: &str,
     mut batches: Batches,
@@ -282,6 +288,10 @@ where
     Fut: std::future::Future<Output = RoundOutcome>,
 {
     loop {
+        if stop.is_requested() {
+            // What is not sent stays queued for the next run.
+            return Ok(());
+        }
         let batch = batches.next(warehouse, system, object).await?;
         if batch.is_empty() {
             return Ok(());
@@ -305,7 +315,7 @@ where
         sink.regressions_refused += outcome.refused_regressions;
         warehouse.commit_writes(run_id, outcome.done).await?;
         if let Some(stop) = outcome.stop {
-            if !stop.budget {
+            if !stop.resumable {
                 sink.failed = true;
             }
             sink.stops.push(stop);
@@ -392,7 +402,7 @@ async fn send_hubspot(
                 Some(StreamStop {
                     system: System::Hubspot,
                     message: format!("HubSpot write-back to {object}: {source}"),
-                    budget,
+                    resumable: budget,
                 }),
             )
         }
@@ -450,7 +460,7 @@ async fn send_salesforce(
                 Some(StreamStop {
                     system: System::Salesforce,
                     message: format!("Salesforce write-back to {object}: {source}"),
-                    budget,
+                    resumable: budget,
                 }),
             )
         }
@@ -462,7 +472,7 @@ async fn send_salesforce(
             Some(StreamStop {
                 system: System::Salesforce,
                 message: format!("Salesforce write-back to {object}: {other}"),
-                budget: false,
+                resumable: false,
             }),
         ),
     };
@@ -503,7 +513,7 @@ fn stop_hubspot(sink: &mut Sink<'_>, object: &str, error: &HubspotError) {
     sink.stops.push(StreamStop {
         system: System::Hubspot,
         message: format!("HubSpot write-back to {object}: {error}"),
-        budget,
+        resumable: budget,
     });
 }
 
@@ -518,6 +528,6 @@ fn stop_salesforce(sink: &mut Sink<'_>, object: &str, error: &SalesforceError) {
     sink.stops.push(StreamStop {
         system: System::Salesforce,
         message: format!("Salesforce write-back to {object}: {error}"),
-        budget,
+        resumable: budget,
     });
 }

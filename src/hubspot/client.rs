@@ -168,6 +168,8 @@ pub struct HubspotClient {
     /// HubSpot's clock as the last answer's `Date` header gave it.
     server_clock: Mutex<Option<jiff::Timestamp>>,
     calls: AtomicU64,
+    /// Answers with status 429 (the portal's limits throttling this client).
+    rate_limited: AtomicU64,
 }
 
 /// 429s in a row one request waits out before giving up.
@@ -218,12 +220,30 @@ impl HubspotClient {
             daily: Mutex::new(DailyState::default()),
             server_clock: Mutex::new(None),
             calls: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
         })
     }
 
     /// Requests sent so far, retries included.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Answers so far with status 429.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Requests left in the portal's daily allowance, as the last answer's daily headers
+    /// reported it (less the requests sent since), if one did.
+    pub fn daily_remaining(&self) -> Option<u64> {
+        let state = self
+            .daily
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state
+            .remaining
+            .map(|remaining| remaining.saturating_sub(state.sent_since))
     }
 
     /// The time at HubSpot when the last answer left it (its `Date` header), if any came.
@@ -283,6 +303,9 @@ impl HubspotClient {
             let transient = match outcome {
                 Ok((status, headers, body)) => {
                     span.record("status", status.as_u16());
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Some(id) = header_text(&headers, "x-hubspot-correlation-id") {
                         span.record("correlation_id", id);
                     }

@@ -174,6 +174,8 @@ pub struct SalesforceClient {
     /// The org's clock as the last answer's `Date` header gave it.
     server_clock: Mutex<Option<jiff::Timestamp>>,
     calls: AtomicU64,
+    /// Answers with status 429 (the org throttling this client).
+    rate_limited: AtomicU64,
 }
 
 /// What one answer means.
@@ -205,12 +207,30 @@ impl SalesforceClient {
             allocation: Mutex::new(Allocation::default()),
             server_clock: Mutex::new(None),
             calls: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
         })
     }
 
     /// Requests sent so far, retries included.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Answers so far with status 429.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// API requests left in the org's daily allocation, as the last answer's
+    /// `Sforce-Limit-Info` reported it (less the requests out since), if one did.
+    pub fn daily_remaining(&self) -> Option<u64> {
+        let allocation = self
+            .allocation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        allocation
+            .reported
+            .map(|usage| usage.max.saturating_sub(usage.used + allocation.unanswered))
     }
 
     /// The org's daily usage and allocation as last reported, if any answer said.
@@ -274,6 +294,9 @@ impl SalesforceClient {
             let failure = match outcome {
                 Ok((status, headers, bytes)) => {
                     span.record("status", status.as_u16());
+                    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.observe_usage(&headers);
                     drop(unanswered);
                     self.observe_clock(&headers);

@@ -1,0 +1,80 @@
+//! A request to end a run early (SIGTERM, a lost lease): the run finishes what it holds —
+//! the page it is storing with its checkpoint, the reconcile chunk it is committing, the
+//! write round it has sent — and starts nothing new, so the next run resumes where it left.
+
+use tokio::sync::watch;
+
+/// Shared by whoever may ask a run to stop and the run itself; clones are one request.
+#[derive(Debug, Clone)]
+pub struct StopRequest {
+    reason: std::sync::Arc<watch::Sender<Option<String>>>,
+}
+
+impl Default for StopRequest {
+    fn default() -> Self {
+        Self {
+            reason: std::sync::Arc::new(watch::Sender::new(None)),
+        }
+    }
+}
+
+impl StopRequest {
+    /// Asks the run to stop, saying why (in words for the run's problems); the first reason
+    /// given stands.
+    pub fn request(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.reason.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(reason);
+            true
+        });
+    }
+
+    /// Why a stop was asked for, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.borrow().clone()
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.reason.borrow().is_some()
+    }
+
+    /// Resolves once a stop is asked for (at once if it already was).
+    pub async fn requested(&self) {
+        let mut receiver = self.reason.subscribe();
+        // The sender lives in `self`, so the wait ends only with a request.
+        let _ = receiver.wait_for(Option::is_some).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_wakes_every_waiter_and_the_first_reason_stands() {
+        let stop = StopRequest::default();
+        assert!(!stop.is_requested());
+        let waiter = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                stop.requested().await;
+                stop.reason()
+            }
+        });
+        tokio::task::yield_now().await;
+        stop.request("SIGTERM");
+        stop.request("lease lost");
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter wakes")
+            .expect("the waiter ends");
+        assert_eq!(seen.as_deref(), Some("SIGTERM"));
+        // A wait that starts after the request ends at once.
+        tokio::time::timeout(std::time::Duration::from_secs(5), stop.requested())
+            .await
+            .expect("already requested");
+    }
+}
