@@ -229,3 +229,79 @@ async fn killing_sync_at_any_moment_and_running_again_ends_where_an_uninterrupte
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_run_at_a_safe_point_and_the_next_run_completes_the_work() {
+    let reference = Setup::with(emulator_config()).await;
+    settle(&reference);
+    let expected_warehouse = warehouse_state(&reference);
+    let expected_crms = crm_state(&reference.crms()).await;
+
+    let stopped = Setup::with(emulator_config()).await;
+    let mut stops = 0;
+    for delay in [150, 400, 700, 250, 550, 900] {
+        let child = Command::new(env!("CARGO_BIN_EXE_crmsync"))
+            .args(["sync", "--json", "--config"])
+            .arg(&stopped.config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("crmsync starts");
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let output = child.wait_with_output().expect("reaped");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // Stopped or finished, the run reports itself: partial when stopped (resumable, never
+        // success), never failed, never cut short by the grace period.
+        assert!(
+            matches!(output.status.code(), Some(0 | 2)),
+            "{:?}: {stderr}",
+            output.status
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("a JSON report");
+        let problems = report["problems"].to_string();
+        if problems.contains("SIGTERM received") {
+            stops += 1;
+            assert_eq!(report["status"], "partial", "{report}");
+            assert!(problems.contains("the next run goes on"), "{problems}");
+        }
+    }
+    assert!(stops >= 3, "only {stops} of 6 runs were stopped mid-way");
+    // Every stopped run closed its row; none looks interrupted or still running.
+    assert_eq!(
+        stopped.count("SELECT COUNT(*) FROM sync_runs WHERE status IN ('running', 'interrupted')"),
+        0
+    );
+    assert!(
+        stopped.count(
+            "SELECT COUNT(*) FROM sync_runs WHERE status = 'partial' AND error LIKE '%SIGTERM received%'"
+        ) >= stops
+    );
+    settle(&stopped);
+    let names = [
+        "unified_leads",
+        "source_records",
+        "stage_transitions",
+        "person_merges",
+        "dead_letters",
+        "write_ledger",
+        "pending_writes",
+    ];
+    for ((name, got), want) in names
+        .iter()
+        .zip(warehouse_state(&stopped))
+        .zip(&expected_warehouse)
+    {
+        same(name, &got, want);
+    }
+    same(
+        "CRM state",
+        &crm_state(&stopped.crms()).await,
+        &expected_crms,
+    );
+}

@@ -37,6 +37,23 @@ async fn every_fault_profile_ends_with_every_record_once() {
 }
 
 #[tokio::test]
+async fn the_client_counts_every_429_the_portal_sends() {
+    let emulator = start("storm", HubspotLimits::default(), false).await;
+    let client = client(&emulator, private_app(&emulator), RateSettings::default());
+    // Storms start on 2% of requests: reads until a few have come and gone.
+    for _ in 0..40 {
+        all_contact_ids(&client)
+            .await
+            .expect("a read through storms");
+        if client.rate_limited() >= 5 {
+            break;
+        }
+    }
+    assert!(client.rate_limited() >= 5, "{} 429s", client.rate_limited());
+    assert_eq!(client.rate_limited(), emulator.stats().rate_limited);
+}
+
+#[tokio::test]
 async fn tokens_expiring_mid_run_lose_no_page() {
     let emulator = start("expiry", HubspotLimits::default(), false).await;
     let client = client(&emulator, oauth(&emulator), RateSettings::default());
