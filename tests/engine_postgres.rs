@@ -160,21 +160,48 @@ async fn a_sync_into_postgresql_unifies_writes_back_and_then_writes_nothing() {
     .await
     .unwrap();
     assert_eq!(by_email[0].person.unified_id, someone);
-    // A second process's run waits its turn.
+    // Another worker holding every stream and the person-wide steps: this run leaves them
+    // to it, saying who holds them; once let go, they are this run's again.
     let other = crmsync::engine::open(config.clone()).await.expect("opens");
-    let held = other
-        .warehouse()
-        .lock_for_run()
-        .await
-        .unwrap()
-        .expect("free");
-    let refused = engine.sync(SyncOptions::default()).await.unwrap_err();
+    let leases = [
+        "stream:hubspot:contacts",
+        "stream:hubspot:deals",
+        "stream:salesforce:Lead",
+        "stream:salesforce:Contact",
+        "stream:salesforce:Opportunity",
+        "persons",
+    ];
+    let ttl = jiff::SignedDuration::from_secs(60);
+    for name in leases {
+        assert_eq!(
+            other
+                .warehouse()
+                .try_lease(name, "other-worker", ttl)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    let left = engine.sync(SyncOptions::default()).await.unwrap();
+    assert!(left.streams.is_empty(), "{}", left.paragraph());
+    assert_eq!(left.skipped.len(), 6, "{:?}", left.skipped);
     assert!(
-        matches!(refused, crmsync::engine::EngineError::Busy { .. }),
-        "{refused}"
+        left.skipped
+            .iter()
+            .all(|skipped| skipped.contains("worker other-worker holds it")),
+        "{:?}",
+        left.skipped
     );
-    held.release().await.unwrap();
-    engine.sync(SyncOptions::default()).await.unwrap();
+    for name in leases {
+        other
+            .warehouse()
+            .release_lease(name, "other-worker")
+            .await
+            .unwrap();
+    }
+    let own = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(own.streams.len(), 5);
+    assert!(own.skipped.is_empty(), "{:?}", own.skipped);
     drop(other);
     // Opening again is a no-op migration.
     drop(engine);
@@ -437,4 +464,226 @@ async fn a_plan_on_an_older_warehouse_migrates_only_its_copies() {
     let after = shared_person_index(&client).await.expect("migrated");
     assert!(after.contains("WHERE (unified_id IS NOT NULL)"), "{after}");
     database.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_belongs_to_one_worker_until_let_go_or_expired() {
+    let Some(database) = TestDatabase::create("leases").await else {
+        return;
+    };
+    let setup = Setup::new(50).await;
+    let config = setup.config_with(|text| on_postgres(text, &database.url));
+    let (_, warehouse) = crmsync::engine::open_warehouse(&config)
+        .await
+        .expect("opens");
+    assert!(warehouse.is_shared());
+    let ttl = jiff::SignedDuration::from_secs(2);
+    let stream = "stream:hubspot:contacts";
+    assert_eq!(warehouse.try_lease(stream, "a", ttl).await.unwrap(), None);
+    let (holder, until) = warehouse
+        .try_lease(stream, "b", ttl)
+        .await
+        .unwrap()
+        .expect("a holds it");
+    assert_eq!(holder, "a");
+    assert!(until > jiff::Timestamp::now());
+    // Its holder may take it again (that renews it); others see it as taken.
+    assert_eq!(warehouse.try_lease(stream, "a", ttl).await.unwrap(), None);
+    assert_eq!(
+        warehouse.leases_of_others("stream:", "b").await.unwrap(),
+        [(stream.to_string(), "a".to_string())]
+    );
+    assert!(
+        warehouse
+            .leases_of_others("stream:", "a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Only its holder lets it go.
+    warehouse.release_lease(stream, "b").await.unwrap();
+    assert!(
+        warehouse
+            .try_lease(stream, "b", ttl)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    warehouse.release_lease(stream, "a").await.unwrap();
+    assert_eq!(warehouse.try_lease(stream, "b", ttl).await.unwrap(), None);
+
+    // A lease not renewed expires: another worker takes it, and its old holder learns so.
+    assert_eq!(
+        warehouse.try_lease("persons", "a", ttl).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        warehouse
+            .renew_leases(vec!["persons".into()], "a", ttl)
+            .await
+            .unwrap(),
+        Vec::<String>::new()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    assert!(
+        warehouse
+            .leases_of_others("stream:", "a")
+            .await
+            .unwrap()
+            .is_empty(),
+        "b's stream lease has expired too"
+    );
+    assert_eq!(
+        warehouse.try_lease("persons", "b", ttl).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        warehouse
+            .renew_leases(vec!["persons".into()], "a", ttl)
+            .await
+            .unwrap(),
+        ["persons"]
+    );
+    database.drop_it().await;
+}
+
+/// Runs `crmsync sync --json` on `config` to its end: the report.
+fn sync_report(config: &std::path::Path) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crmsync"))
+        .args(["sync", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("crmsync runs");
+    assert!(
+        matches!(output.status.code(), Some(0 | 2)),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
+/// Syncs until a run writes and changes nothing.
+fn settle(config: &std::path::Path) {
+    for _ in 0..6 {
+        let report = sync_report(config);
+        let written: u64 = report["written"]
+            .as_object()
+            .map_or(0, |counts| counts.values().filter_map(|n| n.as_u64()).sum());
+        if written == 0 && report["changed"] == 0 {
+            return;
+        }
+    }
+    panic!("the syncs did not settle within six runs");
+}
+
+/// Requests that read records: HubSpot lists and searches, Salesforce queries and their pages.
+fn read_requests(stats: &crmsync::emulator::stats::StatsSnapshot) -> u64 {
+    stats
+        .requests_by_endpoint
+        .iter()
+        .filter(|(endpoint, _)| {
+            endpoint.starts_with("hubspot GET /crm/v3/objects/{type}")
+                || endpoint.starts_with("hubspot POST /crm/v3/objects/{type}/search")
+                || endpoint.contains("/query")
+        })
+        .flat_map(|(_, by_status)| by_status.values())
+        .sum()
+}
+
+fn workers_org() -> crmsync::emulator::EmulatorConfig {
+    crmsync::emulator::EmulatorConfig {
+        records: 500,
+        rate_limits: false,
+        seed: 23,
+        ..crmsync::emulator::EmulatorConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_running_at_once_on_one_postgresql_never_process_a_stream_twice() {
+    let Some(reference_db) = TestDatabase::create("workers_reference").await else {
+        return;
+    };
+    let Some(shared_db) = TestDatabase::create("workers_shared").await else {
+        return;
+    };
+    // One worker alone: what a first run reads, and what syncing to the end writes.
+    let reference = Setup::with(workers_org()).await;
+    reference.config_with(|text| on_postgres(text, &reference_db.url));
+    sync_report(&reference.config_path);
+    let reference_reads = read_requests(&reference.emulator.stats());
+    settle(&reference.config_path);
+    let reference_written = reference.emulator.stats().records_written;
+
+    // Three workers started together on the same org and warehouse.
+    let shared = Setup::with(workers_org()).await;
+    shared.config_with(|text| on_postgres(text, &shared_db.url));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let config = shared.config_path.clone();
+            std::thread::spawn(move || sync_report(&config))
+        })
+        .collect();
+    let reports: Vec<serde_json::Value> = workers
+        .into_iter()
+        .map(|worker| worker.join().expect("a worker"))
+        .collect();
+    // Each stream was read by exactly one of them; the others say who held it.
+    for (system, object) in [
+        ("hubspot", "contacts"),
+        ("hubspot", "deals"),
+        ("salesforce", "Lead"),
+        ("salesforce", "Contact"),
+        ("salesforce", "Opportunity"),
+    ] {
+        let readers = reports
+            .iter()
+            .filter(|report| {
+                report["streams"].as_array().is_some_and(|streams| {
+                    streams
+                        .iter()
+                        .any(|stream| stream["system"] == system && stream["object"] == object)
+                })
+            })
+            .count();
+        assert_eq!(readers, 1, "{system} {object} read by {readers} workers");
+        let left = reports
+            .iter()
+            .filter(|report| {
+                report["skipped"]
+                    .to_string()
+                    .contains(&format!("{system} {object}: worker "))
+            })
+            .count();
+        assert_eq!(left, 2, "{system} {object}: {reports:#?}");
+    }
+    // At most one of them reconciled and wrote back.
+    let person_steps = reports
+        .iter()
+        .filter(|report| {
+            !report["skipped"]
+                .to_string()
+                .contains("reconcile and write-back")
+        })
+        .count();
+    assert!(person_steps <= 1, "{reports:#?}");
+    assert_eq!(
+        read_requests(&shared.emulator.stats()),
+        reference_reads,
+        "the workers together read each stream once"
+    );
+    // Synced to the end, the CRMs received exactly the writes one worker alone sends.
+    settle(&shared.config_path);
+    assert_eq!(shared.emulator.stats().records_written, reference_written);
+    assert!(reference_written.values().sum::<u64>() > 100);
+    let client = shared_db.client().await;
+    let leases: i64 = client
+        .query_one("SELECT COUNT(*) FROM leases", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leases, 0, "every lease was let go");
+    reference_db.drop_it().await;
+    shared_db.drop_it().await;
 }

@@ -241,7 +241,7 @@ fn committed_person(path: &Path) -> Option<String> {
 #[test]
 fn a_staged_reconcile_chunk_is_seen_by_the_next_reads_and_committed_before_any_other_write() {
     use crmsync::record::System;
-    use crmsync::store::model::{ReconcileCommit, RecordKey};
+    use crmsync::store::model::{Assignment, ReconcileCommit, RecordKey};
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("warehouse.db");
@@ -259,10 +259,11 @@ fn a_staged_reconcile_chunk_is_seen_by_the_next_reads_and_committed_before_any_o
         )
         .expect("a pending record");
     let assign = |person: &str| ReconcileCommit {
-        assignments: vec![(
-            RecordKey::new(System::Hubspot, "contacts", "7"),
-            Some(person.to_string()),
-        )],
+        assignments: vec![Assignment {
+            key: RecordKey::new(System::Hubspot, "contacts", "7"),
+            unified_id: Some(person.to_string()),
+            version: 0,
+        }],
         ..ReconcileCommit::default()
     };
     let at = jiff::Timestamp::now();
@@ -291,6 +292,99 @@ fn a_staged_reconcile_chunk_is_seen_by_the_next_reads_and_committed_before_any_o
         .expect("stages the next");
     assert_eq!(committed_person(&path).as_deref(), Some("p-3"));
     store.commit_staged().expect("commits");
+}
+
+#[test]
+fn a_record_stored_again_while_its_chunk_is_decided_stays_pending() {
+    use crmsync::record::System;
+    use crmsync::store::model::{Assignment, PageWrite, ReconcileCommit, RecordKey, StoredRecord};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    let stage_ids: Vec<String> = default_vocabulary()
+        .stages()
+        .map(|(_, stage)| stage.id.to_string())
+        .collect();
+    let at = jiff::Timestamp::now();
+    let record = |id: &str, hash: &str| StoredRecord {
+        key: RecordKey::new(System::Hubspot, "contacts", id),
+        modified_at: at,
+        properties: "{}".into(),
+        content_hash: hash.into(),
+        email: Some(format!("{id}@example.com")),
+        stage: None,
+        raw_stage: None,
+        stage_rule: None,
+        fields: "{}".into(),
+    };
+    let page = |records| PageWrite {
+        records,
+        ..PageWrite::default()
+    };
+    store
+        .store_page(
+            1,
+            System::Hubspot,
+            "contacts",
+            &page(vec![record("1", "a"), record("2", "a")]),
+            at,
+        )
+        .expect("stored");
+    let read = store.pending_records(10).expect("pending");
+    assert_eq!(read.len(), 2);
+    // Another worker stores a newer version of record 2 while this chunk is decided.
+    store
+        .store_page(
+            1,
+            System::Hubspot,
+            "contacts",
+            &page(vec![record("2", "b")]),
+            at,
+        )
+        .expect("stored again");
+    let commit = ReconcileCommit {
+        assignments: read
+            .iter()
+            .map(|row| Assignment {
+                key: row.key.clone(),
+                unified_id: Some(format!("p-{}", row.key.id)),
+                version: row.version,
+            })
+            .collect(),
+        ..ReconcileCommit::default()
+    };
+    store
+        .stage_reconcile(1, at, &commit, &stage_ids)
+        .expect("stages");
+    store.commit_staged().expect("commits");
+    let still: Vec<String> = store
+        .pending_records(10)
+        .expect("pending")
+        .into_iter()
+        .map(|row| row.key.id)
+        .collect();
+    assert_eq!(
+        still,
+        ["2"],
+        "the newer version waits for the next reconcile"
+    );
+    let people: Vec<(String, Option<String>)> = store
+        .connection()
+        .prepare("SELECT id, unified_id FROM source_records ORDER BY id")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .expect("records");
+    assert_eq!(
+        people,
+        [
+            ("1".to_string(), Some("p-1".to_string())),
+            ("2".to_string(), Some("p-2".to_string()))
+        ]
+    );
 }
 
 /// The size of the write-ahead log file (0 when there is none).

@@ -193,6 +193,9 @@ pub struct WarehouseConfig {
     pub url: Located<WarehouseUrl>,
     /// PostgreSQL password, if the server needs one.
     pub password: Option<SecretRef>,
+    /// How long a worker's hold on a stream (or on reconcile and write-back) lasts without
+    /// renewal, with a PostgreSQL warehouse: a crashed worker's work is free again after it.
+    pub lease_ttl: SignedDuration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

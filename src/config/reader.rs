@@ -775,7 +775,27 @@ impl<'e> Settings<'e> {
             "password_file",
             "CRMSYNC_PG_PASSWORD",
         );
+        let lease_ttl = self.string_or(&table, "lease_ttl", "60s");
         table.finish();
+        let lease_ttl = match lease_ttl
+            .value
+            .parse::<SignedDuration>()
+            .ok()
+            .filter(|ttl| *ttl >= SignedDuration::from_secs(3))
+        {
+            Some(ttl) => ttl,
+            None => {
+                self.report(
+                    lease_ttl.location.clone(),
+                    format!(
+                        "`warehouse.lease_ttl` must be a duration of at least 3 seconds, found {:?}",
+                        lease_ttl.value
+                    ),
+                    "e.g. lease_ttl = \"60s\"",
+                );
+                SignedDuration::from_secs(60)
+            }
+        };
         let parsed = if let Some(path) = url.value.strip_prefix("sqlite://") {
             if path.is_empty() {
                 self.report(
@@ -806,6 +826,7 @@ impl<'e> Settings<'e> {
         WarehouseConfig {
             url: Located::new(parsed, url.location),
             password,
+            lease_ttl,
         }
     }
 

@@ -102,7 +102,20 @@ impl Engine {
                 warehouse: self.warehouse().description().to_string(),
             });
         };
+        // With several workers on one warehouse, applying is write-back: one worker at a time.
+        let leases = super::lease::Leases::new(
+            self.warehouse().clone(),
+            self.config.warehouse.lease_ttl,
+            self.stop.clone(),
+        );
+        if let Some(held) = leases.take(super::lease::PERSONS).await? {
+            lock.release().await?;
+            return Err(EngineError::Busy {
+                warehouse: format!("{} ({held})", self.warehouse().description()),
+            });
+        }
         let report = self.locked_apply(plan).await;
+        leases.release_all().await;
         let released = lock.release().await;
         let report = report?;
         released?;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::EngineError;
 use crate::record::System;
 use crate::store::Warehouse;
-use crate::store::model::{MemberRow, PersonMerge, RecordKey};
+use crate::store::model::{Assignment, MemberRow, PersonMerge, RecordKey};
 
 /// Canonical fields that name the same person's record in the other system (or the same).
 const LINK_FIELDS: [&str; 6] = [
@@ -25,7 +25,7 @@ const LINK_FIELDS: [&str; 6] = [
 #[derive(Debug, Default)]
 pub(super) struct Resolution {
     /// Each record of the chunk and its person (`None` for records of no person).
-    pub assignments: Vec<(RecordKey, Option<String>)>,
+    pub assignments: Vec<Assignment>,
     pub merges: Vec<PersonMerge>,
     /// Persons to reconcile again.
     pub affected: BTreeSet<String>,
@@ -228,9 +228,11 @@ pub(super) async fn resolve(
     // Ids absorbed later in the chunk resolve to their survivor.
     resolution.assignments = assigned
         .into_iter()
-        .map(|(key, person)| {
-            let person = person.map(|id| resolution.resolve(&id).to_string());
-            (key, person)
+        .zip(chunk)
+        .map(|((key, person), row)| Assignment {
+            unified_id: person.map(|id| resolution.resolve(&id).to_string()),
+            key,
+            version: row.version,
         })
         .collect();
     resolution.affected = resolution

@@ -14,6 +14,7 @@ pub mod cursor;
 pub mod explain;
 pub mod extract;
 pub mod identity;
+mod lease;
 pub mod plan;
 pub mod progress;
 pub mod reconcile;
@@ -167,6 +168,8 @@ pub struct SyncReport {
     pub streams: Vec<StreamReport>,
     /// Every stop and failure, in words.
     pub problems: Vec<String>,
+    /// Work this run left to other workers, which held it (PostgreSQL warehouses), in words.
+    pub skipped: Vec<String>,
     pub warehouse: WarehouseSummary,
     pub seconds: f64,
     /// The process's peak resident memory so far, where the system tells (Linux).
@@ -350,6 +353,10 @@ impl SyncReport {
         for problem in &self.problems {
             text.push_str("\n  problem: ");
             text.push_str(problem);
+        }
+        for skipped in &self.skipped {
+            text.push_str("\n  left to another worker: ");
+            text.push_str(skipped);
         }
         text
     }

@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::cursor::Cursor;
 use super::extract::{self, Stream};
 use super::identity;
+use super::lease::{self, Leases};
 use super::plan::{self, Wanted};
 use super::reconcile::{self, Opinion};
 use super::stop::StopRequest;
@@ -91,6 +92,8 @@ struct Tally {
     failed: bool,
     /// Why the run ended early on request, if it did (see [`StopRequest`]).
     interrupted: Option<String>,
+    /// Work left to other workers (held under their leases), in words.
+    skipped: Vec<String>,
 }
 
 impl Tally {
@@ -340,6 +343,7 @@ impl Engine {
             api_calls,
             streams: tally.streams.clone(),
             problems,
+            skipped: tally.skipped.clone(),
             warehouse,
             seconds: clock.elapsed().as_secs_f64(),
             peak_rss_bytes: super::peak_rss_bytes(),
@@ -374,16 +378,85 @@ impl Engine {
         write_back: WriteBack,
         tally: &mut Tally,
     ) -> Result<(), EngineError> {
+        let leases = Leases::new(
+            self.warehouse.clone(),
+            self.config.warehouse.lease_ttl,
+            self.stop.clone(),
+        );
+        let done = self
+            .leased_steps(run_id, options, write_back, &leases, tally)
+            .await;
+        leases.release_all().await;
+        done
+    }
+
+    /// The run's steps on the work its leases give it: the streams no other worker reads
+    /// now, then reconcile and write-back if no other worker is still reading a stream (the
+    /// last reader to finish does them, on everything read).
+    async fn leased_steps(
+        &self,
+        run_id: i64,
+        options: SyncOptions,
+        write_back: WriteBack,
+        leases: &Leases,
+        tally: &mut Tally,
+    ) -> Result<(), EngineError> {
+        let mut streams = self.streams()?;
+        // Workers starting together try the streams in different orders, so they share
+        // them out rather than one taking all.
+        if !streams.is_empty() {
+            let turn = std::process::id() as usize % streams.len();
+            streams.rotate_left(turn);
+        }
+        let mut mine = Vec::new();
+        for (stream, mapping) in streams {
+            match leases.take(&lease::stream_lease(&stream)).await? {
+                None => mine.push((stream, mapping)),
+                Some(held) => tally.skipped.push(format!("{stream}: {held}")),
+            }
+        }
         if options.full {
-            self.warehouse.clear_checkpoints().await?;
+            let keys = mine
+                .iter()
+                .map(|(stream, _)| (stream.system, stream.object.clone()))
+                .collect();
+            self.warehouse.clear_checkpoints(keys).await?;
         }
         let cursors = self.cursors().await?;
         let phase = std::time::Instant::now();
-        self.extract(run_id, &cursors, tally).await?;
+        let extracted = self.extract(run_id, &mine, &cursors, tally).await;
+        for (stream, _) in &mine {
+            leases.release(&lease::stream_lease(stream)).await?;
+        }
+        extracted?;
         tally
             .phases
             .push(("extract", phase.elapsed().as_secs_f64()));
         if self.stopped(tally) {
+            return Ok(());
+        }
+        if let Some(held) = leases.take(lease::PERSONS).await? {
+            tally
+                .skipped
+                .push(format!("reconcile and write-back: {held}"));
+            return Ok(());
+        }
+        let readers = leases.streams_held_by_others().await?;
+        if !readers.is_empty() {
+            leases.release(lease::PERSONS).await?;
+            let reading: Vec<String> = readers
+                .iter()
+                .map(|(name, holder)| {
+                    format!(
+                        "{} by {holder}",
+                        name.trim_start_matches(lease::STREAM_PREFIX)
+                    )
+                })
+                .collect();
+            tally.skipped.push(format!(
+                "reconcile and write-back: left to the workers still reading ({}); the last to finish does them",
+                reading.join(", ")
+            ));
             return Ok(());
         }
         let phase = std::time::Instant::now();
@@ -553,17 +626,17 @@ impl Engine {
         names.into_iter().collect()
     }
 
-    /// Reads every stream, concurrently, into the warehouse.
+    /// Reads `streams`, concurrently, into the warehouse.
     async fn extract(
         &self,
         run_id: i64,
+        streams: &[(Stream, &ObjectMapping)],
         cursors: &HashMap<(String, String), Cursor>,
         tally: &mut Tally,
     ) -> Result<(), EngineError> {
-        let streams = self.streams()?;
         let mut reads = Vec::new();
         let mut modes = Vec::new();
-        for (stream, mapping) in &streams {
+        for (stream, mapping) in streams {
             let properties = self.read_properties(stream, mapping);
             let cursor = cursors
                 .get(&(stream.system.as_str().to_string(), stream.object.clone()))
@@ -1061,7 +1134,7 @@ impl Engine {
         let assigned: HashMap<&RecordKey, &Option<String>> = resolution
             .assignments
             .iter()
-            .map(|(key, person)| (key, person))
+            .map(|assignment| (&assignment.key, &assignment.unified_id))
             .collect();
         let mut members: BTreeMap<RecordKey, MemberRow> = BTreeMap::new();
         for mut row in self.warehouse.members_of(lookup.clone()).await? {

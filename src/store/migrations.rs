@@ -263,6 +263,24 @@ DROP INDEX source_records_unified;
 CREATE INDEX source_records_unified ON source_records (unified_id) WHERE unified_id IS NOT NULL;
 "#,
     },
+    Migration {
+        version: 5,
+        name: "leases for many workers; record versions",
+        // With a PostgreSQL warehouse several workers run at once: each stream, and the
+        // person-wide steps (reconcile, write-back), is held by one worker at a time through a
+        // lease that expires if its worker dies. A record's version moves with every store of
+        // it, so a reconcile clears `pending` only on records no other worker stored since
+        // it read them.
+        sql: r#"
+ALTER TABLE source_records ADD COLUMN version {{bigint}} NOT NULL DEFAULT 0;
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    acquired_at {{timestamp}} NOT NULL,
+    expires_at  {{timestamp}} NOT NULL
+);
+"#,
+    },
 ];
 
 /// The tables the migrations create (besides `schema_migrations`), in creation order.

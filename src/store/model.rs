@@ -94,6 +94,17 @@ pub struct MemberRow {
     pub unified_id: Option<String>,
     pub merged_into: Option<String>,
     pub archived: bool,
+    /// Moves with every store of the record (see [`Assignment`]).
+    pub version: i64,
+}
+
+/// A reconciled record's person. Its `pending` flag is cleared only if the record's version
+/// is still the one reconcile read: a record another worker stored meanwhile stays pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub key: RecordKey,
+    pub unified_id: Option<String>,
+    pub version: i64,
 }
 
 /// One person as the warehouse holds it.
@@ -163,7 +174,7 @@ pub struct LedgerRow {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReconcileCommit {
     /// Records whose person is decided (their pending flag is cleared).
-    pub assignments: Vec<(RecordKey, Option<String>)>,
+    pub assignments: Vec<Assignment>,
     pub merges: Vec<PersonMerge>,
     pub persons: Vec<UnifiedRow>,
     pub transitions: Vec<TransitionRow>,

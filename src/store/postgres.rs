@@ -21,9 +21,8 @@ use crate::vocabulary::Vocabulary;
 
 /// Arbitrary, fixed keys for the migration lock and the run lock.
 const MIGRATION_LOCK: i64 = 0x0063_726d_7379_6e63;
-const RUN_LOCK: i64 = 0x0063_726d_7379_6e64;
 
-const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties::text, email, stage, raw_stage, stage_rule, fields::text, unified_id, merged_into, archived";
+const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties::text, email, stage, raw_stage, stage_rule, fields::text, unified_id, merged_into, archived, version";
 
 /// Which tables a connection works on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,24 +207,102 @@ impl PostgresStore {
         &self.url
     }
 
-    /// Takes the run lock (a session advisory lock); false when another session holds it.
-    pub async fn try_lock_run(&self) -> Result<bool, StoreError> {
+    /// Takes the lease `name` for `holder` until `ttl` from now (the server's clock), unless
+    /// another holder's lease on it has not expired: then who holds it, and until when.
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: jiff::SignedDuration,
+    ) -> Result<Option<(String, Timestamp)>, StoreError> {
+        let failed = failed(&self.url);
+        let seconds = ttl.as_secs_f64();
         let client = self.client.lock().await;
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&RUN_LOCK])
+        let taken = client
+            .query_opt(
+                "INSERT INTO leases (name, holder, acquired_at, expires_at)
+                 VALUES ($1, $2, now(), now() + make_interval(secs => $3))
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                    acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+                 WHERE leases.expires_at < now() OR leases.holder = excluded.holder
+                 RETURNING holder",
+                &[&name, &holder, &seconds],
+            )
             .await
-            .map_err(failed(&self.url))?;
-        Ok(row.get(0))
+            .map_err(&failed)?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let held = client
+            .query_opt(
+                "SELECT holder, expires_at FROM leases WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(&failed)?;
+        // Gone between the two statements: free, but not taken by this call; say so plainly.
+        Ok(Some(held.map_or_else(
+            || ("a worker that just let it go".to_string(), Timestamp::now()),
+            |row| (row.get(0), row.get(1)),
+        )))
     }
 
-    /// Lets the run lock go.
-    pub async fn unlock_run(&self) -> Result<(), StoreError> {
+    /// Extends `holder`'s leases on `names` to `ttl` from now; the names it no longer holds.
+    pub async fn renew_leases(
+        &self,
+        names: &[String],
+        holder: &str,
+        ttl: jiff::SignedDuration,
+    ) -> Result<Vec<String>, StoreError> {
+        let seconds = ttl.as_secs_f64();
+        let client = self.client.lock().await;
+        let renewed = client
+            .query(
+                "UPDATE leases SET expires_at = now() + make_interval(secs => $3)
+                 WHERE name = ANY($1) AND holder = $2 RETURNING name",
+                &[&names, &holder, &seconds],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        let renewed: Vec<String> = renewed.iter().map(|row| row.get(0)).collect();
+        Ok(names
+            .iter()
+            .filter(|name| !renewed.contains(name))
+            .cloned()
+            .collect())
+    }
+
+    /// Lets `holder`'s lease on `name` go.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         let client = self.client.lock().await;
         client
-            .execute("SELECT pg_advisory_unlock($1)", &[&RUN_LOCK])
+            .execute(
+                "DELETE FROM leases WHERE name = $1 AND holder = $2",
+                &[&name, &holder],
+            )
             .await
             .map_err(failed(&self.url))?;
         Ok(())
+    }
+
+    /// Unexpired leases whose name starts with `prefix`, held by others than `holder`:
+    /// (name, holder).
+    pub async fn leases_of_others(
+        &self,
+        prefix: &str,
+        holder: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                "SELECT name, holder FROM leases
+                 WHERE starts_with(name, $1) AND holder <> $2 AND expires_at >= now()
+                 ORDER BY name",
+                &[&prefix, &holder],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     async fn migrate(&self, vocabulary: &Vocabulary, tables: Tables) -> Result<(), StoreError> {
@@ -438,10 +515,17 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub async fn clear_checkpoints(&self) -> Result<(), StoreError> {
+    /// Forgets where these streams' reads stood: (system, object).
+    pub async fn clear_checkpoints(&self, streams: &[(System, String)]) -> Result<(), StoreError> {
+        let systems: Vec<&str> = streams.iter().map(|(system, _)| system.as_str()).collect();
+        let objects: Vec<&str> = streams.iter().map(|(_, object)| object.as_str()).collect();
         let client = self.client.lock().await;
         client
-            .execute("DELETE FROM checkpoints", &[])
+            .execute(
+                "DELETE FROM checkpoints c USING unnest($1::text[], $2::text[]) AS u(system, object)
+                 WHERE c.system = u.system AND c.object = u.object",
+                &[&systems, &objects],
+            )
             .await
             .map_err(failed(&self.url))?;
         Ok(())
@@ -488,7 +572,7 @@ impl PostgresStore {
                         content_hash = excluded.content_hash, archived = FALSE, merged_into = NULL,
                         last_seen_run = excluded.last_seen_run, email = excluded.email, stage = excluded.stage,
                         raw_stage = excluded.raw_stage, stage_rule = excluded.stage_rule, fields = excluded.fields,
-                        pending = TRUE
+                        pending = TRUE, version = source_records.version + 1
                      WHERE source_records.content_hash <> excluded.content_hash OR source_records.archived
                      RETURNING id",
                     &[
@@ -537,7 +621,8 @@ impl PostgresStore {
         for gone in &page.tombstones {
             stored.tombstoned += transaction
                 .execute(
-                    "UPDATE source_records SET archived = TRUE, pending = TRUE, modified_at = COALESCE($4, modified_at)
+                    "UPDATE source_records SET archived = TRUE, pending = TRUE, version = version + 1,
+                        modified_at = COALESCE($4, modified_at)
                      WHERE system = $1 AND object = $2 AND id = $3 AND NOT archived",
                     &[&system.as_str(), &object, &gone.id, &gone.archived_at],
                 )
@@ -547,7 +632,8 @@ impl PostgresStore {
         for merge in &page.merges {
             transaction
                 .execute(
-                    "UPDATE source_records SET archived = TRUE, merged_into = $4, pending = TRUE
+                    "UPDATE source_records SET archived = TRUE, merged_into = $4, pending = TRUE,
+                        version = version + 1
                      WHERE system = $1 AND object = $2 AND id = ANY($3)
                        AND (merged_into IS NULL OR merged_into <> $4 OR NOT archived)",
                     &[&system.as_str(), &object, &merge.absorbed, &merge.survivor],
@@ -741,20 +827,26 @@ impl PostgresStore {
             let keys: Vec<RecordKey> = commit
                 .assignments
                 .iter()
-                .map(|(key, _)| key.clone())
+                .map(|assignment| assignment.key.clone())
                 .collect();
             let (systems, objects, ids) = key_columns(&keys);
             let persons: Vec<Option<String>> = commit
                 .assignments
                 .iter()
-                .map(|(_, person)| person.clone())
+                .map(|assignment| assignment.unified_id.clone())
+                .collect();
+            let versions: Vec<i64> = commit
+                .assignments
+                .iter()
+                .map(|assignment| assignment.version)
                 .collect();
             transaction
                 .execute(
-                    "UPDATE source_records s SET unified_id = u.person, pending = FALSE
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(system, object, id, person)
+                    "UPDATE source_records s SET unified_id = u.person, pending = (s.version <> u.version)
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+                        AS u(system, object, id, person, version)
                      WHERE s.system = u.system AND s.object = u.object AND s.id = u.id",
-                    &[&systems, &objects, &ids, &persons],
+                    &[&systems, &objects, &ids, &persons, &versions],
                 )
                 .await
                 .map_err(&failed)?;
@@ -1150,5 +1242,6 @@ fn member_row(row: &Row, url: &str) -> Result<MemberRow, StoreError> {
         unified_id: row.get(10),
         merged_into: row.get(11),
         archived: row.get(12),
+        version: row.get(13),
     })
 }

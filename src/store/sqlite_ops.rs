@@ -20,7 +20,7 @@ use crate::store::SqliteStore;
 /// Bound parameters per statement stay well under SQLite's limit.
 const KEYS_PER_QUERY: usize = 300;
 
-const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties, email, stage, raw_stage, stage_rule, fields, unified_id, merged_into, archived";
+const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties, email, stage, raw_stage, stage_rule, fields, unified_id, merged_into, archived, version";
 
 impl SqliteStore {
     fn transaction(&mut self) -> Result<Transaction<'_>, StoreError> {
@@ -157,12 +157,19 @@ impl SqliteStore {
     }
 
     /// Forgets every checkpoint (a `--full` run).
-    pub fn clear_checkpoints(&mut self) -> Result<(), StoreError> {
-        self.commit_staged()?;
+    /// Forgets where these streams' reads stood: (system, object).
+    pub fn clear_checkpoints(&mut self, streams: &[(System, String)]) -> Result<(), StoreError> {
         let failed = self.failed();
-        self.connection
-            .execute("DELETE FROM checkpoints", [])
-            .map_err(&failed)?;
+        let transaction = self.transaction()?;
+        for (system, object) in streams {
+            transaction
+                .execute(
+                    "DELETE FROM checkpoints WHERE system = ?1 AND object = ?2",
+                    params![system.as_str(), object],
+                )
+                .map_err(&failed)?;
+        }
+        transaction.commit().map_err(&failed)?;
         Ok(())
     }
 
@@ -189,7 +196,7 @@ impl SqliteStore {
                         content_hash = excluded.content_hash, archived = FALSE, merged_into = NULL,
                         last_seen_run = excluded.last_seen_run, email = excluded.email, stage = excluded.stage,
                         raw_stage = excluded.raw_stage, stage_rule = excluded.stage_rule, fields = excluded.fields,
-                        pending = TRUE
+                        pending = TRUE, version = source_records.version + 1
                      WHERE source_records.content_hash <> excluded.content_hash OR source_records.archived",
                 )
                 .map_err(&failed)?;
@@ -231,7 +238,7 @@ impl SqliteStore {
             }
             let mut tombstone = transaction
                 .prepare_cached(
-                    "UPDATE source_records SET archived = TRUE, pending = TRUE,
+                    "UPDATE source_records SET archived = TRUE, pending = TRUE, version = version + 1,
                         modified_at = COALESCE(?4, modified_at)
                      WHERE system = ?1 AND object = ?2 AND id = ?3 AND NOT archived",
                 )
@@ -248,7 +255,8 @@ impl SqliteStore {
             }
             let mut absorb = transaction
                 .prepare_cached(
-                    "UPDATE source_records SET archived = TRUE, merged_into = ?4, pending = TRUE
+                    "UPDATE source_records SET archived = TRUE, merged_into = ?4, pending = TRUE,
+                        version = version + 1
                      WHERE system = ?1 AND object = ?2 AND id = ?3
                        AND (merged_into IS NULL OR merged_into <> ?4 OR NOT archived)",
                 )
@@ -732,11 +740,18 @@ fn write_reconcile(
         )?;
     }
     let mut assign = connection.prepare_cached(
-        "UPDATE source_records SET unified_id = ?4, pending = FALSE
+        "UPDATE source_records SET unified_id = ?4, pending = (version <> ?5)
          WHERE system = ?1 AND object = ?2 AND id = ?3",
     )?;
-    for (key, unified_id) in &commit.assignments {
-        assign.execute(params![key.system.as_str(), key.object, key.id, unified_id])?;
+    for assignment in &commit.assignments {
+        let key = &assignment.key;
+        assign.execute(params![
+            key.system.as_str(),
+            key.object,
+            key.id,
+            assignment.unified_id,
+            assignment.version
+        ])?;
     }
     let first_entered_columns: String = stage_ids
         .iter()
@@ -948,5 +963,6 @@ fn member_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {
         unified_id: row.get(10)?,
         merged_into: row.get(11)?,
         archived: row.get(12)?,
+        version: row.get(13)?,
     })
 }

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::StoreError;
 use super::model::{
@@ -135,11 +135,16 @@ impl Warehouse {
             .await
     }
 
-    pub async fn clear_checkpoints(&self) -> Result<(), StoreError> {
+    /// Forgets where these streams' reads stood: (system, object).
+    pub async fn clear_checkpoints(
+        &self,
+        streams: Vec<(System, String)>,
+    ) -> Result<(), StoreError> {
         if let Backend::Postgres(pg) = &self.backend {
-            return pg.clear_checkpoints().await;
+            return pg.clear_checkpoints(&streams).await;
         }
-        self.with(|store, _| store.clear_checkpoints()).await
+        self.with(move |store, _| store.clear_checkpoints(&streams))
+            .await
     }
 
     pub async fn store_page(
@@ -287,14 +292,12 @@ impl Warehouse {
     }
 
     /// Takes the warehouse for one run: `Ok(None)` when another run holds it. SQLite: an
-    /// exclusive lock on `<file>.lock`; PostgreSQL: a session advisory lock. Either is let go
-    /// when the process ends, however it ends.
+    /// exclusive lock on `<file>.lock`, let go when the process ends, however it ends.
+    /// PostgreSQL: always granted — runs there share the warehouse, each taking leases on the
+    /// work it does (see [`Self::try_lease`]).
     pub async fn lock_for_run(&self) -> Result<Option<RunLock>, StoreError> {
         match &self.backend {
-            Backend::Postgres(pg) => Ok(pg.try_lock_run().await?.then_some(RunLock {
-                file: None,
-                postgres: Some(Arc::clone(pg)),
-            })),
+            Backend::Postgres(_) => Ok(Some(RunLock { file: None })),
             Backend::Sqlite(_) => {
                 let path = format!("{}.lock", self.description);
                 let file = std::fs::OpenOptions::new()
@@ -307,10 +310,7 @@ impl Warehouse {
                         source,
                     })?;
                 match file.try_lock() {
-                    Ok(()) => Ok(Some(RunLock {
-                        file: Some(file),
-                        postgres: None,
-                    })),
+                    Ok(()) => Ok(Some(RunLock { file: Some(file) })),
                     Err(std::fs::TryLockError::WouldBlock) => Ok(None),
                     Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Lock {
                         path: path.into(),
@@ -320,22 +320,70 @@ impl Warehouse {
             }
         }
     }
+
+    /// Whether several workers' runs may use this warehouse at once (PostgreSQL), so that
+    /// work is shared out through leases.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Takes the lease `name` for `holder` for `ttl`: `None` when taken, else who holds it
+    /// and until when. On SQLite every lease is the run's already (it holds the whole file).
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: SignedDuration,
+    ) -> Result<Option<(String, Timestamp)>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pg) => pg.try_lease(name, holder, ttl).await,
+            Backend::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// Extends `holder`'s leases on `names`; returns those it no longer holds.
+    pub async fn renew_leases(
+        &self,
+        names: Vec<String>,
+        holder: &str,
+        ttl: SignedDuration,
+    ) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pg) => pg.renew_leases(&names, holder, ttl).await,
+            Backend::Sqlite(_) => Ok(Vec::new()),
+        }
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Postgres(pg) => pg.release_lease(name, holder).await,
+            Backend::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Unexpired leases named `prefix…` held by others than `holder`: (name, holder).
+    pub async fn leases_of_others(
+        &self,
+        prefix: &str,
+        holder: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pg) => pg.leases_of_others(prefix, holder).await,
+            Backend::Sqlite(_) => Ok(Vec::new()),
+        }
+    }
 }
 
-/// A run's hold on the warehouse; see [`Warehouse::lock_for_run`].
+/// A run's hold on an SQLite warehouse; see [`Warehouse::lock_for_run`].
 #[derive(Debug)]
 pub struct RunLock {
     /// Held open, and so locked, until dropped.
     file: Option<std::fs::File>,
-    postgres: Option<Arc<PostgresStore>>,
 }
 
 impl RunLock {
     /// Lets the warehouse go.
     pub async fn release(self) -> Result<(), StoreError> {
-        if let Some(pg) = &self.postgres {
-            pg.unlock_run().await?;
-        }
         drop(self.file);
         Ok(())
     }

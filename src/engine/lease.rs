@@ -1,0 +1,182 @@
+//! Leases: with a PostgreSQL warehouse several workers (replicas, overlapping CronJobs) run
+//! at once, and each does only the work it holds a lease on — a stream
+//! (`stream:<system>:<object>`; a warehouse serves one HubSpot portal and one Salesforce org,
+//! so the system names the connection) or the person-wide steps (`persons`: reconcile and
+//! write-back). A lease is renewed while its worker works and expires `lease_ttl` after the
+//! last renewal, so a crashed worker's work is free again soon after. On SQLite the run holds
+//! the whole file, and every lease is its own.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use jiff::SignedDuration;
+
+use super::StopRequest;
+use super::extract::Stream;
+use crate::store::{StoreError, Warehouse};
+
+/// The lease on reconcile and write-back.
+pub(super) const PERSONS: &str = "persons";
+
+/// The prefix of every stream's lease.
+pub(super) const STREAM_PREFIX: &str = "stream:";
+
+/// The lease on one stream.
+pub(super) fn stream_lease(stream: &Stream) -> String {
+    format!("{STREAM_PREFIX}{}:{}", stream.system, stream.object)
+}
+
+/// The leases one run holds, renewed in the background until dropped.
+pub(super) struct Leases {
+    warehouse: Warehouse,
+    holder: String,
+    ttl: SignedDuration,
+    held: Arc<Mutex<BTreeSet<String>>>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Leases {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+impl Leases {
+    /// Leases for one run; on a shared warehouse they are renewed every third of `ttl`, and a
+    /// lease found lost (expired and taken by another worker) stops the run through `stop`.
+    pub fn new(warehouse: Warehouse, ttl: SignedDuration, stop: StopRequest) -> Self {
+        let holder = worker_name();
+        let held = Arc::new(Mutex::new(BTreeSet::new()));
+        let renewer = warehouse.is_shared().then(|| {
+            tokio::spawn(renew(
+                warehouse.clone(),
+                holder.clone(),
+                ttl,
+                Arc::clone(&held),
+                stop,
+            ))
+        });
+        Self {
+            warehouse,
+            holder,
+            ttl,
+            held,
+            renewer,
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the lease `name`: `None` when this run holds it now, else who holds it, in words.
+    pub async fn take(&self, name: &str) -> Result<Option<String>, StoreError> {
+        match self
+            .warehouse
+            .try_lease(name, &self.holder, self.ttl)
+            .await?
+        {
+            None => {
+                self.held().insert(name.to_string());
+                Ok(None)
+            }
+            Some((holder, until)) => Ok(Some(format!(
+                "worker {holder} holds it (lease until {until})"
+            ))),
+        }
+    }
+
+    /// Lets `name` go.
+    pub async fn release(&self, name: &str) -> Result<(), StoreError> {
+        self.held().remove(name);
+        self.warehouse.release_lease(name, &self.holder).await
+    }
+
+    /// Lets every lease go; a failure is only logged (the leases expire anyway).
+    pub async fn release_all(&self) {
+        let names: Vec<String> = std::mem::take(&mut *self.held()).into_iter().collect();
+        for name in names {
+            if let Err(error) = self.warehouse.release_lease(&name, &self.holder).await {
+                tracing::warn!(lease = %name, %error, "could not let a lease go; it expires on its own");
+            }
+        }
+    }
+
+    /// Other workers' unexpired stream leases: (lease, holder).
+    pub async fn streams_held_by_others(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.warehouse
+            .leases_of_others(STREAM_PREFIX, &self.holder)
+            .await
+    }
+}
+
+/// Renews the held leases every third of `ttl`. A lease another worker has taken meanwhile, or
+/// renewals failing for longer than `ttl`, stop the run: its work may no longer be its own.
+async fn renew(
+    warehouse: Warehouse,
+    holder: String,
+    ttl: SignedDuration,
+    held: Arc<Mutex<BTreeSet<String>>>,
+    stop: StopRequest,
+) {
+    let every = std::time::Duration::try_from(ttl / 3).unwrap_or(std::time::Duration::from_secs(1));
+    let mut last_renewal = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let names: Vec<String> = held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            last_renewal = std::time::Instant::now();
+            continue;
+        }
+        match warehouse.renew_leases(names, &holder, ttl).await {
+            Ok(lost) => {
+                last_renewal = std::time::Instant::now();
+                if let Some(name) = lost.first() {
+                    held.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .retain(|held| !lost.contains(held));
+                    tracing::error!(lease = %name, "a lease was lost");
+                    stop.request(format!(
+                        "the lease on {name} expired and another worker took it; this run stops so that no work is done twice"
+                    ));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not renew the run's leases");
+                if SignedDuration::try_from(last_renewal.elapsed()).is_ok_and(|since| since >= ttl)
+                {
+                    stop.request(format!(
+                        "the run's leases could not be renewed for {ttl:#} ({error}); another worker may take its work"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `host/pid/nonce`: the pod or machine, the process, and this run.
+fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|host| !host.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|host| host.trim().to_string())
+                .filter(|host| !host.is_empty())
+        })
+        .unwrap_or_else(|| "unknown-host".to_string());
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    format!("{host}/{}/{nonce:08x}", std::process::id())
+}
