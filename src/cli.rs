@@ -179,6 +179,14 @@ pub enum Command {
         /// Salesforce API requests allowed per 24 hours (DailyApiRequests).
         #[arg(long, default_value_t = 100_000, value_name = "COUNT")]
         salesforce_daily_requests: u64,
+        /// The base URL clients reach the emulator at, if not the listen address (e.g.
+        /// `http://emulator:8080` behind a container name).
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// Also write a working crmsync.toml (with mappings and the emulator's credentials as
+        /// files) into DIR, for a crmsync elsewhere to use.
+        #[arg(long, value_name = "DIR")]
+        config_dir: Option<PathBuf>,
     },
 }
 

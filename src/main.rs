@@ -287,6 +287,8 @@ fn run(command: Command, log_flag: Option<LogFormatArg>) -> anyhow::Result<ExitC
             hubspot_tier,
             salesforce_api_version,
             salesforce_daily_requests,
+            public_url,
+            config_dir,
         } => {
             let Some(major) = salesforce_api_version
                 .strip_suffix(".0")
@@ -314,10 +316,11 @@ fn run(command: Command, log_flag: Option<LogFormatArg>) -> anyhow::Result<ExitC
                 }),
                 salesforce_api_version: format!("{major}.0"),
                 salesforce_daily_api_requests: salesforce_daily_requests,
+                public_url,
                 ..EmulatorConfig::default()
             };
             let runtime = runtime()?;
-            runtime.block_on(emulate(config, listen))?;
+            runtime.block_on(emulate(config, listen, config_dir))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -356,10 +359,19 @@ fn load_config(flag: Option<&std::path::Path>) -> anyhow::Result<crmsync::config
     Ok(config)
 }
 
-/// Serves the emulator until SIGINT or SIGTERM, after printing its connection details as one
+/// Serves the emulator until SIGINT or SIGTERM, after writing a config for it into `config_dir`
+/// (if given) and printing its connection details as one
 /// JSON line on stdout.
-async fn emulate(config: EmulatorConfig, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn emulate(
+    config: EmulatorConfig,
+    listen: std::net::SocketAddr,
+    config_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let emulator = RunningEmulator::start(config, listen).await?;
+    if let Some(dir) = &config_dir {
+        let written = crmsync::demo::prepare_dir(dir, emulator.info())?;
+        eprintln!("wrote {}", written.display());
+    }
     println!("{}", serde_json::to_string(emulator.info())?);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -52,6 +52,10 @@ pub struct EmulatorConfig {
     pub salesforce_daily_api_requests: u64,
     /// Salesforce session timeout (2 hours by default; shorter in tests).
     pub salesforce_session_lifetime: SignedDuration,
+    /// The base URL clients reach the emulator at, where it differs from the address it
+    /// listens on (behind a container name: `http://emulator:8080`); it goes into the
+    /// answers that name URLs (Salesforce's `instance_url`, HubSpot's paging links).
+    pub public_url: Option<String>,
 }
 
 impl Default for EmulatorConfig {
@@ -67,6 +71,7 @@ impl Default for EmulatorConfig {
             salesforce_api_version: salesforce::DEFAULT_API_VERSION.to_string(),
             salesforce_daily_api_requests: SalesforceSettings::default().daily_api_requests,
             salesforce_session_lifetime: SalesforceSettings::default().session_lifetime,
+            public_url: None,
         }
     }
 }
@@ -221,7 +226,10 @@ impl RunningEmulator {
         let bound = listener
             .local_addr()
             .map_err(|source| EmulatorError::Bind { address, source })?;
-        let base_url = format!("http://{bound}");
+        let base_url = config.public_url.as_ref().map_or_else(
+            || format!("http://{bound}"),
+            |url| url.trim_end_matches('/').to_string(),
+        );
         hubspot.set_base_url(&base_url);
         salesforce.set_base_url(&base_url);
         // A name nobody can guess ahead, created fresh (never through an existing file).
