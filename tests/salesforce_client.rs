@@ -275,6 +275,56 @@ async fn flaky_answers_and_the_concurrency_limit_are_waited_out() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_for_load_are_waited_out_without_spending_attempts() {
+    let emulator = start(EmulatorConfig {
+        faults: "storm".parse::<Faults>().expect("faults"),
+        ..quiet(3_000)
+    })
+    .await;
+    // Two attempts in all for failures; storms run 4 to 15 refusals in a row.
+    let http = reqwest::Client::new();
+    let sessions = SessionSource::new(
+        jwt(&emulator),
+        &emulator.info().salesforce_login_url,
+        http.clone(),
+    )
+    .expect("sessions");
+    let client = SalesforceClient::new(
+        http,
+        sessions,
+        SalesforceSettings::default(),
+        crmsync::http::retry::RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+        },
+    )
+    .expect("client");
+    // Storms start on 2% of requests: reads, three at a time, until a few refusals have come.
+    let refused = || -> u64 {
+        emulator
+            .stats()
+            .requests_by_endpoint
+            .iter()
+            .filter(|(endpoint, _)| endpoint.starts_with("salesforce"))
+            .filter_map(|(_, by_status)| by_status.get(&403))
+            .sum()
+    };
+    for _ in 0..40 {
+        let readers = (0..3).map(|_| lead_ids(&client, Duration::ZERO));
+        for read in futures_util::future::join_all(readers).await {
+            let (ids, _) = read.expect("every read rides out the storms");
+            assert!(ids.len() > 1_000);
+        }
+        if refused() >= 8 {
+            break;
+        }
+    }
+    let refused = refused();
+    assert!(refused >= 8, "the storms refused {refused} requests");
+}
+
 #[tokio::test]
 async fn refusals_keep_salesforces_error_code_and_fields() {
     let emulator = start(quiet(50)).await;

@@ -89,6 +89,26 @@ impl Daemon {
         }
     }
 
+    /// Every line logged so far.
+    fn logged(&mut self) -> &[String] {
+        while let Ok(line) = self.logs.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// The warnings and errors logged so far, one per line.
+    fn troubles(&mut self) -> String {
+        self.logged()
+            .iter()
+            .filter(|line| {
+                line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"")
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     async fn get(&self, path: &str) -> (u16, String) {
         let answer = reqwest::get(format!("{}{path}", self.base))
             .await
@@ -218,7 +238,7 @@ fn stormy_org() -> EmulatorConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_on_its_schedule_and_its_metrics_agree_with_the_emulator() {
     let setup = Setup::with(stormy_org()).await;
-    let daemon = Daemon::start(&setup, &[("CRMSYNC_SCHEDULE_EVERY", "3s")]);
+    let mut daemon = Daemon::start(&setup, &[("CRMSYNC_SCHEDULE_EVERY", "3s")]);
     // Three runs on a 3 s interval, then a moment between runs when nothing is in flight:
     // the daemon's counters and the emulator's are read back to back, and taken only if no
     // run started in between.
@@ -274,7 +294,9 @@ async fn serve_runs_on_its_schedule_and_its_metrics_agree_with_the_emulator() {
     }
     assert_eq!(
         metrics.value("crmsync_runs_total", &[("status", "failed")]),
-        Some(0.0)
+        Some(0.0),
+        "{}",
+        daemon.troubles()
     );
     let token_requests: u64 = stats
         .requests_by_endpoint
@@ -395,4 +417,43 @@ async fn healthz_turns_503_once_runs_keep_failing_past_the_bound() {
     );
     assert!(metrics.value("crmsync_runs_total", &[("status", "partial")]) >= Some(1.0));
     assert_eq!(daemon.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_run_keeps_what_it_stored_and_the_daemon_exits_0() {
+    // Slow answers (50–250 ms each), so the first run is still reading when the signal comes.
+    let setup = Setup::with(EmulatorConfig {
+        records: 800,
+        rate_limits: false,
+        seed: 5,
+        faults: "slow".parse::<Faults>().expect("a fault profile"),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut daemon = Daemon::start(&setup, &[("CRMSYNC_SCHEDULE_EVERY", "1h")]);
+    daemon.wait_for_log("full read started");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, health) = daemon.health().await;
+    assert!(
+        !health["running_since"].is_null(),
+        "a run is going on: {health}"
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+    let stopped = setup.strings("SELECT status || ' ' || COALESCE(error, '') FROM sync_runs");
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert!(
+        stopped[0].starts_with("partial ") && stopped[0].contains("SIGTERM received"),
+        "{stopped:?}"
+    );
+    let read_before = setup.count("SELECT COUNT(*) FROM source_records");
+    // The next run goes on from the checkpoints and finishes the work.
+    let (code, _, stderr) = setup.crmsync(&["sync"], &[]);
+    assert!(matches!(code, Some(0 | 2)), "{stderr}");
+    assert_eq!(
+        setup.count("SELECT COUNT(*) FROM source_records WHERE pending"),
+        0
+    );
+    assert_eq!(setup.count("SELECT COUNT(*) FROM checkpoints"), 5);
+    assert!(setup.count("SELECT COUNT(*) FROM source_records") >= read_before);
+    assert!(setup.count("SELECT COUNT(*) FROM unified_leads") > 500);
 }

@@ -2,8 +2,9 @@
 //! the bounded concurrent requests and for the configured request rate, adds the session's
 //! bearer token and sends to the session's instance, reads `Sforce-Limit-Info` on every
 //! answer, and decides what an answer means — a 401 `INVALID_SESSION_ID` signs in again once,
-//! server errors, dropped connections, answers cut short and the concurrent-request limit back
-//! off with jitter, a spent daily allocation (`REQUEST_LIMIT_EXCEEDED`) or reaching the
+//! server errors, dropped connections and answers cut short back off with jitter (a few
+//! attempts), refusals for load (the concurrent long-running request limit, 429) are waited out
+//! with more patience and count as no failed attempt, a spent daily allocation (`REQUEST_LIMIT_EXCEEDED`) or reaching the
 //! configured reserve stops the run cleanly, and any other refusal comes back with
 //! Salesforce's error code, message and fields.
 
@@ -183,9 +184,17 @@ enum Verdict {
     Done(Answer),
     /// A 401 `INVALID_SESSION_ID` that signing in again may cure.
     InvalidSession(String),
+    /// The org refuses for now: too many long-running requests at once (403
+    /// `REQUEST_LIMIT_EXCEEDED`), or 429. Waited out with patience (see
+    /// `MAX_THROTTLED_WAITS`), not counted as a failed attempt.
+    Throttled(String),
     Retry(String),
     Fail(SalesforceError),
 }
+
+/// Refusals for load in a row one request waits out (backing off up to the retry policy's
+/// longest wait) before giving up: the org's concurrency limit clears as other requests end.
+const MAX_THROTTLED_WAITS: u32 = 30;
 
 impl SalesforceClient {
     pub fn new(
@@ -271,6 +280,7 @@ impl SalesforceClient {
     ) -> Result<Answer, SalesforceError> {
         let endpoint = format!("{method} {}", path_template(path));
         let mut attempt = 0u32;
+        let mut throttled_waits = 0u32;
         let mut signed_in_again = false;
         loop {
             attempt += 1;
@@ -313,7 +323,15 @@ impl SalesforceClient {
                             attempt -= 1;
                             continue;
                         }
-                        Verdict::Retry(reason) => reason,
+                        Verdict::Throttled(reason) if throttled_waits < MAX_THROTTLED_WAITS => {
+                            throttled_waits += 1;
+                            attempt -= 1;
+                            tracing::warn!(endpoint = %endpoint, waits = throttled_waits, reason = %reason, "Salesforce is refusing for load; waiting");
+                            tokio::time::sleep(self.retry.jittered_delay(throttled_waits.min(8)))
+                                .await;
+                            continue;
+                        }
+                        Verdict::Throttled(reason) | Verdict::Retry(reason) => reason,
                         Verdict::Fail(error) => return Err(error),
                     }
                 }
@@ -485,10 +503,9 @@ fn classify(
             })
         }
         // Too many long-running requests at once, in this org: wait and try again.
-        (403, "REQUEST_LIMIT_EXCEEDED") => Verdict::Retry(format!("{error_code}: {message}")),
-        (406 | 420 | 429, _) | (500..=599, _) => {
-            Verdict::Retry(format!("HTTP {status} {error_code}"))
-        }
+        (403, "REQUEST_LIMIT_EXCEEDED") => Verdict::Throttled(format!("{error_code}: {message}")),
+        (420 | 429, _) => Verdict::Throttled(format!("HTTP {status} {error_code}")),
+        (406, _) | (500..=599, _) => Verdict::Retry(format!("HTTP {status} {error_code}")),
         _ => Verdict::Fail(SalesforceError::Rejected(Box::new(Refusal {
             endpoint: endpoint.to_string(),
             status: status.as_u16(),
