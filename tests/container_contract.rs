@@ -85,6 +85,19 @@ fn the_image_builds_in_two_stages_and_runs_crmsync_unprivileged() {
         .filter(|line| line.starts_with("FROM "))
         .count();
     assert!(stages >= 2, "a build stage and a runtime stage");
+    // The build stage copies every top-level directory the sources compile in.
+    let build_copies: Vec<&str> = instructions
+        .iter()
+        .take_while(|line| !line.starts_with("FROM ") || line.contains(" AS build"))
+        .filter_map(|line| line.strip_prefix("COPY "))
+        .flat_map(|line| line.split_whitespace())
+        .collect();
+    for needed in compiled_in_directories() {
+        assert!(
+            build_copies.contains(&needed.as_str()),
+            "the build stage does not COPY {needed}, which the sources include"
+        );
+    }
     let runtime: Vec<&str> = instructions
         .iter()
         .rev()
@@ -253,6 +266,57 @@ fn the_kubernetes_manifests_validate_and_wire_settings_and_secrets() {
             }
         }
     }
+}
+
+/// The top-level directories the sources' `include_str!`/`include_bytes!` read from.
+fn compiled_in_directories() -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut pending = vec![repo().join("src")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a source directory") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap_or_default();
+            for part in source
+                .split("include_str!(\"")
+                .chain(source.split("include_bytes!(\""))
+                .skip(1)
+            {
+                let Some(relative) = part.split('"').next() else {
+                    continue;
+                };
+                let resolved = dir.join(relative);
+                let Ok(inside) = normalize(&resolved)
+                    .strip_prefix(repo())
+                    .map(Path::to_path_buf)
+                else {
+                    continue;
+                };
+                if let Some(top) = inside.components().next() {
+                    found.insert(top.as_os_str().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `path` with `..` and `.` resolved lexically.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// A free port on 127.0.0.1 (free when asked; the emulator binds it right after).
