@@ -230,6 +230,18 @@ async fn killing_sync_at_any_moment_and_running_again_ends_where_an_uninterrupte
     );
 }
 
+/// Runs begun in the warehouse so far (0 before it exists).
+fn runs_started(setup: &Setup) -> i64 {
+    if !setup.warehouse_path().exists() {
+        return 0;
+    }
+    rusqlite::Connection::open(setup.warehouse_path())
+        .and_then(|connection| {
+            connection.query_row("SELECT COUNT(*) FROM sync_runs", [], |row| row.get(0))
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_a_run_at_a_safe_point_and_the_next_run_completes_the_work() {
     let reference = Setup::with(emulator_config()).await;
@@ -239,7 +251,7 @@ async fn sigterm_stops_a_run_at_a_safe_point_and_the_next_run_completes_the_work
 
     let stopped = Setup::with(emulator_config()).await;
     let mut stops = 0;
-    for delay in [150, 400, 700, 250, 550, 900] {
+    for (round, delay) in [50, 300, 600, 150, 450, 800].into_iter().enumerate() {
         let child = Command::new(env!("CARGO_BIN_EXE_crmsync"))
             .args(["sync", "--json", "--config"])
             .arg(&stopped.config_path)
@@ -247,6 +259,16 @@ async fn sigterm_stops_a_run_at_a_safe_point_and_the_next_run_completes_the_work
             .stderr(Stdio::piped())
             .spawn()
             .expect("crmsync starts");
+        // The signal handler is in place before the run's row exists: wait for the row, so a
+        // slow start cannot turn the signal into a plain kill.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while runs_started(&stopped) <= round as i64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the run did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         tokio::time::sleep(Duration::from_millis(delay)).await;
         let sent = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

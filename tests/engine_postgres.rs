@@ -188,7 +188,7 @@ async fn a_sync_into_postgresql_unifies_writes_back_and_then_writes_nothing() {
     assert!(
         left.skipped
             .iter()
-            .all(|skipped| skipped.contains("worker other-worker holds it")),
+            .all(|skipped| skipped.contains("worker other-worker holds")),
         "{:?}",
         left.skipped
     );
@@ -511,6 +511,47 @@ async fn a_lease_belongs_to_one_worker_until_let_go_or_expired() {
     );
     warehouse.release_lease(stream, "a").await.unwrap();
     assert_eq!(warehouse.try_lease(stream, "b", ttl).await.unwrap(), None);
+    warehouse.release_lease(stream, "b").await.unwrap();
+
+    // The hand-off from reading to reconcile: a worker finishing while another still reads
+    // lets its streams go and leaves reconcile to the other, which takes it when it finishes.
+    let hour = jiff::SignedDuration::from_hours(1);
+    let (contacts, lead) = ("stream:hubspot:contacts", "stream:salesforce:Lead");
+    assert_eq!(
+        warehouse.try_lease(contacts, "a", hour).await.unwrap(),
+        None
+    );
+    assert_eq!(warehouse.try_lease(lead, "b", hour).await.unwrap(), None);
+    let handed = warehouse
+        .hand_off("a", &[contacts.to_string()], "persons", "stream:", hour)
+        .await
+        .unwrap();
+    assert_eq!(
+        handed,
+        crmsync::store::model::HandOff::Readers(vec![(lead.to_string(), "b".to_string())])
+    );
+    assert_eq!(
+        warehouse
+            .hand_off("b", &[lead.to_string()], "persons", "stream:", hour)
+            .await
+            .unwrap(),
+        crmsync::store::model::HandOff::Taken
+    );
+    let Ok(crmsync::store::model::HandOff::HeldBy(holder, _)) = warehouse
+        .hand_off("c", &[], "persons", "stream:", hour)
+        .await
+    else {
+        panic!("b holds reconcile");
+    };
+    assert_eq!(holder, "b");
+    assert!(
+        warehouse
+            .leases_of_others("stream:", "c")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    warehouse.release_lease("persons", "b").await.unwrap();
 
     // A lease not renewed expires: another worker takes it, and its old holder learns so.
     assert_eq!(
@@ -658,7 +699,7 @@ async fn syncs_running_at_once_on_one_postgresql_never_process_a_stream_twice() 
             .count();
         assert_eq!(left, 2, "{system} {object}: {reports:#?}");
     }
-    // At most one of them reconciled and wrote back.
+    // Exactly one of them, the last to finish reading, reconciled and wrote back.
     let person_steps = reports
         .iter()
         .filter(|report| {
@@ -667,7 +708,7 @@ async fn syncs_running_at_once_on_one_postgresql_never_process_a_stream_twice() 
                 .contains("reconcile and write-back")
         })
         .count();
-    assert!(person_steps <= 1, "{reports:#?}");
+    assert_eq!(person_steps, 1, "{reports:#?}");
     assert_eq!(
         read_requests(&shared.emulator.stats()),
         reference_reads,
@@ -686,4 +727,136 @@ async fn syncs_running_at_once_on_one_postgresql_never_process_a_stream_twice() 
     assert_eq!(leases, 0, "every lease was let go");
     reference_db.drop_it().await;
     shared_db.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_leaves_live_runs_alone_and_writes_nothing_to_a_system_whose_read_failed_elsewhere()
+ {
+    let Some(database) = TestDatabase::create("elsewhere").await else {
+        return;
+    };
+    let setup = Setup::new(200).await;
+    let config = setup.config_with(|text| on_postgres(text, &database.url));
+    let engine = crmsync::engine::open(config.clone()).await.expect("opens");
+    let client = database.client().await;
+    let hour = jiff::SignedDuration::from_hours(1);
+    // Another worker's run is live (it holds a lease); a third's died long ago.
+    engine
+        .warehouse()
+        .try_lease("unrelated", "live-worker", hour)
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO sync_runs (started_at, status, holder) VALUES
+                (now() - interval '2 hours', 'running', 'live-worker'),
+                (now() - interval '2 hours', 'running', 'dead-worker');",
+        )
+        .await
+        .unwrap();
+    // A fourth worker is reading Salesforce Lead as this run starts; its read fails, and it
+    // lets the stream go while this run reads the others. This run, the last reader, then
+    // reconciles — and writes back to HubSpot only.
+    engine
+        .warehouse()
+        .try_lease("stream:salesforce:Lead", "failed-worker", hour)
+        .await
+        .unwrap();
+    let fail_meanwhile = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let others: i64 = client
+                .query_one(
+                    "SELECT COUNT(*) FROM leases WHERE name LIKE 'stream:%' AND holder <> 'failed-worker'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if others >= 4 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the run took no streams"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        client
+            .batch_execute(
+                "INSERT INTO stream_reads (system, object, status, message, run_id, at)
+                    VALUES ('salesforce', 'Lead', 'failed', 'HTTP 503 from the org', 1, now());
+                 DELETE FROM leases WHERE holder = 'failed-worker';",
+            )
+            .await
+            .unwrap();
+    };
+    let (report, ()) = tokio::join!(engine.sync(SyncOptions::default()), fail_meanwhile);
+    let report = report.unwrap();
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|skipped| skipped.starts_with("salesforce Lead: worker failed-worker holds it")),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(report.status, crmsync::engine::RunStatus::Partial);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.contains("no write-back to salesforce: the last read of salesforce Lead ended failed (HTTP 503 from the org)")),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(
+        report
+            .written
+            .get(&crmsync::record::System::Salesforce)
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+    assert!(
+        report
+            .written
+            .get(&crmsync::record::System::Hubspot)
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{}",
+        report.paragraph()
+    );
+    let statuses: Vec<String> = client
+        .query("SELECT holder || ' ' || status FROM sync_runs WHERE holder LIKE '%-worker' ORDER BY holder", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(statuses, ["dead-worker interrupted", "live-worker running"]);
+    // This run's own reads are recorded; once Lead is read in full, Salesforce is written to.
+    let recorded: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM stream_reads WHERE status = 'complete'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(recorded >= 3, "{recorded}");
+    let next = engine.sync(SyncOptions::default()).await.unwrap();
+    assert!(
+        next.written
+            .get(&crmsync::record::System::Salesforce)
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "{}",
+        next.paragraph()
+    );
+    drop(engine);
+    drop(client);
+    database.drop_it().await;
 }

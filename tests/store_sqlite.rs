@@ -282,7 +282,7 @@ fn a_staged_reconcile_chunk_is_seen_by_the_next_reads_and_committed_before_any_o
     store
         .stage_reconcile(1, at, &assign("p-2"), &stage_ids)
         .expect("stages");
-    store.begin_run(at).expect("a run starts");
+    store.begin_run(at, "test").expect("a run starts");
     assert_eq!(committed_person(&path).as_deref(), Some("p-2"));
     store
         .stage_reconcile(1, at, &assign("p-3"), &stage_ids)

@@ -114,7 +114,7 @@ impl Engine {
                 warehouse: format!("{} ({held})", self.warehouse().description()),
             });
         }
-        let report = self.locked_apply(plan).await;
+        let report = self.locked_apply(plan, &leases).await;
         leases.release_all().await;
         let released = lock.release().await;
         let report = report?;
@@ -122,17 +122,34 @@ impl Engine {
         Ok(report)
     }
 
-    async fn locked_apply(&self, plan: &Plan) -> Result<ApplyReport, EngineError> {
+    async fn locked_apply(
+        &self,
+        plan: &Plan,
+        leases: &super::lease::Leases,
+    ) -> Result<ApplyReport, EngineError> {
         let clock = std::time::Instant::now();
         let calls_before = self.calls();
-        let run_id = self.warehouse().begin_run(Timestamp::now()).await?;
+        let run_id = self
+            .warehouse()
+            .begin_run(Timestamp::now(), leases.holder().to_string(), leases.ttl())
+            .await?;
         let mut tally = ApplyTally::default();
         let outcome = self.apply_changes(run_id, plan, &mut tally).await;
         let api_calls = self.calls_since(&calls_before);
-        let problems = super::run::problems_of(&tally.stops, outcome.as_ref().err());
+        let mut problems = super::run::problems_of(&tally.stops, outcome.as_ref().err());
+        let stopped = self.stop.reason();
+        if let Some(reason) = &stopped {
+            problems.push(format!(
+                "the apply stopped early ({reason}): the changes not sent yet were not written; apply the plan again to send them (those already written are refused as changed)"
+            ));
+        }
         let status = if outcome.is_err() || tally.failed {
             RunStatus::Failed
-        } else if !tally.stops.is_empty() || tally.dead_letters > 0 || !tally.refused.is_empty() {
+        } else if !tally.stops.is_empty()
+            || tally.dead_letters > 0
+            || !tally.refused.is_empty()
+            || stopped.is_some()
+        {
             RunStatus::Partial
         } else {
             RunStatus::Complete

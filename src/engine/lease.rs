@@ -13,6 +13,7 @@ use jiff::SignedDuration;
 
 use super::StopRequest;
 use super::extract::Stream;
+use crate::store::model::HandOff;
 use crate::store::{StoreError, Warehouse};
 
 /// The lease on reconcile and write-back.
@@ -106,11 +107,39 @@ impl Leases {
         }
     }
 
-    /// Other workers' unexpired stream leases: (lease, holder).
-    pub async fn streams_held_by_others(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.warehouse
-            .leases_of_others(STREAM_PREFIX, &self.holder)
-            .await
+    /// This worker, as leases and `sync_runs` name it (`host/pid/nonce`).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The leases' lifetime without renewal.
+    pub fn ttl(&self) -> SignedDuration {
+        self.ttl
+    }
+
+    /// A number from 0 to `count - 1` that differs between workers (from the nonce in the
+    /// holder's name, as process ids are all 1 in containers): where this worker starts
+    /// through a list that others go through too.
+    pub fn turn(&self, count: usize) -> usize {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&self.holder, &mut hasher);
+        (std::hash::Hasher::finish(&hasher) % count.max(1) as u64) as usize
+    }
+
+    /// Lets `streams` go and takes [`PERSONS`] unless another worker still reads a stream,
+    /// as one step among workers, so the last reader to finish always takes over.
+    pub async fn hand_off(&self, streams: Vec<String>) -> Result<HandOff, StoreError> {
+        for stream in &streams {
+            self.held().remove(stream);
+        }
+        let outcome = self
+            .warehouse
+            .hand_off(&self.holder, &streams, PERSONS, STREAM_PREFIX, self.ttl)
+            .await?;
+        if outcome == HandOff::Taken {
+            self.held().insert(PERSONS.to_string());
+        }
+        Ok(outcome)
     }
 }
 
@@ -140,6 +169,15 @@ async fn renew(
         match warehouse.renew_leases(names, &holder, ttl).await {
             Ok(lost) => {
                 last_renewal = std::time::Instant::now();
+                // A lease let go meanwhile (its row deleted) is not lost: only those still held.
+                let lost: Vec<String> = {
+                    let held = held
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    lost.into_iter()
+                        .filter(|name| held.contains(name))
+                        .collect()
+                };
                 if let Some(name) = lost.first() {
                     held.lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -152,10 +190,13 @@ async fn renew(
             }
             Err(error) => {
                 tracing::warn!(%error, "could not renew the run's leases");
-                if SignedDuration::try_from(last_renewal.elapsed()).is_ok_and(|since| since >= ttl)
+                // Stop before the leases can expire and be taken: after two thirds of their life.
+                let patience = ttl / 3 * 2;
+                if SignedDuration::try_from(last_renewal.elapsed())
+                    .is_ok_and(|since| since >= patience)
                 {
                     stop.request(format!(
-                        "the run's leases could not be renewed for {ttl:#} ({error}); another worker may take its work"
+                        "the run's leases could not be renewed for {patience:#} ({error}); it stops before another worker may take its work"
                     ));
                 }
             }

@@ -27,6 +27,7 @@ use crate::record::{System, value_text};
 use crate::salesforce::client::{SalesforceClient, SalesforceError};
 use crate::salesforce::describe::ObjectDescribe;
 use crate::salesforce::read::ReadError as SalesforceReadError;
+use crate::store::model::HandOff;
 use crate::store::model::{
     MemberRow, PersonCounts, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
 };
@@ -306,12 +307,21 @@ impl Engine {
     ) -> Result<SyncReport, EngineError> {
         let clock = std::time::Instant::now();
         let calls_before = self.calls();
-        let run_id = self.warehouse.begin_run(Timestamp::now()).await?;
+        let leases = Leases::new(
+            self.warehouse.clone(),
+            self.config.warehouse.lease_ttl,
+            self.stop.clone(),
+        );
+        let run_id = self
+            .warehouse
+            .begin_run(Timestamp::now(), leases.holder().to_string(), leases.ttl())
+            .await?;
         let mut tally = Tally::default();
         let outcome = self
-            .steps(run_id, options, write_back, &mut tally)
+            .steps(run_id, options, write_back, &leases, &mut tally)
             .instrument(tracing::info_span!("sync_run", run_id))
             .await;
+        leases.release_all().await;
         let api_calls = self.calls_since(&calls_before);
         let mut problems = problems_of(&tally.stops, outcome.as_ref().err());
         if let Some(reason) = &tally.interrupted {
@@ -371,29 +381,10 @@ impl Engine {
         Ok(report)
     }
 
-    async fn steps(
-        &self,
-        run_id: i64,
-        options: SyncOptions,
-        write_back: WriteBack,
-        tally: &mut Tally,
-    ) -> Result<(), EngineError> {
-        let leases = Leases::new(
-            self.warehouse.clone(),
-            self.config.warehouse.lease_ttl,
-            self.stop.clone(),
-        );
-        let done = self
-            .leased_steps(run_id, options, write_back, &leases, tally)
-            .await;
-        leases.release_all().await;
-        done
-    }
-
     /// The run's steps on the work its leases give it: the streams no other worker reads
     /// now, then reconcile and write-back if no other worker is still reading a stream (the
     /// last reader to finish does them, on everything read).
-    async fn leased_steps(
+    async fn steps(
         &self,
         run_id: i64,
         options: SyncOptions,
@@ -405,7 +396,7 @@ impl Engine {
         // Workers starting together try the streams in different orders, so they share
         // them out rather than one taking all.
         if !streams.is_empty() {
-            let turn = std::process::id() as usize % streams.len();
+            let turn = leases.turn(streams.len());
             streams.rotate_left(turn);
         }
         let mut mine = Vec::new();
@@ -425,39 +416,46 @@ impl Engine {
         let cursors = self.cursors().await?;
         let phase = std::time::Instant::now();
         let extracted = self.extract(run_id, &mine, &cursors, tally).await;
-        for (stream, _) in &mine {
-            leases.release(&lease::stream_lease(stream)).await?;
+        let read: Vec<String> = mine
+            .iter()
+            .map(|(stream, _)| lease::stream_lease(stream))
+            .collect();
+        if let Err(error) = extracted {
+            for name in &read {
+                leases.release(name).await?;
+            }
+            return Err(error);
         }
-        extracted?;
         tally
             .phases
             .push(("extract", phase.elapsed().as_secs_f64()));
         if self.stopped(tally) {
             return Ok(());
         }
-        if let Some(held) = leases.take(lease::PERSONS).await? {
-            tally
-                .skipped
-                .push(format!("reconcile and write-back: {held}"));
-            return Ok(());
-        }
-        let readers = leases.streams_held_by_others().await?;
-        if !readers.is_empty() {
-            leases.release(lease::PERSONS).await?;
-            let reading: Vec<String> = readers
-                .iter()
-                .map(|(name, holder)| {
-                    format!(
-                        "{} by {holder}",
-                        name.trim_start_matches(lease::STREAM_PREFIX)
-                    )
-                })
-                .collect();
-            tally.skipped.push(format!(
-                "reconcile and write-back: left to the workers still reading ({}); the last to finish does them",
-                reading.join(", ")
-            ));
-            return Ok(());
+        match leases.hand_off(read).await? {
+            HandOff::Taken => {}
+            HandOff::HeldBy(holder, until) => {
+                tally.skipped.push(format!(
+                    "reconcile and write-back: worker {holder} holds them (lease until {until}); records read meanwhile wait for the next run"
+                ));
+                return Ok(());
+            }
+            HandOff::Readers(readers) => {
+                let reading: Vec<String> = readers
+                    .iter()
+                    .map(|(name, holder)| {
+                        format!(
+                            "{} by {holder}",
+                            name.trim_start_matches(lease::STREAM_PREFIX)
+                        )
+                    })
+                    .collect();
+                tally.skipped.push(format!(
+                    "reconcile and write-back: left to the workers still reading ({}); the last to finish does them",
+                    reading.join(", ")
+                ));
+                return Ok(());
+            }
         }
         let phase = std::time::Instant::now();
         self.reconcile(run_id, tally)
@@ -471,13 +469,42 @@ impl Engine {
         }
         let phase = std::time::Instant::now();
         // Each system is written at once with the other: their API budgets are their own.
+        // A system whose last read of a configured stream stopped or failed — in this run or,
+        // with several workers, in another's — is not written to: its stored values may be
+        // stale, and writing from them could undo edits made since.
+        let configured: Vec<(System, String)> = self
+            .streams()?
+            .into_iter()
+            .map(|(stream, _)| (stream.system, stream.object))
+            .collect();
+        let unfinished: Vec<_> = self
+            .warehouse
+            .unfinished_reads()
+            .await?
+            .into_iter()
+            .filter(|read| configured.contains(&(read.system, read.object.clone())))
+            .collect();
         let mut write_backs = Vec::new();
         for system in System::ALL {
-            // A system whose read stopped (budget or failure) is not written to: its stored
-            // values may be stale, and writing from them could undo edits made since.
             let read_stopped = tally.stops.iter().any(|stop| stop.system == system);
             if read_stopped {
                 tracing::warn!(%system, "no write-back: this run's read of it stopped");
+                continue;
+            }
+            if let Some(read) = unfinished.iter().find(|read| read.system == system) {
+                let why = format!(
+                    "no write-back to {system}: the last read of {} {} ended {} ({}); the next complete read lets it write again",
+                    system,
+                    read.object,
+                    read.status,
+                    read.message.as_deref().unwrap_or("no details")
+                );
+                tracing::warn!(%system, "{why}");
+                tally.stops.push(StreamStop {
+                    system,
+                    message: why,
+                    resumable: true,
+                });
                 continue;
             }
             let span = tracing::info_span!(
@@ -652,7 +679,49 @@ impl Engine {
         }
         let results = futures_util::future::join_all(reads).await;
         for (((stream, _), result), mode) in streams.iter().zip(results).zip(modes) {
-            let (outcome, stop) = result?;
+            let (outcome, stop) = match result {
+                Ok(read) => read,
+                Err(error) => {
+                    // Told to the workers that write back, then the run fails with it.
+                    let recorded = self
+                        .warehouse
+                        .record_read(
+                            stream.system,
+                            stream.object.clone(),
+                            "failed",
+                            Some(error.to_string()),
+                            run_id,
+                            Timestamp::now(),
+                        )
+                        .await;
+                    if let Err(record_error) = recorded {
+                        tracing::warn!(%record_error, "could not record how the read ended");
+                    }
+                    return Err(error);
+                }
+            };
+            let (status, message) = if outcome.rejected_values > 0 {
+                (
+                    "failed",
+                    Some("stage values the mapping rejects".to_string()),
+                )
+            } else {
+                match &stop {
+                    None => ("complete", None),
+                    Some(stop) if stop.resumable => ("stopped", Some(stop.message.clone())),
+                    Some(stop) => ("failed", Some(stop.message.clone())),
+                }
+            };
+            self.warehouse
+                .record_read(
+                    stream.system,
+                    stream.object.clone(),
+                    status,
+                    message,
+                    run_id,
+                    Timestamp::now(),
+                )
+                .await?;
             self.progress
                 .stream_finished(stream, outcome.read, stop.is_some());
             tally.streams.push(StreamReport {

@@ -195,6 +195,8 @@ enum Verdict {
 /// Refusals for load in a row one request waits out (backing off up to the retry policy's
 /// longest wait) before giving up: the org's concurrency limit clears as other requests end.
 const MAX_THROTTLED_WAITS: u32 = 30;
+/// The longest of those waits.
+const MAX_THROTTLED_WAIT: Duration = Duration::from_secs(5);
 
 impl SalesforceClient {
     pub fn new(
@@ -327,8 +329,13 @@ impl SalesforceClient {
                             throttled_waits += 1;
                             attempt -= 1;
                             tracing::warn!(endpoint = %endpoint, waits = throttled_waits, reason = %reason, "Salesforce is refusing for load; waiting");
-                            tokio::time::sleep(self.retry.jittered_delay(throttled_waits.min(8)))
-                                .await;
+                            // Short waits: the limit clears as other requests end, and a stop
+                            // request must not wait behind minutes of backoff.
+                            let wait = self
+                                .retry
+                                .jittered_delay(throttled_waits.min(8))
+                                .min(MAX_THROTTLED_WAIT);
+                            tokio::time::sleep(wait).await;
                             continue;
                         }
                         Verdict::Throttled(reason) | Verdict::Retry(reason) => reason,

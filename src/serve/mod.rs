@@ -73,10 +73,10 @@ impl Daemon {
 }
 
 /// The health bound when none is configured: twice the longest wait between scheduled runs
-/// (over the next 50), plus 15 minutes for the run itself.
+/// over the next eight days (a weekend and then some), plus 15 minutes for the run itself.
 pub fn default_healthy_within(schedule: &Schedule, from: Timestamp) -> SignedDuration {
     schedule
-        .longest_gap(from, 50)
+        .longest_gap_within(from, SignedDuration::from_hours(8 * 24))
         .checked_mul(2)
         .and_then(|gap| gap.checked_add(SignedDuration::from_mins(15)))
         .unwrap_or(SignedDuration::MAX)
@@ -173,7 +173,8 @@ async fn run_on_schedule(
                 .ok()
                 .map(|slot| slot.max(now)),
             Schedule::Cron(_) => {
-                let slot = schedule.next_after(now);
+                // Never the slot just run again, even if the clock stepped back.
+                let slot = schedule.next_after(now.max(at));
                 if let Some(slot) = slot
                     && schedule.next_after(at).is_some_and(|missed| missed < now)
                 {
@@ -210,10 +211,22 @@ async fn run_once(config: &Config, stop: &StopRequest, daemon: &Daemon) {
             (RunStatus::Failed, None, Vec::new(), vec![error.to_string()])
         }
         Ok(engine) => {
+            // The run's own stop request: the daemon's (SIGTERM) reaches it, but what stops
+            // only the run (a lost lease) does not stop the daemon.
+            let run_stop = StopRequest::default();
+            let forward = tokio::spawn({
+                let daemon_stop = stop.clone();
+                let run_stop = run_stop.clone();
+                async move {
+                    daemon_stop.requested().await;
+                    run_stop.request(daemon_stop.reason().unwrap_or_default());
+                }
+            });
             let engine = engine
-                .with_stop(stop.clone())
+                .with_stop(run_stop)
                 .with_progress(Arc::new(crate::engine::progress::Lines::default()));
             let result = engine.sync(SyncOptions::default()).await;
+            forward.abort();
             let usage = engine.api_usage();
             match result {
                 Ok(report) => {

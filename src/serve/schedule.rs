@@ -3,9 +3,9 @@
 //!
 //! Cron expressions have the five classic fields (minute, hour, day of month, month, day of
 //! week) or six with a leading seconds field; each field takes `*`, numbers, ranges `a-b`,
-//! steps `*/n` and `a-b/n`, lists `a,b`, and month and weekday names (`JAN`, `MON`; 0 and 7 are
-//! both Sunday). As in Vixie cron, when both day fields are restricted a day matching either
-//! one fires. `@hourly`, `@daily`, `@weekly`, `@monthly` and `@yearly` stand for their usual
+//! steps `*/n`, `a/n` and `a-b/n`, lists `a,b`, and month and weekday names (`JAN`, `MON`; 0
+//! and 7 are both Sunday). As in Vixie cron, when both day fields are restricted a day matching
+//! either one fires; when either starts with `*`, a day must match both. `@hourly`, `@daily`, `@weekly`, `@monthly` and `@yearly` stand for their usual
 //! expressions.
 
 use jiff::civil::{Date, DateTime, Time};
@@ -52,16 +52,21 @@ impl Schedule {
         }
     }
 
-    /// The longest wait between two starts over the next `starts` starts from `from`: a bound
-    /// on how long a healthy daemon goes between runs.
-    pub fn longest_gap(&self, from: Timestamp, starts: usize) -> SignedDuration {
+    /// The longest wait between two starts from `from` over `span` (the wait past the span's
+    /// end to the next start included; at most 100,000 starts are looked at): a bound on how
+    /// long a healthy daemon goes between runs.
+    pub fn longest_gap_within(&self, from: Timestamp, span: SignedDuration) -> SignedDuration {
+        let end = from.checked_add(span).unwrap_or(from);
         let mut longest = SignedDuration::ZERO;
         let mut at = from;
-        for _ in 0..starts {
+        for _ in 0..100_000 {
             let Some(next) = self.next_after(at) else {
                 break;
             };
             longest = longest.max(next.duration_since(at));
+            if next >= end {
+                break;
+            }
             at = next;
         }
         longest
@@ -180,8 +185,8 @@ impl std::str::FromStr for Cron {
             days: field(offset + 2, rest[2], &DAYS)?,
             months: field(offset + 3, rest[3], &MONTHS)?,
             weekdays,
-            days_restricted: !is_star(rest[2]),
-            weekdays_restricted: !is_star(rest[4]),
+            days_restricted: !is_unrestricted_day(rest[2]),
+            weekdays_restricted: !is_unrestricted_day(rest[4]),
         };
         if cron.next_after(Timestamp::UNIX_EPOCH).is_none()
             && cron.next_after(Timestamp::now()).is_none()
@@ -196,20 +201,26 @@ fn is_star(field: &str) -> bool {
     field == "*" || field == "?"
 }
 
+/// Whether a day field counts as unrestricted for the either-day rule: as in Vixie cron, one
+/// that starts with `*` (so `*/2` too, which still limits the days).
+fn is_unrestricted_day(field: &str) -> bool {
+    field.starts_with('*') || field == "?"
+}
+
 /// The values a field allows, as bits.
 fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
     let mut bits = 0u64;
     for part in text.split(',') {
-        let (range, step) = match part.split_once('/') {
+        let (range, step, stepped) = match part.split_once('/') {
             Some((range, step)) => {
                 let step: u32 = step
                     .parse()
                     .ok()
                     .filter(|step| *step > 0)
                     .ok_or_else(|| format!("step {step:?} is not a whole number above 0"))?;
-                (range, step)
+                (range, step, true)
             }
-            None => (part, 1),
+            None => (part, 1, false),
         };
         let (low, high) = if is_star(range) {
             (spec.min, spec.max)
@@ -218,7 +229,7 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
         } else {
             let low = value(range, spec)?;
             // `a/n` runs from a to the end of the field.
-            (low, if step > 1 { spec.max } else { low })
+            (low, if stepped { spec.max } else { low })
         };
         if low > high {
             return Err(format!("range {range:?} runs backwards"));
@@ -226,7 +237,10 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
         let mut at = low;
         while at <= high {
             bits |= 1 << at;
-            at += step;
+            match at.checked_add(step) {
+                Some(next) => at = next,
+                None => break,
+            }
         }
     }
     Ok(bits)
@@ -258,14 +272,15 @@ fn has(bits: u64, value: i8) -> bool {
 }
 
 impl Cron {
+    /// As in Vixie cron: when either day field starts with `*` a day must match both (a bare
+    /// `*` matches every day, so the other decides); when both are restricted, either will do.
     fn day_matches(&self, date: Date) -> bool {
         let day = has(self.days, date.day());
         let weekday = has(self.weekdays, date.weekday().to_sunday_zero_offset());
-        match (self.days_restricted, self.weekdays_restricted) {
-            (true, true) => day || weekday,
-            (true, false) => day,
-            (false, true) => weekday,
-            (false, false) => true,
+        if self.days_restricted && self.weekdays_restricted {
+            day || weekday
+        } else {
+            day && weekday
         }
     }
 
@@ -394,6 +409,21 @@ mod tests {
             next("0 0 13 * 5", "2026-12-11T00:00:00Z"),
             "2026-12-13T00:00:00Z"
         );
+        // A day field starting with `*` limits the days but joins the other with AND:
+        // odd days that are Fridays (11 December, then 25 December).
+        assert_eq!(
+            next("0 0 */2 * FRI", "2026-12-07T00:00:00Z"),
+            "2026-12-11T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 */2 * FRI", "2026-12-11T00:00:00Z"),
+            "2026-12-25T00:00:00Z"
+        );
+        // `a/1` runs from a to the end of the field.
+        assert_eq!(
+            next("50/1 * * * *", "2026-12-07T08:55:30Z"),
+            "2026-12-07T08:56:00Z"
+        );
         // Only the day of month: 29 February comes in a leap year.
         assert_eq!(
             next("0 0 29 2 *", "2026-03-01T00:00:00Z"),
@@ -425,8 +455,15 @@ mod tests {
         let weekdays = Schedule::Cron("0 9 * * 1-5".parse().expect("valid"));
         // Friday 9:00 to Monday 9:00.
         assert_eq!(
-            weekdays.longest_gap(at("2026-12-07T00:00:00Z"), 10),
+            weekdays
+                .longest_gap_within(at("2026-12-07T00:00:00Z"), SignedDuration::from_hours(192)),
             SignedDuration::from_hours(72)
+        );
+        // Every minute in office hours: the night and the weekend are the longest waits.
+        let office = Schedule::Cron("* 9-17 * * 1-5".parse().expect("valid"));
+        assert_eq!(
+            office.longest_gap_within(at("2026-12-07T00:00:00Z"), SignedDuration::from_hours(192)),
+            SignedDuration::from_hours(63) + SignedDuration::from_mins(1)
         );
     }
 }

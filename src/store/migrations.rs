@@ -265,14 +265,26 @@ CREATE INDEX source_records_unified ON source_records (unified_id) WHERE unified
     },
     Migration {
         version: 5,
-        name: "leases for many workers; record versions",
+        name: "leases for many workers; record versions; how each stream's last read ended",
         // With a PostgreSQL warehouse several workers run at once: each stream, and the
         // person-wide steps (reconcile, write-back), is held by one worker at a time through a
         // lease that expires if its worker dies. A record's version moves with every store of
         // it, so a reconcile clears `pending` only on records no other worker stored since
-        // it read them.
+        // it read them. A run's row names its worker, so a run left `running` is taken for
+        // interrupted only once its worker holds no lease. How each stream's last read ended
+        // (whoever read it) decides whether write-back may trust that system's stored values.
         sql: r#"
 ALTER TABLE source_records ADD COLUMN version {{bigint}} NOT NULL DEFAULT 0;
+ALTER TABLE sync_runs ADD COLUMN holder TEXT;
+CREATE TABLE stream_reads (
+    system      TEXT NOT NULL,
+    object      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    message     TEXT,
+    run_id      {{bigint}},
+    at          {{timestamp}} NOT NULL,
+    PRIMARY KEY (system, object)
+);
 CREATE TABLE leases (
     name        TEXT PRIMARY KEY,
     holder      TEXT NOT NULL,

@@ -98,6 +98,27 @@ pub struct MemberRow {
     pub version: i64,
 }
 
+/// How the last read of a stream ended, by whichever worker read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    pub system: System,
+    pub object: String,
+    /// `complete`, `stopped` (a budget or a stop request: resumable) or `failed`.
+    pub status: String,
+    pub message: Option<String>,
+}
+
+/// What a worker's hand-off from reading to reconcile found (see `Warehouse::hand_off`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandOff {
+    /// The lease on reconcile and write-back is this worker's now.
+    Taken,
+    /// Another worker holds it: who, and until when.
+    HeldBy(String, jiff::Timestamp),
+    /// Other workers still read streams (lease, holder): the last of them takes over.
+    Readers(Vec<(String, String)>),
+}
+
 /// A reconciled record's person. Its `pending` flag is cleared only if the record's version
 /// is still the one reconcile read: a record another worker stored meanwhile stays pending.
 #[derive(Debug, Clone, PartialEq, Eq)]

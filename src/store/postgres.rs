@@ -12,15 +12,17 @@ use tokio_postgres::{Client, NoTls, Row, Transaction};
 use super::StoreError;
 use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names, timestamp_type};
 use super::model::{
-    DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
-    PersonHistory, PersonMerge, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
-    WritesDone,
+    DeadLetterRow, HandOff, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite,
+    PersonCounts, PersonHistory, PersonMerge, ReadOutcome, ReconcileCommit, RecordKey, RunRow,
+    TransitionRow, UnifiedRow, WritesDone,
 };
 use crate::record::System;
 use crate::vocabulary::Vocabulary;
 
 /// Arbitrary, fixed keys for the migration lock and the run lock.
 const MIGRATION_LOCK: i64 = 0x0063_726d_7379_6e63;
+/// Serialises workers' hand-offs from reading streams to reconcile (see `hand_off`).
+const HAND_OFF_LOCK: i64 = 0x0063_726d_7379_6e64;
 
 const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties::text, email, stage, raw_stage, stage_rule, fields::text, unified_id, merged_into, archived, version";
 
@@ -38,6 +40,8 @@ pub struct PostgresStore {
     client: Mutex<Client>,
     /// The URL without password, for messages.
     url: String,
+    /// A session-private copy (`crmsync plan`): no other worker shares it.
+    scratch: bool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -79,13 +83,19 @@ impl PostgresStore {
         password: Option<&secrecy::SecretString>,
         vocabulary: &Vocabulary,
     ) -> Result<Self, StoreError> {
-        let store = Self::open(url, password).await?;
+        let mut store = Self::open(url, password).await?;
+        store.scratch = true;
         store.copy_into_temporary_tables().await?;
         // Before anything runs on them (migrations included), and after.
         store.check_shadowing(false).await?;
         store.migrate(vocabulary, Tables::Temporary).await?;
         store.check_shadowing(true).await?;
         Ok(store)
+    }
+
+    /// Whether this is a session-private copy (see [`Self::connect_scratch`]).
+    pub fn is_scratch(&self) -> bool {
+        self.scratch
     }
 
     /// Makes sure every crmsync table name resolves to this session's temporary copy (it
@@ -140,6 +150,7 @@ impl PostgresStore {
         Ok(Self {
             client: Mutex::new(client),
             url: url.to_string(),
+            scratch: false,
         })
     }
 
@@ -245,6 +256,84 @@ impl PostgresStore {
             || ("a worker that just let it go".to_string(), Timestamp::now()),
             |row| (row.get(0), row.get(1)),
         )))
+    }
+
+    /// In one transaction, one worker at a time: lets `holder`'s `streams` leases go, takes
+    /// the lease `persons` for `ttl`, and keeps it only if no other worker still holds a lease
+    /// named `stream_prefix…`. So of workers finishing their reads together, the last one
+    /// always takes over (none can see another's released lease as still held).
+    pub async fn hand_off(
+        &self,
+        holder: &str,
+        streams: &[String],
+        persons: &str,
+        stream_prefix: &str,
+        ttl: jiff::SignedDuration,
+    ) -> Result<HandOff, StoreError> {
+        let failed = failed(&self.url);
+        let seconds = ttl.as_secs_f64();
+        let mut client = self.client.lock().await;
+        let transaction = client.transaction().await.map_err(&failed)?;
+        transaction
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&HAND_OFF_LOCK])
+            .await
+            .map_err(&failed)?;
+        transaction
+            .execute(
+                "DELETE FROM leases WHERE holder = $1 AND name = ANY($2)",
+                &[&holder, &streams],
+            )
+            .await
+            .map_err(&failed)?;
+        let taken = transaction
+            .query_opt(
+                "INSERT INTO leases (name, holder, acquired_at, expires_at)
+                 VALUES ($1, $2, now(), now() + make_interval(secs => $3))
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                    acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+                 WHERE leases.expires_at < now() OR leases.holder = excluded.holder
+                 RETURNING holder",
+                &[&persons, &holder, &seconds],
+            )
+            .await
+            .map_err(&failed)?;
+        let outcome = if taken.is_none() {
+            let held = transaction
+                .query_one(
+                    "SELECT holder, expires_at FROM leases WHERE name = $1",
+                    &[&persons],
+                )
+                .await
+                .map_err(&failed)?;
+            HandOff::HeldBy(held.get(0), held.get(1))
+        } else {
+            let readers: Vec<(String, String)> = transaction
+                .query(
+                    "SELECT name, holder FROM leases
+                     WHERE starts_with(name, $1) AND holder <> $2 AND expires_at >= now()
+                     ORDER BY name",
+                    &[&stream_prefix, &holder],
+                )
+                .await
+                .map_err(&failed)?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            if readers.is_empty() {
+                HandOff::Taken
+            } else {
+                transaction
+                    .execute(
+                        "DELETE FROM leases WHERE name = $1 AND holder = $2",
+                        &[&persons, &holder],
+                    )
+                    .await
+                    .map_err(&failed)?;
+                HandOff::Readers(readers)
+            }
+        };
+        transaction.commit().await.map_err(&failed)?;
+        Ok(outcome)
     }
 
     /// Extends `holder`'s leases on `names` to `ttl` from now; the names it no longer holds.
@@ -400,21 +489,33 @@ impl PostgresStore {
         Ok(u32::try_from(version).unwrap_or(0))
     }
 
-    pub async fn begin_run(&self, started: Timestamp) -> Result<i64, StoreError> {
+    /// Opens a run's row for `holder`. Rows other workers left `running` become
+    /// `interrupted` once they are older than `ttl` and their worker holds no lease: other
+    /// workers' live runs are left alone.
+    pub async fn begin_run(
+        &self,
+        started: Timestamp,
+        holder: &str,
+        ttl: jiff::SignedDuration,
+    ) -> Result<i64, StoreError> {
         let failed = failed(&self.url);
+        let seconds = ttl.as_secs_f64();
         let mut client = self.client.lock().await;
         let transaction = client.transaction().await.map_err(&failed)?;
         transaction
             .execute(
-                "UPDATE sync_runs SET status = 'interrupted', finished_at = COALESCE(finished_at, started_at) WHERE status = 'running'",
-                &[],
+                "UPDATE sync_runs SET status = 'interrupted', finished_at = COALESCE(finished_at, started_at)
+                 WHERE status = 'running' AND started_at < now() - make_interval(secs => $1)
+                   AND (holder IS NULL
+                        OR holder NOT IN (SELECT holder FROM leases WHERE expires_at >= now()))",
+                &[&seconds],
             )
             .await
             .map_err(&failed)?;
         let id: i64 = transaction
             .query_one(
-                "INSERT INTO sync_runs (started_at, status) VALUES ($1, 'running') RETURNING id",
-                &[&started],
+                "INSERT INTO sync_runs (started_at, status, holder) VALUES ($1, 'running', $2) RETURNING id",
+                &[&started, &holder],
             )
             .await
             .map_err(&failed)?
@@ -455,6 +556,53 @@ impl PostgresStore {
             .await
             .map_err(failed(&self.url))?;
         Ok(())
+    }
+
+    /// Records how a read of a stream ended: `complete`, `stopped` or `failed`.
+    pub async fn record_read(
+        &self,
+        system: System,
+        object: &str,
+        status: &str,
+        message: Option<&str>,
+        run_id: i64,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let client = self.client.lock().await;
+        client
+            .execute(
+                "INSERT INTO stream_reads (system, object, status, message, run_id, at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (system, object) DO UPDATE SET status = excluded.status,
+                    message = excluded.message, run_id = excluded.run_id, at = excluded.at",
+                &[&system.as_str(), &object, &status, &message, &run_id, &at],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(())
+    }
+
+    /// Streams whose last read did not end `complete`.
+    pub async fn unfinished_reads(&self) -> Result<Vec<ReadOutcome>, StoreError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                "SELECT system, object, status, message FROM stream_reads
+                 WHERE status <> 'complete' ORDER BY system, object",
+                &[],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReadOutcome {
+                    system: system_of(row.get(0), &self.url)?,
+                    object: row.get(1),
+                    status: row.get(2),
+                    message: row.get(3),
+                })
+            })
+            .collect()
     }
 
     pub async fn checkpoints(&self) -> Result<Vec<(String, String, String)>, StoreError> {

@@ -10,8 +10,8 @@ use rusqlite::{Connection, Row, Transaction, params, params_from_iter};
 
 use super::model::{
     DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
-    PersonHistory, PersonMerge, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
-    WritesDone,
+    PersonHistory, PersonMerge, ReadOutcome, ReconcileCommit, RecordKey, RunRow, TransitionRow,
+    UnifiedRow, WritesDone,
 };
 use super::{StoreError, parse_sql_time, sql_time};
 use crate::record::System;
@@ -40,7 +40,9 @@ impl SqliteStore {
     }
 
     /// Opens a run: runs a killed process left `running` become `interrupted`.
-    pub fn begin_run(&mut self, started: jiff::Timestamp) -> Result<i64, StoreError> {
+    /// Opens a run's row for `holder`; rows left `running` (by a killed process: the file lock
+    /// allows one run at a time) become `interrupted`.
+    pub fn begin_run(&mut self, started: jiff::Timestamp, holder: &str) -> Result<i64, StoreError> {
         let failed = self.failed();
         let transaction = self.transaction()?;
         transaction
@@ -51,8 +53,8 @@ impl SqliteStore {
             .map_err(&failed)?;
         transaction
             .execute(
-                "INSERT INTO sync_runs (started_at, status) VALUES (?1, 'running')",
-                [sql_time(started)],
+                "INSERT INTO sync_runs (started_at, status, holder) VALUES (?1, 'running', ?2)",
+                params![sql_time(started), holder],
             )
             .map_err(&failed)?;
         let id = transaction.last_insert_rowid();
@@ -104,6 +106,62 @@ impl SqliteStore {
             .map_err(&failed)?;
         let rows = statement
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .and_then(Iterator::collect)
+            .map_err(&failed)?;
+        Ok(rows)
+    }
+
+    /// Records how a read of a stream ended: `complete`, `stopped` or `failed`.
+    pub fn record_read(
+        &mut self,
+        system: System,
+        object: &str,
+        status: &str,
+        message: Option<&str>,
+        run_id: i64,
+        at: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        let failed = self.failed();
+        let transaction = self.transaction()?;
+        transaction
+            .execute(
+                "INSERT INTO stream_reads (system, object, status, message, run_id, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (system, object) DO UPDATE SET status = excluded.status,
+                    message = excluded.message, run_id = excluded.run_id, at = excluded.at",
+                params![
+                    system.as_str(),
+                    object,
+                    status,
+                    message,
+                    run_id,
+                    sql_time(at)
+                ],
+            )
+            .map_err(&failed)?;
+        transaction.commit().map_err(&failed)?;
+        Ok(())
+    }
+
+    /// Streams whose last read did not end `complete`: (system, object, status, message).
+    pub fn unfinished_reads(&self) -> Result<Vec<ReadOutcome>, StoreError> {
+        let failed = self.failed();
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT system, object, status, message FROM stream_reads
+                 WHERE status <> 'complete' ORDER BY system, object",
+            )
+            .map_err(&failed)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(ReadOutcome {
+                    system: system_column(row, 0)?,
+                    object: row.get(1)?,
+                    status: row.get(2)?,
+                    message: row.get(3)?,
+                })
+            })
             .and_then(Iterator::collect)
             .map_err(&failed)?;
         Ok(rows)

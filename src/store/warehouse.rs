@@ -10,8 +10,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::StoreError;
 use super::model::{
-    LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts, PersonHistory,
-    ReconcileCommit, RecordKey, RunRow, UnifiedRow, WritesDone,
+    HandOff, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
+    PersonHistory, ReadOutcome, ReconcileCommit, RecordKey, RunRow, UnifiedRow, WritesDone,
 };
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
@@ -87,11 +87,19 @@ impl Warehouse {
         .map_err(|error| StoreError::Worker(error.to_string()))?
     }
 
-    pub async fn begin_run(&self, started: Timestamp) -> Result<i64, StoreError> {
+    /// Opens a run's `sync_runs` row for the worker `holder` (see the stores' `begin_run`);
+    /// `ttl` is the lease lifetime.
+    pub async fn begin_run(
+        &self,
+        started: Timestamp,
+        holder: String,
+        ttl: SignedDuration,
+    ) -> Result<i64, StoreError> {
         if let Backend::Postgres(pg) = &self.backend {
-            return pg.begin_run(started).await;
+            return pg.begin_run(started, &holder, ttl).await;
         }
-        self.with(move |store, _| store.begin_run(started)).await
+        self.with(move |store, _| store.begin_run(started, &holder))
+            .await
     }
 
     pub async fn finish_run(&self, run_id: i64, run: RunRow) -> Result<(), StoreError> {
@@ -107,6 +115,35 @@ impl Warehouse {
             return pg.checkpoints().await;
         }
         self.with(|store, _| store.checkpoints()).await
+    }
+
+    /// Records how a read of a stream ended: `complete`, `stopped` or `failed`.
+    pub async fn record_read(
+        &self,
+        system: System,
+        object: String,
+        status: &'static str,
+        message: Option<String>,
+        run_id: i64,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg
+                .record_read(system, &object, status, message.as_deref(), run_id, at)
+                .await;
+        }
+        self.with(move |store, _| {
+            store.record_read(system, &object, status, message.as_deref(), run_id, at)
+        })
+        .await
+    }
+
+    /// Streams whose last read, by any worker, did not end `complete`.
+    pub async fn unfinished_reads(&self) -> Result<Vec<ReadOutcome>, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.unfinished_reads().await;
+        }
+        self.with(|store, _| store.unfinished_reads()).await
     }
 
     /// A kept API answer (see `api_cache`) and when it was fetched.
@@ -324,20 +361,50 @@ impl Warehouse {
     /// Whether several workers' runs may use this warehouse at once (PostgreSQL), so that
     /// work is shared out through leases.
     pub fn is_shared(&self) -> bool {
-        matches!(self.backend, Backend::Postgres(_))
+        self.shared_postgres().is_some()
+    }
+
+    /// The PostgreSQL store, if other workers share it (not a plan's private copy, whose
+    /// copied leases name nobody working on it).
+    fn shared_postgres(&self) -> Option<&PostgresStore> {
+        match &self.backend {
+            Backend::Postgres(pg) if !pg.is_scratch() => Some(pg),
+            _ => None,
+        }
     }
 
     /// Takes the lease `name` for `holder` for `ttl`: `None` when taken, else who holds it
-    /// and until when. On SQLite every lease is the run's already (it holds the whole file).
+    /// and until when. On SQLite, and on a plan's private copy, every lease is the run's
+    /// already (it holds the whole file, or the copy is its own).
     pub async fn try_lease(
         &self,
         name: &str,
         holder: &str,
         ttl: SignedDuration,
     ) -> Result<Option<(String, Timestamp)>, StoreError> {
-        match &self.backend {
-            Backend::Postgres(pg) => pg.try_lease(name, holder, ttl).await,
-            Backend::Sqlite(_) => Ok(None),
+        match self.shared_postgres() {
+            Some(pg) => pg.try_lease(name, holder, ttl).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Lets `holder`'s `streams` go and takes `persons` unless another worker still reads a
+    /// stream, as one step among workers (see `PostgresStore::hand_off`). On SQLite the run
+    /// holds everything: taken.
+    pub async fn hand_off(
+        &self,
+        holder: &str,
+        streams: &[String],
+        persons: &str,
+        stream_prefix: &str,
+        ttl: SignedDuration,
+    ) -> Result<HandOff, StoreError> {
+        match self.shared_postgres() {
+            Some(pg) => {
+                pg.hand_off(holder, streams, persons, stream_prefix, ttl)
+                    .await
+            }
+            None => Ok(HandOff::Taken),
         }
     }
 
@@ -348,16 +415,16 @@ impl Warehouse {
         holder: &str,
         ttl: SignedDuration,
     ) -> Result<Vec<String>, StoreError> {
-        match &self.backend {
-            Backend::Postgres(pg) => pg.renew_leases(&names, holder, ttl).await,
-            Backend::Sqlite(_) => Ok(Vec::new()),
+        match self.shared_postgres() {
+            Some(pg) => pg.renew_leases(&names, holder, ttl).await,
+            None => Ok(Vec::new()),
         }
     }
 
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Postgres(pg) => pg.release_lease(name, holder).await,
-            Backend::Sqlite(_) => Ok(()),
+        match self.shared_postgres() {
+            Some(pg) => pg.release_lease(name, holder).await,
+            None => Ok(()),
         }
     }
 
@@ -367,9 +434,9 @@ impl Warehouse {
         prefix: &str,
         holder: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        match &self.backend {
-            Backend::Postgres(pg) => pg.leases_of_others(prefix, holder).await,
-            Backend::Sqlite(_) => Ok(Vec::new()),
+        match self.shared_postgres() {
+            Some(pg) => pg.leases_of_others(prefix, holder).await,
+            None => Ok(Vec::new()),
         }
     }
 }
