@@ -133,6 +133,23 @@ async fn crm_state(crms: &Crms) -> Vec<String> {
     state
 }
 
+/// The warehouse and the CRMs of `setup` hold what the uninterrupted runs left.
+async fn ends_as(setup: &Setup, warehouse: &[Vec<String>], crms: &[String]) {
+    let names = [
+        "unified_leads",
+        "source_records",
+        "stage_transitions",
+        "person_merges",
+        "dead_letters",
+        "write_ledger",
+        "pending_writes",
+    ];
+    for ((name, got), want) in names.iter().zip(warehouse_state(setup)).zip(warehouse) {
+        same(name, &got, want);
+    }
+    same("CRM state", &crm_state(&setup.crms()).await, crms);
+}
+
 /// Equal lists, or a readable account of where they differ.
 fn same(what: &str, got: &[String], want: &[String]) {
     if got == want {
@@ -196,27 +213,7 @@ async fn killing_sync_at_any_moment_and_running_again_ends_where_an_uninterrupte
         "only {kills} of 12 runs were still going when killed"
     );
     settle(&killed);
-    let names = [
-        "unified_leads",
-        "source_records",
-        "stage_transitions",
-        "person_merges",
-        "dead_letters",
-        "write_ledger",
-        "pending_writes",
-    ];
-    for ((name, got), want) in names
-        .iter()
-        .zip(warehouse_state(&killed))
-        .zip(&expected_warehouse)
-    {
-        same(name, &got, want);
-    }
-    same(
-        "CRM state",
-        &crm_state(&killed.crms()).await,
-        &expected_crms,
-    );
+    ends_as(&killed, &expected_warehouse, &expected_crms).await;
     // Runs killed after they began are marked interrupted (a kill during start-up leaves no
     // row at all); none is left looking like it still runs.
     let interrupted = killed.count("SELECT COUNT(*) FROM sync_runs WHERE status = 'interrupted'");
@@ -305,25 +302,5 @@ async fn sigterm_stops_a_run_at_a_safe_point_and_the_next_run_completes_the_work
         ) >= stops
     );
     settle(&stopped);
-    let names = [
-        "unified_leads",
-        "source_records",
-        "stage_transitions",
-        "person_merges",
-        "dead_letters",
-        "write_ledger",
-        "pending_writes",
-    ];
-    for ((name, got), want) in names
-        .iter()
-        .zip(warehouse_state(&stopped))
-        .zip(&expected_warehouse)
-    {
-        same(name, &got, want);
-    }
-    same(
-        "CRM state",
-        &crm_state(&stopped.crms()).await,
-        &expected_crms,
-    );
+    ends_as(&stopped, &expected_warehouse, &expected_crms).await;
 }

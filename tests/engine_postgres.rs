@@ -860,3 +860,75 @@ async fn a_worker_leaves_live_runs_alone_and_writes_nothing_to_a_system_whose_re
     drop(client);
     database.drop_it().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lease_another_worker_takes_stops_at_its_next_safe_point() {
+    let Some(database) = TestDatabase::create("lost_lease").await else {
+        return;
+    };
+    // Slow answers keep the run reading HubSpot contacts for seconds (60 pages of at least
+    // 50 ms); leases live 3 s, renewed every second.
+    let setup = Setup::with(crmsync::emulator::EmulatorConfig {
+        records: 6_000,
+        rate_limits: false,
+        faults: "slow"
+            .parse::<crmsync::emulator::faults::Faults>()
+            .expect("faults"),
+        ..crmsync::emulator::EmulatorConfig::default()
+    })
+    .await;
+    let config = setup.config_with(|text| {
+        on_postgres(text, &database.url).replace("[warehouse]", "[warehouse]\nlease_ttl = \"3s\"")
+    });
+    assert_eq!(
+        config.warehouse.lease_ttl,
+        jiff::SignedDuration::from_secs(3)
+    );
+    let engine = crmsync::engine::open(config).await.expect("opens");
+    let client = database.client().await;
+    // Once the run reads, a stream of its is taken over (as if its lease had expired).
+    let take_over = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let taken = client
+                .execute(
+                    "UPDATE leases SET holder = 'thief'
+                     WHERE name = (SELECT min(name) FROM leases WHERE name LIKE 'stream:%')",
+                    &[],
+                )
+                .await
+                .unwrap();
+            if taken == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the run took no stream"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let (report, ()) = tokio::join!(engine.sync(SyncOptions::default()), take_over);
+    let report = report.expect("the run ends with a report");
+    assert_eq!(report.status, crmsync::engine::RunStatus::Partial);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.contains("expired and another worker took it")),
+        "{:?}",
+        report.problems
+    );
+    // It let go of the rest, and left the stolen lease to its new holder.
+    let left: Vec<String> = client
+        .query("SELECT holder FROM leases", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(left, ["thief"]);
+    drop(engine);
+    drop(client);
+    database.drop_it().await;
+}

@@ -226,6 +226,14 @@ fn the_person_index_leaves_out_unreconciled_records_and_serves_person_lookups() 
     }
 }
 
+/// The default vocabulary's stage ids, as reconcile writes `first_entered_<stage>` for them.
+fn stage_ids() -> Vec<String> {
+    default_vocabulary()
+        .stages()
+        .map(|(_, stage)| stage.id.to_string())
+        .collect()
+}
+
 /// The person of one record as another connection (a BI reader) sees it.
 fn committed_person(path: &Path) -> Option<String> {
     rusqlite::Connection::open(path)
@@ -246,10 +254,7 @@ fn a_staged_reconcile_chunk_is_seen_by_the_next_reads_and_committed_before_any_o
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("warehouse.db");
     let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
-    let stage_ids: Vec<String> = default_vocabulary()
-        .stages()
-        .map(|(_, stage)| stage.id.to_string())
-        .collect();
+    let stage_ids = stage_ids();
     store
         .connection()
         .execute(
@@ -302,10 +307,7 @@ fn a_record_stored_again_while_its_chunk_is_decided_stays_pending() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("warehouse.db");
     let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
-    let stage_ids: Vec<String> = default_vocabulary()
-        .stages()
-        .map(|(_, stage)| stage.id.to_string())
-        .collect();
+    let stage_ids = stage_ids();
     let at = jiff::Timestamp::now();
     let record = |id: &str, hash: &str| StoredRecord {
         key: RecordKey::new(System::Hubspot, "contacts", id),

@@ -21,6 +21,14 @@ use crate::vocabulary::Vocabulary;
 
 /// Arbitrary, fixed keys for the migration lock and the run lock.
 const MIGRATION_LOCK: i64 = 0x0063_726d_7379_6e63;
+/// Takes lease $1 for holder $2 for $3 seconds, unless another holder's has not expired;
+/// returns a row when taken.
+const TAKE_LEASE: &str = "INSERT INTO leases (name, holder, acquired_at, expires_at)
+     VALUES ($1, $2, now(), now() + make_interval(secs => $3))
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+        acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
+     WHERE leases.expires_at < now() OR leases.holder = excluded.holder
+     RETURNING holder";
 /// Serialises workers' hand-offs from reading streams to reconcile (see `hand_off`).
 const HAND_OFF_LOCK: i64 = 0x0063_726d_7379_6e64;
 
@@ -230,15 +238,7 @@ impl PostgresStore {
         let seconds = ttl.as_secs_f64();
         let client = self.client.lock().await;
         let taken = client
-            .query_opt(
-                "INSERT INTO leases (name, holder, acquired_at, expires_at)
-                 VALUES ($1, $2, now(), now() + make_interval(secs => $3))
-                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
-                    acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-                 WHERE leases.expires_at < now() OR leases.holder = excluded.holder
-                 RETURNING holder",
-                &[&name, &holder, &seconds],
-            )
+            .query_opt(TAKE_LEASE, &[&name, &holder, &seconds])
             .await
             .map_err(&failed)?;
         if taken.is_some() {
@@ -286,15 +286,7 @@ impl PostgresStore {
             .await
             .map_err(&failed)?;
         let taken = transaction
-            .query_opt(
-                "INSERT INTO leases (name, holder, acquired_at, expires_at)
-                 VALUES ($1, $2, now(), now() + make_interval(secs => $3))
-                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
-                    acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-                 WHERE leases.expires_at < now() OR leases.holder = excluded.holder
-                 RETURNING holder",
-                &[&persons, &holder, &seconds],
-            )
+            .query_opt(TAKE_LEASE, &[&persons, &holder, &seconds])
             .await
             .map_err(&failed)?;
         let outcome = if taken.is_none() {
