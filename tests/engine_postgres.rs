@@ -932,3 +932,99 @@ async fn a_run_whose_lease_another_worker_takes_stops_at_its_next_safe_point() {
     drop(client);
     database.drop_it().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_another_worker_stores_while_its_chunk_is_decided_stays_pending() {
+    use crmsync::record::System;
+    use crmsync::store::model::{Assignment, PageWrite, ReconcileCommit, RecordKey, StoredRecord};
+
+    let Some(database) = TestDatabase::create("versions").await else {
+        return;
+    };
+    let setup = Setup::new(20).await;
+    let config = setup.config_with(|text| on_postgres(text, &database.url));
+    let (_, warehouse) = crmsync::engine::open_warehouse(&config)
+        .await
+        .expect("opens");
+    let at = jiff::Timestamp::now();
+    let page = |records: Vec<(&str, &str)>| PageWrite {
+        records: records
+            .into_iter()
+            .map(|(id, hash)| StoredRecord {
+                key: RecordKey::new(System::Hubspot, "contacts", id),
+                modified_at: at,
+                properties: "{}".into(),
+                content_hash: hash.into(),
+                email: Some(format!("{id}@example.com")),
+                stage: None,
+                raw_stage: None,
+                stage_rule: None,
+                fields: "{}".into(),
+            })
+            .collect(),
+        ..PageWrite::default()
+    };
+    warehouse
+        .store_page(
+            1,
+            System::Hubspot,
+            "contacts".into(),
+            page(vec![("1", "a"), ("2", "a")]),
+        )
+        .await
+        .expect("stored");
+    let read = warehouse.pending_records(10).await.expect("pending");
+    assert_eq!(read.len(), 2);
+    // Another worker stores a newer version of record 2 while this worker decides the chunk.
+    warehouse
+        .store_page(
+            1,
+            System::Hubspot,
+            "contacts".into(),
+            page(vec![("2", "b")]),
+        )
+        .await
+        .expect("stored again");
+    let commit = ReconcileCommit {
+        assignments: read
+            .iter()
+            .map(|row| Assignment {
+                key: row.key.clone(),
+                unified_id: Some(format!("p-{}", row.key.id)),
+                version: row.version,
+            })
+            .collect(),
+        ..ReconcileCommit::default()
+    };
+    warehouse
+        .stage_reconcile(1, at, commit)
+        .await
+        .expect("committed");
+    let still: Vec<String> = warehouse
+        .pending_records(10)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|row| row.key.id)
+        .collect();
+    assert_eq!(
+        still,
+        ["2"],
+        "the newer version waits for the next reconcile"
+    );
+    let client = database.client().await;
+    let people: Vec<String> = client
+        .query(
+            "SELECT id || ' ' || unified_id FROM source_records ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(people, ["1 p-1", "2 p-2"]);
+    drop(client);
+    drop(warehouse);
+    database.drop_it().await;
+}

@@ -403,6 +403,9 @@ impl Engine {
         for (stream, mapping) in streams {
             match leases.take(&lease::stream_lease(&stream)).await? {
                 None => mine.push((stream, mapping)),
+                Some(held) if options.full => tally.skipped.push(format!(
+                    "{stream}: {held} — not read again in full by this run (run --full again once it is free)"
+                )),
                 Some(held) => tally.skipped.push(format!("{stream}: {held}")),
             }
         }
