@@ -280,11 +280,10 @@ fn compiled_in_directories() -> std::collections::BTreeSet<String> {
                 continue;
             }
             let source = std::fs::read_to_string(&path).unwrap_or_default();
-            for part in source
-                .split("include_str!(\"")
-                .chain(source.split("include_bytes!(\""))
-                .skip(1)
-            {
+            let included = ["include_str!(\"", "include_bytes!(\""]
+                .into_iter()
+                .flat_map(|macro_call| source.split(macro_call).skip(1));
+            for part in included {
                 let Some(relative) = part.split('"').next() else {
                     continue;
                 };

@@ -91,12 +91,6 @@ impl Leases {
         }
     }
 
-    /// Lets `name` go.
-    pub async fn release(&self, name: &str) -> Result<(), StoreError> {
-        self.held().remove(name);
-        self.warehouse.release_lease(name, &self.holder).await
-    }
-
     /// Lets every lease go; a failure is only logged (the leases expire anyway).
     pub async fn release_all(&self) {
         let names: Vec<String> = std::mem::take(&mut *self.held()).into_iter().collect();
@@ -129,22 +123,26 @@ impl Leases {
     /// Lets `streams` go and takes [`PERSONS`] unless another worker still reads a stream,
     /// as one step among workers, so the last reader to finish always takes over.
     pub async fn hand_off(&self, streams: Vec<String>) -> Result<HandOff, StoreError> {
-        for stream in &streams {
-            self.held().remove(stream);
-        }
         let outcome = self
             .warehouse
             .hand_off(&self.holder, &streams, PERSONS, STREAM_PREFIX, self.ttl)
             .await?;
+        // Only once the hand-off committed: a failed one leaves the streams held (and renewed,
+        // and let go at the run's end).
+        let mut held = self.held();
+        for stream in &streams {
+            held.remove(stream);
+        }
         if outcome == HandOff::Taken {
-            self.held().insert(PERSONS.to_string());
+            held.insert(PERSONS.to_string());
         }
         Ok(outcome)
     }
 }
 
 /// Renews the held leases every third of `ttl`. A lease another worker has taken meanwhile, or
-/// renewals failing for longer than `ttl`, stop the run: its work may no longer be its own.
+/// renewals failing or hanging for two thirds of `ttl`, stop the run: its work may soon no
+/// longer be its own.
 async fn renew(
     warehouse: Warehouse,
     holder: String,
@@ -166,7 +164,19 @@ async fn renew(
             last_renewal = std::time::Instant::now();
             continue;
         }
-        match warehouse.renew_leases(names, &holder, ttl).await {
+        // Stop before the leases can expire and be taken: after two thirds of their life.
+        let patience = ttl / 3 * 2;
+        let left = std::time::Duration::try_from(patience)
+            .unwrap_or_default()
+            .saturating_sub(last_renewal.elapsed());
+        let renewed = tokio::time::timeout(left, warehouse.renew_leases(names, &holder, ttl))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Worker(
+                    "renewing the leases did not answer in time".to_string(),
+                ))
+            });
+        match renewed {
             Ok(lost) => {
                 last_renewal = std::time::Instant::now();
                 // A lease let go meanwhile (its row deleted) is not lost: only those still held.
@@ -190,8 +200,6 @@ async fn renew(
             }
             Err(error) => {
                 tracing::warn!(%error, "could not renew the run's leases");
-                // Stop before the leases can expire and be taken: after two thirds of their life.
-                let patience = ttl / 3 * 2;
                 if SignedDuration::try_from(last_renewal.elapsed())
                     .is_ok_and(|since| since >= patience)
                 {

@@ -418,17 +418,12 @@ impl Engine {
         }
         let cursors = self.cursors().await?;
         let phase = std::time::Instant::now();
-        let extracted = self.extract(run_id, &mine, &cursors, tally).await;
+        // On an error the stream leases are let go with the rest, at the run's end.
+        self.extract(run_id, &mine, &cursors, tally).await?;
         let read: Vec<String> = mine
             .iter()
             .map(|(stream, _)| lease::stream_lease(stream))
             .collect();
-        if let Err(error) = extracted {
-            for name in &read {
-                leases.release(name).await?;
-            }
-            return Err(error);
-        }
         tally
             .phases
             .push(("extract", phase.elapsed().as_secs_f64()));
@@ -681,39 +676,18 @@ impl Engine {
             reads.push(self.extract_stream(run_id, stream, properties, cursor));
         }
         let results = futures_util::future::join_all(reads).await;
-        for (((stream, _), result), mode) in streams.iter().zip(results).zip(modes) {
-            let (outcome, stop) = match result {
-                Ok(read) => read,
-                Err(error) => {
-                    // Told to the workers that write back, then the run fails with it.
-                    let recorded = self
-                        .warehouse
-                        .record_read(
-                            stream.system,
-                            stream.object.clone(),
-                            "failed",
-                            Some(error.to_string()),
-                            run_id,
-                            Timestamp::now(),
-                        )
-                        .await;
-                    if let Err(record_error) = recorded {
-                        tracing::warn!(%record_error, "could not record how the read ended");
-                    }
-                    return Err(error);
-                }
-            };
-            let (status, message) = if outcome.rejected_values > 0 {
-                (
+        // How each read ended is recorded first, all of them, for the workers that write back;
+        // then the first error ends the run.
+        for (stream, result) in streams.iter().map(|(stream, _)| stream).zip(&results) {
+            let (status, message) = match result {
+                Err(error) => ("failed", Some(error.to_string())),
+                Ok((outcome, _)) if outcome.rejected_values > 0 => (
                     "failed",
                     Some("stage values the mapping rejects".to_string()),
-                )
-            } else {
-                match &stop {
-                    None => ("complete", None),
-                    Some(stop) if stop.resumable => ("stopped", Some(stop.message.clone())),
-                    Some(stop) => ("failed", Some(stop.message.clone())),
-                }
+                ),
+                Ok((_, None)) => ("complete", None),
+                Ok((_, Some(stop))) if stop.resumable => ("stopped", Some(stop.message.clone())),
+                Ok((_, Some(stop))) => ("failed", Some(stop.message.clone())),
             };
             self.warehouse
                 .record_read(
@@ -725,6 +699,9 @@ impl Engine {
                     Timestamp::now(),
                 )
                 .await?;
+        }
+        for (((stream, _), result), mode) in streams.iter().zip(results).zip(modes) {
+            let (outcome, stop) = result?;
             self.progress
                 .stream_finished(stream, outcome.read, stop.is_some());
             tally.streams.push(StreamReport {

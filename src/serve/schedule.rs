@@ -64,7 +64,8 @@ impl Schedule {
                 break;
             };
             longest = longest.max(next.duration_since(at));
-            if next >= end {
+            // At least one whole wait between two starts is measured, however long.
+            if next >= end && at != from {
                 break;
             }
             at = next;
@@ -458,6 +459,12 @@ mod tests {
             weekdays
                 .longest_gap_within(at("2026-12-07T00:00:00Z"), SignedDuration::from_hours(192)),
             SignedDuration::from_hours(72)
+        );
+        // A wait longer than the span still counts whole: January to February.
+        let monthly = Schedule::Cron("@monthly".parse().expect("valid"));
+        assert_eq!(
+            monthly.longest_gap_within(at("2026-12-20T00:00:00Z"), SignedDuration::from_hours(192)),
+            SignedDuration::from_hours(31 * 24)
         );
         // Every minute in office hours: the night and the weekend are the longest waits.
         let office = Schedule::Cron("* 9-17 * * 1-5".parse().expect("valid"));

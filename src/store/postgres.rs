@@ -23,11 +23,13 @@ use crate::vocabulary::Vocabulary;
 const MIGRATION_LOCK: i64 = 0x0063_726d_7379_6e63;
 /// Takes lease $1 for holder $2 for $3 seconds, unless another holder's has not expired;
 /// returns a row when taken.
+/// The clock is read when the statement runs (`clock_timestamp()`), not when its transaction
+/// began: a hand-off may have waited for its lock.
 const TAKE_LEASE: &str = "INSERT INTO leases (name, holder, acquired_at, expires_at)
-     VALUES ($1, $2, now(), now() + make_interval(secs => $3))
+     VALUES ($1, $2, clock_timestamp(), clock_timestamp() + make_interval(secs => $3))
      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
         acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-     WHERE leases.expires_at < now() OR leases.holder = excluded.holder
+     WHERE leases.expires_at < clock_timestamp() OR leases.holder = excluded.holder
      RETURNING holder";
 /// Serialises workers' hand-offs from reading streams to reconcile (see `hand_off`).
 const HAND_OFF_LOCK: i64 = 0x0063_726d_7379_6e64;
@@ -302,7 +304,7 @@ impl PostgresStore {
             let readers: Vec<(String, String)> = transaction
                 .query(
                     "SELECT name, holder FROM leases
-                     WHERE starts_with(name, $1) AND holder <> $2 AND expires_at >= now()
+                     WHERE starts_with(name, $1) AND holder <> $2 AND expires_at >= clock_timestamp()
                      ORDER BY name",
                     &[&stream_prefix, &holder],
                 )
