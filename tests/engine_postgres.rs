@@ -91,6 +91,19 @@ async fn warehouse_on_postgres(
     Some((database, setup, warehouse))
 }
 
+/// An emulator over `people` whose answers take 50–250 ms each, as real APIs' do.
+async fn slow_org(people: usize) -> Setup {
+    Setup::with(crmsync::emulator::EmulatorConfig {
+        records: people,
+        rate_limits: false,
+        faults: "slow"
+            .parse::<crmsync::emulator::faults::Faults>()
+            .expect("faults"),
+        ..crmsync::emulator::EmulatorConfig::default()
+    })
+    .await
+}
+
 fn on_postgres(text: String, url: &str) -> String {
     text.replace("url = \"sqlite://crmsync.db\"", &format!("url = \"{url}\""))
 }
@@ -738,15 +751,7 @@ async fn a_worker_leaves_live_runs_alone_and_writes_nothing_to_a_system_whose_re
         return;
     };
     // Slow answers (50–250 ms), so this run is still reading when the other worker fails.
-    let setup = Setup::with(crmsync::emulator::EmulatorConfig {
-        records: 200,
-        rate_limits: false,
-        faults: "slow"
-            .parse::<crmsync::emulator::faults::Faults>()
-            .expect("faults"),
-        ..crmsync::emulator::EmulatorConfig::default()
-    })
-    .await;
+    let setup = slow_org(200).await;
     let config = setup.config_with(|text| on_postgres(text, &database.url));
     let engine = crmsync::engine::open(config.clone()).await.expect("opens");
     let client = database.client().await;
@@ -879,15 +884,7 @@ async fn a_run_whose_lease_another_worker_takes_stops_at_its_next_safe_point() {
     };
     // Slow answers keep the run reading HubSpot contacts for seconds (60 pages of at least
     // 50 ms); leases live 3 s, renewed every second.
-    let setup = Setup::with(crmsync::emulator::EmulatorConfig {
-        records: 6_000,
-        rate_limits: false,
-        faults: "slow"
-            .parse::<crmsync::emulator::faults::Faults>()
-            .expect("faults"),
-        ..crmsync::emulator::EmulatorConfig::default()
-    })
-    .await;
+    let setup = slow_org(6_000).await;
     let config = setup.config_with(|text| {
         on_postgres(text, &database.url).replace("[warehouse]", "[warehouse]\nlease_ttl = \"3s\"")
     });
