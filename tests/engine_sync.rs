@@ -555,3 +555,60 @@ async fn salesforce_describes_are_kept_between_runs_and_renewed_when_out_of_date
     assert_ne!(healed.status, RunStatus::Failed, "{}", healed.paragraph());
     assert!(healed.streams.iter().all(|stream| stream.stopped.is_none()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_write_that_cannot_be_read_goes_to_dead_letters_and_the_rest_are_sent() {
+    let setup = Setup::new(150).await;
+    let engine = setup.engine().await;
+    // A first run, and the one that reads back what it wrote: nothing is left to do.
+    for _ in 0..2 {
+        engine
+            .sync(SyncOptions::default())
+            .await
+            .expect("a settling run");
+    }
+    assert_eq!(
+        setup.count("SELECT COUNT(*) FROM pending_writes"),
+        0,
+        "everything was sent"
+    );
+    // Two writes wait in the queue: the first damaged (its changes no longer JSON), the
+    // second sound.
+    let contacts = setup.strings(
+        "SELECT id FROM source_records WHERE system = 'hubspot' AND object = 'contacts' AND NOT archived
+         ORDER BY id LIMIT 2",
+    );
+    let (damaged, sound) = (&contacts[0], &contacts[1]);
+    setup
+        .sql()
+        .execute(
+            "INSERT INTO pending_writes (system, object, record_id, unified_id, changes, current, allow_regression, run_id)
+             VALUES ('hubspot', 'contacts', ?1, 'p-damaged', '{\"company\": ', '{}', FALSE, 1),
+                    ('hubspot', 'contacts', ?2, 'p-sound',
+                     '{\"company\": {\"value\": \"Queue Check Inc\", \"rule\": \"test\"}}', '{}', FALSE, 1)",
+            [damaged, sound],
+        )
+        .expect("queued");
+    let report = engine
+        .sync(SyncOptions::default())
+        .await
+        .expect("the second run");
+    assert_eq!(
+        report.written.get(&System::Hubspot).copied(),
+        Some(1),
+        "{}",
+        report.paragraph()
+    );
+    assert_eq!(report.status, RunStatus::Partial);
+    assert_eq!(setup.count("SELECT COUNT(*) FROM pending_writes"), 0);
+    let contact = setup.crms().hubspot_contact(sound, "company").await;
+    assert_eq!(contact["company"], "Queue Check Inc");
+    let reasons = setup.strings(&format!(
+        "SELECT reason FROM dead_letters WHERE system = 'hubspot' AND id = '{damaged}'"
+    ));
+    assert!(
+        reasons.iter().any(|reason| reason
+            .contains("could not be read: pending_writes.changes is not a JSON object")),
+        "{reasons:?}"
+    );
+}

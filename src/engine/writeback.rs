@@ -91,8 +91,11 @@ pub(super) struct Queued {
 /// Where the writes to send come from.
 enum Batches {
     /// The warehouse's queue, a round at a time from after this record id; sent writes are
-    /// taken off it.
-    Queue { after: Option<String> },
+    /// taken off it. Queued writes that cannot be read back are set aside here.
+    Queue {
+        after: Option<String>,
+        unreadable: Vec<DeadLetterRow>,
+    },
     /// Given writes (a saved plan's); the queue is left as it is.
     Given(std::vec::IntoIter<Queued>),
 }
@@ -105,14 +108,21 @@ impl Batches {
         object: &str,
     ) -> Result<Vec<Queued>, EngineError> {
         match self {
-            Batches::Queue { after } => {
+            Batches::Queue { after, unreadable } => {
                 let queued = warehouse
                     .pending_writes(system, object.to_string(), after.clone(), ROUND)
                     .await?;
                 if let Some(last) = queued.last() {
                     *after = Some(last.key.id.clone());
                 }
-                Ok(queued.iter().map(decode).collect())
+                let mut writes = Vec::with_capacity(queued.len());
+                for write in &queued {
+                    match decode(write) {
+                        Ok(decoded) => writes.push(decoded),
+                        Err(letter) => unreadable.push(letter),
+                    }
+                }
+                Ok(writes)
             }
             Batches::Given(writes) => Ok(writes.by_ref().take(ROUND).collect()),
         }
@@ -127,7 +137,7 @@ impl Batches {
         object: &str,
     ) -> Result<bool, EngineError> {
         Ok(match self {
-            Batches::Queue { after } => warehouse
+            Batches::Queue { after, .. } => warehouse
                 .pending_writes(system, object.to_string(), after.clone(), 1)
                 .await?
                 .is_empty(),
@@ -140,10 +150,26 @@ impl Batches {
     }
 }
 
-fn decode(write: &PendingWrite) -> Queued {
-    let changes: Map<String, Value> = serde_json::from_str(&write.changes).unwrap_or_default();
-    let current: Map<String, Value> = serde_json::from_str(&write.current).unwrap_or_default();
-    Queued {
+/// A queued write as sent, or — when its stored JSON does not read back as the objects
+/// reconcile wrote (a damaged row) — the dead letter that says so, keeping the row's text.
+fn decode(write: &PendingWrite) -> Result<Queued, DeadLetterRow> {
+    let unreadable = |column: &str, error: serde_json::Error| DeadLetterRow {
+        key: write.key.clone(),
+        reason: format!(
+            "the queued write-back to {} {} {} could not be read: pending_writes.{column} is not a JSON object ({error}); it was taken off the queue unsent — the next change to the person queues it again",
+            write.key.system, write.key.object, write.key.id
+        ),
+        payload: Some(format!(
+            "{{\"changes\": {}, \"current\": {}}}",
+            serde_json::Value::String(write.changes.clone()),
+            serde_json::Value::String(write.current.clone())
+        )),
+    };
+    let changes: Map<String, Value> =
+        serde_json::from_str(&write.changes).map_err(|error| unreadable("changes", error))?;
+    let current: Map<String, Value> =
+        serde_json::from_str(&write.current).map_err(|error| unreadable("current", error))?;
+    Ok(Queued {
         key: write.key.clone(),
         desired: changes
             .into_iter()
@@ -151,7 +177,7 @@ fn decode(write: &PendingWrite) -> Queued {
             .collect(),
         current: current.into_iter().collect(),
         allow_regression: write.allow_regression,
-    }
+    })
 }
 
 /// Sends every queued write of `context.system`.
@@ -167,7 +193,10 @@ pub(super) async fn write_back(
     send_all(
         context,
         object,
-        Batches::Queue { after: None },
+        Batches::Queue {
+            after: None,
+            unreadable: Vec::new(),
+        },
         run_id,
         sink,
     )
@@ -293,7 +322,26 @@ where
             return Ok(());
         }
         let batch = batches.next(warehouse, system, object).await?;
+        let mut set_aside = false;
+        if let Batches::Queue { unreadable, .. } = &mut batches
+            && !unreadable.is_empty()
+        {
+            set_aside = true;
+            let letters = std::mem::take(unreadable);
+            tracing::warn!(%system, count = letters.len(), "queued writes that cannot be read go to dead letters");
+            sink.dead_letters += letters.len() as u64;
+            let done = WritesDone {
+                settled: letters.iter().map(|letter| letter.key.clone()).collect(),
+                dead_letters: letters,
+                ..WritesDone::default()
+            };
+            warehouse.commit_writes(run_id, done).await?;
+        }
         if batch.is_empty() {
+            if set_aside {
+                // The round held only unreadable writes: the queue goes on after them.
+                continue;
+            }
             return Ok(());
         }
         // The ledger is written ahead: a process killed after the CRM took a write but before
