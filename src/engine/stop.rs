@@ -4,16 +4,20 @@
 
 use tokio::sync::watch;
 
-/// Shared by whoever may ask a run to stop and the run itself; clones are one request.
+/// Shared by whoever may ask a run to stop and the run itself; clones are one request. A
+/// request made with [`Self::linked`] also counts its parent's: a daemon's SIGTERM reaches
+/// the run, a run's own stop (a lost lease) does not reach the daemon.
 #[derive(Debug, Clone)]
 pub struct StopRequest {
     reason: std::sync::Arc<watch::Sender<Option<String>>>,
+    parent: Option<Box<StopRequest>>,
 }
 
 impl Default for StopRequest {
     fn default() -> Self {
         Self {
             reason: std::sync::Arc::new(watch::Sender::new(None)),
+            parent: None,
         }
     }
 }
@@ -32,20 +36,42 @@ impl StopRequest {
         });
     }
 
-    /// Why a stop was asked for, if it was.
+    /// A request of its own that is also made whenever this one is.
+    pub fn linked(&self) -> Self {
+        Self {
+            parent: Some(Box::new(self.clone())),
+            ..Self::default()
+        }
+    }
+
+    /// Why a stop was asked for (here, else of a parent), if it was.
     pub fn reason(&self) -> Option<String> {
-        self.reason.borrow().clone()
+        self.reason
+            .borrow()
+            .clone()
+            .or_else(|| self.parent.as_ref().and_then(|parent| parent.reason()))
     }
 
     pub fn is_requested(&self) -> bool {
-        self.reason.borrow().is_some()
+        self.reason().is_some()
     }
 
-    /// Resolves once a stop is asked for (at once if it already was).
+    /// Resolves once a stop is asked for, here or of a parent (at once if it already was).
     pub async fn requested(&self) {
         let mut receiver = self.reason.subscribe();
         // The sender lives in `self`, so the wait ends only with a request.
-        let _ = receiver.wait_for(Option::is_some).await;
+        let own = async {
+            let _ = receiver.wait_for(Option::is_some).await;
+        };
+        match &self.parent {
+            None => own.await,
+            Some(parent) => {
+                tokio::select! {
+                    () = own => {}
+                    () = Box::pin(parent.requested()) => {}
+                }
+            }
+        }
     }
 }
 
@@ -76,5 +102,29 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), stop.requested())
             .await
             .expect("already requested");
+    }
+
+    #[tokio::test]
+    async fn a_linked_request_follows_its_parent_but_not_the_other_way() {
+        let daemon = StopRequest::default();
+        let run = daemon.linked();
+        run.request("lease lost");
+        assert!(run.is_requested());
+        assert!(!daemon.is_requested(), "a run's stop stays the run's");
+        let next_run = daemon.linked();
+        let waiter = tokio::spawn({
+            let next_run = next_run.clone();
+            async move {
+                next_run.requested().await;
+                next_run.reason()
+            }
+        });
+        tokio::task::yield_now().await;
+        daemon.request("SIGTERM received");
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the linked waiter wakes")
+            .expect("the waiter ends");
+        assert_eq!(seen.as_deref(), Some("SIGTERM received"));
     }
 }

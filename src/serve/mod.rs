@@ -213,20 +213,10 @@ async fn run_once(config: &Config, stop: &StopRequest, daemon: &Daemon) {
         Ok(engine) => {
             // The run's own stop request: the daemon's (SIGTERM) reaches it, but what stops
             // only the run (a lost lease) does not stop the daemon.
-            let run_stop = StopRequest::default();
-            let forward = tokio::spawn({
-                let daemon_stop = stop.clone();
-                let run_stop = run_stop.clone();
-                async move {
-                    daemon_stop.requested().await;
-                    run_stop.request(daemon_stop.reason().unwrap_or_default());
-                }
-            });
             let engine = engine
-                .with_stop(run_stop)
+                .with_stop(stop.linked())
                 .with_progress(Arc::new(crate::engine::progress::Lines::default()));
             let result = engine.sync(SyncOptions::default()).await;
-            forward.abort();
             let usage = engine.api_usage();
             match result {
                 Ok(report) => {
