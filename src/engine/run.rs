@@ -393,6 +393,10 @@ impl Engine {
         tally: &mut Tally,
     ) -> Result<(), EngineError> {
         let mut streams = self.streams()?;
+        let configured: Vec<(System, String)> = streams
+            .iter()
+            .map(|(stream, _)| (stream.system, stream.object.clone()))
+            .collect();
         // Workers starting together try the streams in different orders, so they share
         // them out rather than one taking all.
         if !streams.is_empty() {
@@ -470,11 +474,6 @@ impl Engine {
         // A system whose last read of a configured stream stopped or failed — in this run or,
         // with several workers, in another's — is not written to: its stored values may be
         // stale, and writing from them could undo edits made since.
-        let configured: Vec<(System, String)> = self
-            .streams()?
-            .into_iter()
-            .map(|(stream, _)| (stream.system, stream.object))
-            .collect();
         let unfinished: Vec<_> = self
             .warehouse
             .unfinished_reads()

@@ -43,25 +43,18 @@ pub struct Metrics {
     duration_sum: f64,
     duration_count: u64,
     persons: Option<u64>,
-    running: bool,
     last_run: Option<Timestamp>,
     last_success: Option<Timestamp>,
 }
 
 impl Metrics {
-    pub fn run_started(&mut self) {
-        self.running = true;
-    }
-
     /// A run that did not start: another process's run held the warehouse.
     pub fn run_skipped(&mut self) {
-        self.running = false;
         self.skipped += 1;
     }
 
     /// Adds a finished run.
     pub fn record(&mut self, run: RunRecord<'_>) {
-        self.running = false;
         *self.runs.entry(run.status.as_str()).or_default() += 1;
         if let Some(report) = run.report {
             for stream in &report.streams {
@@ -102,8 +95,8 @@ impl Metrics {
         self.last_success
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
+    /// The exposition text; `running` while a run is going on.
+    pub fn render(&self, running: bool) -> String {
         let mut out = String::new();
         let statuses = [RunStatus::Complete, RunStatus::Partial, RunStatus::Failed];
         family(
@@ -208,7 +201,7 @@ impl Metrics {
             (
                 "crmsync_run_in_progress",
                 "1 while a run is going on.",
-                Some(if self.running { 1.0 } else { 0.0 }),
+                Some(if running { 1.0 } else { 0.0 }),
             ),
             (
                 "crmsync_persons",
@@ -297,7 +290,7 @@ mod tests {
             finished: Timestamp::UNIX_EPOCH,
         });
         assert_eq!(metrics.last_success(), None);
-        let text = metrics.render();
+        let text = metrics.render(false);
         assert!(text.contains("crmsync_runs_total{status=\"failed\"} 1\n"));
         assert!(text.contains("crmsync_runs_total{status=\"complete\"} 0\n"));
         assert!(text.contains("crmsync_api_rate_limited_total{system=\"salesforce\"} 1\n"));

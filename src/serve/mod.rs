@@ -193,7 +193,6 @@ async fn run_once(config: &Config, stop: &StopRequest, daemon: &Daemon) {
         let mut state = daemon.state();
         state.running_since = Some(started);
         state.next_run = None;
-        state.metrics.run_started();
     }
     let clock = std::time::Instant::now();
     let write_objects: BTreeMap<System, String> = System::ALL
@@ -302,7 +301,10 @@ async fn healthz(State(daemon): State<Arc<Daemon>>) -> Response {
 }
 
 async fn metrics_text(State(daemon): State<Arc<Daemon>>) -> Response {
-    let text = daemon.state().metrics.render();
+    let text = {
+        let state = daemon.state();
+        state.metrics.render(state.running_since.is_some())
+    };
     (
         [(
             header::CONTENT_TYPE,

@@ -368,26 +368,6 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Unexpired leases whose name starts with `prefix`, held by others than `holder`:
-    /// (name, holder).
-    pub async fn leases_of_others(
-        &self,
-        prefix: &str,
-        holder: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let client = self.client.lock().await;
-        let rows = client
-            .query(
-                "SELECT name, holder FROM leases
-                 WHERE starts_with(name, $1) AND holder <> $2 AND expires_at >= now()
-                 ORDER BY name",
-                &[&prefix, &holder],
-            )
-            .await
-            .map_err(failed(&self.url))?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-    }
-
     async fn migrate(&self, vocabulary: &Vocabulary, tables: Tables) -> Result<(), StoreError> {
         let failed = failed(&self.url);
         let mut client = self.client.lock().await;

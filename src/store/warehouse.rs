@@ -427,18 +427,6 @@ impl Warehouse {
             None => Ok(()),
         }
     }
-
-    /// Unexpired leases named `prefix…` held by others than `holder`: (name, holder).
-    pub async fn leases_of_others(
-        &self,
-        prefix: &str,
-        holder: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        match self.shared_postgres() {
-            Some(pg) => pg.leases_of_others(prefix, holder).await,
-            None => Ok(Vec::new()),
-        }
-    }
 }
 
 /// A run's hold on an SQLite warehouse; see [`Warehouse::lock_for_run`].
