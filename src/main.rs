@@ -74,11 +74,10 @@ fn log_format(flag: Option<LogFormatArg>, configured: LogFormat) -> LogFormat {
 
 /// Logging for commands that do not read `[log]`: the environment's settings, else `warn`.
 fn init_tracing_from_env(flag: Option<LogFormatArg>) {
-    let configured = match std::env::var("CRMSYNC_LOG_FORMAT").as_deref() {
-        Ok("json") => LogFormat::Json,
-        Ok("text") => LogFormat::Text,
-        _ => LogFormat::Auto,
-    };
+    let configured = std::env::var("CRMSYNC_LOG_FORMAT")
+        .ok()
+        .and_then(|name| LogFormat::from_name(&name))
+        .unwrap_or(LogFormat::Auto);
     let level = std::env::var("CRMSYNC_LOG_LEVEL").unwrap_or_else(|_| "warn".to_string());
     init_tracing(log_format(flag, configured), &level);
 }

@@ -319,6 +319,18 @@ pub enum LogFormat {
     Text,
 }
 
+impl LogFormat {
+    /// The format named `auto`, `json` or `text`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Self::Auto),
+            "json" => Some(Self::Json),
+            "text" => Some(Self::Text),
+            _ => None,
+        }
+    }
+}
+
 /// A snapshot of the `CRMSYNC_*` environment, so tests can pass their own.
 #[derive(Debug, Clone, Default)]
 pub struct EnvVars {

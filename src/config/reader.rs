@@ -1045,11 +1045,10 @@ impl<'e> Settings<'e> {
         let format = self.string_or(&table, "format", "auto");
         let level = self.string_or(&table, "level", "info");
         table.finish();
-        let format = match format.value.as_str() {
-            "auto" => LogFormat::Auto,
-            "json" => LogFormat::Json,
-            "text" => LogFormat::Text,
-            other => {
+        let format = match LogFormat::from_name(&format.value) {
+            Some(format) => format,
+            None => {
+                let other = format.value.as_str();
                 self.report(
                     format.location,
                     format!("unknown log format {other:?}"),
