@@ -80,12 +80,99 @@ pub struct PageStored {
     pub dead_letters: usize,
 }
 
+/// A stored record's native properties: the stored JSON object's text, checked when read
+/// and parsed when a property is first looked up — so reading rows back leaves the parsing
+/// to the engine, which does it while the store commits, rather than to the store's thread.
+#[derive(Clone)]
+pub struct StoredProperties {
+    text: String,
+    parsed: std::sync::OnceLock<Map<String, Value>>,
+}
+
+impl StoredProperties {
+    /// The properties stored as this text, which must be a JSON object.
+    pub fn from_json(text: String) -> Result<Self, serde_json::Error> {
+        serde_json::from_str::<JsonObjectShape>(&text)?;
+        Ok(Self {
+            text,
+            parsed: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The value of one property, if the record has it.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.parsed().get(name)
+    }
+
+    fn parsed(&self) -> &Map<String, Value> {
+        // The text was checked to be a JSON object when it was read.
+        self.parsed
+            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or_default())
+    }
+}
+
+impl Default for StoredProperties {
+    fn default() -> Self {
+        Self {
+            text: "{}".into(),
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl From<Map<String, Value>> for StoredProperties {
+    fn from(map: Map<String, Value>) -> Self {
+        Self {
+            text: Value::Object(map.clone()).to_string(),
+            parsed: std::sync::OnceLock::from(map),
+        }
+    }
+}
+
+impl PartialEq for StoredProperties {
+    fn eq(&self, other: &Self) -> bool {
+        self.parsed() == other.parsed()
+    }
+}
+
+impl std::fmt::Debug for StoredProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Accepts a JSON object without building it (so checking a stored object is cheap).
+struct JsonObjectShape;
+
+impl<'de> serde::Deserialize<'de> for JsonObjectShape {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JsonObjectShape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonObjectShape, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(JsonObjectShape)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 /// A stored record as the reconcile step reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberRow {
     pub key: RecordKey,
     pub modified_at: Timestamp,
-    pub properties: Map<String, Value>,
+    pub properties: StoredProperties,
     pub email: Option<String>,
     pub stage: Option<String>,
     pub raw_stage: Option<String>,
@@ -273,4 +360,37 @@ pub struct PersonHistory {
     pub queued: Vec<PendingWrite>,
     /// The last value crmsync wrote to each field of the person's records: key, field, run.
     pub written: Vec<(RecordKey, String, i64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_properties_are_checked_when_read_and_parsed_when_looked_up() {
+        let stored = StoredProperties::from_json(r#"{"email":"a@x.io","n":{"deep":[1,2]}}"#.into())
+            .expect("an object");
+        assert_eq!(stored.get("email"), Some(&Value::from("a@x.io")));
+        assert_eq!(stored.get("n"), Some(&serde_json::json!({"deep": [1, 2]})));
+        assert_eq!(stored.get("missing"), None);
+        for not_an_object in ["[1]", "3", "\"text\"", "{\"a\":", "{\"a\" 1}", ""] {
+            assert!(
+                StoredProperties::from_json(not_an_object.into()).is_err(),
+                "{not_an_object:?} was taken for an object"
+            );
+        }
+        // Equal by content, whether parsed yet or not, and however the text is spaced.
+        let spaced =
+            StoredProperties::from_json(r#"{ "n": {"deep": [1, 2]}, "email": "a@x.io" }"#.into())
+                .expect("an object");
+        assert_eq!(stored, spaced);
+        let mut map = Map::new();
+        map.insert("email".into(), Value::from("a@x.io"));
+        assert_ne!(StoredProperties::from(map.clone()), stored);
+        assert_eq!(
+            StoredProperties::from(map).get("email"),
+            stored.get("email")
+        );
+        assert_eq!(StoredProperties::default().get("email"), None);
+    }
 }

@@ -14,7 +14,7 @@ use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names,
 use super::model::{
     DeadLetterRow, HandOff, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite,
     PersonCounts, PersonHistory, PersonMerge, ReadOutcome, ReconcileCommit, RecordKey, RunRow,
-    TransitionRow, UnifiedRow, WritesDone,
+    StoredProperties, TransitionRow, UnifiedRow, WritesDone,
 };
 use crate::record::System;
 use crate::vocabulary::Vocabulary;
@@ -1347,6 +1347,17 @@ fn json_object(
     }
 }
 
+/// A stored JSON object's text, checked but not parsed (see [`StoredProperties`]).
+fn stored_properties(text: Option<String>, url: &str) -> Result<StoredProperties, StoreError> {
+    match text {
+        None => Ok(StoredProperties::default()),
+        Some(text) => StoredProperties::from_json(text).map_err(|error| StoreError::Corrupt {
+            at: url.to_string(),
+            what: format!("not a JSON object: {error}"),
+        }),
+    }
+}
+
 fn member_row(row: &Row, url: &str) -> Result<MemberRow, StoreError> {
     Ok(MemberRow {
         key: RecordKey::new(
@@ -1355,7 +1366,7 @@ fn member_row(row: &Row, url: &str) -> Result<MemberRow, StoreError> {
             row.get::<_, String>(2),
         ),
         modified_at: row.get(3),
-        properties: json_object(row.get(4), url)?,
+        properties: stored_properties(row.get(4), url)?,
         email: row.get(5),
         stage: row.get(6),
         raw_stage: row.get(7),

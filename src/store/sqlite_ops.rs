@@ -10,8 +10,8 @@ use rusqlite::{Connection, Row, Transaction, params, params_from_iter};
 
 use super::model::{
     DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
-    PersonHistory, PersonMerge, ReadOutcome, ReconcileCommit, RecordKey, RunRow, TransitionRow,
-    UnifiedRow, WritesDone,
+    PersonHistory, PersonMerge, ReadOutcome, ReconcileCommit, RecordKey, RunRow, StoredProperties,
+    TransitionRow, UnifiedRow, WritesDone,
 };
 use super::{StoreError, parse_sql_time, sql_time};
 use crate::record::System;
@@ -1004,6 +1004,15 @@ fn json_object(
         .map_err(|error| conversion_error(index, format!("not a JSON object: {error}")))
 }
 
+/// A stored JSON object's text, checked but not parsed (see [`StoredProperties`]).
+fn stored_properties(row: &Row<'_>, index: usize) -> rusqlite::Result<StoredProperties> {
+    match row.get::<_, Option<String>>(index)? {
+        None => Ok(StoredProperties::default()),
+        Some(text) => StoredProperties::from_json(text)
+            .map_err(|error| conversion_error(index, format!("not a JSON object: {error}"))),
+    }
+}
+
 fn member_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {
     Ok(MemberRow {
         key: RecordKey::new(
@@ -1012,7 +1021,7 @@ fn member_row(row: &Row<'_>) -> rusqlite::Result<MemberRow> {
             row.get::<_, String>(2)?,
         ),
         modified_at: time_column(row, 3)?,
-        properties: json_object(row, 4)?,
+        properties: stored_properties(row, 4)?,
         email: row.get(5)?,
         stage: row.get(6)?,
         raw_stage: row.get(7)?,
