@@ -18,6 +18,7 @@ use super::catalog;
 use super::objects::{ObjectView, Selection, object_name, unknown_object_type};
 use super::{HubspotShared, admit_search, error_response, json_response, parse_body};
 use crate::emulator::data::EmulatedRecord;
+use crate::emulator::properties::interned_text;
 
 /// Largest search page.
 pub const MAX_SEARCH_PAGE: usize = 200;
@@ -39,10 +40,37 @@ pub fn routes(shared: Arc<HubspotShared>) -> Router {
 #[derive(Debug)]
 struct Filter {
     property: String,
+    /// The property's name as records store it; `None` when no record has the property.
+    stored_name: Option<Arc<str>>,
     operator: String,
-    value: Option<String>,
-    high_value: Option<String>,
-    values: Vec<String>,
+    value: Option<Comparand>,
+    high_value: Option<Comparand>,
+    values: Vec<Comparand>,
+}
+
+/// A filter's value, read once per search as an instant, a number and lowercase text — not
+/// again for every record it is compared with.
+#[derive(Debug, Clone)]
+struct Comparand {
+    text: String,
+    lowered: String,
+    instant: Option<Timestamp>,
+    number: Option<f64>,
+    /// Written as ISO text with a time (epoch milliseconds compare as instants only with such
+    /// a value).
+    has_time: bool,
+}
+
+impl Comparand {
+    fn of(text: String) -> Self {
+        Self {
+            lowered: text.to_lowercase(),
+            instant: as_instant(&text),
+            number: text.parse::<f64>().ok(),
+            has_time: text.contains('T'),
+            text,
+        }
+    }
 }
 
 /// The text of a JSON scalar (clients send numbers and strings interchangeably).
@@ -80,39 +108,95 @@ fn parse_filter(value: &Value) -> Result<Filter, String> {
         return Err(format!("Unsupported filter operator {operator}"));
     }
     Ok(Filter {
+        stored_name: interned_text(&property),
         property,
         operator,
-        value: scalar(&value["value"]),
-        high_value: scalar(&value["highValue"]),
+        value: scalar(&value["value"]).map(Comparand::of),
+        high_value: scalar(&value["highValue"]).map(Comparand::of),
         values: value["values"]
             .as_array()
-            .map(|values| values.iter().filter_map(scalar).collect())
+            .map(|values| {
+                values
+                    .iter()
+                    .filter_map(scalar)
+                    .map(Comparand::of)
+                    .collect()
+            })
             .unwrap_or_default(),
     })
 }
 
 /// Dates compare as instants whether written as epoch milliseconds or ISO text.
 fn as_instant(text: &str) -> Option<Timestamp> {
-    text.parse::<i64>()
-        .ok()
-        .and_then(|millis| Timestamp::from_millisecond(millis).ok())
+    utc_instant(text)
+        .or_else(|| {
+            text.parse::<i64>()
+                .ok()
+                .and_then(|millis| Timestamp::from_millisecond(millis).ok())
+        })
         .or_else(|| text.parse::<Timestamp>().ok())
+}
+
+/// The instant of the form the emulator itself writes (`2024-05-01T12:30:00.123Z`: UTC,
+/// seconds, an optional fraction), read directly: a search reads one in every record, and
+/// the general parser is most of a search's time. Other forms give `None`.
+fn utc_instant(text: &str) -> Option<Timestamp> {
+    let bytes = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = bytes.get(range)?;
+        digits.iter().try_fold(0_i64, |value, &byte| {
+            byte.is_ascii_digit()
+                .then(|| value * 10 + i64::from(byte - b'0'))
+        })
+    };
+    let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if bytes.last() != Some(&b'Z')
+        || punctuation
+            .iter()
+            .any(|&(at, byte)| bytes.get(at) != Some(&byte))
+    {
+        return None;
+    }
+    let nanos = match &bytes[19..bytes.len() - 1] {
+        [] => 0,
+        [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+            number(20..bytes.len() - 1)? * 10_i64.pow(9 - fraction.len() as u32)
+        }
+        _ => return None,
+    };
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let date = jiff::civil::Date::new(
+        i16::try_from(number(0..4)?).ok()?,
+        i8::try_from(number(5..7)?).ok()?,
+        i8::try_from(number(8..10)?).ok()?,
+    )
+    .ok()?;
+    let days = i64::from(date.since(jiff::civil::date(1970, 1, 1)).ok()?.get_days());
+    Timestamp::new(
+        days * 86_400 + hour * 3_600 + minute * 60 + second,
+        i32::try_from(nanos).ok()?,
+    )
+    .ok()
 }
 
 /// Compares a record's value with a filter value: as instants, as numbers, else as text
 /// ignoring case.
-fn compare(record_value: &str, filter_value: &str) -> Ordering {
-    if let (Some(a), Some(b)) = (as_instant(record_value), as_instant(filter_value))
-        && (record_value.contains('T') || filter_value.contains('T'))
+fn compare(record_value: &str, filter_value: &Comparand) -> Ordering {
+    if let Some(b) = filter_value.instant
+        && (filter_value.has_time || record_value.contains('T'))
+        && let Some(a) = as_instant(record_value)
     {
         return a.cmp(&b);
     }
-    if let (Ok(a), Ok(b)) = (record_value.parse::<f64>(), filter_value.parse::<f64>()) {
+    if let Some(b) = filter_value.number
+        && let Ok(a) = record_value.parse::<f64>()
+    {
         return a.partial_cmp(&b).unwrap_or(Ordering::Equal);
     }
-    record_value
-        .to_lowercase()
-        .cmp(&filter_value.to_lowercase())
+    record_value.to_lowercase().cmp(&filter_value.lowered)
 }
 
 /// How a sort property's values are ordered: by the property's type, as HubSpot orders them.
@@ -179,28 +263,29 @@ impl SortValue {
 /// properties (exact, for every operator) and `IN`/`NOT_IN` on text, which compare the
 /// lowercased value with the values as sent (HubSpot asks for lowercase values there).
 fn matches(record: &EmulatedRecord, filter: &Filter, enumeration: bool) -> bool {
-    let value = record
-        .properties
-        .text(&filter.property)
+    let value = filter
+        .stored_name
+        .as_ref()
+        .and_then(|name| record.properties.text_by_interned(name))
         .filter(|value| !value.is_empty());
-    let compare = |left: &str, right: &str| {
+    let compare = |left: &str, right: &Comparand| {
         if enumeration {
-            left.cmp(right)
+            left.cmp(&right.text)
         } else {
             compare(left, right)
         }
     };
-    let against = |wanted: &Option<String>, test: fn(Ordering) -> bool| match (value, wanted) {
+    let against = |wanted: &Option<Comparand>, test: fn(Ordering) -> bool| match (value, wanted) {
         (Some(value), Some(wanted)) => test(compare(value, wanted)),
         _ => false,
     };
     let listed = |value: &str| {
         if enumeration {
-            filter.values.iter().any(|v| v == value)
+            filter.values.iter().any(|v| v.text == value)
         } else {
             let lowered = value.to_lowercase();
             filter.values.iter().any(|v| {
-                *v == lowered || compare(value, v) == Ordering::Equal && v.parse::<f64>().is_ok()
+                v.text == lowered || v.number.is_some() && compare(value, v) == Ordering::Equal
             })
         }
     };
@@ -220,7 +305,11 @@ fn matches(record: &EmulatedRecord, filter: &Filter, enumeration: bool) -> bool 
         "HAS_PROPERTY" => value.is_some(),
         "NOT_HAS_PROPERTY" => value.is_none(),
         "CONTAINS_TOKEN" | "NOT_CONTAINS_TOKEN" => {
-            let token = filter.value.as_deref().unwrap_or_default().to_lowercase();
+            let token = filter
+                .value
+                .as_ref()
+                .map(|value| value.lowered.clone())
+                .unwrap_or_default();
             let token = token.trim_matches('*');
             let contains = value.is_some_and(|value| {
                 value
@@ -434,13 +523,14 @@ fn search_inner(
     // Each record's sort value is read once, not at every comparison; only the records up
     // to the end of the requested page are put in order.
     type Keyed<'r> = (SortValue, (u64, &'r str), &'r EmulatedRecord);
+    let sort_name = interned_text(&sort_property);
     let mut keyed: Vec<Keyed<'_>> = found
         .into_iter()
         .map(|record| {
-            let value = SortValue::of(
-                sort_kind,
-                record.properties.text(&sort_property).unwrap_or_default(),
-            );
+            let text = sort_name
+                .as_ref()
+                .and_then(|name| record.properties.text_by_interned(name));
+            let value = SortValue::of(sort_kind, text.unwrap_or_default());
             (value, tie_rank(&record.id), record)
         })
         .collect();
@@ -477,6 +567,82 @@ fn search_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_instants_read_as_the_general_parser_reads_them() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut texts: Vec<String> = [
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999Z",
+            "2024-02-29T12:00:00.5Z",
+            "2023-02-29T12:00:00Z",
+            "2024-04-31T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T23:60:00Z",
+            "2024-01-01T23:59:60Z",
+            "2024-01-01T10:00:00.123456789Z",
+            "2024-01-01T10:00:00.1234567890Z",
+            "2024-01-01T10:00:00.Z",
+            "2024-01-01T10:00:00+00:00",
+            "2024-01-01 10:00:00Z",
+            "2024-1-01T10:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "",
+            "Z",
+        ]
+        .iter()
+        .map(|text| text.to_string())
+        .collect();
+        for _ in 0..20_000 {
+            let at = Timestamp::from_second((next() % 8_000_000_000) as i64 - 2_000_000_000)
+                .unwrap_or(Timestamp::UNIX_EPOCH);
+            let text = match next() % 3 {
+                0 => format!("{}", at.strftime("%Y-%m-%dT%H:%M:%SZ")),
+                1 => format!("{}", at.strftime("%Y-%m-%dT%H:%M:%S.%3fZ")),
+                _ => format!("{}", at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")),
+            };
+            texts.push(text);
+        }
+        // Whatever it reads, it reads as the general parser does; the rest it leaves to it.
+        let mut read = 0;
+        for text in &texts {
+            if let Some(at) = utc_instant(text) {
+                read += 1;
+                assert_eq!(Some(at), text.parse::<Timestamp>().ok(), "{text}");
+            }
+        }
+        // Every instant the emulator writes is read directly (the edge cases above that are
+        // real instants too).
+        assert_eq!(read, 20_000 + 5, "instants read directly");
+        for text in [
+            "2023-02-29T12:00:00Z",
+            "2024-01-01T23:59:60Z",
+            "2024-01-01T10:00:00+00:00",
+        ] {
+            assert_eq!(utc_instant(text), None, "{text}");
+        }
+        for text in [
+            "2024-01-01T23:59:60Z",
+            "2024-01-01T10:00:00+00:00",
+            "1712000000000",
+        ] {
+            assert_eq!(
+                as_instant(text),
+                text.parse::<Timestamp>()
+                    .ok()
+                    .or_else(|| { Timestamp::from_millisecond(text.parse().ok()?).ok() }),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn sort_values_are_a_total_order_by_the_property_type() {
