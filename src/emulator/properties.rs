@@ -15,9 +15,6 @@ fn interned() -> &'static Mutex<FxHashSet<Arc<str>>> {
     TEXTS.get_or_init(Default::default)
 }
 
-/// The shared copy of `text`. Use it for names and for values many records repeat (picklist
-/// values, owner ids, company names); unique values (emails, ids, timestamps) are better kept
-/// as their own copy, since the shared set keeps every text it ever saw.
 /// The stored copy of `text`, if some record or value holds it.
 pub fn interned_text(text: &str) -> Option<Arc<str>> {
     interned()
@@ -27,6 +24,9 @@ pub fn interned_text(text: &str) -> Option<Arc<str>> {
         .cloned()
 }
 
+/// The shared copy of `text`. Use it for names and for values many records repeat (picklist
+/// values, owner ids, company names); unique values (emails, ids, timestamps) are better kept
+/// as their own copy, since the shared set keeps every text it ever saw.
 pub fn shared_text(text: &str) -> Arc<str> {
     let mut texts = interned()
         .lock()
