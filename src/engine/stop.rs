@@ -1,6 +1,7 @@
 //! A request to end a run early (SIGTERM, a lost lease): the run finishes what it holds —
 //! the page it is storing with its checkpoint, the reconcile chunk it is committing, the
-//! write round it has sent — and starts nothing new, so the next run resumes where it left.
+//! write round it has sent (given a few seconds: see [`StopRequest::finish_within`]) — and
+//! starts nothing new, so the next run resumes where it left.
 
 use tokio::sync::watch;
 
@@ -73,11 +74,61 @@ impl StopRequest {
             }
         }
     }
+
+    /// Runs `work` to its end — or, once a stop is asked for, for at most `grace` more, and
+    /// then gives `None` (the work is dropped where it waits).
+    pub async fn finish_within<T>(
+        &self,
+        grace: std::time::Duration,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::select! {
+            output = work => Some(output),
+            () = async {
+                self.requested().await;
+                tokio::time::sleep(grace).await;
+            } => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn work_is_given_its_grace_after_a_stop_and_then_dropped() {
+        let grace = std::time::Duration::from_millis(300);
+        let stop = StopRequest::default();
+        // Work that ends by itself ends as usual, stop or not.
+        assert_eq!(stop.finish_within(grace, async { 7 }).await, Some(7));
+        let started = std::time::Instant::now();
+        let stopper = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                stop.request("SIGTERM");
+            }
+        });
+        let never = stop
+            .finish_within(grace, std::future::pending::<()>())
+            .await;
+        assert_eq!(never, None);
+        let waited = started.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_millis(500),
+            "dropped {waited:?} after it began: before the stop and its grace"
+        );
+        stopper.await.expect("the stopper ends");
+        // Work that finishes within the grace after a stop is kept.
+        let kept = stop
+            .finish_within(grace, async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                "answered"
+            })
+            .await;
+        assert_eq!(kept, Some("answered"));
+    }
 
     #[tokio::test]
     async fn a_request_wakes_every_waiter_and_the_first_reason_stands() {

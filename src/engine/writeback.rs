@@ -26,6 +26,12 @@ use crate::store::model::{DeadLetterRow, LedgerRow, PendingWrite, RecordKey, Wri
 
 /// Queued writes sent per round (the writers batch them further: 100 or 200 a request).
 const ROUND: usize = 1_000;
+/// How long a round already sent may go on once a stop is asked for. A round normally takes
+/// well under a second; one the CRM keeps throttling could take minutes, past a container's
+/// grace period. A round dropped here loses nothing: its values are in the ledger already (so
+/// a write that did land is known as crmsync's own) and its writes stay queued for the next
+/// run, which sends the same values again.
+const ROUND_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a write-back needs.
 pub(super) struct Context<'a> {
@@ -34,7 +40,8 @@ pub(super) struct Context<'a> {
     pub warehouse: &'a Warehouse,
     pub hubspot: Option<&'a HubspotClient>,
     pub salesforce: Option<&'a SalesforceClient>,
-    /// Checked between rounds: a requested stop ends the write-back after the round out.
+    /// Checked between rounds: a requested stop ends the write-back after the round out
+    /// (given [`ROUND_STOP_GRACE`] to answer).
     pub stop: &'a super::stop::StopRequest,
 }
 
@@ -353,7 +360,15 @@ where
             ..Default::default()
         };
         warehouse.commit_writes(run_id, intents).await?;
-        let mut outcome = send(batch).await;
+        let Some(mut outcome) = stop.finish_within(ROUND_STOP_GRACE, send(batch)).await else {
+            tracing::warn!(
+                %system,
+                object,
+                "a write round still unanswered {} s after the stop was asked for was dropped; its writes stay queued",
+                ROUND_STOP_GRACE.as_secs()
+            );
+            return Ok(());
+        };
         if !batches.settles_queue() {
             outcome.done.settled.clear();
         }
@@ -578,4 +593,109 @@ fn stop_salesforce(sink: &mut Sink<'_>, object: &str, error: &SalesforceError) {
         message: format!("Salesforce write-back to {object}: {error}"),
         resumable: budget,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::ReconcileCommit;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_round_the_crm_never_answers_is_dropped_after_a_stop_and_its_writes_stay_queued() {
+        let mapper = crate::mapping::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings"),
+        )
+        .expect("the shipped mappings load");
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let store = crate::store::SqliteStore::open(
+            &directory.path().join("warehouse.db"),
+            mapper.vocabulary(),
+        )
+        .expect("the warehouse opens");
+        let warehouse = Warehouse::sqlite(store, super::super::stage_ids(&mapper));
+        let run_id = warehouse
+            .begin_run(
+                jiff::Timestamp::now(),
+                "test".into(),
+                jiff::SignedDuration::from_secs(60),
+            )
+            .await
+            .expect("a run begins");
+        let key = RecordKey::new(System::Hubspot, "contacts", "101");
+        let queued = ReconcileCommit {
+            writes: vec![PendingWrite {
+                key: key.clone(),
+                unified_id: "p-1".into(),
+                changes: r#"{"lifecyclestage":{"value":"lead","rule":"test"}}"#.into(),
+                current: r#"{"lifecyclestage":"subscriber"}"#.into(),
+                allow_regression: false,
+            }],
+            ..ReconcileCommit::default()
+        };
+        warehouse
+            .stage_reconcile(run_id, jiff::Timestamp::now(), queued)
+            .await
+            .expect("the write is queued");
+        warehouse.commit_staged().await.expect("and committed");
+
+        let stop = super::super::stop::StopRequest::default();
+        let progress = super::super::progress::Silent;
+        let mut sink = Sink::new(&progress);
+        let stopper = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                stop.request("SIGTERM received");
+            }
+        });
+        let started = std::time::Instant::now();
+        // A CRM that takes the round and never answers (as one that keeps throttling it).
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            write_rounds(
+                &warehouse,
+                &stop,
+                System::Hubspot,
+                "contacts",
+                Batches::Queue {
+                    after: None,
+                    unreadable: Vec::new(),
+                },
+                run_id,
+                &mut sink,
+                |_round| std::future::pending::<RoundOutcome>(),
+            ),
+        )
+        .await
+        .expect("the write-back ends once the stop's grace is over")
+        .expect("without an error");
+        let waited = started.elapsed();
+        assert!(
+            waited >= ROUND_STOP_GRACE,
+            "the round was dropped after {waited:?}, before its grace"
+        );
+        stopper.await.expect("the stopper ends");
+        assert_eq!(sink.written, 0);
+        let still_queued = warehouse
+            .pending_writes(System::Hubspot, "contacts".into(), None, 10)
+            .await
+            .expect("the queue reads");
+        assert_eq!(
+            still_queued
+                .iter()
+                .map(|write| &write.key)
+                .collect::<Vec<_>>(),
+            vec![&key],
+            "the dropped round's write stays queued for the next run"
+        );
+        let ledger = warehouse.ledger(vec![key]).await.expect("the ledger reads");
+        assert_eq!(
+            ledger
+                .iter()
+                .map(|row| row.field.as_str())
+                .collect::<Vec<_>>(),
+            vec!["lifecyclestage"],
+            "the value was in the ledger before the round was sent"
+        );
+    }
 }
