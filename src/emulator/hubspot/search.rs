@@ -150,7 +150,8 @@ fn utc_instant(text: &str) -> Option<Timestamp> {
         })
     };
     let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
-    if bytes.last() != Some(&b'Z')
+    if bytes.len() < 20
+        || bytes.last() != Some(&b'Z')
         || punctuation
             .iter()
             .any(|&(at, byte)| bytes.get(at) != Some(&byte))
@@ -601,6 +602,12 @@ mod tests {
         .iter()
         .map(|text| text.to_string())
         .collect();
+        // Every shortened form of an instant, with and without its closing `Z`.
+        let whole = "2024-01-01T10:00:00.123Z";
+        for end in 0..whole.len() {
+            texts.push(whole[..end].to_string());
+            texts.push(format!("{}Z", &whole[..end]));
+        }
         for _ in 0..20_000 {
             let at = Timestamp::from_second((next() % 8_000_000_000) as i64 - 2_000_000_000)
                 .unwrap_or(Timestamp::UNIX_EPOCH);
@@ -619,9 +626,10 @@ mod tests {
                 assert_eq!(Some(at), text.parse::<Timestamp>().ok(), "{text}");
             }
         }
-        // Every instant the emulator writes is read directly (the edge cases above that are
-        // real instants too).
-        assert_eq!(read, 20_000 + 5, "instants read directly");
+        // Every instant the emulator writes is read directly (the five edge cases above that
+        // are real instants too, and four of the shortened forms: no fraction, or one of one
+        // to three digits).
+        assert_eq!(read, 20_000 + 5 + 4, "instants read directly");
         for text in [
             "2023-02-29T12:00:00Z",
             "2024-01-01T23:59:60Z",
