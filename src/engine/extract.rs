@@ -4,7 +4,7 @@
 //! them, so a process killed at any moment re-reads at most the pages after the last stored
 //! ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -55,6 +55,7 @@ where
 {
     let mut outcome = StreamOutcome::default();
     let mut page = PageWrite::default();
+    let mut in_page = HashSet::new();
     let mut last_store = std::time::Instant::now();
     while let Some(event) = events.recv().await {
         match event {
@@ -65,15 +66,15 @@ where
                 // streams go on meanwhile.
                 let worker_mapper = Arc::clone(mapper);
                 let normalized = tokio::task::spawn_blocking(move || {
-                    let mut part = PageWrite::default();
                     let mut rejected_values = 0;
-                    for record in records {
-                        normalize_into(&worker_mapper, record, &mut part, &mut rejected_values);
-                    }
-                    (part, rejected_values)
+                    let mapped: Vec<Mapped> = records
+                        .into_iter()
+                        .map(|record| normalize(&worker_mapper, record, &mut rejected_values))
+                        .collect();
+                    (mapped, rejected_values)
                 })
                 .await;
-                let (part, rejected_values) = match normalized {
+                let (mapped, rejected_values) = match normalized {
                     Ok(normalized) => normalized,
                     Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
                     Err(error) => {
@@ -83,11 +84,11 @@ where
                         });
                     }
                 };
-                page.records.extend(part.records);
-                page.dead_letters.extend(part.dead_letters);
+                add_read(&mut page, &mut in_page, mapped);
                 outcome.rejected_values += rejected_values;
                 if page.records.len() >= FLUSH_RECORDS {
                     store(stream, run_id, warehouse, &mut page, &mut outcome).await?;
+                    in_page.clear();
                     last_store = std::time::Instant::now();
                 }
             }
@@ -100,6 +101,7 @@ where
                 page.checkpoint = Some(to_cursor(point).to_json());
                 if page.records.len() >= FLUSH_RECORDS || last_store.elapsed() >= FLUSH_AFTER {
                     store(stream, run_id, warehouse, &mut page, &mut outcome).await?;
+                    in_page.clear();
                     last_store = std::time::Instant::now();
                 }
             }
@@ -127,13 +129,18 @@ pub(super) async fn store(
     {
         return Ok(());
     }
-    let mut full = std::mem::take(page);
-    // A record read twice before a store (Bulk results, a redirect) is stored once, as last read.
-    let mut seen = std::collections::HashSet::new();
-    full.records.reverse();
-    full.records
-        .retain(|record| seen.insert(record.key.clone()));
-    full.records.reverse();
+    let full = std::mem::take(page);
+    // Each record is in the page once, as last read (see [`add_read`]); a statement that
+    // touched one row twice would fail on PostgreSQL.
+    debug_assert_eq!(
+        full.records
+            .iter()
+            .map(|record| &record.key)
+            .collect::<HashSet<_>>()
+            .len(),
+        full.records.len(),
+        "a page holds a record twice"
+    );
     let stored = warehouse
         .store_page(run_id, stream.system, stream.object.clone(), full)
         .await?;
@@ -142,25 +149,50 @@ pub(super) async fn store(
     Ok(())
 }
 
-/// Maps one record and adds it (and any dead letter it earns) to the page; counts a stage
-/// value the mapping rejects in `rejected_values`.
-fn normalize_into(
-    mapper: &Mapper,
-    record: SourceRecord,
-    page: &mut PageWrite,
-    rejected_values: &mut u64,
-) {
+/// One record as mapped: what to store of it (nothing when it could not be mapped at all) and
+/// the dead letters it earned.
+#[derive(Debug)]
+struct Mapped {
+    key: RecordKey,
+    record: Option<StoredRecord>,
+    dead_letters: Vec<DeadLetterRow>,
+}
+
+/// Adds records, in the order they were read, to the page. A record read again before the
+/// page is stored (Bulk results, a record changed while a search pages) replaces all its
+/// earlier read left in the page — the version to store and the dead letters alike — so the
+/// page holds each record as last read: never an older version because the last read could
+/// not be mapped, nor an older version's dead letters.
+fn add_read(page: &mut PageWrite, in_page: &mut HashSet<RecordKey>, mapped: Vec<Mapped>) {
+    for read in mapped {
+        if !in_page.insert(read.key.clone()) {
+            page.records.retain(|record| record.key != read.key);
+            page.dead_letters.retain(|letter| letter.key != read.key);
+        }
+        page.records.extend(read.record);
+        page.dead_letters.extend(read.dead_letters);
+    }
+}
+
+/// Maps one record: what to store and the dead letters it earns; counts a stage value the
+/// mapping rejects in `rejected_values`.
+fn normalize(mapper: &Mapper, record: SourceRecord, rejected_values: &mut u64) -> Mapped {
     let key = RecordKey::new(record.system, record.object.clone(), record.id.clone());
     let properties = sorted_json(&record);
+    let mut dead_letters = Vec::new();
     let normalized = match mapper.normalize(&record) {
         Ok(normalized) => normalized,
         Err(error) => {
-            page.dead_letters.push(DeadLetterRow {
-                key,
+            dead_letters.push(DeadLetterRow {
+                key: key.clone(),
                 reason: error.to_string(),
                 payload: Some(properties),
             });
-            return;
+            return Mapped {
+                key,
+                record: None,
+                dead_letters,
+            };
         }
     };
     let vocabulary = mapper.vocabulary();
@@ -184,7 +216,7 @@ fn normalize_into(
             Some(format!("{} (unknown value, stage kept)", unknown.rule)),
         ),
         StageOutcome::Quarantined { unknown } | StageOutcome::Rejected { unknown } => {
-            page.dead_letters.push(DeadLetterRow {
+            dead_letters.push(DeadLetterRow {
                 key: key.clone(),
                 reason: format!(
                     "{} = {:?} is not mapped by rule \"{}\" — add it to the mapping (run `crmsync discover` to list unmapped values); the record is stored without a stage",
@@ -200,7 +232,7 @@ fn normalize_into(
         StageOutcome::NoStage => (None, None, None),
     };
     for problem in &normalized.field_problems {
-        page.dead_letters.push(DeadLetterRow {
+        dead_letters.push(DeadLetterRow {
             key: key.clone(),
             reason: format!(
                 "field {}: {} — the record is used with the field empty",
@@ -226,17 +258,21 @@ fn normalize_into(
         stage_rule.as_deref().unwrap_or(""),
         &fields,
     ]);
-    page.records.push(StoredRecord {
+    Mapped {
+        record: Some(StoredRecord {
+            key: key.clone(),
+            modified_at: record.modified_at,
+            properties,
+            content_hash,
+            email,
+            stage,
+            raw_stage,
+            stage_rule,
+            fields,
+        }),
         key,
-        modified_at: record.modified_at,
-        properties,
-        content_hash,
-        email,
-        stage,
-        raw_stage,
-        stage_rule,
-        fields,
-    });
+        dead_letters,
+    }
 }
 
 /// A canonical field value as JSON.
@@ -280,4 +316,82 @@ pub fn content_hash(parts: &[&str]) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(id: &str, version: Option<&str>, letters: &[&str]) -> Mapped {
+        let key = RecordKey::new(System::Salesforce, "Lead", id);
+        Mapped {
+            record: version.map(|version| StoredRecord {
+                key: key.clone(),
+                modified_at: jiff::Timestamp::UNIX_EPOCH,
+                properties: format!(r#"{{"Status":"{version}"}}"#),
+                content_hash: version.to_string(),
+                email: None,
+                stage: None,
+                raw_stage: None,
+                stage_rule: None,
+                fields: "{}".into(),
+            }),
+            dead_letters: letters
+                .iter()
+                .map(|reason| DeadLetterRow {
+                    key: key.clone(),
+                    reason: reason.to_string(),
+                    payload: None,
+                })
+                .collect(),
+            key,
+        }
+    }
+
+    #[test]
+    fn a_record_read_again_before_the_store_is_kept_as_last_read() {
+        let mut page = PageWrite::default();
+        let mut in_page = HashSet::new();
+        add_read(
+            &mut page,
+            &mut in_page,
+            vec![
+                read("A", Some("v1"), &["A v1: field email unreadable"]),
+                read("B", Some("v1"), &[]),
+                read("C", Some("v1"), &["C v1: status unmapped"]),
+            ],
+        );
+        add_read(
+            &mut page,
+            &mut in_page,
+            vec![
+                // Read again, now clean: the earlier version's dead letter goes too.
+                read("A", Some("v2"), &[]),
+                // Read again and now unmappable: its older version is not stored as current.
+                read("B", None, &["B v2: could not be mapped"]),
+                read("D", Some("v1"), &[]),
+                // Twice within one page of the API as well.
+                read("D", Some("v2"), &["D v2: field phone unreadable"]),
+            ],
+        );
+        let records: Vec<(&str, &str)> = page
+            .records
+            .iter()
+            .map(|record| (record.key.id.as_str(), record.content_hash.as_str()))
+            .collect();
+        assert_eq!(records, vec![("C", "v1"), ("A", "v2"), ("D", "v2")]);
+        let letters: Vec<&str> = page
+            .dead_letters
+            .iter()
+            .map(|letter| letter.reason.as_str())
+            .collect();
+        assert_eq!(
+            letters,
+            vec![
+                "C v1: status unmapped",
+                "B v2: could not be mapped",
+                "D v2: field phone unreadable"
+            ]
+        );
+    }
 }
