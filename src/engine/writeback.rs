@@ -28,9 +28,12 @@ use crate::store::model::{DeadLetterRow, LedgerRow, PendingWrite, RecordKey, Wri
 const ROUND: usize = 1_000;
 /// How long a round already sent may go on once a stop is asked for. A round normally takes
 /// well under a second; one the CRM keeps throttling could take minutes, past a container's
-/// grace period. A round dropped here loses nothing: its values are in the ledger already (so
-/// a write that did land is known as crmsync's own) and its writes stay queued for the next
-/// run, which sends the same values again.
+/// grace period (`[schedule] stop_grace`, 25 s by default, should stay above this). A dropped
+/// round's values are in the ledger already (so a write that did land is known as crmsync's
+/// own), and queued writes stay queued for the next run, which sends the same values again; a
+/// saved plan's writes count as not sent. What landed of it is not counted as written, and a
+/// HubSpot lifecycle move-back cut between its clearing and its setting leaves the stage
+/// empty until the next run.
 const ROUND_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a write-back needs.
@@ -364,7 +367,7 @@ where
             tracing::warn!(
                 %system,
                 object,
-                "a write round still unanswered {} s after the stop was asked for was dropped; its writes stay queued",
+                "a write round still unanswered {} s after the stop was asked for was dropped; its writes are not confirmed (queued ones stay queued)",
                 ROUND_STOP_GRACE.as_secs()
             );
             return Ok(());

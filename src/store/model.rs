@@ -80,8 +80,8 @@ pub struct PageStored {
     pub dead_letters: usize,
 }
 
-/// A stored record's native properties: the stored JSON object's text, checked when read
-/// and parsed when a property is first looked up — so reading rows back leaves the parsing
+/// A stored record's native properties: the stored JSON object's text, checked for an
+/// object's shape when read and parsed when a property is first looked up — so reading rows back leaves the parsing
 /// to the engine, which does it while the store commits, rather than to the store's thread.
 #[derive(Clone)]
 pub struct StoredProperties {
@@ -105,9 +105,15 @@ impl StoredProperties {
     }
 
     fn parsed(&self) -> &Map<String, Value> {
-        // The text was checked to be a JSON object when it was read.
-        self.parsed
-            .get_or_init(|| serde_json::from_str(&self.text).unwrap_or_default())
+        self.parsed.get_or_init(|| {
+            // The text was checked to be a JSON object when it was read; the check does not
+            // read string escapes or number ranges, so a damaged cell (a lone surrogate, a
+            // number past f64, nesting past 128 levels — nothing crmsync writes) fails here.
+            serde_json::from_str(&self.text).unwrap_or_else(|error| {
+                tracing::error!(%error, "a stored record's properties are damaged JSON; they count as empty");
+                Map::new()
+            })
+        })
     }
 }
 
