@@ -482,9 +482,11 @@ fn classify(
             headers,
             body,
         };
-        // A JSON body cut short on the way: ask again.
+        // A JSON body cut short on the way: ask again. Checked without building it (the
+        // caller parses it into what it needs).
         if accept.contains("json")
-            && let Err(error) = answer.json()
+            && !answer.body.iter().all(u8::is_ascii_whitespace)
+            && let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&answer.body)
         {
             return Verdict::Retry(format!("the answer was not complete JSON ({error})"));
         }
@@ -566,6 +568,32 @@ mod tests {
         assert_eq!((usage.used, usage.max), (25, 5000));
         assert!(parse_api_usage("per-app-api-usage=17/250").is_none());
         assert!(parse_api_usage("api-usage=lots").is_none());
+    }
+
+    #[test]
+    fn a_json_answer_cut_short_is_asked_again_and_other_answers_pass() {
+        let verdict = |body: &[u8], accept: &str| {
+            classify(
+                StatusCode::OK,
+                HeaderMap::new(),
+                body.to_vec(),
+                accept,
+                "/services/data/{version}/query",
+            )
+        };
+        let json = "application/json";
+        match verdict(br#"{"records":[{"Id":""#, json) {
+            Verdict::Retry(reason) => assert!(reason.contains("not complete JSON"), "{reason}"),
+            _ => panic!("a cut-short JSON answer is asked again"),
+        }
+        for body in [&br#"{"records":[],"done":true}"#[..], b"", b" \n"] {
+            assert!(matches!(verdict(body, json), Verdict::Done(_)), "{body:?}");
+        }
+        // CSV (Bulk API results) is not JSON and passes as it is.
+        assert!(matches!(
+            verdict(b"\"Id\"\n\"00Q1\"", "text/csv"),
+            Verdict::Done(_)
+        ));
     }
 
     #[test]
