@@ -154,3 +154,42 @@ fn the_readme_documents_every_variable_and_no_other() {
     known.sort();
     assert_eq!(documented, known);
 }
+
+#[test]
+fn postgres_tls_parameters_are_checked_and_a_relative_root_file_is_the_configs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("ca.pem"), "no certificate here\n").expect("writes");
+    let parse_in = |url: &str| {
+        let source = SourceFile::new("crmsync.toml", FILE.to_string());
+        let (config, diagnostics) = config::parse(
+            Some(&source),
+            dir.path(),
+            &EnvVars::from_pairs([("CRMSYNC_WAREHOUSE_URL", url)]),
+        );
+        let problems: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        (config, problems)
+    };
+    let (_, problems) = parse_in("postgres://crmsync@db:5432/w?sslmode=verify-full");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("env CRMSYNC_WAREHOUSE_URL:")
+            && problems[0].contains("add sslrootcert=PATH"),
+        "{problems:?}"
+    );
+    let (_, problems) = parse_in("postgres://crmsync@db:5432/w?sslmode=allow");
+    assert!(
+        problems[0].contains("sslmode=\"allow\" is not supported"),
+        "{problems:?}"
+    );
+    // The root file is read at check time, from the configuration's directory.
+    let (config, problems) =
+        parse_in("postgres://crmsync@db:5432/w?sslmode=verify-full&sslrootcert=ca.pem");
+    assert!(problems[0].contains("no certificate in it"), "{problems:?}");
+    let expected = format!(
+        "postgres://crmsync@db:5432/w?sslmode=verify-full&sslrootcert={}",
+        dir.path().join("ca.pem").display()
+    );
+    assert_eq!(config.warehouse.url.value, WarehouseUrl::Postgres(expected));
+    let (_, problems) = parse_in("postgres://crmsync@db:5432/w?sslmode=require");
+    assert!(problems.is_empty(), "{problems:?}");
+}

@@ -813,8 +813,22 @@ impl<'e> Settings<'e> {
                     "remove the password from the URL and set password_env = \"NAME\" (or password_file)",
                 );
             }
-            // Keep the URL without its password, so nothing downstream can print it.
-            WarehouseUrl::Postgres(url_without_password(&url.value))
+            // Keep the URL without its password, so nothing downstream can print it; a
+            // relative sslrootcert is taken from the configuration's directory.
+            let kept = crate::store::postgres_tls::with_root_path_resolved(
+                &url_without_password(&url.value),
+                &self.base_dir,
+            );
+            let tls = crate::store::postgres_tls::TlsSettings::from_url(&kept)
+                .and_then(|(tls, _)| tls.check_roots());
+            if let Err(error) = tls {
+                self.report(
+                    url.location.clone(),
+                    format!("`warehouse.url`: {error}"),
+                    "see the README's PostgreSQL section for sslmode and sslrootcert",
+                );
+            }
+            WarehouseUrl::Postgres(kept)
         } else {
             self.report(
                 url.location.clone(),

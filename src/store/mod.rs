@@ -8,6 +8,7 @@
 pub mod migrations;
 pub mod model;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod sqlite;
 mod sqlite_ops;
 pub mod warehouse;
@@ -72,12 +73,17 @@ pub enum StoreError {
     },
     #[error("the warehouse worker stopped unexpectedly: {0}")]
     Worker(String),
-    #[error(
-        "cannot connect to the PostgreSQL warehouse {url}: {source} — check that the server runs, the URL (postgres://USER@HOST:PORT/DATABASE) and the password reference"
-    )]
+    #[error("cannot connect to the PostgreSQL warehouse {url}: {cause} — {hint}")]
     PostgresConnect {
         url: String,
-        source: tokio_postgres::Error,
+        /// The driver's error with its causes (a TLS handshake's names the certificate problem).
+        cause: String,
+        hint: &'static str,
+    },
+    #[error("the PostgreSQL warehouse {url}: {source}")]
+    PostgresTls {
+        url: String,
+        source: postgres_tls::PostgresTlsError,
     },
     #[error(
         "migration {version} ({name}) failed on {url}: {source} — the database was left at the previous version; fix the cause and run again"

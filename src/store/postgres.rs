@@ -7,7 +7,9 @@
 use jiff::Timestamp;
 use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Row, Transaction};
+use tokio_postgres::{Client, Row, Transaction};
+
+use super::postgres_tls::TlsSettings;
 
 use super::StoreError;
 use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names, timestamp_type};
@@ -134,23 +136,23 @@ impl PostgresStore {
     }
 
     async fn open(url: &str, password: Option<&secrecy::SecretString>) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|source| StoreError::PostgresConnect {
-                url: url.to_string(),
-                source,
-            })?;
+        let tls_failed = |source| StoreError::PostgresTls {
+            url: url.to_string(),
+            source,
+        };
+        let (tls, driver_url) = TlsSettings::from_url(url).map_err(tls_failed)?;
+        let connector = tls.connector().map_err(tls_failed)?;
+        let mut config: tokio_postgres::Config = driver_url
+            .parse()
+            .map_err(|source| connect_failed(url, &source))?;
         if let Some(password) = password {
             config.password(password.expose_secret());
         }
         config.application_name("crmsync");
-        let (client, connection) =
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|source| StoreError::PostgresConnect {
-                    url: url.to_string(),
-                    source,
-                })?;
+        let (client, connection) = config
+            .connect(connector)
+            .await
+            .map_err(|source| connect_failed(url, &source))?;
         let task_url = url.to_string();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -226,6 +228,19 @@ impl PostgresStore {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether the server sees this connection as encrypted (TLS).
+    pub async fn is_encrypted(&self) -> Result<bool, StoreError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_one(
+                "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), FALSE)",
+                &[],
+            )
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(row.get(0))
     }
 
     /// Takes the lease `name` for `holder` until `ttl` from now (the server's clock), unless
@@ -1377,4 +1392,24 @@ fn member_row(row: &Row, url: &str) -> Result<MemberRow, StoreError> {
         archived: row.get(12),
         version: row.get(13),
     })
+}
+
+/// A failed connection, with the driver error's causes and what to check.
+fn connect_failed(url: &str, error: &tokio_postgres::Error) -> StoreError {
+    let mut cause = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        cause.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    let hint = if cause.contains("TLS") || cause.contains("certificate") {
+        "check sslmode and sslrootcert in the URL (the server's certificate must chain to a root in sslrootcert, and verify-full also needs it issued for the host in the URL)"
+    } else {
+        "check that the server runs, the URL (postgres://USER@HOST:PORT/DATABASE) and the password reference"
+    };
+    StoreError::PostgresConnect {
+        url: url.to_string(),
+        cause,
+        hint,
+    }
 }

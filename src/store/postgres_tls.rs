@@ -1,0 +1,575 @@
+//! TLS to the PostgreSQL warehouse. Owns libpq's `sslmode` and `sslrootcert` URL parameters —
+//! tokio-postgres knows only `disable`, `prefer` and `require`, and no root certificates — and
+//! the rustls connector that gives each mode libpq's meaning:
+//!
+//! | `sslmode` | TLS | server certificate |
+//! |---|---|---|
+//! | `disable` | never | — |
+//! | `prefer` (default) | if the server offers it | not checked (as libpq) |
+//! | `require` | always | not checked; checked against `sslrootcert` like `verify-ca` when one is given (as libpq) |
+//! | `verify-ca` | always | chain to a root in `sslrootcert` |
+//! | `verify-full` | always | chain to a root in `sslrootcert`, and issued for the host connected to |
+//!
+//! `sslrootcert` is a PEM file of root certificates (a managed database's CA bundle), or
+//! `system` for the operating system's trusted roots, which implies `verify-full` (as libpq 16:
+//! anyone can get a publicly trusted certificate for a host they control, so weaker checks
+//! against public roots prove nothing).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// A problem with the TLS parameters of a PostgreSQL URL, or with setting up TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresTlsError {
+    #[error(
+        "sslmode={0:?} is not supported — use disable, prefer, require, verify-ca or verify-full"
+    )]
+    UnknownMode(String),
+    #[error(
+        "sslmode={0} checks the server's certificate but the URL names no root certificate — add sslrootcert=PATH (a PEM file, e.g. your database provider's CA bundle) or sslrootcert=system"
+    )]
+    NoRootCertificate(&'static str),
+    #[error(
+        "sslrootcert=system checks against publicly trusted roots, which only proves something together with the host name — use sslmode=verify-full (or leave sslmode out)"
+    )]
+    SystemRootsNeedFullCheck,
+    #[error(
+        "cannot read the root certificates in {path} (sslrootcert): {message} — give a PEM file with at least one CERTIFICATE block"
+    )]
+    RootCertificates { path: PathBuf, message: String },
+    #[error(
+        "{0} (a client certificate or revocation list) is not supported — remove it; crmsync authenticates with the password reference"
+    )]
+    Unsupported(String),
+    #[error("cannot set up TLS for the PostgreSQL connection: {0}")]
+    Setup(String),
+}
+
+/// How much transport security a connection must have (libpq's `sslmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<Self, PostgresTlsError> {
+        match value {
+            "disable" => Ok(Self::Disable),
+            "prefer" => Ok(Self::Prefer),
+            "require" => Ok(Self::Require),
+            "verify-ca" => Ok(Self::VerifyCa),
+            "verify-full" => Ok(Self::VerifyFull),
+            other => Err(PostgresTlsError::UnknownMode(other.to_string())),
+        }
+    }
+
+    /// The mode as tokio-postgres knows it: whether TLS is tried and whether it is a must.
+    fn negotiation(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require | Self::VerifyCa | Self::VerifyFull => "require",
+        }
+    }
+}
+
+/// Where the roots that server certificates are checked against come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCertificates {
+    /// No `sslrootcert`: certificates are not checked (`prefer`, `require`).
+    Unchecked,
+    /// `sslrootcert=system`.
+    System,
+    /// `sslrootcert=PATH`.
+    File(PathBuf),
+}
+
+/// The TLS settings of a PostgreSQL URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub mode: SslMode,
+    pub roots: RootCertificates,
+}
+
+impl TlsSettings {
+    /// Reads `sslmode` and `sslrootcert` from a `postgres://` URL and returns the settings
+    /// with the URL tokio-postgres is given: those parameters replaced by the `sslmode` it
+    /// knows.
+    pub fn from_url(url: &str) -> Result<(Self, String), PostgresTlsError> {
+        let (address, query) = match url.split_once('?') {
+            Some((address, query)) => (address, query),
+            None => (url, ""),
+        };
+        let mut mode = None;
+        let mut roots = RootCertificates::Unchecked;
+        let mut kept: Vec<&str> = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sslmode" => mode = Some(SslMode::parse(&percent_decoded(value))?),
+                "sslrootcert" => {
+                    let value = percent_decoded(value);
+                    roots = if value == "system" {
+                        RootCertificates::System
+                    } else {
+                        RootCertificates::File(PathBuf::from(value))
+                    };
+                }
+                "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
+                    return Err(PostgresTlsError::Unsupported(key.to_string()));
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let mode = match (mode, &roots) {
+            (None, RootCertificates::System) => SslMode::VerifyFull,
+            (Some(mode), RootCertificates::System) if mode != SslMode::VerifyFull => {
+                return Err(PostgresTlsError::SystemRootsNeedFullCheck);
+            }
+            (Some(mode), _) => mode,
+            (None, _) => SslMode::Prefer,
+        };
+        match (mode, &roots) {
+            (SslMode::VerifyCa, RootCertificates::Unchecked) => {
+                return Err(PostgresTlsError::NoRootCertificate("verify-ca"));
+            }
+            (SslMode::VerifyFull, RootCertificates::Unchecked) => {
+                return Err(PostgresTlsError::NoRootCertificate("verify-full"));
+            }
+            _ => {}
+        }
+        kept.push(match mode.negotiation() {
+            "disable" => "sslmode=disable",
+            "prefer" => "sslmode=prefer",
+            _ => "sslmode=require",
+        });
+        Ok((
+            Self { mode, roots },
+            format!("{address}?{}", kept.join("&")),
+        ))
+    }
+
+    /// Checks that the root certificate file, if any, holds certificates.
+    pub fn check_roots(&self) -> Result<(), PostgresTlsError> {
+        if let RootCertificates::File(path) = &self.roots {
+            read_roots(path)?;
+        }
+        Ok(())
+    }
+
+    /// The connector for tokio-postgres.
+    pub fn connector(&self) -> Result<TlsConnector, PostgresTlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let setup = |error: rustls::Error| PostgresTlsError::Setup(error.to_string());
+        let verifier: Arc<dyn ServerCertVerifier> = match (&self.roots, self.mode) {
+            (RootCertificates::Unchecked, _) => Arc::new(Unchecked(Arc::clone(&provider))),
+            (RootCertificates::System, _) => Arc::new(
+                rustls_platform_verifier::Verifier::new(Arc::clone(&provider)).map_err(setup)?,
+            ),
+            (RootCertificates::File(path), mode) => {
+                let mut store = RootCertStore::empty();
+                for certificate in read_roots(path)? {
+                    store
+                        .add(certificate)
+                        .map_err(|error| PostgresTlsError::RootCertificates {
+                            path: path.clone(),
+                            message: error.to_string(),
+                        })?;
+                }
+                let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(store),
+                    Arc::clone(&provider),
+                )
+                .build()
+                .map_err(|error| PostgresTlsError::Setup(error.to_string()))?;
+                if mode == SslMode::VerifyFull {
+                    chain
+                } else {
+                    Arc::new(ChainOnly(chain))
+                }
+            }
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(setup)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(TlsConnector {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The URL with a relative `sslrootcert` made relative to `base_dir` (the configuration
+/// file's directory, as crmsync's other file paths).
+pub fn with_root_path_resolved(url: &str, base_dir: &Path) -> String {
+    let Some((address, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("sslrootcert", value)) => {
+                let path = PathBuf::from(percent_decoded(value));
+                if value == "system" || path.is_absolute() {
+                    pair.to_string()
+                } else {
+                    let resolved = base_dir.join(path);
+                    format!(
+                        "sslrootcert={}",
+                        percent_encoded(&resolved.to_string_lossy())
+                    )
+                }
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{address}?{}", pairs.join("&"))
+}
+
+/// `%XX` escapes for everything but letters, digits, `-._~/`.
+fn percent_encoded(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, PostgresTlsError> {
+    let failed = |message: String| PostgresTlsError::RootCertificates {
+        path: path.to_path_buf(),
+        message,
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|error| failed(error.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| failed(error.to_string()))?;
+    if certificates.is_empty() {
+        return Err(failed("no certificate in it".into()));
+    }
+    Ok(certificates)
+}
+
+/// A URL query value with its `%XX` escapes decoded (libpq decodes nothing else).
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = (bytes[at] == b'%')
+            .then(|| value.get(at + 1..at + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                at += 3;
+            }
+            None => {
+                out.push(bytes[at]);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Accepts any server certificate (`prefer` and `require` without root certificates, as
+/// libpq): the connection is encrypted, the server not authenticated. The handshake's
+/// signatures are still checked, so the server must hold the certificate's key.
+#[derive(Debug)]
+struct Unchecked(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Checks the chain to a trusted root but not the host name (`verify-ca`): the chain is
+/// checked first, so a wrong name is the only error let through.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// tokio-postgres's TLS hook, backed by rustls.
+#[derive(Clone)]
+pub struct TlsConnector {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl<S> tokio_postgres::tls::MakeTlsConnect<S> for TlsConnector
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = TlsStream<S>;
+    type TlsConnect = HostConnect;
+    type Error = rustls::pki_types::InvalidDnsNameError;
+
+    fn make_tls_connect(&mut self, host: &str) -> Result<HostConnect, Self::Error> {
+        Ok(HostConnect {
+            config: Arc::clone(&self.config),
+            host: ServerName::try_from(host)?.to_owned(),
+        })
+    }
+}
+
+/// A TLS handshake about to be made with one host.
+pub struct HostConnect {
+    config: Arc<rustls::ClientConfig>,
+    host: ServerName<'static>,
+}
+
+impl<S> tokio_postgres::tls::TlsConnect<S> for HostConnect
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = TlsStream<S>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<TlsStream<S>, std::io::Error>> + Send>,
+    >;
+
+    fn connect(self, stream: S) -> Self::Future {
+        let connector = tokio_rustls::TlsConnector::from(self.config);
+        Box::pin(async move {
+            let stream = connector.connect(self.host, stream).await?;
+            Ok(TlsStream(stream))
+        })
+    }
+}
+
+/// An encrypted connection to the server.
+pub struct TlsStream<S>(tokio_rustls::client::TlsStream<S>);
+
+impl<S> tokio_postgres::tls::TlsStream for TlsStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    /// No channel binding: SCRAM authenticates without it (`channel_binding=prefer`, the
+    /// default, falls back to plain SCRAM-SHA-256).
+    fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
+        tokio_postgres::tls::ChannelBinding::none()
+    }
+}
+
+impl<S> tokio::io::AsyncRead for TlsStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(context, buffer)
+    }
+}
+
+impl<S> tokio::io::AsyncWrite for TlsStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(context, buffer)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> Result<(TlsSettings, String), PostgresTlsError> {
+        TlsSettings::from_url(&with_root_path_resolved(url, Path::new("/etc/crmsync")))
+    }
+
+    #[test]
+    fn libpq_modes_become_what_tokio_postgres_knows() {
+        let (tls, url) = settings("postgres://u@db:5432/w").expect("no parameters");
+        assert_eq!(tls.mode, SslMode::Prefer);
+        assert_eq!(tls.roots, RootCertificates::Unchecked);
+        assert_eq!(url, "postgres://u@db:5432/w?sslmode=prefer");
+
+        let (tls, url) = settings(
+            "postgres://u@db/w?application_name=x&sslmode=verify-full&sslrootcert=certs/rds%20ca.pem",
+        )
+        .expect("verify-full");
+        assert_eq!(tls.mode, SslMode::VerifyFull);
+        assert_eq!(
+            tls.roots,
+            RootCertificates::File(PathBuf::from("/etc/crmsync/certs/rds ca.pem"))
+        );
+        assert_eq!(url, "postgres://u@db/w?application_name=x&sslmode=require");
+
+        let (tls, url) =
+            settings("postgres://u@db/w?sslmode=verify-ca&sslrootcert=/ca.pem").expect("ca");
+        assert_eq!(tls.mode, SslMode::VerifyCa);
+        assert_eq!(tls.roots, RootCertificates::File(PathBuf::from("/ca.pem")));
+        assert!(url.ends_with("?sslmode=require"));
+
+        let (tls, url) = settings("postgres://u@db/w?sslmode=disable").expect("disable");
+        assert_eq!(tls.mode, SslMode::Disable);
+        assert!(url.ends_with("?sslmode=disable"));
+    }
+
+    #[test]
+    fn system_roots_mean_a_full_check() {
+        let (tls, _) = settings("postgres://u@db/w?sslrootcert=system").expect("system");
+        assert_eq!(tls.mode, SslMode::VerifyFull);
+        assert_eq!(tls.roots, RootCertificates::System);
+        for weaker in ["require", "verify-ca", "prefer", "disable"] {
+            let error = settings(&format!(
+                "postgres://u@db/w?sslmode={weaker}&sslrootcert=system"
+            ))
+            .expect_err("weaker than verify-full");
+            assert!(matches!(error, PostgresTlsError::SystemRootsNeedFullCheck));
+        }
+    }
+
+    #[test]
+    fn checks_without_roots_and_unknown_modes_are_refused_with_the_fix() {
+        let error = settings("postgres://u@db/w?sslmode=verify-full").expect_err("no roots");
+        assert!(
+            error.to_string().contains("add sslrootcert=PATH"),
+            "{error}"
+        );
+        let error = settings("postgres://u@db/w?sslmode=allow").expect_err("allow");
+        assert!(error.to_string().contains("verify-full"), "{error}");
+        let error = settings("postgres://u@db/w?sslmode=require&sslcert=me.pem")
+            .expect_err("client certificate");
+        assert!(error.to_string().starts_with("sslcert"), "{error}");
+    }
+
+    #[test]
+    fn a_root_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("writes");
+        let tls = TlsSettings {
+            mode: SslMode::VerifyFull,
+            roots: RootCertificates::File(empty.clone()),
+        };
+        let error = tls.check_roots().expect_err("no certificate");
+        assert!(error.to_string().contains("no certificate"), "{error}");
+        let missing = TlsSettings {
+            mode: SslMode::VerifyFull,
+            roots: RootCertificates::File(dir.path().join("missing.pem")),
+        };
+        assert!(missing.check_roots().is_err());
+    }
+}

@@ -1,0 +1,344 @@
+//! TLS to the PostgreSQL warehouse against a real server (PG_TEST_URL, as in
+//! tests/engine_postgres.rs): `sslmode=require` straight to the server when it has TLS on, and
+//! every certificate check through a TLS front of our own — certificates made with the
+//! `openssl` command for the test, the SSLRequest answered and the session handed to the real
+//! server, as a managed database's TLS-terminating proxy does.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crmsync::store::postgres::PostgresStore;
+use crmsync::vocabulary::Vocabulary;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::NoTls;
+
+/// The first eight bytes a client sends to ask for TLS.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+fn vocabulary() -> Vocabulary {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/vocabulary.toml");
+    let text = std::fs::read_to_string(&path).expect("vocabulary file");
+    let mut diagnostics = crmsync::diagnostics::Diagnostics::default();
+    let vocabulary = Vocabulary::parse(
+        &crmsync::diagnostics::SourceFile::new(path.display().to_string(), text),
+        &mut diagnostics,
+    );
+    assert!(diagnostics.is_empty(), "the shipped vocabulary parses");
+    vocabulary
+}
+
+/// A database of its own on the PG_TEST_URL server, dropped at the end.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    user: String,
+    upstream: SocketAddr,
+}
+
+impl TestDatabase {
+    async fn create(label: &str) -> Option<TestDatabase> {
+        let Ok(admin_url) = std::env::var("PG_TEST_URL") else {
+            assert!(
+                std::env::var_os("PG_TEST_REQUIRED").is_none(),
+                "PG_TEST_REQUIRED is set but PG_TEST_URL is not: point it at a PostgreSQL server (postgres://USER@HOST:PORT/DATABASE)"
+            );
+            eprintln!(
+                "skipped: PG_TEST_URL is not set — set it to a PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL TLS tests"
+            );
+            return None;
+        };
+        let config: tokio_postgres::Config = admin_url.parse().expect("PG_TEST_URL parses");
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            other => panic!("PG_TEST_URL must name a TCP host for these tests, not {other:?}"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let upstream = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .expect("PG_TEST_URL's host resolves")
+            .next()
+            .expect("an address");
+        let user = config.get_user().unwrap_or("postgres").to_string();
+        let name = format!("crmsync_tls_{label}_{}", std::process::id());
+        let (client, connection) = tokio_postgres::connect(&admin_url, NoTls)
+            .await
+            .unwrap_or_else(|error| panic!("cannot reach PG_TEST_URL {admin_url}: {error}"));
+        tokio::spawn(connection);
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            client
+                .batch_execute(&statement)
+                .await
+                .expect("creates a test database");
+        }
+        Some(TestDatabase {
+            admin_url,
+            name,
+            user,
+            upstream,
+        })
+    }
+
+    async fn drop_it(self) {
+        let (client, connection) = tokio_postgres::connect(&self.admin_url, NoTls)
+            .await
+            .expect("reconnects");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await
+            .expect("drops the test database");
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("these tests make certificates with the openssl command, which did not run: {error} — install openssl")
+        });
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A certificate authority and a server certificate it issued for `names` (DNS names and IP
+/// addresses, as subjectAltName entries like `DNS:localhost`).
+struct Certificates {
+    ca: PathBuf,
+    server: PathBuf,
+    server_key: PathBuf,
+}
+
+fn certificates(dir: &Path, label: &str, names: &str) -> Certificates {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (ca, ca_key) = (format!("{label}-ca.pem"), format!("{label}-ca.key"));
+    let subject = format!("/CN=crmsync test CA {label}");
+    let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
+    args.extend(ec);
+    args.extend(["-keyout", &ca_key, "-out", &ca]);
+    args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(dir, &args);
+    let (csr, key, cert) = (
+        format!("{label}.csr"),
+        format!("{label}.key"),
+        format!("{label}.pem"),
+    );
+    let mut args = vec!["req", "-subj", "/CN=crmsync test server"];
+    args.extend(ec);
+    args.extend(["-keyout", &key, "-out", &csr]);
+    openssl(dir, &args);
+    let extensions = format!("{label}.ext");
+    std::fs::write(
+        dir.join(&extensions),
+        format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName={names}\n"
+        ),
+    )
+    .expect("writes the extensions");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-extfile",
+            &extensions,
+        ],
+    );
+    Certificates {
+        ca: dir.join(ca),
+        server: dir.join(cert),
+        server_key: dir.join(key),
+    }
+}
+
+/// A TLS front for the real server: answers the SSLRequest, makes the handshake with
+/// `certificates`, then hands the session to `upstream`. Counts finished handshakes.
+async fn tls_front(certificates: &Certificates, upstream: SocketAddr) -> (u16, Arc<AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&certificates.server)
+        .expect("reads the server certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parses it");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&certificates.server_key)
+        .expect("reads the server key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let port = listener.local_addr().expect("address").port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&handshakes);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut request = [0u8; 8];
+                if client.read_exact(&mut request).await.is_err() || request != SSL_REQUEST {
+                    return;
+                }
+                if client.write_all(b"S").await.is_err() {
+                    return;
+                }
+                let Ok(mut secured) = acceptor.accept(client).await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut secured, &mut server).await;
+            });
+        }
+    });
+    (port, handshakes)
+}
+
+fn url(database: &TestDatabase, host: &str, port: u16, tls: &str) -> String {
+    format!(
+        "postgres://{}@{host}:{port}/{}?{tls}",
+        database.user, database.name
+    )
+}
+
+#[tokio::test]
+async fn certificates_are_checked_as_each_sslmode_says() {
+    let Some(database) = TestDatabase::create("checks").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = certificates(dir.path(), "good", "DNS:localhost,IP:127.0.0.1");
+    let other = certificates(dir.path(), "other", "DNS:localhost,IP:127.0.0.1");
+    let misnamed = certificates(dir.path(), "misnamed", "DNS:db.example.com");
+    let vocabulary = vocabulary();
+    let (port, handshakes) = tls_front(&good, database.upstream).await;
+    let root = |certificates: &Certificates| certificates.ca.display().to_string();
+
+    // Checked chain and name, by DNS name and by IP address: the warehouse opens (and
+    // migrates) through the TLS front.
+    for host in ["localhost", "127.0.0.1"] {
+        let tls = format!("sslmode=verify-full&sslrootcert={}", root(&good));
+        PostgresStore::connect(&url(&database, host, port, &tls), None, &vocabulary)
+            .await
+            .unwrap_or_else(|error| panic!("verify-full to {host}: {error}"));
+    }
+    assert_eq!(handshakes.load(Ordering::SeqCst), 2);
+
+    // Unchecked modes encrypt all the same.
+    for tls in ["sslmode=require", "sslmode=prefer", ""] {
+        PostgresStore::connect(&url(&database, "localhost", port, tls), None, &vocabulary)
+            .await
+            .unwrap_or_else(|error| panic!("{tls:?}: {error}"));
+    }
+    assert_eq!(handshakes.load(Ordering::SeqCst), 5);
+
+    // A server certificate from another authority is refused by every checking mode,
+    // including `require` given a root file (as libpq).
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let tls = format!("sslmode={mode}&sslrootcert={}", root(&other));
+        let error =
+            PostgresStore::connect(&url(&database, "localhost", port, &tls), None, &vocabulary)
+                .await
+                .expect_err("a certificate from an unknown authority");
+        let message = error.to_string();
+        assert!(
+            message.contains("certificate") && message.contains("UnknownIssuer"),
+            "{mode}: {message}"
+        );
+    }
+    assert_eq!(handshakes.load(Ordering::SeqCst), 5);
+
+    // A certificate for another host: verify-full refuses it, verify-ca takes it.
+    let (misnamed_port, _) = tls_front(&misnamed, database.upstream).await;
+    let tls = format!("sslmode=verify-full&sslrootcert={}", root(&misnamed));
+    let error = PostgresStore::connect(
+        &url(&database, "localhost", misnamed_port, &tls),
+        None,
+        &vocabulary,
+    )
+    .await
+    .expect_err("a certificate for another name");
+    assert!(error.to_string().contains("not valid for name"), "{error}");
+    let tls = format!("sslmode=verify-ca&sslrootcert={}", root(&misnamed));
+    PostgresStore::connect(
+        &url(&database, "localhost", misnamed_port, &tls),
+        None,
+        &vocabulary,
+    )
+    .await
+    .unwrap_or_else(|error| panic!("verify-ca ignores the name: {error}"));
+
+    database.drop_it().await;
+}
+
+#[tokio::test]
+async fn require_is_tls_with_the_server_itself_and_disable_is_not() {
+    let Some(database) = TestDatabase::create("direct").await else {
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(&database.admin_url, NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    let ssl: String = client
+        .query_one("SHOW ssl", &[])
+        .await
+        .expect("asks")
+        .get(0);
+    if ssl != "on" {
+        eprintln!(
+            "skipped: the PG_TEST_URL server has ssl = {ssl}; the certificate checks above still ran through the test's TLS front"
+        );
+        database.drop_it().await;
+        return;
+    }
+    let vocabulary = vocabulary();
+    let (host, port) = (database.upstream.ip().to_string(), database.upstream.port());
+    for (tls, encrypted) in [("sslmode=require", true), ("sslmode=disable", false)] {
+        let store = PostgresStore::connect(&url(&database, &host, port, tls), None, &vocabulary)
+            .await
+            .unwrap_or_else(|error| panic!("{tls}: {error}"));
+        let seen = store.is_encrypted().await.expect("asks the server");
+        assert_eq!(seen, encrypted, "{tls}");
+    }
+    database.drop_it().await;
+}
