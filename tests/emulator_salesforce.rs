@@ -687,6 +687,51 @@ async fn bulk_query_jobs_run_to_completion_and_page_csv_by_locator() {
     }
     assert_eq!(lines.len(), total);
     assert!(lines.iter().all(|line| line.starts_with("\"00Q")));
+
+    // An ended job cannot be aborted, only deleted (with its results); a running one cannot
+    // be deleted until it is aborted.
+    let abort = |id: &str| {
+        client
+            .patch(format!("{base}/{id}"))
+            .bearer_auth(&token)
+            .json(&json!({"state": "Aborted"}))
+            .send()
+    };
+    let delete = |id: &str| {
+        client
+            .delete(format!("{base}/{id}"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let refused = abort(&id).await.expect("abort");
+    assert_eq!(refused.status().as_u16(), 400);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body[0]["errorCode"], "INVALIDJOBSTATE");
+    assert_eq!(delete(&id).await.expect("delete").status().as_u16(), 204);
+    assert_eq!(delete(&id).await.expect("delete").status().as_u16(), 404);
+    let running: Value = client
+        .post(&base)
+        .bearer_auth(&token)
+        .json(&json!({"operation": "query", "query": "SELECT Id FROM Lead"}))
+        .send()
+        .await
+        .expect("create job")
+        .json()
+        .await
+        .expect("JSON");
+    let running = running["id"].as_str().expect("job id").to_string();
+    let refused = delete(&running).await.expect("delete");
+    assert_eq!(refused.status().as_u16(), 400);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_eq!(body[0]["errorCode"], "API_ERROR");
+    let aborted = abort(&running).await.expect("abort");
+    assert_eq!(aborted.status().as_u16(), 200);
+    let aborted: Value = aborted.json().await.expect("JSON");
+    assert_eq!(aborted["state"], "Aborted");
+    assert_eq!(
+        delete(&running).await.expect("delete").status().as_u16(),
+        204
+    );
 }
 
 #[tokio::test]

@@ -247,6 +247,15 @@ async fn sigterm_stops_a_run_at_a_safe_point_and_the_next_run_completes_the_work
     let expected_crms = crm_state(&reference.crms()).await;
 
     let stopped = Setup::with(emulator_config()).await;
+    // The stopped runs read Salesforce through Bulk API query jobs, the reference run through
+    // REST queries (so the final states also show both paths read the same): a stop mid-read
+    // must leave no job behind in the org.
+    stopped.config_with(|text| {
+        let objects = "objects = [\"Lead\", \"Contact\", \"Opportunity\"]";
+        let edited = text.replacen(objects, &format!("{objects}\nbulk_threshold = 0"), 1);
+        assert!(edited.contains("bulk_threshold = 0"), "{edited}");
+        edited
+    });
     let mut stops = 0;
     for (round, delay) in [50, 300, 600, 150, 450, 800].into_iter().enumerate() {
         let child = Command::new(env!("CARGO_BIN_EXE_crmsync"))
@@ -303,4 +312,20 @@ async fn sigterm_stops_a_run_at_a_safe_point_and_the_next_run_completes_the_work
     );
     settle(&stopped);
     ends_as(&stopped, &expected_warehouse, &expected_crms).await;
+    let answers = |endpoint: &str, status: u16| {
+        stopped
+            .emulator
+            .stats()
+            .requests_by_endpoint
+            .get(&format!("salesforce {endpoint}"))
+            .and_then(|statuses| statuses.get(&status).copied())
+            .unwrap_or(0)
+    };
+    let created = answers("POST /services/data/{version}/jobs/query", 200);
+    let deleted = answers("DELETE /services/data/{version}/jobs/query/{id}", 204);
+    assert!(created > 0, "the stopped runs read through Bulk API jobs");
+    assert_eq!(
+        deleted, created,
+        "every query job was deleted, stopped or not"
+    );
 }

@@ -486,10 +486,95 @@ async fn the_bulk_path_returns_the_same_records_as_the_rest_path() {
         bulk.3
     );
     assert!(
-        bulk.3 <= 5 + 9,
-        "a first REST page, the job, its polls and nine result sets: {}",
+        bulk.3 <= 5 + 9 + 1,
+        "a first REST page, the job, its polls, nine result sets and the job's deletion: {}",
         bulk.3
     );
+    // Every job read to its end was deleted with its results.
+    let (created, deleted) = job_counts(&emulator);
+    assert_eq!(
+        (created[&200], deleted[&204]),
+        (2, 2),
+        "{created:?} {deleted:?}"
+    );
+}
+
+/// Answers to creating Bulk API query jobs and to deleting them, by status.
+fn job_counts(
+    emulator: &crmsync::emulator::RunningEmulator,
+) -> (BTreeMap<u16, u64>, BTreeMap<u16, u64>) {
+    let stats = emulator.stats();
+    let answers = |endpoint: &str| {
+        stats
+            .requests_by_endpoint
+            .get(&format!("salesforce {endpoint}"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    (
+        answers("POST /services/data/{version}/jobs/query"),
+        answers("DELETE /services/data/{version}/jobs/query/{id}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_read_dropped_part_way_leaves_no_job_behind() {
+    use crmsync::salesforce::bulk::close_open_jobs;
+    let emulator = start(quiet(6_000)).await;
+    let client = client(&emulator, jwt(&emulator));
+    let describe = ObjectDescribe::load(&client, "Lead")
+        .await
+        .expect("describe");
+    let fields = vec!["Email".to_string(), "Status".to_string()];
+    let mut reader = SalesforceReader::new(&client);
+    reader.bulk_threshold = 0;
+    reader.bulk.first_wait = std::time::Duration::from_millis(10);
+    reader.bulk.rows_per_set = 1_000;
+
+    // Dropped while its results are read (a stop): the ended job is deleted at once.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(1);
+    tokio::select! {
+        read = reader.full(&describe, &fields, &sender) => panic!("the read ended first: {:?}", read.map(|_| ())),
+        event = receiver.recv() => assert!(event.is_some()),
+    }
+    assert_eq!(
+        close_open_jobs(&client, "Contact").await,
+        0,
+        "another object's jobs are left alone"
+    );
+    assert_eq!(close_open_jobs(&client, "Lead").await, 1);
+    let (created, deleted) = job_counts(&emulator);
+    assert_eq!((created[&200], deleted.get(&204)), (1, Some(&1)));
+    assert_eq!(
+        close_open_jobs(&client, "Lead").await,
+        0,
+        "nothing is left to close"
+    );
+
+    // Dropped while the job still runs: Salesforce deletes only ended jobs, so it is aborted
+    // first.
+    reader.bulk.first_wait = std::time::Duration::from_secs(60);
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        reader.full(&describe, &fields, &sender),
+    )
+    .await;
+    assert!(read.is_err(), "the read waits on its job");
+    assert_eq!(close_open_jobs(&client, "Lead").await, 1);
+    let (created, deleted) = job_counts(&emulator);
+    assert_eq!(created[&200], 2);
+    assert_eq!(
+        (deleted.get(&400), deleted.get(&204)),
+        (Some(&1), Some(&2)),
+        "refused while running, deleted once aborted: {deleted:?}"
+    );
+    let aborted = emulator
+        .stats()
+        .requests_by_endpoint
+        .get("salesforce PATCH /services/data/{version}/jobs/query/{id}")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(aborted.get(&200), Some(&1), "{aborted:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

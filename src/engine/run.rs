@@ -36,6 +36,9 @@ use crate::store::{StoreError, Warehouse};
 /// How long a kept Salesforce describe serves incremental reads.
 const DESCRIBE_KEPT_HOURS: i64 = 24;
 
+/// How long a stopped or failed Salesforce read may take to close its Bulk API query jobs.
+const BULK_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Pending records reconciled per transaction.
 const RECONCILE_CHUNK: usize = 1_000;
 
@@ -931,8 +934,14 @@ impl Engine {
         let (read, stored) = tokio::join!(self.until_stopped(read), store);
         let read = match read {
             Some(read) => read,
-            None => return self.finish_stopped(stream, stored?),
+            None => {
+                self.close_bulk_jobs(client, &stream.object).await;
+                return self.finish_stopped(stream, stored?);
+            }
         };
+        if read.is_err() {
+            self.close_bulk_jobs(client, &stream.object).await;
+        }
         let read = read.map(|summary| summary.high_water).map_err(|error| {
             let stale = from_cache
                 && matches!(&error, SalesforceReadError::Api(SalesforceError::Rejected(refusal))
@@ -956,6 +965,26 @@ impl Engine {
         }
         self.finish_read(run_id, stream, cursor_kind, started, None, read, stored?)
             .await
+    }
+
+    /// Ends the Bulk API query jobs a Salesforce read of `object` left part-read (see
+    /// [`crate::salesforce::bulk::close_open_jobs`]), within [`BULK_CLOSE_GRACE`] — a stopping
+    /// run must not wait long on it; a job left is dropped by Salesforce after some days.
+    async fn close_bulk_jobs(&self, client: &SalesforceClient, object: &str) {
+        let closing = crate::salesforce::bulk::close_open_jobs(client, object);
+        match tokio::time::timeout(BULK_CLOSE_GRACE, closing).await {
+            Ok(0) => {}
+            Ok(closed) => tracing::info!(
+                object,
+                closed,
+                "deleted the part-read Bulk API query job(s)"
+            ),
+            Err(_) => tracing::warn!(
+                object,
+                "the part-read Bulk API query job(s) were not closed within {} s; Salesforce drops them after some days",
+                BULK_CLOSE_GRACE.as_secs()
+            ),
+        }
     }
 
     /// `read` to its end, or `None` once a stop is requested: the read is dropped there (its

@@ -137,6 +137,7 @@ impl<'c> BulkPages<'c> {
         } = &self.stage
         {
             let job = self.create(soql, *include_deleted).await?;
+            self.client.note_query_job(&job, &self.describe.name);
             self.wait(&job).await?;
             self.stage = Stage::Results { job, locator: None };
         }
@@ -172,7 +173,14 @@ impl<'c> BulkPages<'c> {
                 job,
                 locator: Some(locator),
             },
-            None => Stage::Done,
+            None => {
+                // Every result is downloaded: the job's copy of the records goes (Salesforce
+                // would keep it for days).
+                if let Err(error) = delete_job(self.client, &job, object).await {
+                    tracing::warn!(job, %error, "could not delete the Bulk API query job");
+                }
+                Stage::Done
+            }
         };
         ResultSet::new(self.describe, answer.body).map(Some)
     }
@@ -210,19 +218,7 @@ impl<'c> BulkPages<'c> {
 
     /// Stops a job given up on, so it does not run on in the org; a failure to is only logged.
     async fn abort(&self, job: &str) {
-        let outcome = self
-            .client
-            .send(
-                Method::PATCH,
-                &self.client.data_path(&format!("jobs/query/{job}")),
-                &[],
-                Body::Json(&json!({"state": "Aborted"})),
-                "application/json",
-                &[],
-                &self.describe.name,
-            )
-            .await;
-        if let Err(error) = outcome {
+        if let Err(error) = abort_job(self.client, job, &self.describe.name).await {
             tracing::warn!(job, %error, "could not abort the Bulk API query job");
         }
     }
@@ -274,6 +270,70 @@ impl<'c> BulkPages<'c> {
             wait = (wait * 2).min(self.settings.longest_wait);
         }
     }
+}
+
+async fn abort_job(
+    client: &SalesforceClient,
+    job: &str,
+    object: &str,
+) -> Result<(), SalesforceError> {
+    client
+        .send(
+            Method::PATCH,
+            &client.data_path(&format!("jobs/query/{job}")),
+            &[],
+            Body::Json(&json!({"state": "Aborted"})),
+            "application/json",
+            &[],
+            object,
+        )
+        .await
+        .map(drop)
+}
+
+/// Deletes a job that has ended, with its results.
+async fn delete_job(
+    client: &SalesforceClient,
+    job: &str,
+    object: &str,
+) -> Result<(), SalesforceError> {
+    client
+        .send(
+            Method::DELETE,
+            &client.data_path(&format!("jobs/query/{job}")),
+            &[],
+            Body::None,
+            "application/json",
+            &[],
+            object,
+        )
+        .await?;
+    client.forget_query_job(job);
+    Ok(())
+}
+
+/// Ends the query jobs on `object` that `client` created and did not finish reading — a read
+/// stopped or failed part way — deleting each with its results; one still running (which Salesforce does not
+/// delete) is aborted first, so it stops using the org's resources. Returns how many were
+/// deleted; failures are logged (the org drops ended jobs after some days anyway).
+pub async fn close_open_jobs(client: &SalesforceClient, object: &str) -> usize {
+    let mut closed = 0;
+    for job in client.open_query_jobs(object) {
+        let mut deleted = delete_job(client, &job, object).await;
+        if matches!(&deleted, Err(SalesforceError::Rejected(refusal)) if refusal.status == 400) {
+            if let Err(error) = abort_job(client, &job, object).await {
+                tracing::warn!(job, %error, "could not abort the Bulk API query job");
+            }
+            deleted = delete_job(client, &job, object).await;
+        }
+        match deleted {
+            Ok(()) => closed += 1,
+            Err(error) => {
+                tracing::warn!(job, %error, "could not delete the Bulk API query job")
+            }
+        }
+    }
+    closed
 }
 
 /// CSV rows as JSON records typed like the REST API's: booleans and numbers by the field's

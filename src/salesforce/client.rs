@@ -177,6 +177,10 @@ pub struct SalesforceClient {
     calls: AtomicU64,
     /// Answers with status 429 (the org throttling this client).
     rate_limited: AtomicU64,
+    /// Bulk API query jobs this client created and has not deleted yet (see
+    /// [`super::bulk::close_open_jobs`]).
+    /// Job id → object.
+    open_query_jobs: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// What one answer means.
@@ -219,6 +223,7 @@ impl SalesforceClient {
             server_clock: Mutex::new(None),
             calls: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            open_query_jobs: Mutex::new(Default::default()),
         })
     }
 
@@ -228,6 +233,33 @@ impl SalesforceClient {
     }
 
     /// Answers so far with status 429.
+    /// Notes a query job on `object` as created.
+    pub(super) fn note_query_job(&self, job: &str, object: &str) {
+        self.open_query_jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(job.to_string(), object.to_string());
+    }
+
+    /// Notes a query job as deleted.
+    pub(super) fn forget_query_job(&self, job: &str) {
+        self.open_query_jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(job);
+    }
+
+    /// The query jobs on `object` created and not deleted yet.
+    pub(super) fn open_query_jobs(&self, object: &str) -> Vec<String> {
+        self.open_query_jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(_, on)| on.as_str() == object)
+            .map(|(job, _)| job.clone())
+            .collect()
+    }
+
     pub fn rate_limited(&self) -> u64 {
         self.rate_limited.load(Ordering::Relaxed)
     }

@@ -325,15 +325,28 @@ async fn abort(
                     None,
                 )
             } else {
+                // Only a job still running can be aborted (UploadComplete, InProgress); the
+                // documentation gives the rule, not the refusal's code.
                 let info = shared.bulk_jobs.lock().ok().and_then(|mut jobs| {
                     let job = jobs.by_id.get_mut(&id)?;
-                    if job.state != JobState::JobComplete {
+                    let running =
+                        matches!(job.state, JobState::UploadComplete | JobState::InProgress);
+                    if running {
                         job.state = JobState::Aborted;
                     }
-                    Some(job.info(false))
+                    Some((running, job.state, job.info(false)))
                 });
                 match info {
-                    Some(info) => shared.api_json(StatusCode::OK, &info),
+                    Some((true, _, info)) => shared.api_json(StatusCode::OK, &info),
+                    Some((false, state, _)) => shared.error(
+                        StatusCode::BAD_REQUEST,
+                        "INVALIDJOBSTATE",
+                        &format!(
+                            "Aborting the job is not allowed: the job is {}",
+                            state.name()
+                        ),
+                        None,
+                    ),
                     None => shared.not_found(),
                 }
             }
@@ -350,12 +363,26 @@ async fn remove(
     let response = match admit_versioned(&shared, &version, &headers) {
         Err(response) => *response,
         Ok(_) => {
+            // Only a job that has ended (JobComplete, Aborted, Failed) can be deleted.
             let removed = shared.bulk_jobs.lock().ok().and_then(|mut jobs| {
+                let running = matches!(
+                    jobs.by_id.get(&id)?.state,
+                    JobState::UploadComplete | JobState::InProgress
+                );
+                if running {
+                    return Some(false);
+                }
                 jobs.order.retain(|kept| *kept != id);
-                jobs.by_id.remove(&id)
+                jobs.by_id.remove(&id).map(|_| true)
             });
             match removed {
-                Some(_) => StatusCode::NO_CONTENT.into_response(),
+                Some(true) => StatusCode::NO_CONTENT.into_response(),
+                Some(false) => shared.error(
+                    StatusCode::BAD_REQUEST,
+                    "API_ERROR",
+                    "Error encountered when deleting the job because the job is not terminated",
+                    None,
+                ),
                 None => shared.not_found(),
             }
         }
