@@ -116,8 +116,8 @@ pub fn url_has_password(url: &str) -> bool {
     url_without_password(url) != url
 }
 
-/// The URL with its password removed: the userinfo keeps only the user, and `password=` query
-/// parameters are dropped.
+/// The URL with its password removed: the userinfo keeps only the user, and `password=` (and
+/// libpq's `sslpassword=`, a client key's passphrase) query parameters are dropped.
 pub fn url_without_password(url: &str) -> String {
     redact_url(url, None)
 }
@@ -151,7 +151,8 @@ fn redact_url(url: &str, replacement: Option<&str>) -> String {
             .split('&')
             .filter_map(|pair| {
                 let key = pair.split('=').next().unwrap_or_default();
-                if !key.eq_ignore_ascii_case("password") {
+                if !key.eq_ignore_ascii_case("password") && !key.eq_ignore_ascii_case("sslpassword")
+                {
                     Some(pair.to_string())
                 } else {
                     replacement.map(|mask| format!("{key}={mask}"))
@@ -340,6 +341,13 @@ mod tests {
         );
         assert_eq!(
             url_without_password("postgres://u@h/db?password=pw&sslmode=require"),
+            "postgres://u@h/db?sslmode=require"
+        );
+        assert!(url_has_password(
+            "postgres://u@h/db?sslmode=require&sslpassword=pw"
+        ));
+        assert_eq!(
+            url_without_password("postgres://u@h/db?sslpassword=pw&sslmode=require"),
             "postgres://u@h/db?sslmode=require"
         );
     }

@@ -182,9 +182,82 @@ fn certificates(dir: &Path, label: &str, names: &str) -> Certificates {
     }
 }
 
+/// A self-signed server certificate (its own root, as PostgreSQL's documentation makes one)
+/// for `names`: (certificate, key).
+fn self_signed(dir: &Path, names: &str) -> Certificates {
+    let san = format!("subjectAltName={names}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.pem",
+            "-addext",
+            &san,
+        ],
+    );
+    Certificates {
+        ca: dir.join("self.pem"),
+        server: dir.join("self.pem"),
+        server_key: dir.join("self.key"),
+    }
+}
+
 /// A TLS front for the real server: answers the SSLRequest, makes the handshake with
 /// `certificates`, then hands the session to `upstream`. Counts finished handshakes.
 async fn tls_front(certificates: &Certificates, upstream: SocketAddr) -> (u16, Arc<AtomicUsize>) {
+    front(Some(certificates), upstream).await
+}
+
+/// A server that says yes to TLS but cannot make a handshake (it answers the SSLRequest with
+/// `S`, then closes), and takes a client that starts without TLS through to `upstream`.
+async fn broken_tls_front(upstream: SocketAddr) -> u16 {
+    front(None, upstream).await.0
+}
+
+async fn front(
+    certificates: Option<&Certificates>,
+    upstream: SocketAddr,
+) -> (u16, Arc<AtomicUsize>) {
+    let Some(certificates) = certificates else {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut first = [0u8; 8];
+                    if client.read_exact(&mut first).await.is_err() {
+                        return;
+                    }
+                    if first == SSL_REQUEST {
+                        let _ = client.write_all(b"S").await;
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    if server.write_all(&first).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        return (port, Arc::new(AtomicUsize::new(0)));
+    };
     use rustls::pki_types::pem::PemObject;
     let chain = rustls::pki_types::CertificateDer::pem_file_iter(&certificates.server)
         .expect("reads the server certificate")
@@ -306,7 +379,61 @@ async fn certificates_are_checked_as_each_sslmode_says() {
     )
     .await
     .unwrap_or_else(|error| panic!("verify-ca ignores the name: {error}"));
+    // ... but not the chain: a wrong authority with a wrong name is refused.
+    let tls = format!("sslmode=verify-ca&sslrootcert={}", root(&other));
+    let error = PostgresStore::connect(
+        &url(&database, "localhost", misnamed_port, &tls),
+        None,
+        &vocabulary,
+    )
+    .await
+    .expect_err("a certificate from an unknown authority, for another name");
+    assert!(error.to_string().contains("UnknownIssuer"), "{error}");
 
+    // A self-signed server certificate given as its own root.
+    let own = tempfile::tempdir().expect("temp dir");
+    let selfsigned = self_signed(own.path(), "DNS:localhost");
+    let (self_port, _) = tls_front(&selfsigned, database.upstream).await;
+    let tls = format!("sslmode=verify-full&sslrootcert={}", root(&selfsigned));
+    PostgresStore::connect(
+        &url(&database, "localhost", self_port, &tls),
+        None,
+        &vocabulary,
+    )
+    .await
+    .unwrap_or_else(|error| panic!("a self-signed certificate as its own root: {error}"));
+    let error = PostgresStore::connect(
+        &url(&database, "127.0.0.1", self_port, &tls),
+        None,
+        &vocabulary,
+    )
+    .await
+    .expect_err("its name is still checked");
+    assert!(error.to_string().contains("not valid for name"), "{error}");
+
+    database.drop_it().await;
+}
+
+#[tokio::test]
+async fn prefer_goes_on_without_tls_when_the_handshake_fails_and_require_does_not() {
+    let Some(database) = TestDatabase::create("fallback").await else {
+        return;
+    };
+    let vocabulary = vocabulary();
+    let port = broken_tls_front(database.upstream).await;
+    for tls in ["sslmode=prefer", ""] {
+        PostgresStore::connect(&url(&database, "localhost", port, tls), None, &vocabulary)
+            .await
+            .unwrap_or_else(|error| panic!("{tls:?} falls back: {error}"));
+    }
+    let error = PostgresStore::connect(
+        &url(&database, "localhost", port, "sslmode=require"),
+        None,
+        &vocabulary,
+    )
+    .await
+    .expect_err("require does not fall back");
+    assert!(error.to_string().contains("TLS"), "{error}");
     database.drop_it().await;
 }
 

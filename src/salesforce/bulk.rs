@@ -1,7 +1,9 @@
 //! Bulk API 2.0 query jobs, for reads too large for the REST query path: create a job from
 //! SOQL (`query`, or `queryAll` to include deleted records), poll it with growing waits until
 //! it completes, then stream its CSV results set by set (`Sforce-Locator`), each set turned
-//! into the same records the REST path gives — CSV cells typed by the object's describe.
+//! into the same records the REST path gives — CSV cells typed by the object's describe. Also
+//! the jobs' end: deleted once read, and closed (aborted, deleted) when a read leaves one
+//! part-read ([`close_open_jobs`]).
 
 use std::time::Duration;
 
@@ -291,13 +293,14 @@ async fn abort_job(
         .map(drop)
 }
 
-/// Deletes a job that has ended, with its results.
+/// Deletes a job that has ended, with its results. A job already gone (an earlier delete
+/// landed though its answer was lost) counts as deleted.
 async fn delete_job(
     client: &SalesforceClient,
     job: &str,
     object: &str,
 ) -> Result<(), SalesforceError> {
-    client
+    let deleted = client
         .send(
             Method::DELETE,
             &client.data_path(&format!("jobs/query/{job}")),
@@ -307,7 +310,12 @@ async fn delete_job(
             &[],
             object,
         )
-        .await?;
+        .await;
+    match deleted {
+        Ok(_) => {}
+        Err(SalesforceError::Rejected(refusal)) if refusal.status == 404 => {}
+        Err(error) => return Err(error),
+    }
     client.forget_query_job(job);
     Ok(())
 }

@@ -232,7 +232,6 @@ impl SalesforceClient {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// Answers so far with status 429.
     /// Notes a query job on `object` as created.
     pub(super) fn note_query_job(&self, job: &str, object: &str) {
         self.open_query_jobs
@@ -260,6 +259,7 @@ impl SalesforceClient {
             .collect()
     }
 
+    /// Answers so far with status 429.
     pub fn rate_limited(&self) -> u64 {
         self.rate_limited.load(Ordering::Relaxed)
     }

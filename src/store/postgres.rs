@@ -2,14 +2,14 @@
 //! operations as the SQLite one, over `tokio-postgres`. Pages of records are upserted with
 //! one multi-row statement (`unnest` of column arrays); every step is one transaction.
 //! Migrations run under an advisory lock, so two processes starting at once cannot both
-//! migrate.
+//! migrate. TLS as the URL's `sslmode`/`sslrootcert` say ([`super::postgres_tls`]).
 
 use jiff::Timestamp;
 use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, Row, Transaction};
 
-use super::postgres_tls::TlsSettings;
+use super::postgres_tls::{SslMode, TlsSettings};
 
 use super::StoreError;
 use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names, timestamp_type};
@@ -149,10 +149,26 @@ impl PostgresStore {
             config.password(password.expose_secret());
         }
         config.application_name("crmsync");
-        let (client, connection) = config
-            .connect(connector)
-            .await
-            .map_err(|source| connect_failed(url, &source))?;
+        let connected = match config.connect(connector.clone()).await {
+            // libpq's prefer: a server that offers TLS but cannot complete a handshake with
+            // crmsync (an old protocol version or key, say) is used without it.
+            Err(error)
+                if tls.mode == SslMode::Prefer
+                    && error
+                        .to_string()
+                        .starts_with("error performing TLS handshake") =>
+            {
+                tracing::warn!(
+                    url,
+                    cause = %error_with_causes(&error),
+                    "the PostgreSQL server offered TLS but the handshake failed; connected without TLS, as sslmode=prefer allows (sslmode=require refuses instead)"
+                );
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                config.connect(connector).await
+            }
+            other => other,
+        };
+        let (client, connection) = connected.map_err(|source| connect_failed(url, &source))?;
         let task_url = url.to_string();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -1396,12 +1412,7 @@ fn member_row(row: &Row, url: &str) -> Result<MemberRow, StoreError> {
 
 /// A failed connection, with the driver error's causes and what to check.
 fn connect_failed(url: &str, error: &tokio_postgres::Error) -> StoreError {
-    let mut cause = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        cause.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
+    let cause = error_with_causes(error);
     let hint = if cause.contains("TLS") || cause.contains("certificate") {
         "check sslmode and sslrootcert in the URL (the server's certificate must chain to a root in sslrootcert, and verify-full also needs it issued for the host in the URL)"
     } else {
@@ -1412,4 +1423,15 @@ fn connect_failed(url: &str, error: &tokio_postgres::Error) -> StoreError {
         cause,
         hint,
     }
+}
+
+/// A driver error with its causes (its own text leaves them out).
+fn error_with_causes(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        text.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    text
 }

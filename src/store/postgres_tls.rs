@@ -22,7 +22,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::server::ParsedCertificate;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// A problem with the TLS parameters of a PostgreSQL URL, or with setting up TLS.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum PostgresTlsError {
         "sslmode={0} checks the server's certificate but the URL names no root certificate — add sslrootcert=PATH (a PEM file, e.g. your database provider's CA bundle) or sslrootcert=system"
     )]
     NoRootCertificate(&'static str),
+    #[error("sslrootcert is empty — give the path of a PEM file of root certificates, or system")]
+    EmptyRootCertificate,
     #[error(
         "sslrootcert=system checks against publicly trusted roots, which only proves something together with the host name — use sslmode=verify-full (or leave sslmode out)"
     )]
@@ -119,6 +122,9 @@ impl TlsSettings {
                 "sslmode" => mode = Some(SslMode::parse(&percent_decoded(value))?),
                 "sslrootcert" => {
                     let value = percent_decoded(value);
+                    if value.is_empty() {
+                        return Err(PostgresTlsError::EmptyRootCertificate);
+                    }
                     roots = if value == "system" {
                         RootCertificates::System
                     } else {
@@ -159,10 +165,10 @@ impl TlsSettings {
         ))
     }
 
-    /// Checks that the root certificate file, if any, holds certificates.
+    /// Checks that the root certificate file, if any, holds certificates rustls can use.
     pub fn check_roots(&self) -> Result<(), PostgresTlsError> {
         if let RootCertificates::File(path) = &self.roots {
-            read_roots(path)?;
+            root_store(path)?;
         }
         Ok(())
     }
@@ -176,28 +182,11 @@ impl TlsSettings {
             (RootCertificates::System, _) => Arc::new(
                 rustls_platform_verifier::Verifier::new(Arc::clone(&provider)).map_err(setup)?,
             ),
-            (RootCertificates::File(path), mode) => {
-                let mut store = RootCertStore::empty();
-                for certificate in read_roots(path)? {
-                    store
-                        .add(certificate)
-                        .map_err(|error| PostgresTlsError::RootCertificates {
-                            path: path.clone(),
-                            message: error.to_string(),
-                        })?;
-                }
-                let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(store),
-                    Arc::clone(&provider),
-                )
-                .build()
-                .map_err(|error| PostgresTlsError::Setup(error.to_string()))?;
-                if mode == SslMode::VerifyFull {
-                    chain
-                } else {
-                    Arc::new(ChainOnly(chain))
-                }
-            }
+            (RootCertificates::File(path), mode) => Arc::new(RootFileVerifier::new(
+                path,
+                mode == SslMode::VerifyFull,
+                Arc::clone(&provider),
+            )?),
         };
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -221,8 +210,9 @@ pub fn with_root_path_resolved(url: &str, base_dir: &Path) -> String {
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some(("sslrootcert", value)) => {
-                let path = PathBuf::from(percent_decoded(value));
-                if value == "system" || path.is_absolute() {
+                let decoded = percent_decoded(value);
+                let path = PathBuf::from(&decoded);
+                if decoded.is_empty() || decoded == "system" || path.is_absolute() {
                     pair.to_string()
                 } else {
                     let resolved = base_dir.join(path);
@@ -251,6 +241,23 @@ fn percent_encoded(value: &str) -> String {
     out
 }
 
+/// The roots in a PEM file, and the certificates themselves (see [`RootFileVerifier`]).
+fn root_store(
+    path: &Path,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), PostgresTlsError> {
+    let certificates = read_roots(path)?;
+    let mut store = RootCertStore::empty();
+    for certificate in &certificates {
+        store
+            .add(certificate.clone())
+            .map_err(|error| PostgresTlsError::RootCertificates {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            })?;
+    }
+    Ok((store, certificates))
+}
+
 fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, PostgresTlsError> {
     let failed = |message: String| PostgresTlsError::RootCertificates {
         path: path.to_path_buf(),
@@ -275,6 +282,7 @@ fn percent_decoded(value: &str) -> String {
         let escaped = (bytes[at] == b'%')
             .then(|| value.get(at + 1..at + 3))
             .flatten()
+            .filter(|hex| hex.bytes().all(|digit| digit.is_ascii_hexdigit()))
             .and_then(|hex| u8::from_str_radix(hex, 16).ok());
         match escaped {
             Some(byte) => {
@@ -341,29 +349,62 @@ impl ServerCertVerifier for Unchecked {
     }
 }
 
-/// Checks the chain to a trusted root but not the host name (`verify-ca`): the chain is
-/// checked first, so a wrong name is the only error let through.
+/// Checks server certificates against the roots of an `sslrootcert` file: the chain, then
+/// (`verify-full`) the host name, which must be among the certificate's subjectAltNames (the
+/// CN alone is not used). A server certificate that is itself in the file — a self-signed
+/// certificate given as its own root, as PostgreSQL's documentation sets one up — is trusted
+/// as it is, the name still checked.
 #[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+struct RootFileVerifier {
+    roots: RootCertStore,
+    pinned: Vec<CertificateDer<'static>>,
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl RootFileVerifier {
+    fn new(
+        path: &Path,
+        check_name: bool,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, PostgresTlsError> {
+        let (roots, pinned) = root_store(path)?;
+        Ok(Self {
+            roots,
+            pinned,
+            check_name,
+            provider,
+        })
+    }
+}
+
+impl ServerCertVerifier for RootFileVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        let pinned = self
+            .pinned
+            .iter()
+            .any(|root| root.as_ref() == end_entity.as_ref());
+        if !pinned {
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &parsed,
+                &self.roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
         }
+        if self.check_name {
+            rustls::client::verify_server_name(&parsed, server_name)?;
+        }
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -372,7 +413,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -381,11 +427,18 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -401,12 +454,14 @@ where
 {
     type Stream = TlsStream<S>;
     type TlsConnect = HostConnect;
-    type Error = rustls::pki_types::InvalidDnsNameError;
+    type Error = std::convert::Infallible;
 
+    /// `host` is empty for a Unix socket, where the server declines TLS and no handshake is
+    /// made: the name is read only if one is.
     fn make_tls_connect(&mut self, host: &str) -> Result<HostConnect, Self::Error> {
         Ok(HostConnect {
             config: Arc::clone(&self.config),
-            host: ServerName::try_from(host)?.to_owned(),
+            host: host.to_string(),
         })
     }
 }
@@ -414,7 +469,7 @@ where
 /// A TLS handshake about to be made with one host.
 pub struct HostConnect {
     config: Arc<rustls::ClientConfig>,
-    host: ServerName<'static>,
+    host: String,
 }
 
 impl<S> tokio_postgres::tls::TlsConnect<S> for HostConnect
@@ -430,7 +485,9 @@ where
     fn connect(self, stream: S) -> Self::Future {
         let connector = tokio_rustls::TlsConnector::from(self.config);
         Box::pin(async move {
-            let stream = connector.connect(self.host, stream).await?;
+            let host = ServerName::try_from(self.host)
+                .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+            let stream = connector.connect(host, stream).await?;
             Ok(TlsStream(stream))
         })
     }
@@ -528,6 +585,17 @@ mod tests {
     }
 
     #[test]
+    fn escapes_are_decoded_only_when_they_are_two_hex_digits() {
+        assert_eq!(percent_decoded("a%2Fb%20c"), "a/b c");
+        for kept in ["%+1", "%", "%4", "%zz", "100%"] {
+            assert_eq!(percent_decoded(kept), kept);
+        }
+        assert_eq!(percent_encoded("/etc/my ca&x.pem"), "/etc/my%20ca%26x.pem");
+        let error = settings("postgres://u@db/w?sslrootcert=").expect_err("empty");
+        assert!(matches!(error, PostgresTlsError::EmptyRootCertificate));
+    }
+
+    #[test]
     fn system_roots_mean_a_full_check() {
         let (tls, _) = settings("postgres://u@db/w?sslrootcert=system").expect("system");
         assert_eq!(tls.mode, SslMode::VerifyFull);
@@ -553,6 +621,39 @@ mod tests {
         let error = settings("postgres://u@db/w?sslmode=require&sslcert=me.pem")
             .expect_err("client certificate");
         assert!(error.to_string().starts_with("sslcert"), "{error}");
+    }
+
+    #[test]
+    fn a_connection_without_a_host_name_is_set_up_and_fails_only_if_it_tries_tls() {
+        use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+        let (tls, _) = settings("postgres://u@db/w").expect("prefer");
+        let mut connector = tls.connector().expect("connector");
+        // A Unix socket: tokio-postgres asks for a connector with an empty host name.
+        let connect = MakeTlsConnect::<tokio::net::TcpStream>::make_tls_connect(&mut connector, "")
+            .expect("no name is needed before a handshake");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let refused = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("binds");
+            let address = listener.local_addr().expect("address");
+            let stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connects");
+            connect
+                .connect(stream)
+                .await
+                .err()
+                .expect("a handshake needs a name")
+        });
+        assert_eq!(
+            refused.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{refused}"
+        );
     }
 
     #[test]
