@@ -320,9 +320,10 @@ async fn sigterm_stops_a_run_at_a_safe_point_and_the_next_run_completes_the_work
         .and_then(|statuses| statuses.get(&200).copied())
         .unwrap_or(0);
     assert!(created > 0, "the stopped runs read through Bulk API jobs");
-    // Every job crmsync knew of was deleted, stopped or not. A job can be left only when a
-    // stop cut its creation request short (crmsync never learnt its id): such a job was never
-    // polled, so the emulator still has it as created.
+    // Every job crmsync polled was deleted, stopped or not. A job a stop cut short while it
+    // was being created (crmsync never learnt its id) is left, never polled: the emulator
+    // still has it as created. (One crmsync learnt of but had not polled yet would hide
+    // among those too.)
     let salesforce = stopped.crms().salesforce;
     let jobs = salesforce
         .send(

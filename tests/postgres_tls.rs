@@ -364,7 +364,7 @@ async fn certificates_are_checked_as_each_sslmode_says() {
     let (misnamed_port, _) = tls_front(&misnamed, database.upstream).await;
     let tls = format!("sslmode=verify-full&sslrootcert={}", root(&misnamed));
     let error = PostgresStore::connect(
-        &url(&database, "localhost", misnamed_port, &tls),
+        &url(&database, "127.0.0.1", misnamed_port, &tls),
         None,
         &vocabulary,
     )
@@ -382,7 +382,7 @@ async fn certificates_are_checked_as_each_sslmode_says() {
     // ... but not the chain: a wrong authority with a wrong name is refused.
     let tls = format!("sslmode=verify-ca&sslrootcert={}", root(&other));
     let error = PostgresStore::connect(
-        &url(&database, "localhost", misnamed_port, &tls),
+        &url(&database, "127.0.0.1", misnamed_port, &tls),
         None,
         &vocabulary,
     )
@@ -421,13 +421,14 @@ async fn prefer_goes_on_without_tls_when_the_handshake_fails_and_require_does_no
     };
     let vocabulary = vocabulary();
     let port = broken_tls_front(database.upstream).await;
+    // By address: a name with several addresses reports only the last one's failure.
     for tls in ["sslmode=prefer", ""] {
-        PostgresStore::connect(&url(&database, "localhost", port, tls), None, &vocabulary)
+        PostgresStore::connect(&url(&database, "127.0.0.1", port, tls), None, &vocabulary)
             .await
             .unwrap_or_else(|error| panic!("{tls:?} falls back: {error}"));
     }
     let error = PostgresStore::connect(
-        &url(&database, "localhost", port, "sslmode=require"),
+        &url(&database, "127.0.0.1", port, "sslmode=require"),
         None,
         &vocabulary,
     )

@@ -151,20 +151,22 @@ impl PostgresStore {
         config.application_name("crmsync");
         let connected = match config.connect(connector.clone()).await {
             // libpq's prefer: a server that offers TLS but cannot complete a handshake with
-            // crmsync (an old protocol version or key, say) is used without it.
-            Err(error)
-                if tls.mode == SslMode::Prefer
-                    && error
-                        .to_string()
-                        .starts_with("error performing TLS handshake") =>
-            {
-                tracing::warn!(
-                    url,
-                    cause = %error_with_causes(&error),
-                    "the PostgreSQL server offered TLS but the handshake failed; connected without TLS, as sslmode=prefer allows (sslmode=require refuses instead)"
-                );
+            // crmsync (an old protocol version or key, say) is used without it. Only a failed
+            // handshake falls back, not a setting tokio-postgres refuses before one.
+            Err(error) if tls.mode == SslMode::Prefer && is_failed_handshake(&error) => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                config.connect(connector).await
+                match config.connect(connector).await {
+                    Ok(connected) => {
+                        tracing::warn!(
+                            url,
+                            cause = %error_with_causes(&error),
+                            "the PostgreSQL server offered TLS but the handshake failed; connected without TLS, as sslmode=prefer allows (sslmode=require refuses instead)"
+                        );
+                        Ok(connected)
+                    }
+                    // The failed handshake is the problem to report.
+                    Err(_) => Err(error),
+                }
             }
             other => other,
         };
@@ -1434,4 +1436,15 @@ fn error_with_causes(error: &tokio_postgres::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// Whether a connection failed in the TLS handshake itself (an I/O error of the TLS stream),
+/// not on a setting refused before one (no host name, a combination tokio-postgres forbids).
+fn is_failed_handshake(error: &tokio_postgres::Error) -> bool {
+    error
+        .to_string()
+        .starts_with("error performing TLS handshake")
+        && std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() != std::io::ErrorKind::InvalidInput)
 }
