@@ -151,7 +151,10 @@ fn redact_url(url: &str, replacement: Option<&str>) -> String {
             .split('&')
             .filter_map(|pair| {
                 let key = pair.split('=').next().unwrap_or_default();
-                if !key.eq_ignore_ascii_case("password") && !key.eq_ignore_ascii_case("sslpassword")
+                // Names are compared decoded: `pass%77ord` is a password to the driver too.
+                let name = url_decoded(key);
+                if !name.eq_ignore_ascii_case("password")
+                    && !name.eq_ignore_ascii_case("sslpassword")
                 {
                     Some(pair.to_string())
                 } else {
@@ -165,6 +168,31 @@ fn redact_url(url: &str, replacement: Option<&str>) -> String {
         }
     }
     out
+}
+
+/// A URL part with its `%XX` escapes decoded (two hex digits; nothing else is decoded).
+pub fn url_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = (bytes[at] == b'%')
+            .then(|| value.get(at + 1..at + 3))
+            .flatten()
+            .filter(|hex| hex.bytes().all(|digit| digit.is_ascii_hexdigit()))
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                at += 3;
+            }
+            None => {
+                out.push(bytes[at]);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a key may hold a secret, for masking excerpts: any key whose last segment names a
@@ -346,6 +374,11 @@ mod tests {
         assert!(url_has_password(
             "postgres://u@h/db?sslmode=require&sslpassword=pw"
         ));
+        assert!(url_has_password("postgres://u@h/db?pass%77ord=pw"));
+        assert_eq!(url_decoded("a%2Fb%20c"), "a/b c");
+        for kept in ["%+1", "%", "%4", "%zz", "100%"] {
+            assert_eq!(url_decoded(kept), kept);
+        }
         assert_eq!(
             url_without_password("postgres://u@h/db?sslpassword=pw&sslmode=require"),
             "postgres://u@h/db?sslmode=require"

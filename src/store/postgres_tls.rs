@@ -119,9 +119,9 @@ impl TlsSettings {
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
-                "sslmode" => mode = Some(SslMode::parse(&percent_decoded(value))?),
+                "sslmode" => mode = Some(SslMode::parse(&crate::secret::url_decoded(value))?),
                 "sslrootcert" => {
-                    let value = percent_decoded(value);
+                    let value = crate::secret::url_decoded(value);
                     if value.is_empty() {
                         return Err(PostgresTlsError::EmptyRootCertificate);
                     }
@@ -210,7 +210,7 @@ pub fn with_root_path_resolved(url: &str, base_dir: &Path) -> String {
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some(("sslrootcert", value)) => {
-                let decoded = percent_decoded(value);
+                let decoded = crate::secret::url_decoded(value);
                 let path = PathBuf::from(&decoded);
                 if decoded.is_empty() || decoded == "system" || path.is_absolute() {
                     pair.to_string()
@@ -271,31 +271,6 @@ fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, PostgresTlsEr
         return Err(failed("no certificate in it".into()));
     }
     Ok(certificates)
-}
-
-/// A URL query value with its `%XX` escapes decoded (libpq decodes nothing else).
-fn percent_decoded(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while at < bytes.len() {
-        let escaped = (bytes[at] == b'%')
-            .then(|| value.get(at + 1..at + 3))
-            .flatten()
-            .filter(|hex| hex.bytes().all(|digit| digit.is_ascii_hexdigit()))
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                at += 3;
-            }
-            None => {
-                out.push(bytes[at]);
-                at += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Accepts any server certificate (`prefer` and `require` without root certificates, as
@@ -585,11 +560,7 @@ mod tests {
     }
 
     #[test]
-    fn escapes_are_decoded_only_when_they_are_two_hex_digits() {
-        assert_eq!(percent_decoded("a%2Fb%20c"), "a/b c");
-        for kept in ["%+1", "%", "%4", "%zz", "100%"] {
-            assert_eq!(percent_decoded(kept), kept);
-        }
+    fn root_paths_are_escaped_and_an_empty_one_is_refused() {
         assert_eq!(percent_encoded("/etc/my ca&x.pem"), "/etc/my%20ca%26x.pem");
         let error = settings("postgres://u@db/w?sslrootcert=").expect_err("empty");
         assert!(matches!(error, PostgresTlsError::EmptyRootCertificate));
