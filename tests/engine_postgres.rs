@@ -3,6 +3,8 @@
 //! created and dropped here. Without the variable the tests say so and pass, unless
 //! PG_TEST_REQUIRED is set (as in CI), where a missing server is a failure.
 
+mod pg_common;
+
 mod engine_common;
 
 use crmsync::engine::SyncOptions;
@@ -18,16 +20,7 @@ struct TestDatabase {
 
 impl TestDatabase {
     async fn create(label: &str) -> Option<TestDatabase> {
-        let Ok(admin_url) = std::env::var("PG_TEST_URL") else {
-            assert!(
-                std::env::var_os("PG_TEST_REQUIRED").is_none(),
-                "PG_TEST_REQUIRED is set but PG_TEST_URL is not: point it at a PostgreSQL server (postgres://USER@HOST:PORT/DATABASE)"
-            );
-            eprintln!(
-                "skipped: PG_TEST_URL is not set — set it to a PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL warehouse tests"
-            );
-            return None;
-        };
+        let admin_url = pg_common::admin_url("PostgreSQL warehouse tests")?;
         let name = format!(
             "crmsync_{label}_{}_{}",
             std::process::id(),

@@ -4,6 +4,8 @@
 //! `openssl` command for the test, the SSLRequest answered and the session handed to the real
 //! server, as a managed database's TLS-terminating proxy does.
 
+mod pg_common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,16 +42,7 @@ struct TestDatabase {
 
 impl TestDatabase {
     async fn create(label: &str) -> Option<TestDatabase> {
-        let Ok(admin_url) = std::env::var("PG_TEST_URL") else {
-            assert!(
-                std::env::var_os("PG_TEST_REQUIRED").is_none(),
-                "PG_TEST_REQUIRED is set but PG_TEST_URL is not: point it at a PostgreSQL server (postgres://USER@HOST:PORT/DATABASE)"
-            );
-            eprintln!(
-                "skipped: PG_TEST_URL is not set — set it to a PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/test) to run the PostgreSQL TLS tests"
-            );
-            return None;
-        };
+        let admin_url = pg_common::admin_url("PostgreSQL TLS tests")?;
         let config: tokio_postgres::Config = admin_url.parse().expect("PG_TEST_URL parses");
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),

@@ -334,7 +334,8 @@ struct RootFileVerifier {
     roots: RootCertStore,
     pinned: Vec<CertificateDer<'static>>,
     check_name: bool,
-    provider: Arc<CryptoProvider>,
+    /// The handshake's signatures are checked as for any certificate.
+    handshake: Unchecked,
 }
 
 impl RootFileVerifier {
@@ -348,7 +349,7 @@ impl RootFileVerifier {
             roots,
             pinned,
             check_name,
-            provider,
+            handshake: Unchecked(provider),
         })
     }
 }
@@ -373,7 +374,7 @@ impl ServerCertVerifier for RootFileVerifier {
                 &self.roots,
                 intermediates,
                 now,
-                self.provider.signature_verification_algorithms.all,
+                self.handshake.0.signature_verification_algorithms.all,
             )?;
         }
         if self.check_name {
@@ -388,12 +389,7 @@ impl ServerCertVerifier for RootFileVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.handshake.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -402,18 +398,11 @@ impl ServerCertVerifier for RootFileVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.handshake.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.handshake.supported_verify_schemes()
     }
 }
 
