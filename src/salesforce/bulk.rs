@@ -321,9 +321,10 @@ async fn delete_job(
 }
 
 /// Ends the query jobs on `object` that `client` created and did not finish reading — a read
-/// stopped or failed part way — deleting each with its results; one still running (which Salesforce does not
-/// delete) is aborted first, so it stops using the org's resources. Returns how many were
-/// deleted; failures are logged (the org drops ended jobs after some days anyway).
+/// stopped or failed part way — deleting each with its results; one still running (which
+/// Salesforce does not delete) is aborted first, so it stops using the org's resources.
+/// Returns how many were deleted; failures are logged (the org drops ended jobs after some
+/// days anyway).
 pub async fn close_open_jobs(client: &SalesforceClient, object: &str) -> usize {
     let mut closed = 0;
     for job in client.open_query_jobs(object) {

@@ -177,9 +177,8 @@ pub struct SalesforceClient {
     calls: AtomicU64,
     /// Answers with status 429 (the org throttling this client).
     rate_limited: AtomicU64,
-    /// Bulk API query jobs this client created and has not deleted yet (see
-    /// [`super::bulk::close_open_jobs`]).
-    /// Job id → object.
+    /// Bulk API query jobs this client created and has not deleted yet, job id → object
+    /// (see [`super::bulk::close_open_jobs`]).
     open_query_jobs: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
