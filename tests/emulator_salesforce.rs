@@ -621,7 +621,10 @@ async fn bulk_query_jobs_run_to_completion_and_page_csv_by_locator() {
     assert_eq!(created["state"], "UploadComplete");
     assert_eq!(created["object"], "Lead");
     let creator = created["createdById"].as_str().expect("creator");
-    assert!(creator.starts_with("005") && creator.len() == 18, "{creator}");
+    assert!(
+        creator.starts_with("005") && creator.len() == 18,
+        "{creator}"
+    );
     let id = created["id"].as_str().expect("job id").to_string();
     assert!(id.starts_with("750"));
     let early = client
