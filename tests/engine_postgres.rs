@@ -427,19 +427,6 @@ async fn a_plan_on_postgresql_works_on_temporary_copies_and_leaves_the_database_
     database.drop_it().await;
 }
 
-/// The shipped vocabulary.
-fn default_vocabulary() -> crmsync::vocabulary::Vocabulary {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/vocabulary.toml");
-    let text = std::fs::read_to_string(&path).expect("vocabulary file");
-    let mut diagnostics = crmsync::diagnostics::Diagnostics::default();
-    let vocabulary = crmsync::vocabulary::Vocabulary::parse(
-        &crmsync::diagnostics::SourceFile::new("vocabulary.toml", text),
-        &mut diagnostics,
-    );
-    assert!(diagnostics.is_empty(), "{diagnostics}");
-    vocabulary
-}
-
 /// The definition of the person index in the database's own schema, if it has one.
 async fn shared_person_index(client: &tokio_postgres::Client) -> Option<String> {
     client
@@ -482,7 +469,7 @@ async fn a_plan_on_an_older_warehouse_migrates_only_its_copies() {
         .await
         .expect("version 3 has it");
     assert!(!before.contains("WHERE"), "{before}");
-    let vocabulary = default_vocabulary();
+    let vocabulary = pg_common::shipped_vocabulary();
 
     let scratch =
         crmsync::store::postgres::PostgresStore::connect_scratch(&database.url, None, &vocabulary)

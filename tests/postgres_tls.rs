@@ -13,24 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crmsync::store::postgres::PostgresStore;
-use crmsync::vocabulary::Vocabulary;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::NoTls;
 
 /// The first eight bytes a client sends to ask for TLS.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
-
-fn vocabulary() -> Vocabulary {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/vocabulary.toml");
-    let text = std::fs::read_to_string(&path).expect("vocabulary file");
-    let mut diagnostics = crmsync::diagnostics::Diagnostics::default();
-    let vocabulary = Vocabulary::parse(
-        &crmsync::diagnostics::SourceFile::new(path.display().to_string(), text),
-        &mut diagnostics,
-    );
-    assert!(diagnostics.is_empty(), "the shipped vocabulary parses");
-    vocabulary
-}
 
 /// A database of its own on the PG_TEST_URL server, dropped at the end.
 struct TestDatabase {
@@ -315,7 +302,7 @@ async fn certificates_are_checked_as_each_sslmode_says() {
     let good = certificates(dir.path(), "good", "DNS:localhost,IP:127.0.0.1");
     let other = certificates(dir.path(), "other", "DNS:localhost,IP:127.0.0.1");
     let misnamed = certificates(dir.path(), "misnamed", "DNS:db.example.com");
-    let vocabulary = vocabulary();
+    let vocabulary = pg_common::shipped_vocabulary();
     let (port, handshakes) = tls_front(&good, database.upstream).await;
     let root = |certificates: &Certificates| certificates.ca.display().to_string();
 
@@ -412,7 +399,7 @@ async fn prefer_goes_on_without_tls_when_the_handshake_fails_and_require_does_no
     let Some(database) = TestDatabase::create("fallback").await else {
         return;
     };
-    let vocabulary = vocabulary();
+    let vocabulary = pg_common::shipped_vocabulary();
     let port = broken_tls_front(database.upstream).await;
     // By address: a name with several addresses reports only the last one's failure.
     for tls in ["sslmode=prefer", ""] {
@@ -452,7 +439,7 @@ async fn require_is_tls_with_the_server_itself_and_disable_is_not() {
         database.drop_it().await;
         return;
     }
-    let vocabulary = vocabulary();
+    let vocabulary = pg_common::shipped_vocabulary();
     let (host, port) = (database.upstream.ip().to_string(), database.upstream.port());
     for (tls, encrypted) in [("sslmode=require", true), ("sslmode=disable", false)] {
         let store = PostgresStore::connect(&url(&database, &host, port, tls), None, &vocabulary)
