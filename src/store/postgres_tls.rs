@@ -154,11 +154,8 @@ impl TlsSettings {
             }
             _ => {}
         }
-        kept.push(match mode.negotiation() {
-            "disable" => "sslmode=disable",
-            "prefer" => "sslmode=prefer",
-            _ => "sslmode=require",
-        });
+        let negotiation = format!("sslmode={}", mode.negotiation());
+        kept.push(&negotiation);
         Ok((
             Self { mode, roots },
             format!("{address}?{}", kept.join("&")),
