@@ -929,6 +929,94 @@ async fn a_run_whose_lease_another_worker_takes_stops_at_its_next_safe_point() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_objects_without_people_are_stored_settled_deleted_and_merged_alike() {
+    use crmsync::record::{Merge, System, Tombstone};
+    use crmsync::store::model::{PageWrite, RecordKey, StoredRecord};
+
+    let Some((database, _setup, warehouse)) = warehouse_on_postgres("settled", 20).await else {
+        return;
+    };
+    let at = jiff::Timestamp::now();
+    let record = |object: &str, id: &str| StoredRecord {
+        key: RecordKey::new(System::Hubspot, object, id),
+        modified_at: at,
+        properties: "{}".into(),
+        content_hash: "a".into(),
+        email: None,
+        stage: None,
+        raw_stage: None,
+        stage_rule: None,
+        fields: "{}".into(),
+    };
+    let deals = |settled: bool| PageWrite {
+        records: ["1", "2", "3"]
+            .into_iter()
+            .map(|id| record("deals", id))
+            .collect(),
+        settled,
+        ..PageWrite::default()
+    };
+    warehouse
+        .store_page(1, System::Hubspot, "deals".into(), deals(true))
+        .await
+        .expect("stored");
+    // Deleted, and merged away, later: still nothing for reconcile.
+    let changes = PageWrite {
+        tombstones: vec![Tombstone {
+            id: "1".into(),
+            archived_at: None,
+        }],
+        merges: vec![Merge {
+            survivor: "2".into(),
+            absorbed: vec!["3".into()],
+        }],
+        settled: true,
+        ..PageWrite::default()
+    };
+    warehouse
+        .store_page(1, System::Hubspot, "deals".into(), changes)
+        .await
+        .expect("stored");
+    let pending = warehouse.pending_records(10).await.expect("pending");
+    assert!(
+        pending.is_empty(),
+        "settled records wait for nothing: {pending:?}"
+    );
+    let client = database.client().await;
+    let stored: Vec<String> = client
+        .query(
+            "SELECT id || ' ' || archived || ' ' || COALESCE(merged_into, '-') FROM source_records ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("records")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stored, ["1 true -", "2 false -", "3 true 2"]);
+    // The same page of a people object waits for reconcile.
+    let contacts = PageWrite {
+        records: vec![record("contacts", "9")],
+        ..PageWrite::default()
+    };
+    warehouse
+        .store_page(1, System::Hubspot, "contacts".into(), contacts)
+        .await
+        .expect("stored");
+    let pending: Vec<String> = warehouse
+        .pending_records(10)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|row| row.key.to_string())
+        .collect();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    drop(client);
+    drop(warehouse);
+    database.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_another_worker_stores_while_its_chunk_is_decided_stays_pending() {
     use crmsync::record::System;
     use crmsync::store::model::{Assignment, PageWrite, ReconcileCommit, RecordKey, StoredRecord};

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::cursor::Cursor;
 use super::{EngineError, StreamOutcome};
-use crate::mapping::{Mapper, StageOutcome};
+use crate::mapping::{Mapper, ObjectKind, StageOutcome};
 use crate::record::{FieldValue, ReadEvent, SourceRecord, System};
 use crate::store::Warehouse;
 use crate::store::model::{DeadLetterRow, PageWrite, RecordKey, StoredRecord};
@@ -54,7 +54,12 @@ where
     F: Fn(R) -> Cursor,
 {
     let mut outcome = StreamOutcome::default();
-    let mut page = PageWrite::default();
+    let mut page = PageWrite {
+        settled: mapper
+            .object(stream.system, &stream.object)
+            .is_none_or(|mapping| mapping.kind != ObjectKind::Person),
+        ..PageWrite::default()
+    };
     let mut in_page = HashSet::new();
     let mut last_store = std::time::Instant::now();
     while let Some(event) = events.recv().await {
@@ -113,7 +118,7 @@ where
     Ok(outcome)
 }
 
-/// Stores the page (if it holds anything) and starts a new one.
+/// Stores the page (if it holds anything) and starts a new one for the same object.
 pub(super) async fn store(
     stream: &Stream,
     run_id: i64,
@@ -130,6 +135,7 @@ pub(super) async fn store(
         return Ok(());
     }
     let full = std::mem::take(page);
+    page.settled = full.settled;
     // Each record is in the page once, as last read (see [`add_read`]); a statement that
     // touched one row twice would fail on PostgreSQL.
     debug_assert_eq!(
@@ -392,6 +398,89 @@ mod tests {
                 "B v2: could not be mapped",
                 "D v2: field phone unreadable"
             ]
+        );
+    }
+
+    /// Stores `records` of `object` through [`consume`] (a first page, then the records
+    /// deleted), and returns each stored record's id with its `pending` flag.
+    async fn consumed(object: &str, ids: &[&str]) -> Vec<(String, bool)> {
+        let mappings = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        let mapper = Arc::new(crate::mapping::load_dir(&mappings).expect("shipped mappings"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("warehouse.db");
+        let store = crate::store::SqliteStore::open(&path, mapper.vocabulary()).expect("opens");
+        let warehouse = Warehouse::sqlite(store, super::super::stage_ids(&mapper));
+        let stream = Stream {
+            system: System::Hubspot,
+            object: object.to_string(),
+        };
+        let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
+        let records = ids
+            .iter()
+            .map(|id| SourceRecord {
+                system: System::Hubspot,
+                object: object.to_string(),
+                id: id.to_string(),
+                modified_at: jiff::Timestamp::UNIX_EPOCH,
+                properties: [(
+                    "email".to_string(),
+                    Value::from(format!("{id}@example.com")),
+                )]
+                .into_iter()
+                .collect(),
+            })
+            .collect();
+        sender
+            .send(ReadEvent::Records(records))
+            .await
+            .expect("sends");
+        sender.send(ReadEvent::Progress(())).await.expect("sends");
+        // The first record is deleted afterwards: its tombstone follows the same rule.
+        sender
+            .send(ReadEvent::Archived(vec![crate::record::Tombstone {
+                id: ids[0].to_string(),
+                archived_at: None,
+            }]))
+            .await
+            .expect("sends");
+        drop(sender);
+        let outcome = consume(
+            &stream,
+            1,
+            &mapper,
+            &warehouse,
+            &super::super::progress::Silent,
+            receiver,
+            |()| Cursor::Incremental {
+                since: jiff::Timestamp::UNIX_EPOCH,
+                archived_since: None,
+            },
+        )
+        .await
+        .expect("stored");
+        assert_eq!(outcome.read, ids.len() as u64);
+        let connection = rusqlite::Connection::open(&path).expect("opens the file");
+        connection
+            .prepare("SELECT id, pending FROM source_records ORDER BY id")
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .expect("records")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_people_wait_for_reconcile_and_other_records_are_stored_settled() {
+        assert_eq!(
+            consumed("contacts", &["1", "2"]).await,
+            [("1".to_string(), true), ("2".to_string(), true)],
+            "contacts are people: reconcile decides them"
+        );
+        assert_eq!(
+            consumed("deals", &["1", "2"]).await,
+            [("1".to_string(), false), ("2".to_string(), false)],
+            "deals hold no people: nothing reconciles them, deleted or not"
         );
     }
 }

@@ -68,6 +68,10 @@ pub struct PageWrite {
     pub dead_letters: Vec<DeadLetterRow>,
     /// Where the read resumes once this page is stored; `None` leaves the checkpoint alone.
     pub checkpoint: Option<String>,
+    /// The page's object holds no people (deals, opportunities): reconcile has nothing to do
+    /// with its records, so they are stored settled rather than pending — a full sync's
+    /// reconcile neither reads nor rewrites them.
+    pub settled: bool,
 }
 
 /// What storing a page changed.

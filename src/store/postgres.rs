@@ -699,6 +699,7 @@ impl PostgresStore {
         let transaction = client.transaction().await.map_err(&failed)?;
         let mut stored = PageStored::default();
         let mut unchanged: std::collections::HashSet<&RecordKey> = std::collections::HashSet::new();
+        let pending = !page.settled;
         if !page.records.is_empty() {
             let column =
                 |f: &dyn Fn(&super::model::StoredRecord) -> Option<String>| -> Vec<Option<String>> {
@@ -718,7 +719,7 @@ impl PostgresStore {
                     "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash,
                         archived, first_seen_run, last_seen_run, email, stage, raw_stage, stage_rule, fields, pending)
                      SELECT $1, $2, u.id, u.modified_at, u.properties::jsonb, u.hash, FALSE, $3, $3,
-                        u.email, u.stage, u.raw_stage, u.rule, u.fields::jsonb, TRUE
+                        u.email, u.stage, u.raw_stage, u.rule, u.fields::jsonb, $13
                      FROM unnest($4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[],
                         $10::text[], $11::text[], $12::text[])
                         AS u(id, modified_at, properties, hash, email, stage, raw_stage, rule, fields)
@@ -727,7 +728,7 @@ impl PostgresStore {
                         content_hash = excluded.content_hash, archived = FALSE, merged_into = NULL,
                         last_seen_run = excluded.last_seen_run, email = excluded.email, stage = excluded.stage,
                         raw_stage = excluded.raw_stage, stage_rule = excluded.stage_rule, fields = excluded.fields,
-                        pending = TRUE, version = source_records.version + 1
+                        pending = excluded.pending, version = source_records.version + 1
                      WHERE source_records.content_hash <> excluded.content_hash OR source_records.archived
                      RETURNING id",
                     &[
@@ -743,6 +744,7 @@ impl PostgresStore {
                         &raw,
                         &rules,
                         &fields,
+                        &pending,
                     ],
                 )
                 .await
@@ -776,10 +778,10 @@ impl PostgresStore {
         for gone in &page.tombstones {
             stored.tombstoned += transaction
                 .execute(
-                    "UPDATE source_records SET archived = TRUE, pending = TRUE, version = version + 1,
+                    "UPDATE source_records SET archived = TRUE, pending = $5, version = version + 1,
                         modified_at = COALESCE($4, modified_at)
                      WHERE system = $1 AND object = $2 AND id = $3 AND NOT archived",
-                    &[&system.as_str(), &object, &gone.id, &gone.archived_at],
+                    &[&system.as_str(), &object, &gone.id, &gone.archived_at, &pending],
                 )
                 .await
                 .map_err(&failed)? as usize;
@@ -787,11 +789,17 @@ impl PostgresStore {
         for merge in &page.merges {
             transaction
                 .execute(
-                    "UPDATE source_records SET archived = TRUE, merged_into = $4, pending = TRUE,
+                    "UPDATE source_records SET archived = TRUE, merged_into = $4, pending = $5,
                         version = version + 1
                      WHERE system = $1 AND object = $2 AND id = ANY($3)
                        AND (merged_into IS NULL OR merged_into <> $4 OR NOT archived)",
-                    &[&system.as_str(), &object, &merge.absorbed, &merge.survivor],
+                    &[
+                        &system.as_str(),
+                        &object,
+                        &merge.absorbed,
+                        &merge.survivor,
+                        &pending,
+                    ],
                 )
                 .await
                 .map_err(&failed)?;

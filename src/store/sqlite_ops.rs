@@ -248,13 +248,13 @@ impl SqliteStore {
                 .prepare_cached(
                     "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash,
                         archived, first_seen_run, last_seen_run, email, stage, raw_stage, stage_rule, fields, pending)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, FALSE, ?7, ?7, ?8, ?9, ?10, ?11, ?12, TRUE)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, FALSE, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                      ON CONFLICT (system, object, id) DO UPDATE SET
                         modified_at = excluded.modified_at, properties = excluded.properties,
                         content_hash = excluded.content_hash, archived = FALSE, merged_into = NULL,
                         last_seen_run = excluded.last_seen_run, email = excluded.email, stage = excluded.stage,
                         raw_stage = excluded.raw_stage, stage_rule = excluded.stage_rule, fields = excluded.fields,
-                        pending = TRUE, version = source_records.version + 1
+                        pending = excluded.pending, version = source_records.version + 1
                      WHERE source_records.content_hash <> excluded.content_hash OR source_records.archived",
                 )
                 .map_err(&failed)?;
@@ -263,6 +263,7 @@ impl SqliteStore {
                     "UPDATE source_records SET last_seen_run = ?4 WHERE system = ?1 AND object = ?2 AND id = ?3",
                 )
                 .map_err(&failed)?;
+            let pending = !page.settled;
             let mut unchanged = std::collections::HashSet::new();
             for record in &page.records {
                 let changed = upsert
@@ -279,6 +280,7 @@ impl SqliteStore {
                         record.raw_stage,
                         record.stage_rule,
                         record.fields,
+                        pending,
                     ])
                     .map_err(&failed)?;
                 if changed > 0 {
@@ -296,7 +298,7 @@ impl SqliteStore {
             }
             let mut tombstone = transaction
                 .prepare_cached(
-                    "UPDATE source_records SET archived = TRUE, pending = TRUE, version = version + 1,
+                    "UPDATE source_records SET archived = TRUE, pending = ?5, version = version + 1,
                         modified_at = COALESCE(?4, modified_at)
                      WHERE system = ?1 AND object = ?2 AND id = ?3 AND NOT archived",
                 )
@@ -307,13 +309,14 @@ impl SqliteStore {
                         system.as_str(),
                         object,
                         gone.id,
-                        gone.archived_at.map(sql_time)
+                        gone.archived_at.map(sql_time),
+                        pending
                     ])
                     .map_err(&failed)?;
             }
             let mut absorb = transaction
                 .prepare_cached(
-                    "UPDATE source_records SET archived = TRUE, merged_into = ?4, pending = TRUE,
+                    "UPDATE source_records SET archived = TRUE, merged_into = ?4, pending = ?5,
                         version = version + 1
                      WHERE system = ?1 AND object = ?2 AND id = ?3
                        AND (merged_into IS NULL OR merged_into <> ?4 OR NOT archived)",
@@ -322,7 +325,13 @@ impl SqliteStore {
             for merge in &page.merges {
                 for absorbed in &merge.absorbed {
                     absorb
-                        .execute(params![system.as_str(), object, absorbed, merge.survivor])
+                        .execute(params![
+                            system.as_str(),
+                            object,
+                            absorbed,
+                            merge.survivor,
+                            pending
+                        ])
                         .map_err(&failed)?;
                 }
             }
