@@ -31,7 +31,31 @@ pub const PERSON_REFERENCES: [(&str, &str); 4] = [
 /// A time as the warehouse stores it in text columns: UTC, microseconds, fixed width, so
 /// text order is time order.
 pub fn sql_time(at: jiff::Timestamp) -> String {
-    at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    let utc = jiff::tz::Offset::UTC.to_datetime(at);
+    if !(0..=9999).contains(&utc.year()) {
+        return at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    }
+    // Written digit by digit: every row a sync stores carries a few of these, and `strftime`
+    // reads its pattern each time.
+    let mut text = String::with_capacity(27);
+    let parts = [
+        (None, i32::from(utc.year()), 4),
+        (Some('-'), i32::from(utc.month()), 2),
+        (Some('-'), i32::from(utc.day()), 2),
+        (Some('T'), i32::from(utc.hour()), 2),
+        (Some(':'), i32::from(utc.minute()), 2),
+        (Some(':'), i32::from(utc.second()), 2),
+        (Some('.'), utc.subsec_nanosecond() / 1_000, 6),
+    ];
+    for (separator, value, width) in parts {
+        text.extend(separator);
+        for place in (0..width).rev() {
+            let digit = (value / 10_i32.pow(place)) % 10;
+            text.push(char::from_digit(digit.unsigned_abs(), 10).unwrap_or('0'));
+        }
+    }
+    text.push('Z');
+    text
 }
 
 /// A time read back from a text column.
@@ -114,4 +138,55 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn by_pattern(at: jiff::Timestamp) -> String {
+        at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    }
+
+    proptest! {
+        /// Any time jiff can hold, the years before 0 and after 9999 included.
+        #[test]
+        fn times_are_written_as_the_pattern_writes_them(
+            seconds in jiff::Timestamp::MIN.as_second()..=jiff::Timestamp::MAX.as_second(),
+            nanoseconds in 0..1_000_000_000i32,
+        ) {
+            let at = jiff::Timestamp::new(seconds, nanoseconds).expect("in range");
+            prop_assert_eq!(sql_time(at), by_pattern(at));
+        }
+
+        /// The years a CRM's records hold, more densely.
+        #[test]
+        fn recent_times_are_written_as_the_pattern_writes_them_and_read_back(
+            seconds in 0..4_102_444_800i64,
+            micros in 0..1_000_000i32,
+        ) {
+            let at = jiff::Timestamp::new(seconds, micros * 1_000).expect("in range");
+            let text = sql_time(at);
+            prop_assert_eq!(&text, &by_pattern(at));
+            prop_assert_eq!(parse_sql_time(&text), Some(at));
+        }
+    }
+
+    #[test]
+    fn edges_of_the_fixed_width_form() {
+        for text in [
+            "0000-01-01T00:00:00.000000Z",
+            "9999-12-30T21:59:59.999999Z",
+            "1970-01-01T00:00:00.000000Z",
+            "2024-02-29T12:34:56.000001Z",
+        ] {
+            let at: jiff::Timestamp = text.parse().expect("a time");
+            assert_eq!(sql_time(at), text);
+        }
+        let before_zero: jiff::Timestamp = "-000001-12-31T23:59:59.5Z".parse().expect("a time");
+        for at in [before_zero, jiff::Timestamp::MIN, jiff::Timestamp::MAX] {
+            assert_eq!(sql_time(at), by_pattern(at));
+        }
+    }
 }
