@@ -948,16 +948,16 @@ async fn records_of_objects_without_people_are_stored_settled_deleted_and_merged
         stage_rule: None,
         fields: "{}".into(),
     };
-    let deals = |settled: bool| PageWrite {
+    let deals = PageWrite {
         records: ["1", "2", "3"]
             .into_iter()
             .map(|id| record("deals", id))
             .collect(),
-        settled,
+        settled: true,
         ..PageWrite::default()
     };
     warehouse
-        .store_page(1, System::Hubspot, "deals".into(), deals(true))
+        .store_page(1, System::Hubspot, "deals".into(), deals)
         .await
         .expect("stored");
     // Deleted, and merged away, later: still nothing for reconcile.
@@ -994,23 +994,41 @@ async fn records_of_objects_without_people_are_stored_settled_deleted_and_merged
         .map(|row| row.get(0))
         .collect();
     assert_eq!(stored, ["1 true -", "2 false -", "3 true 2"]);
-    // The same page of a people object waits for reconcile.
-    let contacts = PageWrite {
-        records: vec![record("contacts", "9")],
+    // Records of a people object wait for reconcile, and so do their deletions and merges
+    // (records "7" and "8" start settled here only so that the change shows).
+    let contacts = |records: Vec<StoredRecord>, settled: bool| PageWrite {
+        records,
+        settled,
         ..PageWrite::default()
     };
-    warehouse
-        .store_page(1, System::Hubspot, "contacts".into(), contacts)
-        .await
-        .expect("stored");
+    for page in [
+        contacts(vec![record("contacts", "7"), record("contacts", "8")], true),
+        contacts(vec![record("contacts", "9")], false),
+        PageWrite {
+            tombstones: vec![Tombstone {
+                id: "7".into(),
+                archived_at: None,
+            }],
+            merges: vec![Merge {
+                survivor: "9".into(),
+                absorbed: vec!["8".into()],
+            }],
+            ..PageWrite::default()
+        },
+    ] {
+        warehouse
+            .store_page(1, System::Hubspot, "contacts".into(), page)
+            .await
+            .expect("stored");
+    }
     let pending: Vec<String> = warehouse
         .pending_records(10)
         .await
         .expect("pending")
         .into_iter()
-        .map(|row| row.key.to_string())
+        .map(|row| row.key.id)
         .collect();
-    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending, ["7", "8", "9"]);
     drop(client);
     drop(warehouse);
     database.drop_it().await;

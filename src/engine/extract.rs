@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::cursor::Cursor;
 use super::{EngineError, StreamOutcome};
-use crate::mapping::{Mapper, ObjectKind, StageOutcome};
+use crate::mapping::{Mapper, StageOutcome};
 use crate::record::{FieldValue, ReadEvent, SourceRecord, System};
 use crate::store::Warehouse;
 use crate::store::model::{DeadLetterRow, PageWrite, RecordKey, StoredRecord};
@@ -55,9 +55,7 @@ where
 {
     let mut outcome = StreamOutcome::default();
     let mut page = PageWrite {
-        settled: mapper
-            .object(stream.system, &stream.object)
-            .is_none_or(|mapping| mapping.kind != ObjectKind::Person),
+        settled: !mapper.holds_people(stream.system, &stream.object),
         ..PageWrite::default()
     };
     let mut in_page = HashSet::new();
@@ -415,9 +413,11 @@ mod tests {
         );
     }
 
-    /// Stores `records` of `object` through [`consume`] (a first page, then the records
-    /// deleted), and returns each stored record's id with its `pending` flag.
-    async fn consumed(object: &str, ids: &[&str]) -> Vec<(String, bool)> {
+    /// Reads records "1", "2" and "3" of `object` through [`consume`] with enough others
+    /// that they are stored as a page of their own; then "1" deleted and "3" merged into "2",
+    /// stored as a second page. Returns the three records' `pending` flags and how many of the
+    /// others are pending.
+    async fn consumed(object: &str) -> (Vec<(String, bool)>, usize) {
         let mappings = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
         let mapper = Arc::new(crate::mapping::load_dir(&mappings).expect("shipped mappings"));
         let dir = tempfile::tempdir().expect("temp dir");
@@ -429,34 +429,38 @@ mod tests {
             object: object.to_string(),
         };
         let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
+        let ids = ["1", "2", "3"]
+            .map(String::from)
+            .into_iter()
+            .chain((0..FLUSH_RECORDS).map(|n| format!("other-{n}")));
         let records = ids
-            .iter()
             .map(|id| SourceRecord {
                 system: System::Hubspot,
                 object: object.to_string(),
-                id: id.to_string(),
-                modified_at: jiff::Timestamp::UNIX_EPOCH,
                 properties: [(
                     "email".to_string(),
                     Value::from(format!("{id}@example.com")),
                 )]
                 .into_iter()
                 .collect(),
+                id,
+                modified_at: jiff::Timestamp::UNIX_EPOCH,
             })
             .collect();
-        sender
-            .send(ReadEvent::Records(records))
-            .await
-            .expect("sends");
-        sender.send(ReadEvent::Progress(())).await.expect("sends");
-        // The first record is deleted afterwards: its tombstone follows the same rule.
-        sender
-            .send(ReadEvent::Archived(vec![crate::record::Tombstone {
-                id: ids[0].to_string(),
+        let events = [
+            ReadEvent::Records(records),
+            ReadEvent::Archived(vec![crate::record::Tombstone {
+                id: "1".into(),
                 archived_at: None,
-            }]))
-            .await
-            .expect("sends");
+            }]),
+            ReadEvent::Merged(vec![crate::record::Merge {
+                survivor: "2".into(),
+                absorbed: vec!["3".into()],
+            }]),
+        ];
+        for event in events {
+            sender.send(event).await.expect("sends");
+        }
         drop(sender);
         let outcome = consume(
             &stream,
@@ -472,29 +476,64 @@ mod tests {
         )
         .await
         .expect("stored");
-        assert_eq!(outcome.read, ids.len() as u64);
+        assert_eq!(outcome.read, FLUSH_RECORDS as u64 + 3);
         let connection = rusqlite::Connection::open(&path).expect("opens the file");
-        connection
-            .prepare("SELECT id, pending FROM source_records ORDER BY id")
+        let named = connection
+            .prepare(
+                "SELECT id, pending FROM source_records WHERE id NOT LIKE 'other-%' ORDER BY id",
+            )
             .and_then(|mut statement| {
                 statement
                     .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
                     .collect()
             })
-            .expect("records")
+            .expect("records");
+        let others: i64 = connection
+            .query_row(
+                "SELECT count(*) FROM source_records WHERE id LIKE 'other-%' AND pending",
+                [],
+                |row| row.get(0),
+            )
+            .expect("count");
+        let gone: Vec<(String, bool, Option<String>)> = connection
+            .prepare(
+                "SELECT id, archived, merged_into FROM source_records WHERE archived ORDER BY id",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .expect("records");
+        assert_eq!(
+            gone,
+            [
+                ("1".to_string(), true, None),
+                ("3".to_string(), true, Some("2".to_string()))
+            ],
+            "the deletion and the merge were stored"
+        );
+        (named, usize::try_from(others).expect("a count"))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_of_people_wait_for_reconcile_and_other_records_are_stored_settled() {
+        let pending = |flags: [bool; 3]| {
+            ["1", "2", "3"]
+                .iter()
+                .zip(flags)
+                .map(|(id, flag)| (id.to_string(), flag))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            consumed("contacts", &["1", "2"]).await,
-            [("1".to_string(), true), ("2".to_string(), true)],
-            "contacts are people: reconcile decides them"
+            consumed("contacts").await,
+            (pending([true, true, true]), FLUSH_RECORDS),
+            "contacts are people: reconcile decides them, deleted and merged ones too"
         );
         assert_eq!(
-            consumed("deals", &["1", "2"]).await,
-            [("1".to_string(), false), ("2".to_string(), false)],
-            "deals hold no people: nothing reconciles them, deleted or not"
+            consumed("deals").await,
+            (pending([false, false, false]), 0),
+            "deals hold no people: nothing reconciles them, in any page, deleted, merged or not"
         );
     }
 }

@@ -22,7 +22,7 @@ use super::{
 use crate::config::Config;
 use crate::hubspot::client::{HubspotClient, HubspotError};
 use crate::hubspot::read::{HubspotReader, ReadError as HubspotReadError};
-use crate::mapping::{FieldSource, Mapper, ObjectKind, ObjectMapping};
+use crate::mapping::{FieldSource, Mapper, ObjectMapping};
 use crate::record::{System, value_text};
 use crate::salesforce::client::{SalesforceClient, SalesforceError};
 use crate::salesforce::describe::ObjectDescribe;
@@ -1188,9 +1188,7 @@ impl Engine {
     }
 
     fn is_person(&self, key: &RecordKey) -> bool {
-        self.mapper
-            .object(key.system, &key.object)
-            .is_some_and(|mapping| mapping.kind == ObjectKind::Person)
+        self.mapper.holds_people(key.system, &key.object)
     }
 
     /// Reads what deciding a chunk needs: its persons (identity resolved), every record of

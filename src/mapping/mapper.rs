@@ -458,6 +458,12 @@ impl Mapper {
         self.objects[system_slot(system)].get(object)
     }
 
+    /// Whether records of `object` are people (and so belong to unified persons).
+    pub fn holds_people(&self, system: System, object: &str) -> bool {
+        self.object(system, object)
+            .is_some_and(|mapping| mapping.kind == ObjectKind::Person)
+    }
+
     /// Every object mapping, sorted by system then object name.
     pub fn objects(&self) -> Vec<&ObjectMapping> {
         let mut all: Vec<&ObjectMapping> =
