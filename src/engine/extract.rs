@@ -4,7 +4,7 @@
 //! them, so a process killed at any moment re-reads at most the pages after the last stored
 //! ones.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -245,16 +245,16 @@ fn normalize(mapper: &Mapper, record: SourceRecord, rejected_values: &mut u64) -
             payload: None,
         });
     }
-    let fields: serde_json::Map<String, Value> = normalized
+    let fields: Vec<(&str, Value)> = normalized
         .fields()
-        .map(|(name, value)| (name.to_string(), field_json(value)))
+        .map(|(name, value)| (name, field_json(value)))
         .collect();
     let email = normalized
         .field("email")
         .and_then(FieldValue::as_text)
         .map(|email| email.trim().to_lowercase())
         .filter(|email| !email.is_empty());
-    let fields = Value::Object(fields).to_string();
+    let fields = object_json(&fields);
     let content_hash = content_hash(&[
         &properties,
         stage.as_deref().unwrap_or(""),
@@ -292,7 +292,7 @@ pub fn field_json(value: &FieldValue) -> Value {
 /// The record's properties as JSON text with sorted keys. NUL characters, which no CRM
 /// means and PostgreSQL's JSON refuses, are left out.
 fn sorted_json(record: &SourceRecord) -> String {
-    let sorted: BTreeMap<&String, std::borrow::Cow<'_, Value>> = record
+    let mut sorted: Vec<(&str, std::borrow::Cow<'_, Value>)> = record
         .properties
         .iter()
         .map(|(name, value)| {
@@ -302,10 +302,24 @@ fn sorted_json(record: &SourceRecord) -> String {
                 }
                 other => std::borrow::Cow::Borrowed(other),
             };
-            (name, value)
+            (name.as_str(), value)
         })
         .collect();
-    serde_json::to_string(&sorted).unwrap_or_default()
+    // Property names are a map's keys, so no two are equal.
+    sorted.sort_unstable_by_key(|(name, _)| *name);
+    object_json(&sorted)
+}
+
+/// A JSON object's text from its entries, in their order (names distinct): what
+/// `Value::Object(…).to_string()` writes, without building the map.
+fn object_json<V: serde::Serialize>(entries: &[(&str, V)]) -> String {
+    struct Entries<'a, V>(&'a [(&'a str, V)]);
+    impl<V: serde::Serialize> serde::Serialize for Entries<'_, V> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
+        }
+    }
+    serde_json::to_string(&Entries(entries)).unwrap_or_default()
 }
 
 /// A short hex digest of `parts`.
@@ -352,6 +366,65 @@ mod tests {
                 })
                 .collect(),
             key,
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |number| number.is_finite())
+                .prop_map(Value::from),
+            ".*".prop_map(Value::from),
+            "[a\\x00\"\\\\é]{0,6}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map("[a-c]{0,2}", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Stored text is compared with what earlier versions stored (content hashes): the
+        /// properties' text is the sorted map's, NUL characters left out of strings.
+        #[test]
+        fn properties_are_written_as_the_sorted_map_writes_them(
+            properties in proptest::collection::hash_map(".{0,8}", json_value(), 0..12),
+        ) {
+            let record = SourceRecord {
+                system: System::Hubspot,
+                object: "contacts".into(),
+                id: "1".into(),
+                modified_at: jiff::Timestamp::UNIX_EPOCH,
+                properties: properties.clone().into_iter().collect(),
+            };
+            let cleaned: std::collections::BTreeMap<String, Value> = properties
+                .into_iter()
+                .map(|(name, value)| match value {
+                    Value::String(text) => (name, Value::String(text.replace('\0', ""))),
+                    other => (name, other),
+                })
+                .collect();
+            proptest::prop_assert_eq!(
+                sorted_json(&record),
+                serde_json::to_string(&cleaned).expect("text")
+            );
+        }
+
+        #[test]
+        fn entries_are_written_as_the_map_of_them_writes_them(
+            entries in proptest::collection::btree_map(".{0,8}", json_value(), 0..12),
+        ) {
+            let pairs: Vec<(&str, Value)> =
+                entries.iter().map(|(name, value)| (name.as_str(), value.clone())).collect();
+            let map: serde_json::Map<String, Value> = entries.clone().into_iter().collect();
+            proptest::prop_assert_eq!(object_json(&pairs), Value::Object(map).to_string());
         }
     }
 
