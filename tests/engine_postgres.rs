@@ -928,6 +928,17 @@ async fn a_run_whose_lease_another_worker_takes_stops_at_its_next_safe_point() {
     database.drop_it().await;
 }
 
+/// The ids of the records waiting to be reconciled, in reconcile's order.
+async fn pending_ids(warehouse: &crmsync::store::Warehouse) -> Vec<String> {
+    warehouse
+        .pending_records(10)
+        .await
+        .expect("pending")
+        .into_iter()
+        .map(|row| row.key.id)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_objects_without_people_are_stored_settled_deleted_and_merged_alike() {
     use crmsync::record::{Merge, System, Tombstone};
@@ -977,10 +988,9 @@ async fn records_of_objects_without_people_are_stored_settled_deleted_and_merged
         .store_page(1, System::Hubspot, "deals".into(), changes)
         .await
         .expect("stored");
-    let pending = warehouse.pending_records(10).await.expect("pending");
     assert!(
-        pending.is_empty(),
-        "settled records wait for nothing: {pending:?}"
+        pending_ids(&warehouse).await.is_empty(),
+        "settled records wait for nothing"
     );
     let client = database.client().await;
     let stored: Vec<String> = client
@@ -1021,14 +1031,7 @@ async fn records_of_objects_without_people_are_stored_settled_deleted_and_merged
             .await
             .expect("stored");
     }
-    let pending: Vec<String> = warehouse
-        .pending_records(10)
-        .await
-        .expect("pending")
-        .into_iter()
-        .map(|row| row.key.id)
-        .collect();
-    assert_eq!(pending, ["7", "8", "9"]);
+    assert_eq!(pending_ids(&warehouse).await, ["7", "8", "9"]);
     drop(client);
     drop(warehouse);
     database.drop_it().await;
@@ -1096,15 +1099,8 @@ async fn a_record_another_worker_stores_while_its_chunk_is_decided_stays_pending
         .stage_reconcile(1, at, commit)
         .await
         .expect("committed");
-    let still: Vec<String> = warehouse
-        .pending_records(10)
-        .await
-        .expect("pending")
-        .into_iter()
-        .map(|row| row.key.id)
-        .collect();
     assert_eq!(
-        still,
+        pending_ids(&warehouse).await,
         ["2"],
         "the newer version waits for the next reconcile"
     );
