@@ -32,30 +32,26 @@ pub const PERSON_REFERENCES: [(&str, &str); 4] = [
 /// text order is time order.
 pub fn sql_time(at: jiff::Timestamp) -> String {
     let utc = jiff::tz::Offset::UTC.to_datetime(at);
-    if !(0..=9999).contains(&utc.year()) {
+    let Ok(year) = u32::try_from(utc.year()) else {
         return at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    }
-    // Written digit by digit: every row a sync stores carries a few of these, and `strftime`
-    // reads its pattern each time.
-    let mut text = String::with_capacity(27);
-    let parts = [
-        (None, i32::from(utc.year()), 4),
-        (Some('-'), i32::from(utc.month()), 2),
-        (Some('-'), i32::from(utc.day()), 2),
-        (Some('T'), i32::from(utc.hour()), 2),
-        (Some(':'), i32::from(utc.minute()), 2),
-        (Some(':'), i32::from(utc.second()), 2),
-        (Some('.'), utc.subsec_nanosecond() / 1_000, 6),
-    ];
-    for (separator, value, width) in parts {
-        text.extend(separator);
-        for place in (0..width).rev() {
-            let digit = (value / 10_i32.pow(place)) % 10;
-            text.push(char::from_digit(digit.unsigned_abs(), 10).unwrap_or('0'));
+    };
+    // Written into a fixed buffer: every row a sync stores carries a few of these, and
+    // `strftime` reads its pattern each time.
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |end: usize, mut value: u32, width: usize| {
+        for place in (end - width..end).rev() {
+            text[place] = b'0' + (value % 10) as u8;
+            value /= 10;
         }
-    }
-    text.push('Z');
-    text
+    };
+    put(4, year, 4);
+    put(7, u32::from(utc.month().unsigned_abs()), 2);
+    put(10, u32::from(utc.day().unsigned_abs()), 2);
+    put(13, u32::from(utc.hour().unsigned_abs()), 2);
+    put(16, u32::from(utc.minute().unsigned_abs()), 2);
+    put(19, u32::from(utc.second().unsigned_abs()), 2);
+    put(26, utc.subsec_nanosecond().unsigned_abs() / 1_000, 6);
+    text.iter().map(|&byte| char::from(byte)).collect()
 }
 
 /// A time read back from a text column.
