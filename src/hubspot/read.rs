@@ -167,7 +167,7 @@ impl<'a> HubspotReader<'a> {
             if let Some(after) = &after {
                 query.push(("after", after.clone()));
             }
-            let page = self
+            let mut page = self
                 .client
                 .send(
                     Budget::General,
@@ -178,8 +178,7 @@ impl<'a> HubspotReader<'a> {
                     object,
                 )
                 .await?;
-            let mut results: Vec<Value> =
-                page.body["results"].as_array().cloned().unwrap_or_default();
+            let mut results = take_results(&mut page.body);
             if by_batch && !results.is_empty() {
                 results = self.batch_read(object, &results, &properties).await?;
             }
@@ -213,7 +212,7 @@ impl<'a> HubspotReader<'a> {
             .filter_map(|record| record["id"].as_str())
             .map(|id| json!({"id": id}))
             .collect();
-        let answer = self
+        let mut answer = self
             .client
             .send(
                 Budget::General,
@@ -224,10 +223,7 @@ impl<'a> HubspotReader<'a> {
                 object,
             )
             .await?;
-        let mut results = answer.body["results"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let mut results = take_results(&mut answer.body);
         // Keep the list's order.
         let order: Vec<&str> = listed.iter().filter_map(|r| r["id"].as_str()).collect();
         results.sort_by_key(|record| {
@@ -782,6 +778,15 @@ pub fn parse_hubspot_time(text: &str) -> Option<Timestamp> {
 }
 
 /// One API record (`{"id", "properties", "updatedAt", …}`) as a source record.
+/// The `results` array of an answer's body, taken out of it (the rest, `paging` say, stays):
+/// pages are moved into records, not copied.
+fn take_results(body: &mut Value) -> Vec<Value> {
+    match body.get_mut("results").map(Value::take) {
+        Some(Value::Array(results)) => results,
+        _ => Vec::new(),
+    }
+}
+
 fn source_record(object: &str, result: Value) -> Result<SourceRecord, ReadError> {
     let shape = |what: &str| ReadError::Shape {
         object: object.to_string(),
