@@ -599,6 +599,20 @@ async fn the_same_seed_serves_the_same_org() {
     assert_ne!(answers[0], answers[2]);
 }
 
+/// Creates a Bulk API 2.0 query job at `base` (`…/jobs/query`) and returns its job info.
+async fn create_query_job(client: &reqwest::Client, base: &str, token: &str, soql: &str) -> Value {
+    client
+        .post(base)
+        .bearer_auth(token)
+        .json(&json!({"operation": "query", "query": soql}))
+        .send()
+        .await
+        .expect("create job")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 #[tokio::test]
 async fn bulk_query_jobs_run_to_completion_and_page_csv_by_locator() {
     let emulator = start(config(600)).await;
@@ -608,16 +622,13 @@ async fn bulk_query_jobs_run_to_completion_and_page_csv_by_locator() {
         emulator.info().salesforce_login_url
     );
     let client = reqwest::Client::new();
-    let created: Value = client
-        .post(&base)
-        .bearer_auth(&token)
-        .json(&json!({"operation": "query", "query": "SELECT Id, LastName, Owner.Email FROM Lead ORDER BY Id"}))
-        .send()
-        .await
-        .expect("create job")
-        .json()
-        .await
-        .expect("JSON");
+    let created = create_query_job(
+        &client,
+        &base,
+        &token,
+        "SELECT Id, LastName, Owner.Email FROM Lead ORDER BY Id",
+    )
+    .await;
     assert_eq!(created["state"], "UploadComplete");
     assert_eq!(created["object"], "Lead");
     let creator = created["createdById"].as_str().expect("creator");
@@ -714,16 +725,7 @@ async fn bulk_query_jobs_run_to_completion_and_page_csv_by_locator() {
     assert_eq!(body[0]["errorCode"], "INVALIDJOBSTATE");
     assert_eq!(delete(&id).await.expect("delete").status().as_u16(), 204);
     assert_eq!(delete(&id).await.expect("delete").status().as_u16(), 404);
-    let running: Value = client
-        .post(&base)
-        .bearer_auth(&token)
-        .json(&json!({"operation": "query", "query": "SELECT Id FROM Lead"}))
-        .send()
-        .await
-        .expect("create job")
-        .json()
-        .await
-        .expect("JSON");
+    let running = create_query_job(&client, &base, &token, "SELECT Id FROM Lead").await;
     let running = running["id"].as_str().expect("job id").to_string();
     let refused = delete(&running).await.expect("delete");
     assert_eq!(refused.status().as_u16(), 400);
@@ -748,16 +750,7 @@ async fn bulk_results_take_any_max_records_without_failing() {
         emulator.info().salesforce_login_url
     );
     let client = reqwest::Client::new();
-    let created: Value = client
-        .post(&base)
-        .bearer_auth(&token)
-        .json(&json!({"operation": "query", "query": "SELECT Id FROM Lead"}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("JSON");
+    let created = create_query_job(&client, &base, &token, "SELECT Id FROM Lead").await;
     let id = created["id"].as_str().expect("job id");
     for _ in 0..3 {
         client
