@@ -24,6 +24,17 @@ async fn a_first_sync_unifies_and_writes_back_and_the_next_ones_write_nothing() 
     let persons = setup.count("SELECT COUNT(*) FROM unified_leads WHERE NOT deleted");
     assert_eq!(persons as u64, first.warehouse.persons);
     assert!(persons > 300, "{persons}");
+    // The indexes the first sync's loads built after them are all back, as migrated.
+    let indexes = setup.strings(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+    );
+    for index in crmsync::store::migrations::DEFERRABLE_INDEXES {
+        assert!(
+            indexes.iter().any(|sql| sql == index.definition),
+            "{} missing: {indexes:?}",
+            index.name
+        );
+    }
 
     // Both CRMs now hold each person's shared stage.
     let crms = setup.crms();

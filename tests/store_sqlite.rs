@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use crmsync::diagnostics::{Diagnostics, SourceFile};
-use crmsync::store::migrations::{Dialect, MIGRATIONS, latest_version};
+use crmsync::store::migrations::{
+    BulkLoad, DEFERRABLE_INDEXES, Dialect, MIGRATIONS, latest_version,
+};
 use crmsync::store::{SqliteStore, StoreError};
 use crmsync::vocabulary::Vocabulary;
 
@@ -436,4 +438,145 @@ fn a_writer_that_never_pauses_still_finds_the_log_starting_over() {
         0,
         "the last connection to close empties the log"
     );
+}
+
+/// Each index's `CREATE` statement as SQLite keeps it, by name.
+fn index_definitions(store: &SqliteStore) -> Vec<(String, String)> {
+    store
+        .connection()
+        .prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .expect("index definitions")
+}
+
+#[test]
+fn deferrable_indexes_are_defined_as_the_migrations_create_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("w.db"), &default_vocabulary()).expect("opens");
+    let definitions = index_definitions(&store);
+    for index in DEFERRABLE_INDEXES {
+        let created = definitions
+            .iter()
+            .find(|(name, _)| name == index.name)
+            .map(|(_, sql)| sql.as_str());
+        assert_eq!(created, Some(index.definition), "{}", index.name);
+    }
+}
+
+#[test]
+fn a_first_load_of_records_drops_its_indexes_and_they_come_back_the_same() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("w.db");
+    let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    let migrated = index_definitions(&store);
+    let of_records: Vec<&str> = DEFERRABLE_INDEXES
+        .iter()
+        .filter(|index| index.load == BulkLoad::Records)
+        .map(|index| index.name)
+        .collect();
+    assert!(of_records.contains(&"source_records_pending"));
+
+    // No records yet: the load is worth it.
+    assert_eq!(
+        store.defer_indexes(BulkLoad::Records).expect("defers"),
+        of_records
+    );
+    let during = store.indexes().expect("indexes");
+    for name in &of_records {
+        assert!(!during.contains(&name.to_string()), "{name} in {during:?}");
+    }
+    // Indexes the load reads stay.
+    for name in ["source_records_unified", "unified_leads_email"] {
+        assert!(during.contains(&name.to_string()), "{name} in {during:?}");
+    }
+    store
+        .connection()
+        .execute_batch(
+            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
+             VALUES ('hubspot', 'contacts', '1', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
+                    ('hubspot', 'contacts', '2', '2026-11-01T00:00:00Z', '{}', 'h', 'b@example.com', FALSE);",
+        )
+        .expect("records");
+    assert_eq!(store.restore_indexes().expect("builds"), of_records);
+    assert_eq!(index_definitions(&store), migrated);
+    // Built over the rows the load stored: the pending index holds the pending record.
+    let pending: Vec<String> = store
+        .connection()
+        .prepare("SELECT id FROM source_records INDEXED BY source_records_pending WHERE pending")
+        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+        .expect("read through the index");
+    assert_eq!(pending, ["1"]);
+    assert!(
+        store
+            .restore_indexes()
+            .expect("nothing to build")
+            .is_empty()
+    );
+
+    // A warehouse that holds records keeps its indexes.
+    assert!(
+        store
+            .defer_indexes(BulkLoad::Records)
+            .expect("no")
+            .is_empty()
+    );
+    assert_eq!(index_definitions(&store), migrated);
+}
+
+#[test]
+fn reconcile_drops_person_indexes_only_when_more_records_wait_than_persons_exist() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("w.db");
+    let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    let migrated = index_definitions(&store);
+    let connection = store.connection();
+    connection
+        .execute_batch(
+            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
+             VALUES ('hubspot', 'contacts', '1', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
+                    ('hubspot', 'contacts', '2', '2026-11-01T00:00:00Z', '{}', 'h', 'b@example.com', TRUE);
+             INSERT INTO unified_leads (unified_id, email, updated_at)
+             VALUES ('p-1', 'a@example.com', '2026-11-01T00:00:00Z'),
+                    ('p-2', 'b@example.com', '2026-11-01T00:00:00Z');",
+        )
+        .expect("two pending records, two persons");
+    // As many persons as waiting records: the indexes stay.
+    assert!(
+        store
+            .defer_indexes(BulkLoad::Persons)
+            .expect("no")
+            .is_empty()
+    );
+    assert_eq!(index_definitions(&store), migrated);
+
+    store
+        .connection()
+        .execute_batch(
+            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
+             VALUES ('salesforce', 'Lead', '00Q3', '2026-11-01T00:00:00Z', '{}', 'h', 'c@example.com', TRUE);",
+        )
+        .expect("a third pending record");
+    let of_persons: Vec<&str> = DEFERRABLE_INDEXES
+        .iter()
+        .filter(|index| index.load == BulkLoad::Persons)
+        .map(|index| index.name)
+        .collect();
+    assert_eq!(
+        store.defer_indexes(BulkLoad::Persons).expect("defers"),
+        of_persons
+    );
+    let during = store.indexes().expect("indexes");
+    assert!(during.contains(&"source_records_pending".to_string()));
+    assert!(!during.contains(&"unified_leads_hubspot".to_string()));
+    drop(store);
+
+    // A load a crash cut short: the next open builds what it dropped.
+    let store = SqliteStore::open(&path, &default_vocabulary()).expect("reopens");
+    assert_eq!(index_definitions(&store), migrated);
 }

@@ -27,6 +27,7 @@ use crate::record::{System, value_text};
 use crate::salesforce::client::{SalesforceClient, SalesforceError};
 use crate::salesforce::describe::ObjectDescribe;
 use crate::salesforce::read::ReadError as SalesforceReadError;
+use crate::store::migrations::BulkLoad;
 use crate::store::model::HandOff;
 use crate::store::model::{
     MemberRow, PersonCounts, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
@@ -426,7 +427,11 @@ impl Engine {
         let cursors = self.cursors().await?;
         let phase = std::time::Instant::now();
         // On an error the stream leases are let go with the rest, at the run's end.
-        self.extract(run_id, &mine, &cursors, tally).await?;
+        self.with_indexes_deferred(
+            BulkLoad::Records,
+            self.extract(run_id, &mine, &cursors, tally),
+        )
+        .await?;
         let read: Vec<String> = mine
             .iter()
             .map(|(stream, _)| lease::stream_lease(stream))
@@ -1128,8 +1133,44 @@ impl Engine {
         extract::store(stream, run_id, &self.warehouse, &mut page, outcome).await
     }
 
+    /// Runs a bulk load with the indexes it does not read built after it rather than row by
+    /// row during it, where that is worth it (see `DeferrableIndex`); whatever the load's
+    /// outcome, they are built again before anything else runs.
+    async fn with_indexes_deferred<T>(
+        &self,
+        load: BulkLoad,
+        work: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        let deferred = self.warehouse.defer_indexes(load).await?;
+        if !deferred.is_empty() {
+            tracing::info!(?load, indexes = ?deferred, "indexes are built after this bulk load");
+        }
+        let outcome = work.await;
+        let clock = std::time::Instant::now();
+        match self.warehouse.restore_indexes().await {
+            Ok(built) if !built.is_empty() => tracing::info!(
+                indexes = ?built,
+                ms = clock.elapsed().as_millis() as u64,
+                "built the indexes left out of a bulk load"
+            ),
+            Ok(_) => {}
+            // The load's own error is the one reported; the next open builds them.
+            Err(error) if outcome.is_err() => tracing::warn!(
+                %error,
+                "could not build the indexes left out of a bulk load; the warehouse's next open builds them"
+            ),
+            Err(error) => return Err(error.into()),
+        }
+        outcome
+    }
+
     /// Reconciles every pending record, a chunk at a time.
     async fn reconcile(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
+        self.with_indexes_deferred(BulkLoad::Persons, self.reconcile_all(run_id, tally))
+            .await
+    }
+
+    async fn reconcile_all(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
         let reconciled = self.reconcile_chunks(run_id, tally).await;
         // A chunk still staged was decided in full (and counted): it is kept, as on
         // PostgreSQL, where each chunk commits at once.

@@ -311,6 +311,84 @@ pub fn table_names() -> Vec<&'static str> {
     names
 }
 
+/// A bulk load into the warehouse that may build some indexes after it instead of during it
+/// (see [`DEFERRABLE_INDEXES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkLoad {
+    /// Extract storing records into a warehouse that holds none yet (a first sync).
+    Records,
+    /// Reconcile deciding more records than the warehouse holds persons.
+    Persons,
+}
+
+/// A secondary index that crmsync itself never reads while `load` runs. Kept up to date row by
+/// row, each stored row inserts an entry at a random place in it — a page written per row;
+/// built after the load, it is one sorted pass. The SQLite warehouse drops such indexes for a
+/// load worth it and builds them again right after, and at every open (a load cut short by a
+/// crash leaves none missing for long). The definitions are the migrations' own (a test
+/// compares them with a migrated warehouse); the indexes crmsync reads during a load —
+/// records by key, by person and by email in reconcile, persons by id, transitions by person
+/// (a merge re-points them) — are never dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeferrableIndex {
+    pub name: &'static str,
+    pub load: BulkLoad,
+    /// The `CREATE INDEX` statement, as the migrations create it.
+    pub definition: &'static str,
+}
+
+/// Every index a bulk load may build after it (see [`DeferrableIndex`]).
+pub const DEFERRABLE_INDEXES: &[DeferrableIndex] = &[
+    DeferrableIndex {
+        name: "source_records_modified",
+        load: BulkLoad::Records,
+        definition: "CREATE INDEX source_records_modified ON source_records (system, object, modified_at)",
+    },
+    DeferrableIndex {
+        name: "source_records_email",
+        load: BulkLoad::Records,
+        definition: "CREATE INDEX source_records_email ON source_records (email)",
+    },
+    DeferrableIndex {
+        name: "source_records_pending",
+        load: BulkLoad::Records,
+        definition: "CREATE INDEX source_records_pending ON source_records (COALESCE(email, ''), system, object, id) WHERE pending",
+    },
+    DeferrableIndex {
+        name: "dead_letters_record",
+        load: BulkLoad::Records,
+        definition: "CREATE INDEX dead_letters_record ON dead_letters (system, object, id)",
+    },
+    DeferrableIndex {
+        name: "unified_leads_email",
+        load: BulkLoad::Persons,
+        definition: "CREATE INDEX unified_leads_email ON unified_leads (email)",
+    },
+    DeferrableIndex {
+        name: "unified_leads_hubspot",
+        load: BulkLoad::Persons,
+        definition: "CREATE INDEX unified_leads_hubspot ON unified_leads (hubspot_id)",
+    },
+    DeferrableIndex {
+        name: "unified_leads_salesforce_lead",
+        load: BulkLoad::Persons,
+        definition: "CREATE INDEX unified_leads_salesforce_lead ON unified_leads (salesforce_lead_id)",
+    },
+    DeferrableIndex {
+        name: "unified_leads_salesforce_contact",
+        load: BulkLoad::Persons,
+        definition: "CREATE INDEX unified_leads_salesforce_contact ON unified_leads (salesforce_contact_id)",
+    },
+];
+
+impl DeferrableIndex {
+    /// The definition as a statement that does nothing if the index exists.
+    pub fn create_if_missing(&self) -> String {
+        self.definition
+            .replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
+    }
+}
+
 /// The newest schema version this build knows.
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |migration| migration.version)

@@ -1,12 +1,16 @@
 //! The embedded SQLite warehouse (bundled SQLite, no system library): opening a file,
-//! applying pending migrations in transactions, and adding stage columns for the vocabulary.
+//! applying pending migrations in transactions, adding stage columns for the vocabulary, and
+//! the indexes a bulk load builds after it (see [`DeferrableIndex`]).
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
 use super::StoreError;
-use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names, timestamp_type};
+use super::migrations::{
+    BulkLoad, DEFERRABLE_INDEXES, DeferrableIndex, Dialect, MIGRATIONS, latest_version,
+    stage_column_names, timestamp_type,
+};
 use crate::vocabulary::Vocabulary;
 
 /// How often the checkpointer copies what the write-ahead log holds into the database file.
@@ -189,7 +193,85 @@ impl SqliteStore {
                 "applied warehouse migration"
             );
         }
+        // A bulk load a crash cut short left its indexes dropped.
+        for index in DEFERRABLE_INDEXES {
+            transaction
+                .execute_batch(&index.create_if_missing())
+                .map_err(query_error)?;
+        }
         transaction.commit().map_err(query_error)
+    }
+
+    /// Drops the indexes `load` may build after it (see [`DeferrableIndex`]) if the load is
+    /// worth it: for [`BulkLoad::Records`] when the warehouse holds no records yet, for
+    /// [`BulkLoad::Persons`] when more records wait for reconcile than it holds persons.
+    /// Returns the indexes dropped; [`Self::restore_indexes`] builds them again.
+    pub fn defer_indexes(&mut self, load: BulkLoad) -> Result<Vec<&'static str>, StoreError> {
+        self.commit_staged()?;
+        let failed = self.failed();
+        let worth_it: bool = match load {
+            BulkLoad::Records => self
+                .connection
+                .query_row(
+                    "SELECT NOT EXISTS (SELECT 1 FROM source_records)",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(&failed)?,
+            BulkLoad::Persons => self
+                .connection
+                .query_row(
+                    "SELECT (SELECT COUNT(*) FROM source_records WHERE pending)
+                          > (SELECT COUNT(*) FROM unified_leads)",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(&failed)?,
+        };
+        if !worth_it {
+            return Ok(Vec::new());
+        }
+        let deferred: Vec<&'static DeferrableIndex> = DEFERRABLE_INDEXES
+            .iter()
+            .filter(|index| index.load == load)
+            .collect();
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&failed)?;
+        for index in &deferred {
+            transaction
+                .execute_batch(&format!("DROP INDEX IF EXISTS {}", index.name))
+                .map_err(&failed)?;
+        }
+        transaction.commit().map_err(&failed)?;
+        Ok(deferred.iter().map(|index| index.name).collect())
+    }
+
+    /// Builds every index a bulk load dropped (see [`Self::defer_indexes`]); returns their
+    /// names.
+    pub fn restore_indexes(&mut self) -> Result<Vec<&'static str>, StoreError> {
+        self.commit_staged()?;
+        let failed = self.failed();
+        let present = self.indexes()?;
+        let missing: Vec<&'static DeferrableIndex> = DEFERRABLE_INDEXES
+            .iter()
+            .filter(|index| !present.iter().any(|name| name == index.name))
+            .collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&failed)?;
+        for index in &missing {
+            transaction
+                .execute_batch(&index.create_if_missing())
+                .map_err(&failed)?;
+        }
+        transaction.commit().map_err(&failed)?;
+        Ok(missing.iter().map(|index| index.name).collect())
     }
 
     fn ensure_stage_columns(&self, vocabulary: &Vocabulary) -> Result<(), StoreError> {
@@ -226,6 +308,19 @@ impl SqliteStore {
         let mut statement = self
             .connection
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .map_err(|source| self.query_error(source))?;
+        let names = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .and_then(Iterator::collect)
+            .map_err(|source| self.query_error(source))?;
+        Ok(names)
+    }
+
+    /// The indexes in the file (SQLite's own left out), sorted.
+    pub fn indexes(&self) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
             .map_err(|source| self.query_error(source))?;
         let names = statement
             .query_map([], |row| row.get::<_, String>(0))

@@ -31,7 +31,7 @@ impl SqliteStore {
             .map_err(|source| StoreError::Query { path, source })
     }
 
-    fn failed(&self) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
+    pub(super) fn failed(&self) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
         let path = self.path.clone();
         move |source| StoreError::Query {
             path: path.clone(),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use jiff::{SignedDuration, Timestamp};
 
 use super::StoreError;
+use super::migrations::BulkLoad;
 use super::model::{
     HandOff, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
     PersonHistory, ReadOutcome, ReconcileCommit, RecordKey, RunRow, UnifiedRow, WritesDone,
@@ -200,6 +201,23 @@ impl Warehouse {
             store.store_page(run_id, system, &object, &page, Timestamp::now())
         })
         .await
+    }
+
+    /// Drops the indexes `load` may build after it, if the load is worth it (SQLite only:
+    /// PostgreSQL workers share the warehouse, and its indexes stay). Returns their names.
+    pub async fn defer_indexes(&self, load: BulkLoad) -> Result<Vec<&'static str>, StoreError> {
+        if let Backend::Postgres(_) = &self.backend {
+            return Ok(Vec::new());
+        }
+        self.with(move |store, _| store.defer_indexes(load)).await
+    }
+
+    /// Builds the indexes a bulk load dropped; returns their names.
+    pub async fn restore_indexes(&self) -> Result<Vec<&'static str>, StoreError> {
+        if let Backend::Postgres(_) = &self.backend {
+            return Ok(Vec::new());
+        }
+        self.with(|store, _| store.restore_indexes()).await
     }
 
     pub async fn pending_records(&self, limit: usize) -> Result<Vec<MemberRow>, StoreError> {
