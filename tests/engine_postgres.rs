@@ -931,7 +931,7 @@ async fn a_run_whose_lease_another_worker_takes_stops_at_its_next_safe_point() {
 /// The ids of the records waiting to be reconciled, in reconcile's order.
 async fn pending_ids(warehouse: &crmsync::store::Warehouse) -> Vec<String> {
     warehouse
-        .pending_records(10)
+        .pending_records(None, 10)
         .await
         .expect("pending")
         .into_iter()
@@ -1072,7 +1072,7 @@ async fn a_record_another_worker_stores_while_its_chunk_is_decided_stays_pending
         )
         .await
         .expect("stored");
-    let read = warehouse.pending_records(10).await.expect("pending");
+    let read = warehouse.pending_records(None, 10).await.expect("pending");
     assert_eq!(read.len(), 2);
     // Another worker stores a newer version of record 2 while this worker decides the chunk.
     warehouse
@@ -1096,7 +1096,7 @@ async fn a_record_another_worker_stores_while_its_chunk_is_decided_stays_pending
         ..ReconcileCommit::default()
     };
     warehouse
-        .stage_reconcile(1, at, commit)
+        .commit_reconcile(1, at, commit)
         .await
         .expect("committed");
     assert_eq!(
@@ -1119,4 +1119,50 @@ async fn a_record_another_worker_stores_while_its_chunk_is_decided_stays_pending
     drop(client);
     drop(warehouse);
     database.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_records_come_by_email_after_a_position_and_an_email_is_never_split() {
+    use crmsync::store::model::PendingPosition;
+
+    let Some((database, _setup, warehouse)) = warehouse_on_postgres("pending_order", 20).await
+    else {
+        return;
+    };
+    database
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
+             VALUES ('hubspot', 'contacts', 'n1', now(), '{}', 'h', NULL, TRUE),
+                    ('hubspot', 'contacts', 'n2', now(), '{}', 'h', '', TRUE),
+                    ('hubspot', 'contacts', 'n3', now(), '{}', 'h', NULL, TRUE),
+                    ('salesforce', 'Lead', 'a2', now(), '{}', 'h', 'a@example.com', TRUE),
+                    ('hubspot', 'contacts', 'a1', now(), '{}', 'h', 'a@example.com', TRUE),
+                    ('salesforce', 'Contact', 'a3', now(), '{}', 'h', 'a@example.com', TRUE),
+                    ('hubspot', 'contacts', 'a4', now(), '{}', 'h', 'a@example.com', FALSE),
+                    ('hubspot', 'contacts', 'b1', now(), '{}', 'h', 'b@example.com', TRUE),
+                    ('hubspot', 'contacts', 'c1', now(), '{}', 'h', 'c@example.com', TRUE);",
+        )
+        .await
+        .expect("records");
+    let mut after: Option<PendingPosition> = None;
+    let mut reads: Vec<Vec<String>> = Vec::new();
+    loop {
+        let rows = warehouse
+            .pending_records(after.clone(), 2)
+            .await
+            .expect("pending");
+        let Some(last) = rows.last() else { break };
+        after = Some(PendingPosition::of(last));
+        reads.push(rows.into_iter().map(|row| row.key.id).collect());
+    }
+    assert_eq!(
+        reads,
+        [
+            vec!["n1", "n2"],
+            vec!["n3", "a1", "a3", "a2"],
+            vec!["b1", "c1"],
+        ]
+    );
 }

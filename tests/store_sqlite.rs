@@ -236,27 +236,74 @@ fn stage_ids() -> Vec<String> {
         .collect()
 }
 
-/// The person of one record as another connection (a BI reader) sees it.
-fn committed_person(path: &Path) -> Option<String> {
-    rusqlite::Connection::open(path)
-        .expect("a reader")
-        .query_row(
-            "SELECT unified_id FROM source_records WHERE id = '7'",
-            [],
-            |row| row.get(0),
+#[test]
+fn pending_records_come_by_email_after_a_position_and_an_email_is_never_split() {
+    use crmsync::store::model::PendingPosition;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    store
+        .connection()
+        .execute_batch(
+            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
+             VALUES ('hubspot', 'contacts', 'n1', '2026-11-01T00:00:00Z', '{}', 'h', NULL, TRUE),
+                    ('hubspot', 'contacts', 'n2', '2026-11-01T00:00:00Z', '{}', 'h', '', TRUE),
+                    ('hubspot', 'contacts', 'n3', '2026-11-01T00:00:00Z', '{}', 'h', NULL, TRUE),
+                    ('salesforce', 'Lead', 'a2', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
+                    ('hubspot', 'contacts', 'a1', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
+                    ('salesforce', 'Contact', 'a3', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
+                    ('hubspot', 'contacts', 'a4', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', FALSE),
+                    ('hubspot', 'contacts', 'b1', '2026-11-01T00:00:00Z', '{}', 'h', 'b@example.com', TRUE),
+                    ('hubspot', 'contacts', 'c1', '2026-11-01T00:00:00Z', '{}', 'h', 'c@example.com', TRUE);",
         )
-        .expect("the record")
+        .expect("records");
+    let ids = |rows: &[crmsync::store::model::MemberRow]| -> Vec<String> {
+        rows.iter().map(|row| row.key.id.clone()).collect()
+    };
+    let mut after: Option<PendingPosition> = None;
+    let mut reads = Vec::new();
+    loop {
+        let rows = store.pending_records(after.as_ref(), 2).expect("pending");
+        let Some(last) = rows.last() else { break };
+        after = Some(PendingPosition::of(last));
+        reads.push(ids(&rows));
+    }
+    // Records without an email (NULL or empty) come first and are cut at the limit like any;
+    // an email's records all come in one read, whatever the limit; settled ones never.
+    assert_eq!(
+        reads,
+        [
+            vec!["n1", "n2"],
+            vec!["n3", "a1", "a3", "a2"],
+            vec!["b1", "c1"],
+        ]
+    );
+    let plan: Vec<String> = store
+        .connection()
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT id FROM source_records
+             WHERE pending AND COALESCE(email, '') >= 'a' AND (COALESCE(email, ''), system, object, id) > ('a', 'h', 'c', '1')
+             ORDER BY COALESCE(email, ''), system, object, id LIMIT 2",
+        )
+        .and_then(|mut statement| statement.query_map([], |row| row.get::<_, String>(3))?.collect())
+        .expect("query plan");
+    assert!(
+        plan.iter()
+            .any(|step| step.starts_with("SEARCH") && step.contains("source_records_pending")),
+        "a read after a position seeks in the pending index: {plan:?}"
+    );
 }
 
-#[test]
-fn a_staged_reconcile_chunk_is_seen_by_the_next_reads_and_committed_before_any_other_write() {
+#[tokio::test]
+async fn reconcile_reads_see_each_committed_chunk_at_once() {
     use crmsync::record::System;
+    use crmsync::store::Warehouse;
     use crmsync::store::model::{Assignment, ReconcileCommit, RecordKey};
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("warehouse.db");
-    let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
-    let stage_ids = stage_ids();
+    let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
     store
         .connection()
         .execute(
@@ -265,40 +312,42 @@ fn a_staged_reconcile_chunk_is_seen_by_the_next_reads_and_committed_before_any_o
             [],
         )
         .expect("a pending record");
-    let assign = |person: &str| ReconcileCommit {
+    let warehouse = Warehouse::sqlite(store, stage_ids());
+    let pending = warehouse.pending_records(None, 10).await.expect("reads");
+    assert_eq!(pending.len(), 1);
+    assert!(
+        warehouse
+            .members_of(vec!["p-1".into()])
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+    let commit = ReconcileCommit {
         assignments: vec![Assignment {
             key: RecordKey::new(System::Hubspot, "contacts", "7"),
-            unified_id: Some(person.to_string()),
+            unified_id: Some("p-1".into()),
             version: 0,
         }],
         ..ReconcileCommit::default()
     };
-    let at = jiff::Timestamp::now();
-
-    store
-        .stage_reconcile(1, at, &assign("p-1"), &stage_ids)
-        .expect("stages");
-    // This connection reads the staged chunk; nobody else sees it before the commit.
-    assert!(store.pending_records(10).expect("pending").is_empty());
-    assert_eq!(committed_person(&path), None);
-    store.commit_staged().expect("commits");
-    assert_eq!(committed_person(&path).as_deref(), Some("p-1"));
-
-    // Another write commits a staged chunk first (it was decided in full) rather than run
-    // inside its transaction; the same goes for staging the next chunk.
-    store
-        .stage_reconcile(1, at, &assign("p-2"), &stage_ids)
-        .expect("stages");
-    store.begin_run(at, "test").expect("a run starts");
-    assert_eq!(committed_person(&path).as_deref(), Some("p-2"));
-    store
-        .stage_reconcile(1, at, &assign("p-3"), &stage_ids)
-        .expect("stages");
-    store
-        .stage_reconcile(1, at, &ReconcileCommit::default(), &stage_ids)
-        .expect("stages the next");
-    assert_eq!(committed_person(&path).as_deref(), Some("p-3"));
-    store.commit_staged().expect("commits");
+    warehouse
+        .commit_reconcile(1, jiff::Timestamp::now(), commit)
+        .await
+        .expect("commits");
+    // The reading connection is not the writing one, and sees the commit.
+    assert!(
+        warehouse
+            .pending_records(None, 10)
+            .await
+            .expect("reads")
+            .is_empty()
+    );
+    let members = warehouse
+        .members_of(vec!["p-1".into()])
+        .await
+        .expect("reads");
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].key.id, "7");
 }
 
 #[test]
@@ -335,7 +384,7 @@ fn a_record_stored_again_while_its_chunk_is_decided_stays_pending() {
             at,
         )
         .expect("stored");
-    let read = store.pending_records(10).expect("pending");
+    let read = store.pending_records(None, 10).expect("pending");
     assert_eq!(read.len(), 2);
     // Another worker stores a newer version of record 2 while this chunk is decided.
     store
@@ -359,11 +408,10 @@ fn a_record_stored_again_while_its_chunk_is_decided_stays_pending() {
         ..ReconcileCommit::default()
     };
     store
-        .stage_reconcile(1, at, &commit, &stage_ids)
-        .expect("stages");
-    store.commit_staged().expect("commits");
+        .commit_reconcile(1, at, &commit, &stage_ids)
+        .expect("commits");
     let still: Vec<String> = store
-        .pending_records(10)
+        .pending_records(None, 10)
         .expect("pending")
         .into_iter()
         .map(|row| row.key.id)

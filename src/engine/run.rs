@@ -1,6 +1,6 @@
 //! One sync run, step by step (see the module docs of [`crate::engine`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -30,7 +30,8 @@ use crate::salesforce::read::ReadError as SalesforceReadError;
 use crate::store::migrations::BulkLoad;
 use crate::store::model::HandOff;
 use crate::store::model::{
-    MemberRow, PersonCounts, ReconcileCommit, RecordKey, RunRow, TransitionRow, UnifiedRow,
+    MemberRow, PendingPosition, PersonCounts, ReconcileCommit, RecordKey, RunRow, TransitionRow,
+    UnifiedRow,
 };
 use crate::store::{StoreError, Warehouse};
 
@@ -124,6 +125,50 @@ struct LoadedChunk {
     previous: HashMap<String, UnifiedRow>,
     /// Hashes of the values crmsync wrote, by record and field.
     ledger: HashMap<RecordKey, HashMap<String, String>>,
+    /// How many pending records the chunk holds, and where the last of them stands.
+    records: usize,
+    last: PendingPosition,
+    footprint: Footprint,
+}
+
+/// What a chunk's reads looked up and its commit may change: its records and those they link
+/// to, the records of its persons, its emails, and its persons (merged ones included). Two
+/// chunks that share none of these cannot see each other's writes.
+#[derive(Debug, Default)]
+struct Footprint {
+    keys: HashSet<RecordKey>,
+    emails: HashSet<String>,
+    persons: HashSet<String>,
+}
+
+impl Footprint {
+    fn overlaps(&self, other: &Footprint) -> bool {
+        fn meet<T: std::hash::Hash + Eq>(a: &HashSet<T>, b: &HashSet<T>) -> bool {
+            let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+            small.iter().any(|item| large.contains(item))
+        }
+        meet(&self.keys, &other.keys)
+            || meet(&self.emails, &other.emails)
+            || meet(&self.persons, &other.persons)
+    }
+}
+
+/// A reconciled chunk being committed, and its footprint.
+struct Committing {
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+    footprint: Footprint,
+}
+
+/// Waits for a chunk's commit, if one is under way.
+async fn finish_commit(committing: Option<Committing>) -> Result<(), EngineError> {
+    let Some(committing) = committing else {
+        return Ok(());
+    };
+    match committing.task.await {
+        Ok(committed) => Ok(committed?),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(StoreError::Worker(error.to_string()).into()),
+    }
 }
 
 impl Engine {
@@ -1170,62 +1215,95 @@ impl Engine {
             .await
     }
 
+    /// Reconciles the pending records a chunk at a time, in email order. Each chunk commits
+    /// while the next is read (on the warehouse's reading connection, which sees the commits
+    /// before it) and decided: the commit's writing and the reading and deciding use a core
+    /// each. A chunk read while the one before it commits sees the warehouse without that
+    /// chunk; it is read again after the commit if the two share a record, an email or a
+    /// person (see [`Footprint`]) — otherwise nothing that commit changes is anything its
+    /// reads found.
     async fn reconcile_all(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
-        let reconciled = self.reconcile_chunks(run_id, tally).await;
-        // A chunk still staged was decided in full (and counted): it is kept, as on
-        // PostgreSQL, where each chunk commits at once.
-        if reconciled.is_err()
-            && let Err(error) = self.warehouse.commit_staged().await
-        {
-            tracing::warn!(%error, "could not commit the last reconciled chunk");
-        }
-        reconciled
-    }
-
-    /// Each chunk is staged in a transaction left open; the next chunk is read inside it (so
-    /// it sees the staged one), and the transaction commits while that chunk is decided:
-    /// the commit's writing and the deciding use a core each.
-    async fn reconcile_chunks(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
-        loop {
-            let clock = std::time::Instant::now();
+        let mut after: Option<PendingPosition> = None;
+        let mut committing: Option<Committing> = None;
+        let (mut chunks, mut read_again) = (0_u64, 0_u64);
+        let outcome = loop {
+            // A stop keeps the chunk committing; the records after it wait for the next run.
             if self.stop.is_requested() {
-                // The staged chunk is kept; the records after it stay pending for the next run.
-                self.warehouse.commit_staged().await?;
-                return Ok(());
+                break Ok(());
             }
-            let chunk = self.warehouse.pending_records(RECONCILE_CHUNK).await?;
-            if chunk.is_empty() {
-                self.warehouse.commit_staged().await?;
-                return Ok(());
+            let clock = std::time::Instant::now();
+            let mut loaded = match self.read_chunk(after.clone()).await {
+                Ok(Some(loaded)) => loaded,
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(error),
+            };
+            if let Some(previous) = &committing
+                && loaded.footprint.overlaps(&previous.footprint)
+            {
+                if let Err(error) = finish_commit(committing.take()).await {
+                    break Err(error);
+                }
+                read_again += 1;
+                loaded = match self.read_chunk(after.clone()).await {
+                    Ok(Some(loaded)) => loaded,
+                    Ok(None) => break Ok(()),
+                    Err(error) => break Err(error),
+                };
             }
-            let records = chunk.len();
-            let loaded = self.load_chunk(chunk).await?;
             let read = clock.elapsed();
-            let committing = tokio::spawn({
-                let warehouse = self.warehouse.clone();
-                async move { warehouse.commit_staged().await }
-            });
+            chunks += 1;
+            let records = loaded.records;
+            after = Some(loaded.last.clone());
+            let footprint = std::mem::take(&mut loaded.footprint);
             let commit = self.decide_chunk(loaded, tally);
             let decided = clock.elapsed();
-            match committing.await {
-                Ok(committed) => committed?,
-                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                Err(error) => return Err(StoreError::Worker(error.to_string()).into()),
+            if let Err(error) = finish_commit(committing.take()).await {
+                break Err(error);
             }
-            let committed = clock.elapsed();
-            self.warehouse
-                .stage_reconcile(run_id, Timestamp::now(), commit)
-                .await?;
+            let warehouse = self.warehouse.clone();
+            committing = Some(Committing {
+                task: tokio::spawn(async move {
+                    warehouse
+                        .commit_reconcile(run_id, Timestamp::now(), commit)
+                        .await
+                }),
+                footprint,
+            });
             self.progress.reconciled(tally.reconciled);
             tracing::debug!(
                 records,
                 read_ms = read.as_millis() as u64,
                 decide_ms = (decided - read).as_millis() as u64,
-                commit_wait_ms = (committed - decided).as_millis() as u64,
-                stage_ms = (clock.elapsed() - committed).as_millis() as u64,
+                commit_wait_ms = (clock.elapsed() - decided).as_millis() as u64,
                 "reconciled a chunk"
             );
+        };
+        // A chunk decided in full (and counted) is kept whatever ends the loop.
+        let finished = finish_commit(committing.take()).await;
+        tracing::debug!(chunks, read_again, "reconcile read its chunks");
+        match (outcome, finished) {
+            (Err(error), Err(commit_error)) => {
+                tracing::warn!(error = %commit_error, "could not commit the last reconciled chunk");
+                Err(error)
+            }
+            (Err(error), Ok(())) | (Ok(()), Err(error)) => Err(error),
+            (Ok(()), Ok(())) => Ok(()),
         }
+    }
+
+    /// The next chunk of pending records after `after`, loaded (`None` when none is left).
+    async fn read_chunk(
+        &self,
+        after: Option<PendingPosition>,
+    ) -> Result<Option<LoadedChunk>, EngineError> {
+        let chunk = self
+            .warehouse
+            .pending_records(after, RECONCILE_CHUNK)
+            .await?;
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        self.load_chunk(chunk).await.map(Some)
     }
 
     fn is_person(&self, key: &RecordKey) -> bool {
@@ -1236,6 +1314,22 @@ impl Engine {
     /// them, what the warehouse held of them, and the ledger of their records.
     async fn load_chunk(&self, chunk: Vec<MemberRow>) -> Result<LoadedChunk, EngineError> {
         let clock = std::time::Instant::now();
+        let records = chunk.len();
+        let last = chunk
+            .last()
+            .map(PendingPosition::of)
+            .ok_or_else(|| StoreError::Worker("an empty reconcile chunk".into()))?;
+        let mut footprint = Footprint::default();
+        for row in &chunk {
+            footprint.keys.insert(row.key.clone());
+            footprint
+                .keys
+                .extend(identity::linked_keys(row).into_iter().map(|(key, _)| key));
+            if let Some(email) = row.email.as_ref().filter(|email| !email.is_empty()) {
+                footprint.emails.insert(email.clone());
+            }
+            footprint.persons.extend(row.unified_id.iter().cloned());
+        }
         let resolution =
             identity::resolve(&self.warehouse, &chunk, |key| self.is_person(key)).await?;
         let resolved = clock.elapsed();
@@ -1246,6 +1340,9 @@ impl Engine {
             .collect();
         let mut lookup: Vec<String> = resolution.affected.iter().cloned().collect();
         lookup.extend(absorbed.iter().cloned());
+        // Every person a lookup found (by email, link or the record's own) is in `lookup`:
+        // as the person a record joins, or as one merged into it.
+        footprint.persons.extend(lookup.iter().cloned());
         // Every record of the affected persons, with the chunk's decisions applied.
         let assigned: HashMap<&RecordKey, &Option<String>> = resolution
             .assignments
@@ -1254,6 +1351,7 @@ impl Engine {
             .collect();
         let mut members: BTreeMap<RecordKey, MemberRow> = BTreeMap::new();
         for mut row in self.warehouse.members_of(lookup.clone()).await? {
+            footprint.keys.insert(row.key.clone());
             row.unified_id = match assigned.get(&row.key) {
                 Some(person) => (*person).clone(),
                 None => row.unified_id.map(|id| resolution.resolve(&id).to_string()),
@@ -1305,6 +1403,9 @@ impl Engine {
             persons,
             previous,
             ledger,
+            records,
+            last,
+            footprint,
         })
     }
 
@@ -1315,6 +1416,7 @@ impl Engine {
             persons,
             previous,
             ledger,
+            ..
         } = loaded;
         let mut commit = ReconcileCommit {
             assignments: resolution.assignments.clone(),

@@ -636,10 +636,9 @@ mod tests {
             ..ReconcileCommit::default()
         };
         warehouse
-            .stage_reconcile(run_id, jiff::Timestamp::now(), queued)
+            .commit_reconcile(run_id, jiff::Timestamp::now(), queued)
             .await
             .expect("the write is queued");
-        warehouse.commit_staged().await.expect("and committed");
 
         let stop = super::super::stop::StopRequest::default();
         let progress = super::super::progress::Silent;

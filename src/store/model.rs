@@ -186,6 +186,24 @@ pub struct MemberRow {
     pub version: i64,
 }
 
+/// A place in the order reconcile takes pending records: by email (none counts as empty),
+/// then key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingPosition {
+    pub email: String,
+    pub key: RecordKey,
+}
+
+impl PendingPosition {
+    /// The position of a record.
+    pub fn of(row: &MemberRow) -> Self {
+        Self {
+            email: row.email.clone().unwrap_or_default(),
+            key: row.key.clone(),
+        }
+    }
+}
+
 /// How the last read of a stream ended, by whichever worker read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadOutcome {

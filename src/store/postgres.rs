@@ -14,9 +14,9 @@ use super::postgres_tls::{SslMode, TlsSettings};
 use super::StoreError;
 use super::migrations::{Dialect, MIGRATIONS, latest_version, stage_column_names, timestamp_type};
 use super::model::{
-    DeadLetterRow, HandOff, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite,
-    PersonCounts, PersonHistory, PersonMerge, ReadOutcome, ReconcileCommit, RecordKey, RunRow,
-    StoredProperties, TransitionRow, UnifiedRow, WritesDone,
+    DeadLetterRow, HandOff, LedgerRow, MemberRow, PageStored, PageWrite, PendingPosition,
+    PendingWrite, PersonCounts, PersonHistory, PersonMerge, ReadOutcome, ReconcileCommit,
+    RecordKey, RunRow, StoredProperties, TransitionRow, UnifiedRow, WritesDone,
 };
 use crate::record::System;
 use crate::vocabulary::Vocabulary;
@@ -838,12 +838,66 @@ impl PostgresStore {
         rows.iter().map(|row| member_row(row, &self.url)).collect()
     }
 
-    pub async fn pending_records(&self, limit: usize) -> Result<Vec<MemberRow>, StoreError> {
-        let sql = format!(
-            "SELECT {MEMBER_COLUMNS} FROM source_records WHERE pending
-             ORDER BY COALESCE(email, ''), system, object, id LIMIT $1"
-        );
-        self.members(&sql, &[&(limit as i64)]).await
+    /// Up to about `limit` records waiting for reconcile after `after`, by email then key;
+    /// the records of the last email are all taken.
+    pub async fn pending_records(
+        &self,
+        after: Option<&PendingPosition>,
+        limit: usize,
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        let limit = limit as i64;
+        let mut rows = match after {
+            None => {
+                let sql = format!(
+                    "SELECT {MEMBER_COLUMNS} FROM source_records WHERE pending
+                     ORDER BY COALESCE(email, ''), system, object, id LIMIT $1"
+                );
+                self.members(&sql, &[&limit]).await?
+            }
+            Some(after) => {
+                let sql = format!(
+                    "SELECT {MEMBER_COLUMNS} FROM source_records
+                     WHERE pending AND COALESCE(email, '') >= $1
+                        AND (COALESCE(email, ''), system, object, id) > ($1, $2, $3, $4)
+                     ORDER BY COALESCE(email, ''), system, object, id LIMIT $5"
+                );
+                self.members(
+                    &sql,
+                    &[
+                        &after.email,
+                        &after.key.system.as_str(),
+                        &after.key.object,
+                        &after.key.id,
+                        &limit,
+                    ],
+                )
+                .await?
+            }
+        };
+        if rows.len() as i64 == limit
+            && let Some(last) = rows.last()
+            && last.email.as_deref().is_some_and(|email| !email.is_empty())
+        {
+            let last = PendingPosition::of(last);
+            let sql = format!(
+                "SELECT {MEMBER_COLUMNS} FROM source_records
+                 WHERE pending AND COALESCE(email, '') = $1 AND (system, object, id) > ($2, $3, $4)
+                 ORDER BY system, object, id"
+            );
+            let rest = self
+                .members(
+                    &sql,
+                    &[
+                        &last.email,
+                        &last.key.system.as_str(),
+                        &last.key.object,
+                        &last.key.id,
+                    ],
+                )
+                .await?;
+            rows.extend(rest);
+        }
+        Ok(rows)
     }
 
     pub async fn members_of(&self, unified_ids: &[String]) -> Result<Vec<MemberRow>, StoreError> {

@@ -30,8 +30,6 @@ pub struct SqliteStore {
     _checkpointer: Option<Checkpointer>,
     pub(super) connection: Connection,
     pub(super) path: PathBuf,
-    /// A reconcile chunk's transaction is open (see [`SqliteStore::stage_reconcile`]).
-    pub(super) staged: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -66,11 +64,36 @@ impl SqliteStore {
             _checkpointer: Some(checkpointer),
             connection,
             path: path.to_path_buf(),
-            staged: false,
         };
         store.migrate()?;
         store.ensure_stage_columns(vocabulary)?;
         Ok(store)
+    }
+
+    /// A second connection on the warehouse at `path`, which `open` has set up, for reads
+    /// only: it reads what is committed while the main connection writes (the write-ahead
+    /// log keeps each read's view whole). No migrations, no checkpointer.
+    pub fn open_reader(path: &Path) -> Result<Self, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let connection = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_error)?;
+        connection
+            .execute_batch(
+                "PRAGMA query_only = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8192;
+                 PRAGMA temp_store = MEMORY;",
+            )
+            .map_err(open_error)?;
+        Ok(Self {
+            _checkpointer: None,
+            connection,
+            path: path.to_path_buf(),
+        })
     }
 
     /// A private copy of the warehouse at `source`, written to `target` (which must not exist
@@ -207,7 +230,6 @@ impl SqliteStore {
     /// [`BulkLoad::Persons`] when more records wait for reconcile than it holds persons.
     /// Returns the indexes dropped; [`Self::restore_indexes`] builds them again.
     pub fn defer_indexes(&mut self, load: BulkLoad) -> Result<Vec<&'static str>, StoreError> {
-        self.commit_staged()?;
         let failed = self.failed();
         let worth_it: bool = match load {
             BulkLoad::Records => self
@@ -251,7 +273,6 @@ impl SqliteStore {
     /// Builds every index a bulk load dropped (see [`Self::defer_indexes`]); returns their
     /// names.
     pub fn restore_indexes(&mut self) -> Result<Vec<&'static str>, StoreError> {
-        self.commit_staged()?;
         let failed = self.failed();
         let present = self.indexes()?;
         let missing: Vec<&'static DeferrableIndex> = DEFERRABLE_INDEXES

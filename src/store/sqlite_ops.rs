@@ -1,17 +1,16 @@
 //! The engine's reads and writes on the SQLite warehouse: pages of records with their
 //! checkpoint, the reconcile step's lookups and commits, the write-back outbox and ledger,
 //! and the run log. Every write is one transaction, so a process killed at any moment leaves
-//! either all of a step or none of it. A reconcile chunk's transaction alone stays open past
-//! its call — the next chunk is read inside it, then it commits (see
-//! [`SqliteStore::stage_reconcile`]).
+//! either all of a step or none of it. The reconcile step's lookups also run on a second,
+//! read-only connection (see `Warehouse`), so the next chunk is read while one commits.
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row, Transaction, params, params_from_iter};
 
 use super::model::{
-    DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
-    PersonHistory, PersonMerge, ReadOutcome, ReconcileCommit, RecordKey, RunRow, StoredProperties,
-    TransitionRow, UnifiedRow, WritesDone,
+    DeadLetterRow, LedgerRow, MemberRow, PageStored, PageWrite, PendingPosition, PendingWrite,
+    PersonCounts, PersonHistory, PersonMerge, ReadOutcome, ReconcileCommit, RecordKey, RunRow,
+    StoredProperties, TransitionRow, UnifiedRow, WritesDone,
 };
 use super::{StoreError, parse_sql_time, sql_time};
 use crate::record::System;
@@ -24,7 +23,6 @@ const MEMBER_COLUMNS: &str = "system, object, id, modified_at, properties, email
 
 impl SqliteStore {
     fn transaction(&mut self) -> Result<Transaction<'_>, StoreError> {
-        self.commit_staged()?;
         let path = self.path.clone();
         self.connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -69,7 +67,6 @@ impl SqliteStore {
         finished: jiff::Timestamp,
         run: &RunRow,
     ) -> Result<(), StoreError> {
-        self.commit_staged()?;
         let failed = self.failed();
         self.connection
             .execute(
@@ -197,7 +194,6 @@ impl SqliteStore {
         name: &str,
         kept: Option<(jiff::Timestamp, String)>,
     ) -> Result<(), StoreError> {
-        self.commit_staged()?;
         let failed = self.failed();
         match kept {
             Some((at, body)) => self.connection.execute(
@@ -358,14 +354,50 @@ impl SqliteStore {
         Ok(stored)
     }
 
-    /// Up to `limit` records waiting to be reconciled, ordered so records of one email come
-    /// together.
-    pub fn pending_records(&self, limit: usize) -> Result<Vec<MemberRow>, StoreError> {
-        let sql = format!(
-            "SELECT {MEMBER_COLUMNS} FROM source_records WHERE pending
-             ORDER BY COALESCE(email, ''), system, object, id LIMIT ?1"
-        );
-        self.members(&sql, vec![SqlValue::Integer(limit as i64)])
+    /// Up to about `limit` records waiting to be reconciled after `after`, in the order
+    /// reconcile takes them: by email, then key. The records of the last email are all taken,
+    /// however many, so no email's records are split between two reads.
+    pub fn pending_records(
+        &self,
+        after: Option<&PendingPosition>,
+        limit: usize,
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        let mut rows = match after {
+            None => self.members(
+                &format!(
+                    "SELECT {MEMBER_COLUMNS} FROM source_records WHERE pending
+                     ORDER BY COALESCE(email, ''), system, object, id LIMIT ?1"
+                ),
+                vec![SqlValue::Integer(limit as i64)],
+            )?,
+            // The first condition lets SQLite seek in the pending index; the row value alone
+            // would make it scan.
+            Some(after) => self.members(
+                &format!(
+                    "SELECT {MEMBER_COLUMNS} FROM source_records
+                     WHERE pending AND COALESCE(email, '') >= ?1
+                        AND (COALESCE(email, ''), system, object, id) > (?1, ?2, ?3, ?4)
+                     ORDER BY COALESCE(email, ''), system, object, id LIMIT ?5"
+                ),
+                position_values(after, Some(limit)),
+            )?,
+        };
+        if rows.len() == limit
+            && let Some(last) = rows.last()
+            && last.email.as_deref().is_some_and(|email| !email.is_empty())
+        {
+            let rest = self.members(
+                &format!(
+                    "SELECT {MEMBER_COLUMNS} FROM source_records
+                     WHERE pending AND COALESCE(email, '') = ?1
+                        AND (system, object, id) > (?2, ?3, ?4)
+                     ORDER BY system, object, id"
+                ),
+                position_values(&PendingPosition::of(last), None),
+            )?;
+            rows.extend(rest);
+        }
+        Ok(rows)
     }
 
     /// Every record of these persons.
@@ -508,56 +540,19 @@ impl SqliteStore {
         Ok(all)
     }
 
-    /// Stages one reconciled chunk — identities, merged persons, persons, transitions and the
-    /// writes they call for; the chunk's records stop being pending — in a transaction left
-    /// open: what this connection reads next sees it, and [`Self::commit_staged`] makes it
-    /// durable (so the engine reads the next chunk before the commit, and decides that chunk
-    /// while the commit is written). A staged chunk is always whole — decided in full — so
-    /// any other write on this connection commits it first rather than join its
-    /// transaction; a chunk staged earlier is committed first too.
-    pub fn stage_reconcile(
+    /// Stores one reconciled chunk — identities, merged persons, persons, transitions and the
+    /// writes they call for; the chunk's records stop being pending — in one transaction.
+    pub fn commit_reconcile(
         &mut self,
         run_id: i64,
         at: jiff::Timestamp,
         commit: &ReconcileCommit,
         stage_ids: &[String],
     ) -> Result<(), StoreError> {
-        self.commit_staged()?;
         let failed = self.failed();
-        self.connection
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(&failed)?;
-        if let Err(error) = write_reconcile(&self.connection, run_id, at, commit, stage_ids) {
-            self.roll_back();
-            return Err(failed(error));
-        }
-        self.staged = true;
-        Ok(())
-    }
-
-    /// Commits the chunk [`Self::stage_reconcile`] left open, if any.
-    pub fn commit_staged(&mut self) -> Result<(), StoreError> {
-        if !self.staged {
-            return Ok(());
-        }
-        self.staged = false;
-        if let Err(error) = self.connection.execute_batch("COMMIT") {
-            // A failed COMMIT can leave the transaction open; nothing of it is kept, and its
-            // records stay pending.
-            self.roll_back();
-            return Err(self.failed()(error));
-        }
-        Ok(())
-    }
-
-    /// Rolls back the open transaction, if SQLite has not already (after an I/O error, say);
-    /// the error that led here is the one reported.
-    fn roll_back(&mut self) {
-        if !self.connection.is_autocommit()
-            && let Err(error) = self.connection.execute_batch("ROLLBACK")
-        {
-            tracing::warn!(%error, "could not roll back a reconcile chunk's transaction");
-        }
+        let transaction = self.transaction()?;
+        write_reconcile(&transaction, run_id, at, commit, stage_ids).map_err(&failed)?;
+        transaction.commit().map_err(&failed)
     }
 
     /// Up to `limit` waiting writes to `object` of `system`, after `after` in id order.
@@ -780,7 +775,7 @@ impl SqliteStore {
     }
 }
 
-/// The statements of one reconciled chunk (see [`SqliteStore::stage_reconcile`]).
+/// The statements of one reconciled chunk (see [`SqliteStore::commit_reconcile`]).
 fn write_reconcile(
     connection: &Connection,
     run_id: i64,
@@ -957,6 +952,18 @@ fn insert_dead_letters(
         ])?;
     }
     Ok(())
+}
+
+/// A pending position's values (email, system, object, id), then the limit if any.
+fn position_values(position: &PendingPosition, limit: Option<usize>) -> Vec<SqlValue> {
+    let mut values = vec![
+        SqlValue::Text(position.email.clone()),
+        SqlValue::Text(position.key.system.as_str().to_string()),
+        SqlValue::Text(position.key.object.clone()),
+        SqlValue::Text(position.key.id.clone()),
+    ];
+    values.extend(limit.map(|limit| SqlValue::Integer(limit as i64)));
+    values
 }
 
 fn placeholders(count: usize) -> String {

@@ -1,8 +1,9 @@
 //! The warehouse as the engine sees it: one handle, whatever the backend, with async
 //! operations so a sync's network work never waits behind a disk write. SQLite work runs on
-//! tokio's blocking pool, one operation at a time on the one connection (a reconcile chunk's
-//! transaction stays open across the next chunk's reads: see [`Warehouse::stage_reconcile`]);
-//! PostgreSQL work is async on one connection.
+//! tokio's blocking pool, one operation at a time on each of two connections: writes and most
+//! reads on the main one, reconcile's lookups on a second that reads what is committed (so
+//! the next chunk is read while one commits: see [`Warehouse::commit_reconcile`]). PostgreSQL
+//! work is async on one connection.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,8 +12,9 @@ use jiff::{SignedDuration, Timestamp};
 use super::StoreError;
 use super::migrations::BulkLoad;
 use super::model::{
-    HandOff, LedgerRow, MemberRow, PageStored, PageWrite, PendingWrite, PersonCounts,
-    PersonHistory, ReadOutcome, ReconcileCommit, RecordKey, RunRow, UnifiedRow, WritesDone,
+    HandOff, LedgerRow, MemberRow, PageStored, PageWrite, PendingPosition, PendingWrite,
+    PersonCounts, PersonHistory, ReadOutcome, ReconcileCommit, RecordKey, RunRow, UnifiedRow,
+    WritesDone,
 };
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
@@ -21,7 +23,11 @@ use crate::record::System;
 /// The backend behind a [`Warehouse`].
 #[derive(Clone)]
 enum Backend {
-    Sqlite(Arc<Mutex<SqliteStore>>),
+    Sqlite {
+        store: Arc<Mutex<SqliteStore>>,
+        /// The reading connection, opened on first use.
+        reader: Arc<Mutex<Option<SqliteStore>>>,
+    },
     Postgres(Arc<PostgresStore>),
 }
 
@@ -47,7 +53,10 @@ impl Warehouse {
     pub fn sqlite(store: SqliteStore, stage_ids: Vec<String>) -> Self {
         let description = store.path().display().to_string();
         Self {
-            backend: Backend::Sqlite(Arc::new(Mutex::new(store))),
+            backend: Backend::Sqlite {
+                store: Arc::new(Mutex::new(store)),
+                reader: Arc::new(Mutex::new(None)),
+            },
             stage_ids: stage_ids.into(),
             description: description.into(),
         }
@@ -73,16 +82,42 @@ impl Warehouse {
         T: Send + 'static,
         F: FnOnce(&mut SqliteStore, &[String]) -> Result<T, StoreError> + Send + 'static,
     {
-        let Backend::Sqlite(sqlite) = &self.backend else {
+        let Backend::Sqlite { store, .. } = &self.backend else {
             return Err(StoreError::Worker("not an SQLite warehouse".into()));
         };
-        let sqlite = Arc::clone(sqlite);
+        let sqlite = Arc::clone(store);
         let stage_ids = Arc::clone(&self.stage_ids);
         tokio::task::spawn_blocking(move || {
             let mut store = sqlite
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             work(&mut store, &stage_ids)
+        })
+        .await
+        .map_err(|error| StoreError::Worker(error.to_string()))?
+    }
+
+    /// Runs a read on the SQLite reading connection, which sees what is committed.
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SqliteStore, &[String]) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Backend::Sqlite { reader, .. } = &self.backend else {
+            return Err(StoreError::Worker("not an SQLite warehouse".into()));
+        };
+        let reader = Arc::clone(reader);
+        let path = std::path::PathBuf::from(&*self.description);
+        let stage_ids = Arc::clone(&self.stage_ids);
+        tokio::task::spawn_blocking(move || {
+            let mut reader = reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let store = match &mut *reader {
+                Some(store) => store,
+                empty => empty.insert(SqliteStore::open_reader(&path)?),
+            };
+            work(store, &stage_ids)
         })
         .await
         .map_err(|error| StoreError::Worker(error.to_string()))?
@@ -220,11 +255,17 @@ impl Warehouse {
         self.with(|store, _| store.restore_indexes()).await
     }
 
-    pub async fn pending_records(&self, limit: usize) -> Result<Vec<MemberRow>, StoreError> {
+    /// Up to about `limit` records waiting for reconcile after `after` (every record of the
+    /// last email is taken: see the stores' `pending_records`).
+    pub async fn pending_records(
+        &self,
+        after: Option<PendingPosition>,
+        limit: usize,
+    ) -> Result<Vec<MemberRow>, StoreError> {
         if let Backend::Postgres(pg) = &self.backend {
-            return pg.pending_records(limit).await;
+            return pg.pending_records(after.as_ref(), limit).await;
         }
-        self.with(move |store, _| store.pending_records(limit))
+        self.read(move |store, _| store.pending_records(after.as_ref(), limit))
             .await
     }
 
@@ -232,7 +273,7 @@ impl Warehouse {
         if let Backend::Postgres(pg) = &self.backend {
             return pg.members_of(&unified_ids).await;
         }
-        self.with(move |store, _| store.members_of(&unified_ids))
+        self.read(move |store, _| store.members_of(&unified_ids))
             .await
     }
 
@@ -243,7 +284,7 @@ impl Warehouse {
         if let Backend::Postgres(pg) = &self.backend {
             return pg.records_with_emails(&emails).await;
         }
-        self.with(move |store, _| store.records_with_emails(&emails))
+        self.read(move |store, _| store.records_with_emails(&emails))
             .await
     }
 
@@ -251,14 +292,14 @@ impl Warehouse {
         if let Backend::Postgres(pg) = &self.backend {
             return pg.records(&keys).await;
         }
-        self.with(move |store, _| store.records(&keys)).await
+        self.read(move |store, _| store.records(&keys)).await
     }
 
     pub async fn unified(&self, unified_ids: Vec<String>) -> Result<Vec<UnifiedRow>, StoreError> {
         if let Backend::Postgres(pg) = &self.backend {
             return pg.unified(&unified_ids, &self.stage_ids).await;
         }
-        self.with(move |store, stage_ids| store.unified(&unified_ids, stage_ids))
+        self.read(move |store, stage_ids| store.unified(&unified_ids, stage_ids))
             .await
     }
 
@@ -266,13 +307,11 @@ impl Warehouse {
         if let Backend::Postgres(pg) = &self.backend {
             return pg.ledger(&keys).await;
         }
-        self.with(move |store, _| store.ledger(&keys)).await
+        self.read(move |store, _| store.ledger(&keys)).await
     }
 
-    /// Stores one reconciled chunk. On SQLite its transaction is left open until
-    /// [`Self::commit_staged`]: what the engine reads next sees it, and the commit can be
-    /// written while the engine decides the next chunk. On PostgreSQL it commits at once.
-    pub async fn stage_reconcile(
+    /// Stores one reconciled chunk in one transaction.
+    pub async fn commit_reconcile(
         &self,
         run_id: i64,
         at: Timestamp,
@@ -283,17 +322,8 @@ impl Warehouse {
                 .commit_reconcile(run_id, at, &commit, &self.stage_ids)
                 .await;
         }
-        self.with(move |store, stage_ids| store.stage_reconcile(run_id, at, &commit, stage_ids))
+        self.with(move |store, stage_ids| store.commit_reconcile(run_id, at, &commit, stage_ids))
             .await
-    }
-
-    /// Makes the chunk [`Self::stage_reconcile`] stored durable (nothing to do when none is
-    /// open, or on PostgreSQL).
-    pub async fn commit_staged(&self) -> Result<(), StoreError> {
-        if let Backend::Postgres(_) = &self.backend {
-            return Ok(());
-        }
-        self.with(|store, _| store.commit_staged()).await
     }
 
     /// Up to `limit` waiting writes to `object` of `system`, after the record id `after`.
@@ -353,7 +383,7 @@ impl Warehouse {
     pub async fn lock_for_run(&self) -> Result<Option<RunLock>, StoreError> {
         match &self.backend {
             Backend::Postgres(_) => Ok(Some(RunLock { file: None })),
-            Backend::Sqlite(_) => {
+            Backend::Sqlite { .. } => {
                 let path = format!("{}.lock", self.description);
                 let file = std::fs::OpenOptions::new()
                     .create(true)
