@@ -51,26 +51,6 @@ fn settle(setup: &Setup) {
     panic!("the syncs did not settle within five runs");
 }
 
-/// The warehouse's lasting content, without times.
-fn warehouse_state(setup: &Setup) -> Vec<Vec<String>> {
-    [
-        "SELECT unified_id || '|' || COALESCE(stage, '') || '|' || COALESCE(email, '') || '|' || COALESCE(hubspot_id, '')
-            || '|' || COALESCE(salesforce_lead_id, '') || '|' || COALESCE(salesforce_contact_id, '') || '|' || deleted
-         FROM unified_leads ORDER BY unified_id",
-        "SELECT system || '|' || object || '|' || id || '|' || COALESCE(unified_id, '') || '|' || archived || '|' || pending
-         FROM source_records ORDER BY system, object, id",
-        "SELECT unified_id || '|' || COALESCE(from_stage, '') || '|' || to_stage || '|' || system
-         FROM stage_transitions ORDER BY unified_id, transition_id",
-        "SELECT absorbed || '|' || survivor FROM person_merges ORDER BY absorbed",
-        "SELECT DISTINCT system || '|' || object || '|' || id || '|' || reason FROM dead_letters ORDER BY 1",
-        "SELECT system || '|' || object || '|' || record_id || '|' || field || '|' || value_hash FROM write_ledger ORDER BY 1",
-        "SELECT CAST(COUNT(*) AS TEXT) FROM pending_writes",
-    ]
-    .iter()
-    .map(|sql| setup.strings(sql))
-    .collect()
-}
-
 /// What both CRMs hold of the fields crmsync writes.
 async fn crm_state(crms: &Crms) -> Vec<String> {
     let mut state = Vec::new();
@@ -144,7 +124,7 @@ async fn ends_as(setup: &Setup, warehouse: &[Vec<String>], crms: &[String]) {
         "write_ledger",
         "pending_writes",
     ];
-    for ((name, got), want) in names.iter().zip(warehouse_state(setup)).zip(warehouse) {
+    for ((name, got), want) in names.iter().zip(setup.warehouse_state()).zip(warehouse) {
         same(name, &got, want);
     }
     same("CRM state", &crm_state(&setup.crms()).await, crms);
@@ -177,7 +157,7 @@ async fn killing_sync_at_any_moment_and_running_again_ends_where_an_uninterrupte
     // The uninterrupted reference.
     let reference = Setup::with(emulator_config()).await;
     settle(&reference);
-    let expected_warehouse = warehouse_state(&reference);
+    let expected_warehouse = reference.warehouse_state();
     let expected_crms = crm_state(&reference.crms()).await;
     assert!(
         expected_warehouse[0].len() > 400,
@@ -243,7 +223,7 @@ fn runs_started(setup: &Setup) -> i64 {
 async fn sigterm_stops_a_run_at_a_safe_point_and_the_next_run_completes_the_work() {
     let reference = Setup::with(emulator_config()).await;
     settle(&reference);
-    let expected_warehouse = warehouse_state(&reference);
+    let expected_warehouse = reference.warehouse_state();
     let expected_crms = crm_state(&reference.crms()).await;
 
     let stopped = Setup::with(emulator_config()).await;

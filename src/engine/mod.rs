@@ -176,6 +176,10 @@ pub struct SyncReport {
     pub peak_rss_bytes: Option<u64>,
     /// Seconds spent in each step: extract, reconcile, write_back.
     pub phase_seconds: BTreeMap<&'static str, f64>,
+    /// Chunks of pending records reconcile decided, and how many of them it read again
+    /// because they met the chunk committing while they were read.
+    pub reconcile_chunks: u64,
+    pub reconcile_chunks_read_again: u64,
 }
 
 /// The process's peak resident set size (`VmHWM`), on Linux.

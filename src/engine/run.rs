@@ -68,6 +68,8 @@ pub struct Engine {
     pub(super) salesforce: Option<SalesforceClient>,
     pub(super) progress: Arc<dyn super::progress::Progress>,
     pub(super) stop: StopRequest,
+    /// Pending records reconciled per chunk (see [`RECONCILE_CHUNK`]).
+    reconcile_chunk: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -94,6 +96,8 @@ struct Tally {
     written: BTreeMap<System, u64>,
     streams: Vec<StreamReport>,
     phases: Vec<(&'static str, f64)>,
+    reconcile_chunks: u64,
+    reconcile_chunks_read_again: u64,
     stops: Vec<StreamStop>,
     failed: bool,
     /// Why the run ended early on request, if it did (see [`StopRequest`]).
@@ -200,6 +204,7 @@ impl Engine {
             salesforce,
             progress: Arc::new(super::progress::Silent),
             stop: StopRequest::default(),
+            reconcile_chunk: RECONCILE_CHUNK,
         })
     }
 
@@ -212,6 +217,14 @@ impl Engine {
     /// This engine, ending its runs early when `stop` is requested (see [`StopRequest`]).
     pub fn with_stop(mut self, stop: StopRequest) -> Self {
         self.stop = stop;
+        self
+    }
+
+    /// Reconciles about `records` pending records per chunk instead of [`RECONCILE_CHUNK`]
+    /// (at least one; an email's records are never split). The outcome does not depend on
+    /// it; tests use small chunks to make many.
+    pub fn with_reconcile_chunk(mut self, records: usize) -> Self {
+        self.reconcile_chunk = records.max(1);
         self
     }
 
@@ -407,6 +420,8 @@ impl Engine {
             seconds: clock.elapsed().as_secs_f64(),
             peak_rss_bytes: super::peak_rss_bytes(),
             phase_seconds: tally.phases.iter().copied().collect(),
+            reconcile_chunks: tally.reconcile_chunks,
+            reconcile_chunks_read_again: tally.reconcile_chunks_read_again,
         };
         let row = RunRow {
             records_read: report.read.values().sum(),
@@ -1225,7 +1240,6 @@ impl Engine {
     async fn reconcile_all(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
         let mut after: Option<PendingPosition> = None;
         let mut committing: Option<Committing> = None;
-        let (mut chunks, mut read_again) = (0_u64, 0_u64);
         let outcome = loop {
             // A stop keeps the chunk committing; the records after it wait for the next run.
             if self.stop.is_requested() {
@@ -1243,7 +1257,7 @@ impl Engine {
                 if let Err(error) = finish_commit(committing.take()).await {
                     break Err(error);
                 }
-                read_again += 1;
+                tally.reconcile_chunks_read_again += 1;
                 loaded = match self.read_chunk(after.clone()).await {
                     Ok(Some(loaded)) => loaded,
                     Ok(None) => break Ok(()),
@@ -1251,7 +1265,7 @@ impl Engine {
                 };
             }
             let read = clock.elapsed();
-            chunks += 1;
+            tally.reconcile_chunks += 1;
             let records = loaded.records;
             after = Some(loaded.last.clone());
             let footprint = std::mem::take(&mut loaded.footprint);
@@ -1280,7 +1294,11 @@ impl Engine {
         };
         // A chunk decided in full (and counted) is kept whatever ends the loop.
         let finished = finish_commit(committing.take()).await;
-        tracing::debug!(chunks, read_again, "reconcile read its chunks");
+        tracing::debug!(
+            chunks = tally.reconcile_chunks,
+            read_again = tally.reconcile_chunks_read_again,
+            "reconcile read its chunks"
+        );
         match (outcome, finished) {
             (Err(error), Err(commit_error)) => {
                 tracing::warn!(error = %commit_error, "could not commit the last reconciled chunk");
@@ -1298,7 +1316,7 @@ impl Engine {
     ) -> Result<Option<LoadedChunk>, EngineError> {
         let chunk = self
             .warehouse
-            .pending_records(after, RECONCILE_CHUNK)
+            .pending_records(after, self.reconcile_chunk)
             .await?;
         if chunk.is_empty() {
             return Ok(None);

@@ -120,6 +120,26 @@ impl Setup {
             .collect()
     }
 
+    /// The warehouse's lasting content, without times.
+    pub fn warehouse_state(&self) -> Vec<Vec<String>> {
+        [
+            "SELECT unified_id || '|' || COALESCE(stage, '') || '|' || COALESCE(email, '') || '|' || COALESCE(hubspot_id, '')
+                || '|' || COALESCE(salesforce_lead_id, '') || '|' || COALESCE(salesforce_contact_id, '') || '|' || deleted
+             FROM unified_leads ORDER BY unified_id",
+            "SELECT system || '|' || object || '|' || id || '|' || COALESCE(unified_id, '') || '|' || archived || '|' || pending
+             FROM source_records ORDER BY system, object, id",
+            "SELECT unified_id || '|' || COALESCE(from_stage, '') || '|' || to_stage || '|' || system
+             FROM stage_transitions ORDER BY unified_id, transition_id",
+            "SELECT absorbed || '|' || survivor FROM person_merges ORDER BY absorbed",
+            "SELECT DISTINCT system || '|' || object || '|' || id || '|' || reason FROM dead_letters ORDER BY 1",
+            "SELECT system || '|' || object || '|' || record_id || '|' || field || '|' || value_hash FROM write_ledger ORDER BY 1",
+            "SELECT CAST(COUNT(*) AS TEXT) FROM pending_writes",
+        ]
+        .iter()
+        .map(|sql| self.strings(sql))
+        .collect()
+    }
+
     pub fn count(&self, sql: &str) -> i64 {
         self.sql().query_row(sql, [], |row| row.get(0)).unwrap()
     }
