@@ -255,6 +255,7 @@ async fn a_change_in_one_crm_reaches_the_other_once_and_is_recorded() {
         "SELECT u.unified_id || ' ' || u.hubspot_id || ' ' || u.salesforce_lead_id || ' ' || u.stage FROM unified_leads u
          JOIN source_records s ON s.system = 'salesforce' AND s.object = 'Lead' AND s.id = u.salesforce_lead_id
          WHERE u.stage IN ('lead', 'mql') AND json_extract(s.properties, '$.IsConverted') = 0
+           AND u.hubspot_id IS NOT NULL
          ORDER BY u.unified_id LIMIT 2",
     );
     assert_eq!(

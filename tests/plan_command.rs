@@ -29,8 +29,16 @@ fn dump(path: &Path) -> Vec<String> {
         .collect();
     let mut rows = Vec::new();
     for table in tables {
+        let width = connection
+            .prepare(&format!("SELECT * FROM {table}"))
+            .unwrap()
+            .column_count();
+        let order: Vec<String> = (1..=width.min(3)).map(|n| n.to_string()).collect();
         let mut statement = connection
-            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3"))
+            .prepare(&format!(
+                "SELECT * FROM {table} ORDER BY {}",
+                order.join(", ")
+            ))
             .unwrap();
         let columns = statement.column_count();
         let mut query = statement.query([]).unwrap();

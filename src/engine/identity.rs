@@ -31,6 +31,8 @@ pub(super) struct Resolution {
     pub affected: BTreeSet<String>,
     /// Absorbed person -> survivor, transitively resolved.
     pub aliases: HashMap<String, String>,
+    /// The number the next person founded after this chunk takes.
+    pub next_number: i64,
 }
 
 impl Resolution {
@@ -43,11 +45,11 @@ impl Resolution {
     }
 }
 
-/// A person id derived from the record that founded the person, so a rerun after a crash
-/// gives the same ids.
-pub fn new_unified_id(key: &RecordKey) -> String {
-    let digest = super::extract::content_hash(&[key.system.as_str(), &key.object, &key.id]);
-    format!("p-{}", &digest[..20])
+/// The id of the person founded with `number`: numbered in founding order, so every index
+/// keyed by person grows at its end. The warehouse keeps the next number with each committed
+/// chunk, so a rerun after a crash numbers the persons it founds again as the lost chunk had.
+pub fn numbered_unified_id(number: i64) -> String {
+    format!("p-{number:012}")
 }
 
 /// The records a record names as the same person.
@@ -95,11 +97,12 @@ pub fn salesforce_person_object(id: &str) -> Option<&'static str> {
 }
 
 /// Decides the person of every record in `chunk` (ordered by email). `is_person` says which
-/// objects hold people.
+/// objects hold people; persons founded take numbers from `next_number` on.
 pub(super) async fn resolve(
     warehouse: &Warehouse,
     chunk: &[MemberRow],
     is_person: impl Fn(&RecordKey) -> bool,
+    next_number: i64,
 ) -> Result<Resolution, EngineError> {
     let people: Vec<&MemberRow> = chunk.iter().filter(|row| is_person(&row.key)).collect();
     let emails: Vec<String> = people
@@ -132,7 +135,10 @@ pub(super) async fn resolve(
         }
     }
 
-    let mut resolution = Resolution::default();
+    let mut resolution = Resolution {
+        next_number,
+        ..Resolution::default()
+    };
     let mut assigned: Vec<(RecordKey, Option<String>)> = Vec::with_capacity(chunk.len());
     for (row, links) in chunk.iter().zip(&row_links) {
         if !is_person(&row.key) {
@@ -179,7 +185,11 @@ pub(super) async fn resolve(
             }
             // A record deleted before it was ever seen founds nobody.
             None if row.archived => None,
-            None => Some(new_unified_id(&row.key)),
+            None => {
+                let founded = numbered_unified_id(resolution.next_number);
+                resolution.next_number += 1;
+                Some(founded)
+            }
         };
         if let Some(person) = &person {
             by_key.insert(row.key.clone(), person.clone());

@@ -1240,13 +1240,17 @@ impl Engine {
     async fn reconcile_all(&self, run_id: i64, tally: &mut Tally) -> Result<(), EngineError> {
         let mut after: Option<PendingPosition> = None;
         let mut committing: Option<Committing> = None;
+        let mut next_number = match self.warehouse.next_person_number().await {
+            Ok(number) => number,
+            Err(error) => return Err(error.into()),
+        };
         let outcome = loop {
             // A stop keeps the chunk committing; the records after it wait for the next run.
             if self.stop.is_requested() {
                 break Ok(());
             }
             let clock = std::time::Instant::now();
-            let mut loaded = match self.read_chunk(after.clone()).await {
+            let mut loaded = match self.read_chunk(after.clone(), next_number).await {
                 Ok(Some(loaded)) => loaded,
                 Ok(None) => break Ok(()),
                 Err(error) => break Err(error),
@@ -1258,7 +1262,7 @@ impl Engine {
                     break Err(error);
                 }
                 tally.reconcile_chunks_read_again += 1;
-                loaded = match self.read_chunk(after.clone()).await {
+                loaded = match self.read_chunk(after.clone(), next_number).await {
                     Ok(Some(loaded)) => loaded,
                     Ok(None) => break Ok(()),
                     Err(error) => break Err(error),
@@ -1268,6 +1272,7 @@ impl Engine {
             tally.reconcile_chunks += 1;
             let records = loaded.records;
             after = Some(loaded.last.clone());
+            next_number = loaded.resolution.next_number;
             let footprint = std::mem::take(&mut loaded.footprint);
             let commit = self.decide_chunk(loaded, tally);
             let decided = clock.elapsed();
@@ -1309,10 +1314,12 @@ impl Engine {
         }
     }
 
-    /// The next chunk of pending records after `after`, loaded (`None` when none is left).
+    /// The next chunk of pending records after `after`, loaded (`None` when none is left);
+    /// persons it founds are numbered from `next_number`.
     async fn read_chunk(
         &self,
         after: Option<PendingPosition>,
+        next_number: i64,
     ) -> Result<Option<LoadedChunk>, EngineError> {
         let chunk = self
             .warehouse
@@ -1321,7 +1328,7 @@ impl Engine {
         if chunk.is_empty() {
             return Ok(None);
         }
-        self.load_chunk(chunk).await.map(Some)
+        self.load_chunk(chunk, next_number).await.map(Some)
     }
 
     fn is_person(&self, key: &RecordKey) -> bool {
@@ -1330,7 +1337,11 @@ impl Engine {
 
     /// Reads what deciding a chunk needs: its persons (identity resolved), every record of
     /// them, what the warehouse held of them, and the ledger of their records.
-    async fn load_chunk(&self, chunk: Vec<MemberRow>) -> Result<LoadedChunk, EngineError> {
+    async fn load_chunk(
+        &self,
+        chunk: Vec<MemberRow>,
+        next_number: i64,
+    ) -> Result<LoadedChunk, EngineError> {
         let clock = std::time::Instant::now();
         let records = chunk.len();
         let last = chunk
@@ -1348,8 +1359,13 @@ impl Engine {
             }
             footprint.persons.extend(row.unified_id.iter().cloned());
         }
-        let resolution =
-            identity::resolve(&self.warehouse, &chunk, |key| self.is_person(key)).await?;
+        let resolution = identity::resolve(
+            &self.warehouse,
+            &chunk,
+            |key| self.is_person(key),
+            next_number,
+        )
+        .await?;
         let resolved = clock.elapsed();
         let absorbed: Vec<String> = resolution
             .merges
@@ -1439,6 +1455,7 @@ impl Engine {
         let mut commit = ReconcileCommit {
             assignments: resolution.assignments.clone(),
             merges: resolution.merges.clone(),
+            next_person_number: Some(resolution.next_number),
             ..Default::default()
         };
         tally.merged_persons += commit.merges.len() as u64;

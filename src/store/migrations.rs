@@ -293,6 +293,21 @@ CREATE TABLE leases (
 );
 "#,
     },
+    Migration {
+        version: 6,
+        name: "person ids numbered in the order persons are founded",
+        // Ids hashed from each person's founding record fell at a random place in every index
+        // keyed by person (persons, records by person, transitions): a page written per new
+        // person in each. Numbered in founding order — email order, as reconcile goes — new
+        // persons' entries come at the end. Ids given before stay; the number counts on in
+        // the warehouse, so an id is never given twice.
+        sql: r#"
+CREATE TABLE person_ids (
+    next_number {{bigint}} NOT NULL
+);
+INSERT INTO person_ids (next_number) VALUES (1);
+"#,
+    },
 ];
 
 /// The tables the migrations create (besides `schema_migrations`), in creation order.

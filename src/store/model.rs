@@ -309,6 +309,8 @@ pub struct ReconcileCommit {
     /// Waiting writes no longer wanted (the CRM already holds the values).
     pub dropped_writes: Vec<RecordKey>,
     pub dead_letters: Vec<DeadLetterRow>,
+    /// The number the next new person's id takes, when the chunk founded persons.
+    pub next_person_number: Option<i64>,
 }
 
 /// The outcome of sending write-backs, in one transaction.

@@ -1167,7 +1167,23 @@ impl PostgresStore {
         insert_dead_letters(&transaction, run_id, at, &commit.dead_letters)
             .await
             .map_err(&failed)?;
+        if let Some(next) = commit.next_person_number {
+            transaction
+                .execute("UPDATE person_ids SET next_number = $1", &[&next])
+                .await
+                .map_err(&failed)?;
+        }
         transaction.commit().await.map_err(&failed)
+    }
+
+    /// The number the next new person's id takes.
+    pub async fn next_person_number(&self) -> Result<i64, StoreError> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_one("SELECT next_number FROM person_ids", &[])
+            .await
+            .map_err(failed(&self.url))?;
+        Ok(row.get(0))
     }
 
     pub async fn pending_writes(

@@ -540,6 +540,13 @@ impl SqliteStore {
         Ok(all)
     }
 
+    /// The number the next new person's id takes.
+    pub fn next_person_number(&self) -> Result<i64, StoreError> {
+        self.connection
+            .query_row("SELECT next_number FROM person_ids", [], |row| row.get(0))
+            .map_err(self.failed())
+    }
+
     /// Stores one reconciled chunk — identities, merged persons, persons, transitions and the
     /// writes they call for; the chunk's records stop being pending — in one transaction.
     pub fn commit_reconcile(
@@ -910,6 +917,9 @@ fn write_reconcile(
     }
     delete_pending_writes(connection, &commit.dropped_writes)?;
     insert_dead_letters(connection, run_id, at, &commit.dead_letters)?;
+    if let Some(next) = commit.next_person_number {
+        connection.execute("UPDATE person_ids SET next_number = ?1", [next])?;
+    }
     Ok(())
 }
 

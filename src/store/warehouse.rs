@@ -310,6 +310,14 @@ impl Warehouse {
         self.read(move |store, _| store.ledger(&keys)).await
     }
 
+    /// The number the next new person's id takes (see `engine::identity`).
+    pub async fn next_person_number(&self) -> Result<i64, StoreError> {
+        if let Backend::Postgres(pg) = &self.backend {
+            return pg.next_person_number().await;
+        }
+        self.with(|store, _| store.next_person_number()).await
+    }
+
     /// Stores one reconciled chunk in one transaction.
     pub async fn commit_reconcile(
         &self,
