@@ -1166,3 +1166,35 @@ async fn pending_records_come_by_email_after_a_position_and_an_email_is_never_sp
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_founds_persons_only_from_the_number_the_warehouse_still_holds() {
+    use crmsync::store::StoreError;
+    use crmsync::store::model::ReconcileCommit;
+
+    let Some((_database, _setup, warehouse)) = warehouse_on_postgres("person_numbers", 20).await
+    else {
+        return;
+    };
+    assert_eq!(warehouse.next_person_number().await.expect("a number"), 1);
+    let founding = |numbers: (i64, i64)| ReconcileCommit {
+        person_numbers: Some(numbers),
+        ..ReconcileCommit::default()
+    };
+    let at = jiff::Timestamp::now();
+    warehouse
+        .commit_reconcile(1, at, founding((1, 4)))
+        .await
+        .expect("commits");
+    assert_eq!(warehouse.next_person_number().await.expect("a number"), 4);
+    // A second reconciler that also started from 1 is refused, and changes nothing.
+    let error = warehouse
+        .commit_reconcile(1, at, founding((1, 2)))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(error, StoreError::PersonNumbersTaken { expected: 1, .. }),
+        "{error}"
+    );
+    assert_eq!(warehouse.next_person_number().await.expect("a number"), 4);
+}

@@ -24,6 +24,18 @@ async fn a_first_sync_unifies_and_writes_back_and_the_next_ones_write_nothing() 
     let persons = setup.count("SELECT COUNT(*) FROM unified_leads WHERE NOT deleted");
     assert_eq!(persons as u64, first.warehouse.persons);
     assert!(persons > 300, "{persons}");
+    // Persons are numbered in founding order, and the warehouse counts on from the last.
+    let numbered = setup.count(
+        "SELECT COUNT(*) FROM unified_leads WHERE unified_id GLOB 'p-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]'",
+    );
+    assert_eq!(numbered, setup.count("SELECT COUNT(*) FROM unified_leads"));
+    let highest =
+        setup.count("SELECT MAX(CAST(substr(unified_id, 3) AS INTEGER)) FROM unified_leads");
+    assert_eq!(
+        setup.count("SELECT next_number FROM person_ids"),
+        highest + 1,
+        "the last person founded is the highest number"
+    );
     // The indexes the first sync's loads built after them are all back, as migrated.
     let indexes = setup.strings(
         "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",

@@ -624,7 +624,76 @@ fn reconcile_drops_person_indexes_only_when_more_records_wait_than_persons_exist
     assert!(!during.contains(&"unified_leads_hubspot".to_string()));
     drop(store);
 
-    // A load a crash cut short: the next open builds what it dropped.
-    let store = SqliteStore::open(&path, &default_vocabulary()).expect("reopens");
+    // A load a crash cut short: opening leaves the indexes to the next sync (another process
+    // must not build them under a running load's feet), which builds what was dropped.
+    let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("reopens");
+    assert!(
+        !store
+            .indexes()
+            .expect("indexes")
+            .contains(&"unified_leads_hubspot".to_string())
+    );
+    assert_eq!(store.restore_indexes().expect("builds"), of_persons);
     assert_eq!(index_definitions(&store), migrated);
+}
+
+#[test]
+fn a_chunk_founds_persons_only_from_the_number_the_warehouse_still_holds() {
+    use crmsync::record::System;
+    use crmsync::store::model::{Assignment, ReconcileCommit, RecordKey};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    assert_eq!(store.next_person_number().expect("a number"), 1);
+    store
+        .connection()
+        .execute_batch(
+            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
+             VALUES ('hubspot', 'contacts', '1', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
+                    ('hubspot', 'contacts', '2', '2026-11-01T00:00:00Z', '{}', 'h', 'b@example.com', TRUE);",
+        )
+        .expect("records");
+    let founding = |id: &str, person: &str, numbers: (i64, i64)| ReconcileCommit {
+        assignments: vec![Assignment {
+            key: RecordKey::new(System::Hubspot, "contacts", id),
+            unified_id: Some(person.into()),
+            version: 0,
+        }],
+        person_numbers: Some(numbers),
+        ..ReconcileCommit::default()
+    };
+    let at = jiff::Timestamp::now();
+    store
+        .commit_reconcile(
+            1,
+            at,
+            &founding("1", "p-000000000001", (1, 2)),
+            &stage_ids(),
+        )
+        .expect("commits");
+    assert_eq!(store.next_person_number().expect("a number"), 2);
+    // A second reconciler that also started from 1 would give p-000000000001 again.
+    let error = store
+        .commit_reconcile(
+            1,
+            at,
+            &founding("2", "p-000000000001", (1, 2)),
+            &stage_ids(),
+        )
+        .expect_err("refused");
+    assert!(
+        matches!(error, StoreError::PersonNumbersTaken { expected: 1, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("another worker"), "{error}");
+    // Nothing of the refused chunk is kept.
+    let pending: Vec<String> = store
+        .pending_records(None, 10)
+        .expect("pending")
+        .into_iter()
+        .map(|row| row.key.id)
+        .collect();
+    assert_eq!(pending, ["2"]);
+    assert_eq!(store.next_person_number().expect("a number"), 2);
 }

@@ -1,8 +1,8 @@
 //! Identity: which records are the same person. Explicit links come first — a HubSpot merge,
 //! a converted Salesforce lead's contact, the cross-link ids crmsync writes and HubSpot's own
 //! Salesforce-id properties — then the normalized email. A person keeps the `unified_id` it
-//! was given; when two persons turn out to be one, the smaller id survives, the other's
-//! records, transitions and waiting writes move to it, and `person_merges` says so.
+//! was given; when two persons turn out to be one, the older survives (see [`age`]), the
+//! other's records, transitions and waiting writes move to it, and `person_merges` says so.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -31,7 +31,8 @@ pub(super) struct Resolution {
     pub affected: BTreeSet<String>,
     /// Absorbed person -> survivor, transitively resolved.
     pub aliases: HashMap<String, String>,
-    /// The number the next person founded after this chunk takes.
+    /// The number the first person founded in this chunk takes, and the one after the last.
+    pub first_number: i64,
     pub next_number: i64,
 }
 
@@ -50,6 +51,16 @@ impl Resolution {
 /// chunk, so a rerun after a crash numbers the persons it founds again as the lost chunk had.
 pub fn numbered_unified_id(number: i64) -> String {
     format!("p-{number:012}")
+}
+
+/// Orders persons by age, the older first: ids given before numbering (a hash of the founding
+/// record) come before numbered ones, and numbered ones by number. The older of two persons
+/// found to be one survives, so a known id is not given up for a new one.
+fn age(id: &str) -> (bool, &str) {
+    let numbered = id
+        .strip_prefix("p-")
+        .is_some_and(|number| number.len() == 12 && number.bytes().all(|b| b.is_ascii_digit()));
+    (numbered, id)
 }
 
 /// The records a record names as the same person.
@@ -136,6 +147,7 @@ pub(super) async fn resolve(
     }
 
     let mut resolution = Resolution {
+        first_number: next_number,
         next_number,
         ..Resolution::default()
     };
@@ -168,9 +180,10 @@ pub(super) async fn resolve(
             let unified = resolution.resolve(&unified).to_string();
             distinct.entry(unified).or_insert(why);
         }
-        let person = match distinct.keys().next().cloned() {
+        let oldest = distinct.keys().min_by_key(|id| age(id)).cloned();
+        let person = match oldest {
             Some(survivor) => {
-                for (absorbed, why) in distinct.into_iter().skip(1) {
+                for (absorbed, why) in distinct.into_iter().filter(|(id, _)| *id != survivor) {
                     resolution.merges.push(PersonMerge {
                         absorbed: absorbed.clone(),
                         survivor: survivor.clone(),
@@ -220,7 +233,7 @@ pub(super) async fn resolve(
             if mine == theirs {
                 continue;
             }
-            let (survivor, absorbed) = if mine < theirs {
+            let (survivor, absorbed) = if age(&mine) < age(&theirs) {
                 (mine, theirs)
             } else {
                 (theirs, mine)
@@ -251,4 +264,22 @@ pub(super) async fn resolve(
         .map(|id| resolution.resolve(id).to_string())
         .collect();
     Ok(resolution)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_ids_are_older_than_numbered_ones_and_numbered_ones_go_by_number() {
+        let hashed = "p-03f231fd844df775e970";
+        let first = numbered_unified_id(1);
+        let second = numbered_unified_id(2);
+        let tenth = numbered_unified_id(10);
+        assert_eq!(first, "p-000000000001");
+        assert!(age(hashed) < age(&first), "{hashed} is older than {first}");
+        // A hashed id that happens to be all digits is still a hashed id (20 digits).
+        assert!(age("p-00000000000000000009") < age(&first));
+        assert!(age(&first) < age(&second) && age(&second) < age(&tenth));
+    }
 }

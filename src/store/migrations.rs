@@ -339,9 +339,10 @@ pub enum BulkLoad {
 /// A secondary index that crmsync itself never reads while `load` runs. Kept up to date row by
 /// row, each stored row inserts an entry at a random place in it — a page written per row;
 /// built after the load, it is one sorted pass. The SQLite warehouse drops such indexes for a
-/// load worth it and builds them again right after, and at every open (a load cut short by a
-/// crash leaves none missing for long). The definitions are the migrations' own (a test
-/// compares them with a migrated warehouse); the indexes crmsync reads during a load —
+/// load worth it and builds them again right after, and at the start of every sync (a load cut
+/// short by a crash leaves none missing past the next run). The definitions are the
+/// migrations' own (a test compares them with a migrated warehouse); the indexes crmsync reads
+/// during a load —
 /// records by key, by person and by email in reconcile, persons by id, transitions by person
 /// (a merge re-points them) — are never dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

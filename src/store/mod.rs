@@ -128,6 +128,10 @@ pub enum StoreError {
     )]
     ScratchNotPrivate { url: String, table: String },
     #[error(
+        "the warehouse {at} numbered new persons while this reconcile did (it expected the next number {expected}) — another worker reconciles at the same time; nothing of this chunk was kept, and its records wait for the next run"
+    )]
+    PersonNumbersTaken { at: String, expected: i64 },
+    #[error(
         "cannot take the run lock {path}: {source} — check that the warehouse's directory is writable"
     )]
     Lock {

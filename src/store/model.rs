@@ -309,8 +309,10 @@ pub struct ReconcileCommit {
     /// Waiting writes no longer wanted (the CRM already holds the values).
     pub dropped_writes: Vec<RecordKey>,
     pub dead_letters: Vec<DeadLetterRow>,
-    /// The number the next new person's id takes, when the chunk founded persons.
-    pub next_person_number: Option<i64>,
+    /// The numbers of new persons' ids before and after the chunk (see
+    /// `engine::identity::numbered_unified_id`): the warehouse's next number moves from the
+    /// first to the second only if it still is the first.
+    pub person_numbers: Option<(i64, i64)>,
 }
 
 /// The outcome of sending write-backs, in one transaction.

@@ -1167,11 +1167,23 @@ impl PostgresStore {
         insert_dead_letters(&transaction, run_id, at, &commit.dead_letters)
             .await
             .map_err(&failed)?;
-        if let Some(next) = commit.next_person_number {
-            transaction
-                .execute("UPDATE person_ids SET next_number = $1", &[&next])
+        if let Some((from, to)) = commit.person_numbers
+            && from != to
+        {
+            let moved = transaction
+                .execute(
+                    "UPDATE person_ids SET next_number = $2 WHERE next_number = $1",
+                    &[&from, &to],
+                )
                 .await
                 .map_err(&failed)?;
+            if moved == 0 {
+                // Dropping the transaction rolls the chunk back.
+                return Err(StoreError::PersonNumbersTaken {
+                    at: self.url.clone(),
+                    expected: from,
+                });
+            }
         }
         transaction.commit().await.map_err(&failed)
     }

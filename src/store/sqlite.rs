@@ -216,12 +216,6 @@ impl SqliteStore {
                 "applied warehouse migration"
             );
         }
-        // A bulk load a crash cut short left its indexes dropped.
-        for index in DEFERRABLE_INDEXES {
-            transaction
-                .execute_batch(&index.create_if_missing())
-                .map_err(query_error)?;
-        }
         transaction.commit().map_err(query_error)
     }
 

@@ -557,8 +557,26 @@ impl SqliteStore {
         stage_ids: &[String],
     ) -> Result<(), StoreError> {
         let failed = self.failed();
+        let at_path = self.path.display().to_string();
         let transaction = self.transaction()?;
         write_reconcile(&transaction, run_id, at, commit, stage_ids).map_err(&failed)?;
+        if let Some((from, to)) = commit.person_numbers
+            && from != to
+        {
+            let moved = transaction
+                .execute(
+                    "UPDATE person_ids SET next_number = ?2 WHERE next_number = ?1",
+                    [from, to],
+                )
+                .map_err(&failed)?;
+            if moved == 0 {
+                // Dropping the transaction rolls the chunk back.
+                return Err(StoreError::PersonNumbersTaken {
+                    at: at_path,
+                    expected: from,
+                });
+            }
+        }
         transaction.commit().map_err(&failed)
     }
 
@@ -917,9 +935,6 @@ fn write_reconcile(
     }
     delete_pending_writes(connection, &commit.dropped_writes)?;
     insert_dead_letters(connection, run_id, at, &commit.dead_letters)?;
-    if let Some(next) = commit.next_person_number {
-        connection.execute("UPDATE person_ids SET next_number = ?1", [next])?;
-    }
     Ok(())
 }
 
