@@ -320,25 +320,25 @@ impl SqliteStore {
 
     /// The user tables in the file, sorted.
     pub fn tables(&self) -> Result<Vec<String>, StoreError> {
-        let mut statement = self
-            .connection
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-            .map_err(|source| self.query_error(source))?;
-        let names = statement
-            .query_map([], |row| row.get::<_, String>(0))
-            .and_then(Iterator::collect)
-            .map_err(|source| self.query_error(source))?;
-        Ok(names)
+        self.schema_names("table")
     }
 
     /// The indexes in the file (SQLite's own left out), sorted.
     pub fn indexes(&self) -> Result<Vec<String>, StoreError> {
+        self.schema_names("index")
+    }
+
+    /// The names of the schema's objects of one type (`table`, `index`), SQLite's own left
+    /// out, sorted.
+    fn schema_names(&self, kind: &str) -> Result<Vec<String>, StoreError> {
         let mut statement = self
             .connection
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = ?1 AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
             .map_err(|source| self.query_error(source))?;
         let names = statement
-            .query_map([], |row| row.get::<_, String>(0))
+            .query_map([kind], |row| row.get::<_, String>(0))
             .and_then(Iterator::collect)
             .map_err(|source| self.query_error(source))?;
         Ok(names)
