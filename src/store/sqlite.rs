@@ -251,23 +251,17 @@ impl SqliteStore {
             .iter()
             .filter(|index| index.load == load)
             .collect();
-        let transaction = self
-            .connection
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(&failed)?;
-        for index in &deferred {
-            transaction
-                .execute_batch(&format!("DROP INDEX IF EXISTS {}", index.name))
-                .map_err(&failed)?;
-        }
-        transaction.commit().map_err(&failed)?;
+        self.in_one_transaction(
+            deferred
+                .iter()
+                .map(|index| format!("DROP INDEX IF EXISTS {}", index.name)),
+        )?;
         Ok(deferred.iter().map(|index| index.name).collect())
     }
 
     /// Builds every index a bulk load dropped (see [`Self::defer_indexes`]); returns their
     /// names.
     pub fn restore_indexes(&mut self) -> Result<Vec<&'static str>, StoreError> {
-        let failed = self.failed();
         let present = self.indexes()?;
         let missing: Vec<&'static DeferrableIndex> = DEFERRABLE_INDEXES
             .iter()
@@ -276,17 +270,24 @@ impl SqliteStore {
         if missing.is_empty() {
             return Ok(Vec::new());
         }
+        self.in_one_transaction(missing.iter().map(|index| index.create_if_missing()))?;
+        Ok(missing.iter().map(|index| index.name).collect())
+    }
+
+    /// Runs schema statements in one IMMEDIATE transaction.
+    fn in_one_transaction(
+        &mut self,
+        statements: impl Iterator<Item = String>,
+    ) -> Result<(), StoreError> {
+        let failed = self.failed();
         let transaction = self
             .connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(&failed)?;
-        for index in &missing {
-            transaction
-                .execute_batch(&index.create_if_missing())
-                .map_err(&failed)?;
+        for statement in statements {
+            transaction.execute_batch(&statement).map_err(&failed)?;
         }
-        transaction.commit().map_err(&failed)?;
-        Ok(missing.iter().map(|index| index.name).collect())
+        transaction.commit().map_err(&failed)
     }
 
     fn ensure_stage_columns(&self, vocabulary: &Vocabulary) -> Result<(), StoreError> {
