@@ -1220,10 +1220,10 @@ impl Engine {
                 "built the indexes left out of a bulk load"
             ),
             Ok(_) => {}
-            // The load's own error is the one reported; the next open builds them.
+            // The load's own error is the one reported; the next sync builds them.
             Err(error) if outcome.is_err() => tracing::warn!(
                 %error,
-                "could not build the indexes left out of a bulk load; the warehouse's next open builds them"
+                "could not build the indexes left out of a bulk load; the next sync builds them"
             ),
             Err(error) => return Err(error.into()),
         }

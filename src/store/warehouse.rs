@@ -25,8 +25,9 @@ use crate::record::System;
 enum Backend {
     Sqlite {
         store: Arc<Mutex<SqliteStore>>,
-        /// The reading connection, opened on first use.
+        /// The reading connection, opened on first use, and the file it opens.
         reader: Arc<Mutex<Option<SqliteStore>>>,
+        path: Arc<std::path::Path>,
     },
     Postgres(Arc<PostgresStore>),
 }
@@ -54,6 +55,7 @@ impl Warehouse {
         let description = store.path().display().to_string();
         Self {
             backend: Backend::Sqlite {
+                path: store.path().into(),
                 store: Arc::new(Mutex::new(store)),
                 reader: Arc::new(Mutex::new(None)),
             },
@@ -103,11 +105,11 @@ impl Warehouse {
         T: Send + 'static,
         F: FnOnce(&SqliteStore, &[String]) -> Result<T, StoreError> + Send + 'static,
     {
-        let Backend::Sqlite { reader, .. } = &self.backend else {
+        let Backend::Sqlite { reader, path, .. } = &self.backend else {
             return Err(StoreError::Worker("not an SQLite warehouse".into()));
         };
         let reader = Arc::clone(reader);
-        let path = std::path::PathBuf::from(&*self.description);
+        let path = Arc::clone(path);
         let stage_ids = Arc::clone(&self.stage_ids);
         tokio::task::spawn_blocking(move || {
             let mut reader = reader
@@ -391,24 +393,27 @@ impl Warehouse {
     pub async fn lock_for_run(&self) -> Result<Option<RunLock>, StoreError> {
         match &self.backend {
             Backend::Postgres(_) => Ok(Some(RunLock { file: None })),
-            Backend::Sqlite { .. } => {
-                let path = format!("{}.lock", self.description);
+            Backend::Sqlite {
+                path: warehouse, ..
+            } => {
+                let mut path = warehouse.as_os_str().to_owned();
+                path.push(".lock");
+                let path = std::path::PathBuf::from(path);
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
                     .open(&path)
                     .map_err(|source| StoreError::Lock {
-                        path: path.clone().into(),
+                        path: path.clone(),
                         source,
                     })?;
                 match file.try_lock() {
                     Ok(()) => Ok(Some(RunLock { file: Some(file) })),
                     Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-                    Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Lock {
-                        path: path.into(),
-                        source,
-                    }),
+                    Err(std::fs::TryLockError::Error(source)) => {
+                        Err(StoreError::Lock { path, source })
+                    }
                 }
             }
         }
