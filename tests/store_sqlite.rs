@@ -504,6 +504,35 @@ fn index_definitions(store: &SqliteStore) -> Vec<(String, String)> {
 }
 
 #[test]
+fn a_merge_and_explain_find_a_persons_rows_through_indexes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("w.db"), &default_vocabulary()).expect("opens");
+    let mut lookups: Vec<String> = crmsync::store::PERSON_REFERENCES
+        .iter()
+        .map(|(table, column)| {
+            format!("UPDATE {table} SET {column} = 'p-2' WHERE {column} = 'p-1'")
+        })
+        .collect();
+    lookups.push("SELECT * FROM pending_writes WHERE unified_id = 'p-1'".into());
+    lookups.push("SELECT * FROM person_merges WHERE survivor = 'p-1'".into());
+    for lookup in lookups {
+        let plan: Vec<String> = store
+            .connection()
+            .prepare(&format!("EXPLAIN QUERY PLAN {lookup}"))
+            .and_then(|mut statement| {
+                statement
+                    .query_map([], |row| row.get::<_, String>(3))?
+                    .collect()
+            })
+            .expect("query plan");
+        assert!(
+            plan.iter().any(|step| step.contains("USING INDEX")),
+            "{lookup}: {plan:?}"
+        );
+    }
+}
+
+#[test]
 fn deferrable_indexes_are_defined_as_the_migrations_create_them() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("w.db"), &default_vocabulary()).expect("opens");
