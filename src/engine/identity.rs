@@ -31,6 +31,8 @@ pub(super) struct Resolution {
     pub affected: BTreeSet<String>,
     /// Absorbed person -> survivor, transitively resolved.
     pub aliases: HashMap<String, String>,
+    /// The records the chunk's person records link to (each looked up by key).
+    pub linked: Vec<RecordKey>,
     /// The number the first person founded in this chunk takes, and the one after the last.
     pub first_number: i64,
     pub next_number: i64,
@@ -64,7 +66,7 @@ fn age(id: &str) -> (bool, &str) {
 }
 
 /// The records a record names as the same person.
-pub(super) fn linked_keys(record: &MemberRow) -> Vec<(RecordKey, &'static str)> {
+fn linked_keys(record: &MemberRow) -> Vec<(RecordKey, &'static str)> {
     let mut keys = Vec::new();
     if let Some(survivor) = &record.merged_into {
         keys.push((
@@ -140,13 +142,14 @@ pub(super) async fn resolve(
         }
     }
     let mut by_key: HashMap<RecordKey, String> = HashMap::new();
-    for row in warehouse.records(links).await? {
+    for row in warehouse.records(links.clone()).await? {
         if let Some(unified) = row.unified_id {
             by_key.insert(row.key, unified);
         }
     }
 
     let mut resolution = Resolution {
+        linked: links,
         first_number: next_number,
         next_number,
         ..Resolution::default()

@@ -1357,9 +1357,6 @@ impl Engine {
         let mut footprint = Footprint::default();
         for row in &chunk {
             footprint.keys.insert(row.key.clone());
-            footprint
-                .keys
-                .extend(identity::linked_keys(row).into_iter().map(|(key, _)| key));
             if let Some(email) = row.email.as_ref().filter(|email| !email.is_empty()) {
                 footprint.emails.insert(email.clone());
             }
@@ -1380,6 +1377,7 @@ impl Engine {
             .collect();
         let mut lookup: Vec<String> = resolution.affected.iter().cloned().collect();
         lookup.extend(absorbed.iter().cloned());
+        footprint.keys.extend(resolution.linked.iter().cloned());
         // Every person a lookup found (by email, link or the record's own) is in `lookup`:
         // as the person a record joins, or as one merged into it.
         footprint.persons.extend(lookup.iter().cloned());
