@@ -236,6 +236,23 @@ fn stage_ids() -> Vec<String> {
         .collect()
 }
 
+/// Stores records as a sync would have left them, by (system, object, id, email, pending);
+/// the rest of each row is a placeholder.
+fn add_records(store: &SqliteStore, records: &[(&str, &str, &str, Option<&str>, bool)]) {
+    let mut insert = store
+        .connection()
+        .prepare(
+            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
+             VALUES (?1, ?2, ?3, '2026-11-01T00:00:00Z', '{}', 'h', ?4, ?5)",
+        )
+        .expect("an insert");
+    for (system, object, id, email, pending) in records {
+        insert
+            .execute(rusqlite::params![system, object, id, email, pending])
+            .expect("a record");
+    }
+}
+
 #[test]
 fn pending_records_come_by_email_after_a_position_and_an_email_is_never_split() {
     use crmsync::store::model::PendingPosition;
@@ -243,21 +260,20 @@ fn pending_records_come_by_email_after_a_position_and_an_email_is_never_split() 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("warehouse.db");
     let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
-    store
-        .connection()
-        .execute_batch(
-            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
-             VALUES ('hubspot', 'contacts', 'n1', '2026-11-01T00:00:00Z', '{}', 'h', NULL, TRUE),
-                    ('hubspot', 'contacts', 'n2', '2026-11-01T00:00:00Z', '{}', 'h', '', TRUE),
-                    ('hubspot', 'contacts', 'n3', '2026-11-01T00:00:00Z', '{}', 'h', NULL, TRUE),
-                    ('salesforce', 'Lead', 'a2', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
-                    ('hubspot', 'contacts', 'a1', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
-                    ('salesforce', 'Contact', 'a3', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
-                    ('hubspot', 'contacts', 'a4', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', FALSE),
-                    ('hubspot', 'contacts', 'b1', '2026-11-01T00:00:00Z', '{}', 'h', 'b@example.com', TRUE),
-                    ('hubspot', 'contacts', 'c1', '2026-11-01T00:00:00Z', '{}', 'h', 'c@example.com', TRUE);",
-        )
-        .expect("records");
+    add_records(
+        &store,
+        &[
+            ("hubspot", "contacts", "n1", None, true),
+            ("hubspot", "contacts", "n2", Some(""), true),
+            ("hubspot", "contacts", "n3", None, true),
+            ("salesforce", "Lead", "a2", Some("a@example.com"), true),
+            ("hubspot", "contacts", "a1", Some("a@example.com"), true),
+            ("salesforce", "Contact", "a3", Some("a@example.com"), true),
+            ("hubspot", "contacts", "a4", Some("a@example.com"), false),
+            ("hubspot", "contacts", "b1", Some("b@example.com"), true),
+            ("hubspot", "contacts", "c1", Some("c@example.com"), true),
+        ],
+    );
     let ids = |rows: &[crmsync::store::model::MemberRow]| -> Vec<String> {
         rows.iter().map(|row| row.key.id.clone()).collect()
     };
@@ -304,14 +320,10 @@ async fn reconcile_reads_see_each_committed_chunk_at_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("warehouse.db");
     let store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
-    store
-        .connection()
-        .execute(
-            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
-             VALUES ('hubspot', 'contacts', '7', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE)",
-            [],
-        )
-        .expect("a pending record");
+    add_records(
+        &store,
+        &[("hubspot", "contacts", "7", Some("a@example.com"), true)],
+    );
     let warehouse = Warehouse::sqlite(store, stage_ids());
     let pending = warehouse.pending_records(None, 10).await.expect("reads");
     assert_eq!(pending.len(), 1);
@@ -572,14 +584,13 @@ fn a_first_load_of_records_drops_its_indexes_and_they_come_back_the_same() {
     for name in ["source_records_unified", "unified_leads_email"] {
         assert!(during.contains(&name.to_string()), "{name} in {during:?}");
     }
-    store
-        .connection()
-        .execute_batch(
-            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
-             VALUES ('hubspot', 'contacts', '1', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
-                    ('hubspot', 'contacts', '2', '2026-11-01T00:00:00Z', '{}', 'h', 'b@example.com', FALSE);",
-        )
-        .expect("records");
+    add_records(
+        &store,
+        &[
+            ("hubspot", "contacts", "1", Some("a@example.com"), true),
+            ("hubspot", "contacts", "2", Some("b@example.com"), false),
+        ],
+    );
     assert_eq!(store.restore_indexes().expect("builds"), of_records);
     assert_eq!(index_definitions(&store), migrated);
     // Built over the rows the load stored: the pending index holds the pending record.
@@ -612,17 +623,21 @@ fn reconcile_drops_person_indexes_only_when_more_records_wait_than_persons_exist
     let path = dir.path().join("w.db");
     let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
     let migrated = index_definitions(&store);
-    let connection = store.connection();
-    connection
+    add_records(
+        &store,
+        &[
+            ("hubspot", "contacts", "1", Some("a@example.com"), true),
+            ("hubspot", "contacts", "2", Some("b@example.com"), true),
+        ],
+    );
+    store
+        .connection()
         .execute_batch(
-            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
-             VALUES ('hubspot', 'contacts', '1', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
-                    ('hubspot', 'contacts', '2', '2026-11-01T00:00:00Z', '{}', 'h', 'b@example.com', TRUE);
-             INSERT INTO unified_leads (unified_id, email, updated_at)
+            "INSERT INTO unified_leads (unified_id, email, updated_at)
              VALUES ('p-1', 'a@example.com', '2026-11-01T00:00:00Z'),
                     ('p-2', 'b@example.com', '2026-11-01T00:00:00Z');",
         )
-        .expect("two pending records, two persons");
+        .expect("two persons for the two pending records");
     // As many persons as waiting records: the indexes stay.
     assert!(
         store
@@ -632,13 +647,10 @@ fn reconcile_drops_person_indexes_only_when_more_records_wait_than_persons_exist
     );
     assert_eq!(index_definitions(&store), migrated);
 
-    store
-        .connection()
-        .execute_batch(
-            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
-             VALUES ('salesforce', 'Lead', '00Q3', '2026-11-01T00:00:00Z', '{}', 'h', 'c@example.com', TRUE);",
-        )
-        .expect("a third pending record");
+    add_records(
+        &store,
+        &[("salesforce", "Lead", "00Q3", Some("c@example.com"), true)],
+    );
     let of_persons: Vec<&str> = DEFERRABLE_INDEXES
         .iter()
         .filter(|index| index.load == BulkLoad::Persons)
@@ -675,14 +687,13 @@ fn a_chunk_founds_persons_only_from_the_number_the_warehouse_still_holds() {
     let path = dir.path().join("warehouse.db");
     let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
     assert_eq!(store.next_person_number().expect("a number"), 1);
-    store
-        .connection()
-        .execute_batch(
-            "INSERT INTO source_records (system, object, id, modified_at, properties, content_hash, email, pending)
-             VALUES ('hubspot', 'contacts', '1', '2026-11-01T00:00:00Z', '{}', 'h', 'a@example.com', TRUE),
-                    ('hubspot', 'contacts', '2', '2026-11-01T00:00:00Z', '{}', 'h', 'b@example.com', TRUE);",
-        )
-        .expect("records");
+    add_records(
+        &store,
+        &[
+            ("hubspot", "contacts", "1", Some("a@example.com"), true),
+            ("hubspot", "contacts", "2", Some("b@example.com"), true),
+        ],
+    );
     let founding = |id: &str, person: &str, numbers: (i64, i64)| ReconcileCommit {
         assignments: vec![Assignment {
             key: RecordKey::new(System::Hubspot, "contacts", id),
