@@ -640,6 +640,12 @@ async fn a_queued_write_that_cannot_be_read_goes_to_dead_letters_and_the_rest_ar
 /// Links HubSpot contacts to Salesforce leads whose email is the contact's with one letter
 /// more, so each such person's records lie in neighbouring chunks when chunks are small.
 async fn link_across_neighbouring_emails(setup: &Setup) {
+    link_contacts_to_leads(setup, |email| format!("{email}x")).await;
+}
+
+/// Gives six HubSpot contacts the email `email_of` makes of a lead's and a link to that lead
+/// (`crmsync_salesforce_id`); the leads do not link back.
+async fn link_contacts_to_leads(setup: &Setup, email_of: impl Fn(&str) -> String) {
     let crms = setup.crms();
     let leads = crms
         .salesforce_query(
@@ -672,10 +678,107 @@ async fn link_across_neighbouring_emails(setup: &Setup) {
         let email = lead["Email"].as_str().expect("a lead with an email");
         crms.hubspot_update(
             contact,
-            serde_json::json!({ "email": format!("{email}x"), "crmsync_salesforce_id": lead["Id"] }),
+            serde_json::json!({ "email": email_of(email), "crmsync_salesforce_id": lead["Id"] }),
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_linking_to_a_later_emails_record_is_one_person_with_it_from_the_first_run() {
+    // Each contact links to a lead whose email comes after its own, and the lead does not link
+    // back: in one-record chunks the contact is decided while its lead still waits. The lead
+    // joins the contact's person then, rather than founding a second one in its own chunk.
+    let setup = Setup::new(150).await;
+    link_contacts_to_leads(&setup, |email| format!("0{email}")).await;
+    let engine = setup.engine().await.with_reconcile_chunk(1);
+    let first = engine.sync(SyncOptions::default()).await.unwrap();
+    assert_ne!(first.status, RunStatus::Failed, "{}", first.paragraph());
+    let pairs =
+        "SELECT c.unified_id || ' ' || l.unified_id FROM source_records c JOIN source_records l
+            ON l.system = 'salesforce' AND l.object = 'Lead'
+           AND l.id = json_extract(c.properties, '$.crmsync_salesforce_id')
+         WHERE c.system = 'hubspot' AND c.object = 'contacts' AND c.email = '0' || l.email
+         ORDER BY 1";
+    let linked = setup.strings(pairs);
+    assert_eq!(linked.len(), 6, "{linked:?}");
+    for pair in &linked {
+        let (contact, lead) = pair.split_once(' ').expect("two ids");
+        assert_eq!(
+            contact, lead,
+            "a contact and the lead it links to are one person"
+        );
+        assert_eq!(
+            setup.count(&format!(
+                "SELECT COUNT(*) FROM person_merges WHERE absorbed = '{lead}' OR survivor = '{lead}'"
+            )),
+            0,
+            "no second person was founded to be merged later"
+        );
+    }
+    // The next run keeps them as they are.
+    engine.sync(SyncOptions::default()).await.unwrap();
+    assert_eq!(setup.strings(pairs), linked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_linking_to_a_new_record_of_a_known_email_brings_that_emails_person_along() {
+    // After a first sync a new lead comes with the email of a known person, and a contact of
+    // another person, whose email comes first, is linked to it. In one-record chunks the
+    // contact is decided while the lead waits: the lead, the contact and the email's person
+    // are one person, as they would be had the lead been decided in its own chunk.
+    let setup = Setup::new(150).await;
+    let engine = setup.engine().await.with_reconcile_chunk(1);
+    engine.sync(SyncOptions::default()).await.unwrap();
+    // The second run reads back what the first wrote; after it nothing of the email waits.
+    engine.sync(SyncOptions::default()).await.unwrap();
+    let known = setup.strings(
+        "SELECT email FROM unified_leads WHERE hubspot_id IS NOT NULL AND salesforce_lead_id IS NULL
+            AND salesforce_contact_id IS NULL AND email IS NOT NULL AND NOT deleted
+         ORDER BY email DESC LIMIT 1",
+    );
+    let email = known[0].clone();
+    let contact = setup.strings(&format!(
+        "SELECT hubspot_id FROM unified_leads WHERE hubspot_id IS NOT NULL AND email < '{email}'
+            AND NOT deleted ORDER BY email LIMIT 1"
+    ))[0]
+        .clone();
+    let crms = setup.crms();
+    let template = crms
+        .salesforce_query("SELECT Company, Status FROM Lead WHERE IsConverted = false LIMIT 1")
+        .await;
+    let lead = crms
+        .salesforce_create(
+            "Lead",
+            serde_json::json!({
+                "LastName": "Linked",
+                "Company": template[0]["Company"],
+                "Status": template[0]["Status"],
+                "Email": email,
+            }),
+        )
+        .await;
+    crms.hubspot_update(
+        &contact,
+        serde_json::json!({ "crmsync_salesforce_id": lead }),
+    )
+    .await;
+    engine.sync(SyncOptions::default()).await.unwrap();
+    let person_of = |system: &str, object: &str, id: &str| {
+        setup.strings(&format!(
+            "SELECT unified_id FROM source_records WHERE system = '{system}' AND object = '{object}' AND id = '{id}'"
+        ))
+    };
+    let of_lead = person_of("salesforce", "Lead", &lead);
+    assert_eq!(of_lead.len(), 1);
+    assert_eq!(person_of("hubspot", "contacts", &contact), of_lead);
+    let of_email = setup.strings(&format!(
+        "SELECT DISTINCT unified_id FROM source_records WHERE email = '{email}' AND NOT archived"
+    ));
+    assert_eq!(
+        of_email, of_lead,
+        "every record of {email} is the lead's person"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 //! was given; when two persons turn out to be one, the older survives (see [`age`]), the
 //! other's records, transitions and waiting writes move to it, and `person_merges` says so.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::EngineError;
 use crate::record::System;
@@ -33,6 +33,10 @@ pub(super) struct Resolution {
     pub aliases: HashMap<String, String>,
     /// The records the chunk's person records link to (each looked up by key).
     pub linked: Vec<RecordKey>,
+    /// Records outside the chunk that no run has given a person yet (they wait for a later
+    /// chunk), joined to the person of a chunk record that links to them: decided with it and
+    /// assigned by this chunk, so a one-way link never founds two persons.
+    pub pulled: Vec<MemberRow>,
     /// The number the first person founded in this chunk takes, and the one after the last.
     pub first_number: i64,
     pub next_number: i64,
@@ -117,14 +121,6 @@ pub(super) async fn resolve(
     is_person: impl Fn(&RecordKey) -> bool,
     next_number: i64,
 ) -> Result<Resolution, EngineError> {
-    let people: Vec<&MemberRow> = chunk.iter().filter(|row| is_person(&row.key)).collect();
-    let emails: Vec<String> = people
-        .iter()
-        .filter(|row| !row.archived)
-        .filter_map(|row| row.email.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
     // Each row's links, worked out once.
     let row_links: Vec<Vec<(RecordKey, &'static str)>> = chunk.iter().map(linked_keys).collect();
     let links: Vec<RecordKey> = chunk
@@ -135,16 +131,36 @@ pub(super) async fn resolve(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let in_chunk: HashSet<&RecordKey> = chunk.iter().map(|row| &row.key).collect();
+    let mut by_key: HashMap<RecordKey, String> = HashMap::new();
+    // Linked records of people without a person are waiting for a later chunk (their email
+    // comes later); a record that does not link back would found a second person there.
+    let mut waiting: HashMap<RecordKey, MemberRow> = HashMap::new();
+    for row in warehouse.records(links.clone()).await? {
+        match &row.unified_id {
+            Some(unified) => {
+                by_key.insert(row.key.clone(), unified.clone());
+            }
+            None if !row.archived && is_person(&row.key) && !in_chunk.contains(&row.key) => {
+                waiting.insert(row.key.clone(), row);
+            }
+            None => {}
+        }
+    }
+    // The persons of the chunk's emails, and of the waiting records' emails.
+    let emails: Vec<String> = chunk
+        .iter()
+        .filter(|row| is_person(&row.key))
+        .chain(waiting.values())
+        .filter(|row| !row.archived)
+        .filter_map(|row| row.email.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut by_email: HashMap<String, BTreeSet<String>> = HashMap::new();
     for row in warehouse.records_with_emails(emails).await? {
         if let (Some(email), Some(unified), false) = (row.email, row.unified_id, row.archived) {
             by_email.entry(email).or_default().insert(unified);
-        }
-    }
-    let mut by_key: HashMap<RecordKey, String> = HashMap::new();
-    for row in warehouse.records(links.clone()).await? {
-        if let Some(unified) = row.unified_id {
-            by_key.insert(row.key, unified);
         }
     }
 
@@ -168,6 +184,13 @@ pub(super) async fn resolve(
         for (key, why) in links {
             if let Some(unified) = by_key.get(key) {
                 candidates.push((unified.clone(), format!("{why}: {key}")));
+            } else if let Some(email) = waiting.get(key).and_then(|row| row.email.as_ref())
+                && let Some(persons) = by_email.get(email)
+            {
+                // The linked record will join its email's person: so does this one.
+                for unified in persons {
+                    candidates.push((unified.clone(), format!("{why}: {key}, of email {email}")));
+                }
             }
         }
         if !row.archived
@@ -209,6 +232,18 @@ pub(super) async fn resolve(
         };
         if let Some(person) = &person {
             by_key.insert(row.key.clone(), person.clone());
+            for (key, _) in links {
+                if let Some(waiting_row) = waiting.remove(key) {
+                    by_key.insert(key.clone(), person.clone());
+                    if let Some(email) = &waiting_row.email {
+                        by_email
+                            .entry(email.clone())
+                            .or_default()
+                            .insert(person.clone());
+                    }
+                    resolution.pulled.push(waiting_row);
+                }
+            }
             if !row.archived
                 && let Some(email) = &row.email
             {
@@ -252,7 +287,7 @@ pub(super) async fn resolve(
         }
     }
     // Ids absorbed later in the chunk resolve to their survivor.
-    resolution.assignments = assigned
+    let mut assignments: Vec<Assignment> = assigned
         .into_iter()
         .zip(chunk)
         .map(|((key, person), row)| Assignment {
@@ -261,6 +296,16 @@ pub(super) async fn resolve(
             version: row.version,
         })
         .collect();
+    for row in &resolution.pulled {
+        assignments.push(Assignment {
+            unified_id: by_key
+                .get(&row.key)
+                .map(|id| resolution.resolve(id).to_string()),
+            key: row.key.clone(),
+            version: row.version,
+        });
+    }
+    resolution.assignments = assignments;
     resolution.affected = resolution
         .affected
         .iter()

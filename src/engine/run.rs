@@ -1362,7 +1362,7 @@ impl Engine {
             }
             footprint.persons.extend(row.unified_id.iter().cloned());
         }
-        let resolution = identity::resolve(
+        let mut resolution = identity::resolve(
             &self.warehouse,
             &chunk,
             |key| self.is_person(key),
@@ -1378,6 +1378,14 @@ impl Engine {
         let mut lookup: Vec<String> = resolution.affected.iter().cloned().collect();
         lookup.extend(absorbed.iter().cloned());
         footprint.keys.extend(resolution.linked.iter().cloned());
+        // A record pulled in from a later email changes what that email's lookups find.
+        let pulled = std::mem::take(&mut resolution.pulled);
+        footprint.emails.extend(
+            pulled
+                .iter()
+                .filter_map(|row| row.email.clone())
+                .filter(|email| !email.is_empty()),
+        );
         // Every person a lookup found (by email, link or the record's own) is in `lookup`:
         // as the person a record joins, or as one merged into it.
         footprint.persons.extend(lookup.iter().cloned());
@@ -1396,7 +1404,7 @@ impl Engine {
             };
             members.insert(row.key.clone(), row);
         }
-        for mut row in chunk {
+        for mut row in chunk.into_iter().chain(pulled) {
             if let Some(person) = assigned.get(&row.key) {
                 row.unified_id = (*person).clone();
                 members.insert(row.key.clone(), row);

@@ -244,6 +244,29 @@ impl Crms {
             .unwrap();
     }
 
+    /// Creates a Salesforce record; returns its id.
+    pub async fn salesforce_create(&self, object: &str, fields: serde_json::Value) -> String {
+        let created = self
+            .salesforce
+            .send(
+                http::Method::POST,
+                &self.salesforce.data_path(&format!("sobjects/{object}")),
+                &[],
+                crmsync::salesforce::client::Body::Json(&fields),
+                "application/json",
+                &[],
+                object,
+            )
+            .await
+            .unwrap();
+        let answer: serde_json::Value =
+            serde_json::from_slice(&created.body).expect("a JSON answer");
+        answer["id"]
+            .as_str()
+            .expect("the created record's id")
+            .to_string()
+    }
+
     pub async fn salesforce_delete(&self, object: &str, id: &str) {
         self.salesforce
             .send(
