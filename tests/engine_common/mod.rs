@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crmsync::config::EnvVars;
 use crmsync::emulator::{EmulatorConfig, RunningEmulator};
 use crmsync::engine::Engine;
+use crmsync::salesforce::client::Body;
 
 pub struct Setup {
     pub emulator: RunningEmulator,
@@ -214,7 +215,7 @@ impl Crms {
                 http::Method::GET,
                 &self.salesforce.data_path("query"),
                 &[("q", soql.to_string())],
-                crmsync::salesforce::client::Body::None,
+                Body::None,
                 "application/json",
                 &[],
                 "test",
@@ -228,39 +229,17 @@ impl Crms {
     }
 
     pub async fn salesforce_update(&self, object: &str, id: &str, fields: serde_json::Value) {
-        self.salesforce
-            .send(
-                http::Method::PATCH,
-                &self
-                    .salesforce
-                    .data_path(&format!("sobjects/{object}/{id}")),
-                &[],
-                crmsync::salesforce::client::Body::Json(&fields),
-                "application/json",
-                &[],
-                object,
-            )
-            .await
-            .unwrap();
+        let path = format!("{object}/{id}");
+        self.salesforce_sobjects(http::Method::PATCH, &path, object, Body::Json(&fields))
+            .await;
     }
 
     /// Creates a Salesforce record; returns its id.
     pub async fn salesforce_create(&self, object: &str, fields: serde_json::Value) -> String {
         let created = self
-            .salesforce
-            .send(
-                http::Method::POST,
-                &self.salesforce.data_path(&format!("sobjects/{object}")),
-                &[],
-                crmsync::salesforce::client::Body::Json(&fields),
-                "application/json",
-                &[],
-                object,
-            )
-            .await
-            .unwrap();
-        let answer: serde_json::Value =
-            serde_json::from_slice(&created.body).expect("a JSON answer");
+            .salesforce_sobjects(http::Method::POST, object, object, Body::Json(&fields))
+            .await;
+        let answer: serde_json::Value = serde_json::from_slice(&created).expect("a JSON answer");
         answer["id"]
             .as_str()
             .expect("the created record's id")
@@ -268,19 +247,31 @@ impl Crms {
     }
 
     pub async fn salesforce_delete(&self, object: &str, id: &str) {
+        let path = format!("{object}/{id}");
+        self.salesforce_sobjects(http::Method::DELETE, &path, object, Body::None)
+            .await;
+    }
+
+    /// Sends one request to the org's `sobjects/<path>`; returns the answer's body.
+    async fn salesforce_sobjects(
+        &self,
+        method: http::Method,
+        path: &str,
+        object: &str,
+        body: Body<'_>,
+    ) -> Vec<u8> {
         self.salesforce
             .send(
-                http::Method::DELETE,
-                &self
-                    .salesforce
-                    .data_path(&format!("sobjects/{object}/{id}")),
+                method,
+                &self.salesforce.data_path(&format!("sobjects/{path}")),
                 &[],
-                crmsync::salesforce::client::Body::None,
+                body,
                 "application/json",
                 &[],
                 object,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .body
     }
 }
