@@ -1091,6 +1091,7 @@ async fn a_record_another_worker_stores_while_its_chunk_is_decided_stays_pending
                 key: row.key.clone(),
                 unified_id: Some(format!("p-{}", row.key.id)),
                 version: row.version,
+                keep_pending: false,
             })
             .collect(),
         ..ReconcileCommit::default()

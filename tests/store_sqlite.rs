@@ -339,6 +339,7 @@ async fn reconcile_reads_see_each_committed_chunk_at_once() {
             key: RecordKey::new(System::Hubspot, "contacts", "7"),
             unified_id: Some("p-1".into()),
             version: 0,
+            keep_pending: false,
         }],
         ..ReconcileCommit::default()
     };
@@ -360,6 +361,46 @@ async fn reconcile_reads_see_each_committed_chunk_at_once() {
         .expect("reads");
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].key.id, "7");
+}
+
+#[test]
+fn a_record_taken_along_by_a_link_gets_its_person_and_stays_pending() {
+    use crmsync::record::System;
+    use crmsync::store::model::{Assignment, ReconcileCommit, RecordKey};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("warehouse.db");
+    let mut store = SqliteStore::open(&path, &default_vocabulary()).expect("opens");
+    add_records(
+        &store,
+        &[
+            ("hubspot", "contacts", "1", Some("a@example.com"), true),
+            ("salesforce", "Lead", "00Q2", Some("b@example.com"), true),
+        ],
+    );
+    let assignment = |key: RecordKey, keep_pending: bool| Assignment {
+        key,
+        unified_id: Some("p-1".into()),
+        version: 0,
+        keep_pending,
+    };
+    let commit = ReconcileCommit {
+        assignments: vec![
+            assignment(RecordKey::new(System::Hubspot, "contacts", "1"), false),
+            assignment(RecordKey::new(System::Salesforce, "Lead", "00Q2"), true),
+        ],
+        ..ReconcileCommit::default()
+    };
+    store
+        .commit_reconcile(1, jiff::Timestamp::now(), &commit, &stage_ids())
+        .expect("commits");
+    let waiting: Vec<(String, Option<String>)> = store
+        .pending_records(None, 10)
+        .expect("pending")
+        .into_iter()
+        .map(|row| (row.key.id, row.unified_id))
+        .collect();
+    assert_eq!(waiting, [("00Q2".to_string(), Some("p-1".to_string()))]);
 }
 
 #[test]
@@ -415,6 +456,7 @@ fn a_record_stored_again_while_its_chunk_is_decided_stays_pending() {
                 key: row.key.clone(),
                 unified_id: Some(format!("p-{}", row.key.id)),
                 version: row.version,
+                keep_pending: false,
             })
             .collect(),
         ..ReconcileCommit::default()
@@ -699,6 +741,7 @@ fn a_chunk_founds_persons_only_from_the_number_the_warehouse_still_holds() {
             key: RecordKey::new(System::Hubspot, "contacts", id),
             unified_id: Some(person.into()),
             version: 0,
+            keep_pending: false,
         }],
         person_numbers: Some(numbers),
         ..ReconcileCommit::default()

@@ -24,7 +24,8 @@ const LINK_FIELDS: [&str; 6] = [
 /// Who is who after a chunk of records.
 #[derive(Debug, Default)]
 pub(super) struct Resolution {
-    /// Each record of the chunk and its person (`None` for records of no person).
+    /// Each record of the chunk and its person (`None` for records of no person), then each
+    /// record pulled in (see `pulled`).
     pub assignments: Vec<Assignment>,
     pub merges: Vec<PersonMerge>,
     /// Persons to reconcile again.
@@ -35,7 +36,8 @@ pub(super) struct Resolution {
     pub linked: Vec<RecordKey>,
     /// Records outside the chunk that no run has given a person yet (they wait for a later
     /// chunk), joined to the person of a chunk record that links to them: decided with it and
-    /// assigned by this chunk, so a one-way link never founds two persons.
+    /// given its person by this chunk, so a one-way link never founds two persons. They stay
+    /// pending: their own chunk decides them again, with their own links and email.
     pub pulled: Vec<MemberRow>,
     /// The number the first person founded in this chunk takes, and the one after the last.
     pub first_number: i64,
@@ -113,8 +115,9 @@ pub fn salesforce_person_object(id: &str) -> Option<&'static str> {
     }
 }
 
-/// Decides the person of every record in `chunk` (ordered by email). `is_person` says which
-/// objects hold people; persons founded take numbers from `next_number` on.
+/// Decides the person of every record in `chunk` (ordered by email), and of the waiting records
+/// they link to (see [`Resolution::pulled`]). `is_person` says which objects hold people;
+/// persons founded take numbers from `next_number` on.
 pub(super) async fn resolve(
     warehouse: &Warehouse,
     chunk: &[MemberRow],
@@ -133,8 +136,10 @@ pub(super) async fn resolve(
         .collect();
     let in_chunk: HashSet<&RecordKey> = chunk.iter().map(|row| &row.key).collect();
     let mut by_key: HashMap<RecordKey, String> = HashMap::new();
-    // Linked records of people without a person are waiting for a later chunk (their email
-    // comes later); a record that does not link back would found a second person there.
+    // Linked records of people without a person wait for a later chunk (their email comes
+    // later), or for the chunk committing while this one is read — then their key, in both
+    // chunks' footprints, has this one read again. One that does not link back would found a
+    // second person in its own chunk.
     let mut waiting: HashMap<RecordKey, MemberRow> = HashMap::new();
     for row in warehouse.records(links.clone()).await? {
         match &row.unified_id {
@@ -294,6 +299,7 @@ pub(super) async fn resolve(
             unified_id: person.map(|id| resolution.resolve(&id).to_string()),
             key,
             version: row.version,
+            keep_pending: false,
         })
         .collect();
     for row in &resolution.pulled {
@@ -303,6 +309,7 @@ pub(super) async fn resolve(
                 .map(|id| resolution.resolve(id).to_string()),
             key: row.key.clone(),
             version: row.version,
+            keep_pending: true,
         });
     }
     resolution.assignments = assignments;

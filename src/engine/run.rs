@@ -136,7 +136,8 @@ struct LoadedChunk {
 }
 
 /// What a chunk's reads looked up and its commit may change: its records and those they link
-/// to, the records of its persons, its emails, and its persons (merged ones included). Two
+/// to, the records of its persons, its emails and those of the records it pulled in, and its
+/// persons (merged ones included). Two
 /// chunks that share none of these cannot see each other's writes.
 #[derive(Debug, Default)]
 struct Footprint {
@@ -1378,7 +1379,8 @@ impl Engine {
         let mut lookup: Vec<String> = resolution.affected.iter().cloned().collect();
         lookup.extend(absorbed.iter().cloned());
         footprint.keys.extend(resolution.linked.iter().cloned());
-        // A record pulled in from a later email changes what that email's lookups find.
+        // A record pulled in from a later email changes what that email's lookups find (the
+        // footprint's emails include those of the records pulled in).
         let pulled = std::mem::take(&mut resolution.pulled);
         footprint.emails.extend(
             pulled

@@ -232,6 +232,10 @@ pub struct Assignment {
     pub key: RecordKey,
     pub unified_id: Option<String>,
     pub version: i64,
+    /// The record stays pending whatever its version: a record another chunk took along by a
+    /// link gets that chunk's person now and is decided again in its own chunk, where its own
+    /// links and email count too.
+    pub keep_pending: bool,
 }
 
 /// One person as the warehouse holds it.

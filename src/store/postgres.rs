@@ -1057,13 +1057,19 @@ impl PostgresStore {
                 .iter()
                 .map(|assignment| assignment.version)
                 .collect();
+            let kept: Vec<bool> = commit
+                .assignments
+                .iter()
+                .map(|assignment| assignment.keep_pending)
+                .collect();
             transaction
                 .execute(
-                    "UPDATE source_records s SET unified_id = u.person, pending = (s.version <> u.version)
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-                        AS u(system, object, id, person, version)
+                    "UPDATE source_records s SET unified_id = u.person,
+                        pending = (u.kept OR s.version <> u.version)
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bool[])
+                        AS u(system, object, id, person, version, kept)
                      WHERE s.system = u.system AND s.object = u.object AND s.id = u.id",
-                    &[&systems, &objects, &ids, &persons, &versions],
+                    &[&systems, &objects, &ids, &persons, &versions, &kept],
                 )
                 .await
                 .map_err(&failed)?;

@@ -827,7 +827,7 @@ fn write_reconcile(
         )?;
     }
     let mut assign = connection.prepare_cached(
-        "UPDATE source_records SET unified_id = ?4, pending = (version <> ?5)
+        "UPDATE source_records SET unified_id = ?4, pending = (?6 OR version <> ?5)
          WHERE system = ?1 AND object = ?2 AND id = ?3",
     )?;
     for assignment in &commit.assignments {
@@ -837,7 +837,8 @@ fn write_reconcile(
             key.object,
             key.id,
             assignment.unified_id,
-            assignment.version
+            assignment.version,
+            assignment.keep_pending
         ])?;
     }
     let first_entered_columns: String = stage_ids
