@@ -137,8 +137,8 @@ struct LoadedChunk {
 
 /// What a chunk's reads looked up and its commit may change: its records and those they link
 /// to, the records of its persons, its emails and those of the records it pulled in, and its
-/// persons (merged ones included). Two
-/// chunks that share none of these cannot see each other's writes.
+/// persons (merged ones included). Two chunks that share none of these cannot see each other's
+/// writes.
 #[derive(Debug, Default)]
 struct Footprint {
     keys: HashSet<RecordKey>,
