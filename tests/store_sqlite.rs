@@ -212,20 +212,25 @@ fn the_person_index_leaves_out_unreconciled_records_and_serves_person_lookups() 
         "SELECT id FROM source_records WHERE unified_id IN ('p-2', 'p-9')",
         "UPDATE source_records SET unified_id = 'p-3' WHERE unified_id = 'p-2'",
     ] {
-        let plan: Vec<String> = connection
-            .prepare(&format!("EXPLAIN QUERY PLAN {lookup}"))
-            .and_then(|mut statement| {
-                statement
-                    .query_map([], |row| row.get::<_, String>(3))?
-                    .collect()
-            })
-            .expect("query plan");
+        let plan = query_plan(connection, lookup);
         assert!(
             plan.iter()
                 .any(|step| step.contains("USING INDEX source_records_unified")),
             "{lookup}: {plan:?}"
         );
     }
+}
+
+/// The steps of SQLite's plan for `sql`, as `EXPLAIN QUERY PLAN` describes them.
+fn query_plan(connection: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    connection
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get::<_, String>(3))?
+                .collect()
+        })
+        .expect("query plan")
 }
 
 /// The default vocabulary's stage ids, as reconcile writes `first_entered_<stage>` for them.
@@ -295,15 +300,12 @@ fn pending_records_come_by_email_after_a_position_and_an_email_is_never_split() 
             vec!["b1", "c1"],
         ]
     );
-    let plan: Vec<String> = store
-        .connection()
-        .prepare(
-            "EXPLAIN QUERY PLAN SELECT id FROM source_records
-             WHERE pending AND COALESCE(email, '') >= 'a' AND (COALESCE(email, ''), system, object, id) > ('a', 'h', 'c', '1')
-             ORDER BY COALESCE(email, ''), system, object, id LIMIT 2",
-        )
-        .and_then(|mut statement| statement.query_map([], |row| row.get::<_, String>(3))?.collect())
-        .expect("query plan");
+    let plan = query_plan(
+        store.connection(),
+        "SELECT id FROM source_records
+         WHERE pending AND COALESCE(email, '') >= 'a' AND (COALESCE(email, ''), system, object, id) > ('a', 'h', 'c', '1')
+         ORDER BY COALESCE(email, ''), system, object, id LIMIT 2",
+    );
     assert!(
         plan.iter()
             .any(|step| step.starts_with("SEARCH") && step.contains("source_records_pending")),
@@ -570,15 +572,7 @@ fn a_merge_and_explain_find_a_persons_rows_through_indexes() {
     lookups.push("SELECT * FROM pending_writes WHERE unified_id = 'p-1'".into());
     lookups.push("SELECT * FROM person_merges WHERE survivor = 'p-1'".into());
     for lookup in lookups {
-        let plan: Vec<String> = store
-            .connection()
-            .prepare(&format!("EXPLAIN QUERY PLAN {lookup}"))
-            .and_then(|mut statement| {
-                statement
-                    .query_map([], |row| row.get::<_, String>(3))?
-                    .collect()
-            })
-            .expect("query plan");
+        let plan = query_plan(store.connection(), &lookup);
         assert!(
             plan.iter().any(|step| step.contains("USING INDEX")),
             "{lookup}: {plan:?}"
