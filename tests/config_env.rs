@@ -156,7 +156,7 @@ fn the_readme_documents_every_variable_and_no_other() {
 }
 
 #[test]
-fn postgres_tls_parameters_are_checked_and_a_relative_root_file_is_the_configs() {
+fn postgres_tls_parameters_are_checked_and_relative_files_are_the_configs() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("ca.pem"), "no certificate here\n").expect("writes");
     let parse_in = |url: &str| {
@@ -192,4 +192,27 @@ fn postgres_tls_parameters_are_checked_and_a_relative_root_file_is_the_configs()
     assert_eq!(config.warehouse.url.value, WarehouseUrl::Postgres(expected));
     let (_, problems) = parse_in("postgres://crmsync@db:5432/w?sslmode=require");
     assert!(problems.is_empty(), "{problems:?}");
+    // A client certificate comes as a pair, its files read from the configuration's directory.
+    let (_, problems) = parse_in("postgres://crmsync@db:5432/w?sslmode=require&sslcert=me.pem");
+    assert!(
+        problems[0].contains("sslcert is given without sslkey"),
+        "{problems:?}"
+    );
+    let (config, problems) = parse_in(
+        "postgres://crmsync@db:5432/w?sslmode=require&sslcert=certs/me.pem&sslkey=certs/me.key",
+    );
+    let certificate = dir.path().join("certs/me.pem");
+    assert!(
+        problems[0].contains(&format!(
+            "cannot read the client certificate in {}",
+            certificate.display()
+        )),
+        "{problems:?}"
+    );
+    let expected = format!(
+        "postgres://crmsync@db:5432/w?sslmode=require&sslcert={}&sslkey={}",
+        certificate.display(),
+        dir.path().join("certs/me.key").display()
+    );
+    assert_eq!(config.warehouse.url.value, WarehouseUrl::Postgres(expected));
 }

@@ -1,12 +1,14 @@
 //! TLS to the PostgreSQL warehouse against a real server (PG_TEST_URL, as in
 //! tests/engine_postgres.rs): `sslmode=require` straight to the server when it has TLS on, and
-//! every certificate check through a TLS front of our own — certificates made with the
-//! `openssl` command for the test, the SSLRequest answered and the session handed to the real
-//! server, as a managed database's TLS-terminating proxy does.
+//! every certificate check — the server's, and the client certificate a server may ask for —
+//! through a TLS front of our own: certificates made with the `openssl` command for the test,
+//! the SSLRequest answered and the session handed to the real server, as a managed database's
+//! TLS-terminating proxy does.
 
 mod pg_common;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -94,15 +96,27 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A certificate authority and a server certificate it issued for `names` (DNS names and IP
-/// addresses, as subjectAltName entries like `DNS:localhost`).
+/// A certificate authority and a certificate it issued, with its key.
 struct Certificates {
     ca: PathBuf,
-    server: PathBuf,
-    server_key: PathBuf,
+    certificate: PathBuf,
+    key: PathBuf,
 }
 
+/// A certificate authority and a server certificate it issued for `names` (DNS names and IP
+/// addresses, as subjectAltName entries like `DNS:localhost`).
 fn certificates(dir: &Path, label: &str, names: &str) -> Certificates {
+    issued(dir, label, names, "serverAuth")
+}
+
+/// A certificate authority and a client certificate it issued.
+fn client_certificates(dir: &Path, label: &str) -> Certificates {
+    issued(dir, label, "DNS:crmsync", "clientAuth")
+}
+
+/// A certificate authority and a certificate it issued for `names` and `usage` (an
+/// extendedKeyUsage: `serverAuth`, `clientAuth`).
+fn issued(dir: &Path, label: &str, names: &str, usage: &str) -> Certificates {
     let ec = [
         "-newkey",
         "ec",
@@ -123,7 +137,7 @@ fn certificates(dir: &Path, label: &str, names: &str) -> Certificates {
         format!("{label}.key"),
         format!("{label}.pem"),
     );
-    let mut args = vec!["req", "-subj", "/CN=crmsync test server"];
+    let mut args = vec!["req", "-subj", "/CN=crmsync test leaf"];
     args.extend(ec);
     args.extend(["-keyout", &key, "-out", &csr]);
     openssl(dir, &args);
@@ -131,7 +145,7 @@ fn certificates(dir: &Path, label: &str, names: &str) -> Certificates {
     std::fs::write(
         dir.join(&extensions),
         format!(
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName={names}\n"
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\nsubjectAltName={names}\n"
         ),
     )
     .expect("writes the extensions");
@@ -157,8 +171,8 @@ fn certificates(dir: &Path, label: &str, names: &str) -> Certificates {
     );
     Certificates {
         ca: dir.join(ca),
-        server: dir.join(cert),
-        server_key: dir.join(key),
+        certificate: dir.join(cert),
+        key: dir.join(key),
     }
 }
 
@@ -190,25 +204,36 @@ fn self_signed(dir: &Path, names: &str) -> Certificates {
     );
     Certificates {
         ca: dir.join("self.pem"),
-        server: dir.join("self.pem"),
-        server_key: dir.join("self.key"),
+        certificate: dir.join("self.pem"),
+        key: dir.join("self.key"),
     }
 }
 
 /// A TLS front for the real server: answers the SSLRequest, makes the handshake with
 /// `certificates`, then hands the session to `upstream`. Counts finished handshakes.
 async fn tls_front(certificates: &Certificates, upstream: SocketAddr) -> (u16, Arc<AtomicUsize>) {
-    front(Some(certificates), upstream).await
+    front(Some(certificates), None, upstream).await
+}
+
+/// A TLS front, as [`tls_front`], that asks every client for a certificate issued by the
+/// authority in `client_ca` and refuses a handshake without one.
+async fn client_checking_front(
+    certificates: &Certificates,
+    client_ca: &Path,
+    upstream: SocketAddr,
+) -> (u16, Arc<AtomicUsize>) {
+    front(Some(certificates), Some(client_ca), upstream).await
 }
 
 /// A server that says yes to TLS but cannot make a handshake (it answers the SSLRequest with
 /// `S`, then closes), and takes a client that starts without TLS through to `upstream`.
 async fn broken_tls_front(upstream: SocketAddr) -> u16 {
-    front(None, upstream).await.0
+    front(None, None, upstream).await.0
 }
 
 async fn front(
     certificates: Option<&Certificates>,
+    client_ca: Option<&Path>,
     upstream: SocketAddr,
 ) -> (u16, Arc<AtomicUsize>) {
     let Some(certificates) = certificates else {
@@ -239,20 +264,35 @@ async fn front(
         return (port, Arc::new(AtomicUsize::new(0)));
     };
     use rustls::pki_types::pem::PemObject;
-    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&certificates.server)
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&certificates.certificate)
         .expect("reads the server certificate")
         .collect::<Result<Vec<_>, _>>()
         .expect("parses it");
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&certificates.server_key)
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&certificates.key)
         .expect("reads the server key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
+    let builder = match client_ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for root in
+                rustls::pki_types::CertificateDer::pem_file_iter(path).expect("reads the client CA")
+            {
+                roots.add(root.expect("parses it")).expect("a usable root");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(chain, key).expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -449,4 +489,150 @@ async fn require_is_tls_with_the_server_itself_and_disable_is_not() {
         assert_eq!(seen, encrypted, "{tls}");
     }
     database.drop_it().await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_shown_to_a_server_that_asks_for_one() {
+    let Some(database) = TestDatabase::create("client").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = certificates(dir.path(), "server", "DNS:localhost,IP:127.0.0.1");
+    let client = client_certificates(dir.path(), "client");
+    let stranger = client_certificates(dir.path(), "stranger");
+    for key in [&client.key, &stranger.key] {
+        private(key);
+    }
+    let vocabulary = pg_common::shipped_vocabulary();
+    let (port, handshakes) = client_checking_front(&server, &client.ca, database.upstream).await;
+    let with = |certificates: &Certificates, mode: &str| {
+        format!(
+            "{mode}&sslcert={}&sslkey={}",
+            certificates.certificate.display(),
+            certificates.key.display()
+        )
+    };
+
+    // With the certificate the front's authority issued, in a checking and an unchecked mode.
+    let checked = format!("sslmode=verify-full&sslrootcert={}", server.ca.display());
+    for mode in [checked.as_str(), "sslmode=require"] {
+        let tls = with(&client, mode);
+        PostgresStore::connect(&url(&database, "localhost", port, &tls), None, &vocabulary)
+            .await
+            .unwrap_or_else(|error| panic!("{mode} with the client certificate: {error}"));
+    }
+    assert_eq!(handshakes.load(Ordering::SeqCst), 2);
+
+    // Without one, or with one from another authority, the server refuses the handshake;
+    // the error says what to do.
+    for (tls, says) in [
+        (checked.clone(), "add sslcert=PATH&sslkey=PATH"),
+        (
+            with(&stranger, &checked),
+            "the server refused the client certificate (sslcert)",
+        ),
+    ] {
+        let error =
+            PostgresStore::connect(&url(&database, "localhost", port, &tls), None, &vocabulary)
+                .await
+                .expect_err("the server wants a certificate of its authority");
+        let message = error.to_string();
+        assert!(
+            message.contains("received fatal alert") && message.contains(says),
+            "{tls}: {message}"
+        );
+    }
+    assert_eq!(handshakes.load(Ordering::SeqCst), 2);
+    database.drop_it().await;
+}
+
+#[test]
+fn client_certificate_files_are_checked_before_any_connection() {
+    use crmsync::store::postgres_tls::TlsSettings;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let client = client_certificates(dir.path(), "files");
+    let settings = |certificate: &Path, key: &Path| {
+        let url = format!(
+            "postgres://u@db/w?sslmode=require&sslcert={}&sslkey={}",
+            certificate.display(),
+            key.display()
+        );
+        TlsSettings::from_url(&url).expect("parameters parse").0
+    };
+
+    // A key others can read is refused, with the fix.
+    std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let error = settings(&client.certificate, &client.key)
+        .check_files()
+        .expect_err("a key others can read");
+    let message = error.to_string();
+    assert!(
+        message.contains("(mode 0644)") && message.contains("chmod 600"),
+        "{message}"
+    );
+    private(&client.key);
+    settings(&client.certificate, &client.key)
+        .check_files()
+        .expect("a private key and its certificate");
+    // A group may read it (a secret mounted for the pod's group), not write it.
+    std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    settings(&client.certificate, &client.key)
+        .check_files()
+        .expect("group-readable");
+    std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let error = settings(&client.certificate, &client.key)
+        .check_files()
+        .expect_err("group-writable");
+    assert!(error.to_string().contains("(mode 0660)"), "{error}");
+    private(&client.key);
+
+    // Another certificate's key is not this certificate's.
+    let other = client_certificates(dir.path(), "other");
+    private(&other.key);
+    let error = settings(&client.certificate, &other.key)
+        .check_files()
+        .expect_err("a key of another certificate");
+    assert!(
+        error
+            .to_string()
+            .contains("is not the key of the certificate in"),
+        "{error}"
+    );
+
+    // The files swapped: no certificate in the key file, no key in the certificate file.
+    let swapped = dir.path().join("swapped.key");
+    std::fs::copy(&client.certificate, &swapped).expect("copies");
+    private(&swapped);
+    let error = settings(&client.certificate, &swapped)
+        .check_files()
+        .expect_err("a certificate given as the key");
+    assert!(
+        error
+            .to_string()
+            .contains("no unencrypted private key in it"),
+        "{error}"
+    );
+    let error = settings(&client.key, &client.key)
+        .check_files()
+        .expect_err("a key given as the certificate");
+    assert!(
+        error
+            .to_string()
+            .contains("(sslcert): no certificate in it"),
+        "{error}"
+    );
+    // A missing key says which file.
+    let missing = dir.path().join("missing.key");
+    let error = settings(&client.certificate, &missing)
+        .check_files()
+        .expect_err("no key file");
+    assert!(
+        error.to_string().contains(&missing.display().to_string()),
+        "{error}"
+    );
+}
+
+/// Makes a key file readable by its owner only.
+fn private(path: &Path) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }

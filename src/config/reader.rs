@@ -815,17 +815,17 @@ impl<'e> Settings<'e> {
             }
             // Keep the URL without its password, so nothing downstream can print it; a
             // relative sslrootcert is taken from the configuration's directory.
-            let kept = crate::store::postgres_tls::with_root_path_resolved(
+            let kept = crate::store::postgres_tls::with_file_paths_resolved(
                 &url_without_password(&url.value),
                 &self.base_dir,
             );
             let tls = crate::store::postgres_tls::TlsSettings::from_url(&kept)
-                .and_then(|(tls, _)| tls.check_roots());
+                .and_then(|(tls, _)| tls.check_files());
             if let Err(error) = tls {
                 self.report(
                     url.location.clone(),
                     format!("`warehouse.url`: {error}"),
-                    "see the README's PostgreSQL section for sslmode and sslrootcert",
+                    "see the README's PostgreSQL section for sslmode, sslrootcert, sslcert and sslkey",
                 );
             }
             WarehouseUrl::Postgres(kept)

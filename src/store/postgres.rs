@@ -144,7 +144,7 @@ impl PostgresStore {
         let connector = tls.connector().map_err(tls_failed)?;
         let mut config: tokio_postgres::Config = driver_url
             .parse()
-            .map_err(|source| connect_failed(url, &source))?;
+            .map_err(|source| connect_failed(url, &source, &tls))?;
         if let Some(password) = password {
             config.password(password.expose_secret());
         }
@@ -170,7 +170,8 @@ impl PostgresStore {
             }
             other => other,
         };
-        let (client, connection) = connected.map_err(|source| connect_failed(url, &source))?;
+        let (client, connection) =
+            connected.map_err(|source| connect_failed(url, &source, &tls))?;
         let task_url = url.to_string();
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -1509,17 +1510,53 @@ fn member_row(row: &Row, url: &str) -> Result<MemberRow, StoreError> {
 }
 
 /// A failed connection, with the driver error's causes and what to check.
-fn connect_failed(url: &str, error: &tokio_postgres::Error) -> StoreError {
+fn connect_failed(url: &str, error: &tokio_postgres::Error, tls: &TlsSettings) -> StoreError {
     let cause = error_with_causes(error);
-    let hint = if cause.contains("TLS") || cause.contains("certificate") {
+    StoreError::PostgresConnect {
+        url: url.to_string(),
+        hint: connect_hint(&cause, tls.client.is_some()),
+        cause,
+    }
+}
+
+/// What to check after a failed connection, by its causes and whether a client certificate
+/// was given.
+fn connect_hint(cause: &str, client_certificate: bool) -> &'static str {
+    // PostgreSQL asks for a client certificate without requiring one in the handshake, then
+    // refuses the session; a TLS proxy may require one in the handshake itself.
+    let wants_certificate = [
+        "connection requires a valid client certificate",
+        "certificate authentication failed",
+        "CertificateRequired",
+    ];
+    // Alerts a server sends about the certificate a client showed.
+    let refused_certificate = [
+        "UnknownCA",
+        "BadCertificate",
+        "CertificateUnknown",
+        "CertificateExpired",
+        "CertificateRevoked",
+        "UnsupportedCertificate",
+        "AccessDenied",
+        "DecryptError",
+    ];
+    if wants_certificate.iter().any(|text| cause.contains(text)) {
+        if client_certificate {
+            "the server did not take the client certificate (sslcert) — it must be issued by a CA the server trusts for clients, and with `cert` authentication name the user (its CN)"
+        } else {
+            "the server asks for a client certificate — add sslcert=PATH&sslkey=PATH to the URL (a certificate its client CA issued, and its key)"
+        }
+    } else if client_certificate
+        && cause.contains("received fatal alert")
+        && refused_certificate
+            .iter()
+            .any(|alert| cause.contains(alert))
+    {
+        "the server refused the client certificate (sslcert) — it must be issued by a CA the server trusts for clients, and be valid now"
+    } else if cause.contains("TLS") || cause.contains("certificate") {
         "check sslmode and sslrootcert in the URL (the server's certificate must chain to a root in sslrootcert, and verify-full also needs it issued for the host in the URL)"
     } else {
         "check that the server runs, the URL (postgres://USER@HOST:PORT/DATABASE) and the password reference"
-    };
-    StoreError::PostgresConnect {
-        url: url.to_string(),
-        cause,
-        hint,
     }
 }
 
@@ -1543,4 +1580,35 @@ fn is_failed_handshake(error: &tokio_postgres::Error) -> bool {
         && std::error::Error::source(error)
             .and_then(|source| source.downcast_ref::<std::io::Error>())
             .is_some_and(|io| io.kind() != std::io::ErrorKind::InvalidInput)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_hint;
+
+    #[test]
+    fn a_server_wanting_a_client_certificate_is_told_apart_from_other_failures() {
+        // PostgreSQL refuses after the handshake; a TLS proxy may refuse in it.
+        for cause in [
+            "db error: FATAL: connection requires a valid client certificate",
+            "error communicating with the server: received fatal alert: CertificateRequired",
+        ] {
+            assert!(
+                connect_hint(cause, false).contains("add sslcert=PATH&sslkey=PATH"),
+                "{cause}"
+            );
+            assert!(
+                connect_hint(cause, true).contains("did not take the client certificate"),
+                "{cause}"
+            );
+        }
+        let refused = "error performing TLS handshake: received fatal alert: UnknownCA";
+        assert!(connect_hint(refused, true).contains("refused the client certificate"));
+        // Without a client certificate, an alert is about the server's side of TLS.
+        assert!(connect_hint(refused, false).starts_with("check sslmode and sslrootcert"));
+        let protocol = "error performing TLS handshake: received fatal alert: ProtocolVersion";
+        assert!(connect_hint(protocol, true).starts_with("check sslmode and sslrootcert"));
+        let down = "error connecting to server: Connection refused (os error 111)";
+        assert!(connect_hint(down, true).starts_with("check that the server runs"));
+    }
 }

@@ -14,6 +14,12 @@
 //! `system` for the operating system's trusted roots, which implies `verify-full` (as libpq 16:
 //! anyone can get a publicly trusted certificate for a host they control, so weaker checks
 //! against public roots prove nothing).
+//!
+//! `sslcert` and `sslkey` (together) are the client certificate and its private key, PEM
+//! files shown to a server that asks for one — with any `sslmode` that makes TLS (with
+//! `disable` they are refused: they would never be shown). The key must match the certificate,
+//! be readable by its owner and at most its group (`0640`), and not be encrypted (libpq's
+//! `sslpassword` is not taken).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -47,8 +53,39 @@ pub enum PostgresTlsError {
     )]
     RootCertificates { path: PathBuf, message: String },
     #[error(
-        "{0} (a client certificate or revocation list) is not supported — remove it; crmsync authenticates with the password reference"
+        "{given} is given without {missing} — a client certificate needs both: sslcert=PATH (its PEM certificate) and sslkey=PATH (its PEM private key)"
     )]
+    ClientCertificateHalf {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error("{0} is empty — give the path of a PEM file")]
+    EmptyPath(&'static str),
+    #[error(
+        "cannot read the client certificate in {path} (sslcert): {message} — give a PEM file with the certificate (and any intermediates) your database's CA issued"
+    )]
+    ClientCertificate { path: PathBuf, message: String },
+    #[error(
+        "cannot read the private key in {path} (sslkey): {message} — give an unencrypted PEM key (PKCS#8, PKCS#1 or SEC1; `openssl pkey -in KEY -out KEY.pem` decrypts one)"
+    )]
+    ClientKey { path: PathBuf, message: String },
+    #[error(
+        "the private key {path} (sslkey) is open to more than its owner and group's reading (mode {mode:04o}) — `chmod 600` it (or 640; in Kubernetes, mount the secret with defaultMode: 0440 and the pod's fsGroup)"
+    )]
+    ClientKeyExposed { path: PathBuf, mode: u32 },
+    #[error(
+        "the private key in {key} (sslkey) is not the key of the certificate in {certificate} (sslcert) — give the key that was made with that certificate"
+    )]
+    ClientKeyMismatch { certificate: PathBuf, key: PathBuf },
+    #[error(
+        "sslcert and sslkey are given with sslmode=disable, which never makes TLS, so the certificate would never be shown — remove them, or use an sslmode that makes TLS"
+    )]
+    ClientCertificateWithoutTls,
+    #[error(
+        "sslpassword is not supported — decrypt the key (`openssl pkey -in KEY -out KEY.pem`) and remove sslpassword"
+    )]
+    EncryptedKey,
+    #[error("{0} (a certificate revocation list) is not supported — remove it")]
     Unsupported(String),
     #[error("cannot set up TLS for the PostgreSQL connection: {0}")]
     Setup(String),
@@ -97,17 +134,26 @@ pub enum RootCertificates {
     File(PathBuf),
 }
 
+/// A client certificate and its private key (`sslcert`, `sslkey`): PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
 /// The TLS settings of a PostgreSQL URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
     pub mode: SslMode,
     pub roots: RootCertificates,
+    /// Shown to a server that asks for one.
+    pub client: Option<ClientCertificate>,
 }
 
 impl TlsSettings {
-    /// Reads `sslmode` and `sslrootcert` from a `postgres://` URL and returns the settings
-    /// with the URL tokio-postgres is given: those parameters replaced by the `sslmode` it
-    /// knows.
+    /// Reads `sslmode`, `sslrootcert`, `sslcert` and `sslkey` from a `postgres://` URL and
+    /// returns the settings with the URL tokio-postgres is given: those parameters replaced by
+    /// the `sslmode` it knows.
     pub fn from_url(url: &str) -> Result<(Self, String), PostgresTlsError> {
         let (address, query) = match url.split_once('?') {
             Some((address, query)) => (address, query),
@@ -115,10 +161,14 @@ impl TlsSettings {
         };
         let mut mode = None;
         let mut roots = RootCertificates::Unchecked;
+        let mut client_certificate: Option<PathBuf> = None;
+        let mut client_key: Option<PathBuf> = None;
         let mut kept: Vec<&str> = Vec::new();
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
+            // The driver decodes names too: an encoded name is still this parameter.
+            let key = crate::secret::url_decoded(key);
+            match key.as_str() {
                 "sslmode" => mode = Some(SslMode::parse(&crate::secret::url_decoded(value))?),
                 "sslrootcert" => {
                     let value = crate::secret::url_decoded(value);
@@ -131,8 +181,21 @@ impl TlsSettings {
                         RootCertificates::File(PathBuf::from(value))
                     };
                 }
-                "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
-                    return Err(PostgresTlsError::Unsupported(key.to_string()));
+                "sslcert" | "sslkey" => {
+                    let value = crate::secret::url_decoded(value);
+                    let (slot, name) = if key == "sslcert" {
+                        (&mut client_certificate, "sslcert")
+                    } else {
+                        (&mut client_key, "sslkey")
+                    };
+                    if value.is_empty() {
+                        return Err(PostgresTlsError::EmptyPath(name));
+                    }
+                    *slot = Some(PathBuf::from(value));
+                }
+                "sslpassword" => return Err(PostgresTlsError::EncryptedKey),
+                "sslcrl" | "sslcrldir" => {
+                    return Err(PostgresTlsError::Unsupported(key));
                 }
                 _ => kept.push(pair),
             }
@@ -154,18 +217,45 @@ impl TlsSettings {
             }
             _ => {}
         }
+        let client = match (client_certificate, client_key) {
+            (Some(certificate), Some(key)) => Some(ClientCertificate { certificate, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(PostgresTlsError::ClientCertificateHalf {
+                    given: "sslcert",
+                    missing: "sslkey",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(PostgresTlsError::ClientCertificateHalf {
+                    given: "sslkey",
+                    missing: "sslcert",
+                });
+            }
+        };
+        if client.is_some() && mode == SslMode::Disable {
+            return Err(PostgresTlsError::ClientCertificateWithoutTls);
+        }
         let negotiation = format!("sslmode={}", mode.negotiation());
         kept.push(&negotiation);
         Ok((
-            Self { mode, roots },
+            Self {
+                mode,
+                roots,
+                client,
+            },
             format!("{address}?{}", kept.join("&")),
         ))
     }
 
-    /// Checks that the root certificate file, if any, holds certificates rustls can use.
-    pub fn check_roots(&self) -> Result<(), PostgresTlsError> {
+    /// Checks that the files the settings name hold what rustls can use: the root
+    /// certificates, the client certificate and its key (see [`ClientCertificate::read`]).
+    pub fn check_files(&self) -> Result<(), PostgresTlsError> {
         if let RootCertificates::File(path) = &self.roots {
             root_store(path)?;
+        }
+        if let Some(client) = &self.client {
+            client.read(&rustls::crypto::aws_lc_rs::default_provider())?;
         }
         Ok(())
     }
@@ -185,38 +275,44 @@ impl TlsSettings {
                 Arc::clone(&provider),
             )?),
         };
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(setup)?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let config = match &self.client {
+            Some(client) => {
+                let (chain, key) = client.read(builder.crypto_provider())?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|error| client.key_error(error.to_string()))?
+            }
+            None => builder.with_no_client_auth(),
+        };
         Ok(TlsConnector {
             config: Arc::new(config),
         })
     }
 }
 
-/// The URL with a relative `sslrootcert` made relative to `base_dir` (the configuration
-/// file's directory, as crmsync's other file paths).
-pub fn with_root_path_resolved(url: &str, base_dir: &Path) -> String {
+/// The URL with a relative `sslrootcert`, `sslcert` or `sslkey` made relative to `base_dir`
+/// (the configuration file's directory, as crmsync's other file paths).
+pub fn with_file_paths_resolved(url: &str, base_dir: &Path) -> String {
     let Some((address, query)) = url.split_once('?') else {
         return url.to_string();
     };
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some(("sslrootcert", value)) => {
+            Some((name @ ("sslrootcert" | "sslcert" | "sslkey"), value)) => {
                 let decoded = crate::secret::url_decoded(value);
                 let path = PathBuf::from(&decoded);
-                if decoded.is_empty() || decoded == "system" || path.is_absolute() {
+                let system_roots = name == "sslrootcert" && decoded == "system";
+                if decoded.is_empty() || system_roots || path.is_absolute() {
                     pair.to_string()
                 } else {
                     let resolved = base_dir.join(path);
-                    format!(
-                        "sslrootcert={}",
-                        percent_encoded(&resolved.to_string_lossy())
-                    )
+                    format!("{name}={}", percent_encoded(&resolved.to_string_lossy()))
                 }
             }
             _ => pair.to_string(),
@@ -238,6 +334,82 @@ fn percent_encoded(value: &str) -> String {
     out
 }
 
+impl ClientCertificate {
+    /// The certificate chain and the private key, read from their files: a key its group may
+    /// read at most (it is the password), unencrypted, and the key of the chain's first
+    /// certificate.
+    fn read(
+        &self,
+        provider: &CryptoProvider,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PostgresTlsError> {
+        let chain = read_certificates(&self.certificate).map_err(|message| {
+            PostgresTlsError::ClientCertificate {
+                path: self.certificate.clone(),
+                message,
+            }
+        })?;
+        // The permissions and the key come from one opened file.
+        let file =
+            std::fs::File::open(&self.key).map_err(|error| self.key_error(error.to_string()))?;
+        let metadata = file
+            .metadata()
+            .map_err(|error| self.key_error(error.to_string()))?;
+        check_key_permissions(&self.key, &metadata)?;
+        let key =
+            PrivateKeyDer::from_pem_reader(std::io::BufReader::new(file)).map_err(|error| {
+                self.key_error(match error {
+                    rustls::pki_types::pem::Error::NoItemsFound => {
+                        "no unencrypted private key in it".to_string()
+                    }
+                    other => other.to_string(),
+                })
+            })?;
+        match rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), provider) {
+            Ok(_) => Ok((chain, key)),
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                Err(PostgresTlsError::ClientKeyMismatch {
+                    certificate: self.certificate.clone(),
+                    key: self.key.clone(),
+                })
+            }
+            Err(error) => Err(self.key_error(error.to_string())),
+        }
+    }
+
+    fn key_error(&self, message: String) -> PostgresTlsError {
+        PostgresTlsError::ClientKey {
+            path: self.key.clone(),
+            message,
+        }
+    }
+}
+
+/// Refuses a key file that anyone but its owner may write, or anyone beyond its owner and
+/// group may read (libpq allows `0600`, and `0640` for a key root owns).
+#[cfg(unix)]
+fn check_key_permissions(
+    path: &Path,
+    metadata: &std::fs::Metadata,
+) -> Result<(), PostgresTlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o037 != 0 {
+        return Err(PostgresTlsError::ClientKeyExposed {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_key_permissions(
+    _path: &Path,
+    _metadata: &std::fs::Metadata,
+) -> Result<(), PostgresTlsError> {
+    Ok(())
+}
+
 /// The roots in a PEM file, and the certificates themselves (see [`RootFileVerifier`]).
 fn root_store(
     path: &Path,
@@ -256,16 +428,20 @@ fn root_store(
 }
 
 fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, PostgresTlsError> {
-    let failed = |message: String| PostgresTlsError::RootCertificates {
+    read_certificates(path).map_err(|message| PostgresTlsError::RootCertificates {
         path: path.to_path_buf(),
         message,
-    };
+    })
+}
+
+/// The certificates in a PEM file (at least one), or why there are none.
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certificates = CertificateDer::pem_file_iter(path)
-        .map_err(|error| failed(error.to_string()))?
+        .map_err(|error| error.to_string())?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| failed(error.to_string()))?;
+        .map_err(|error| error.to_string())?;
     if certificates.is_empty() {
-        return Err(failed("no certificate in it".into()));
+        return Err("no certificate in it".into());
     }
     Ok(certificates)
 }
@@ -513,7 +689,7 @@ mod tests {
     use super::*;
 
     fn settings(url: &str) -> Result<(TlsSettings, String), PostgresTlsError> {
-        TlsSettings::from_url(&with_root_path_resolved(url, Path::new("/etc/crmsync")))
+        TlsSettings::from_url(&with_file_paths_resolved(url, Path::new("/etc/crmsync")))
     }
 
     #[test]
@@ -575,9 +751,65 @@ mod tests {
         );
         let error = settings("postgres://u@db/w?sslmode=allow").expect_err("allow");
         assert!(error.to_string().contains("verify-full"), "{error}");
-        let error = settings("postgres://u@db/w?sslmode=require&sslcert=me.pem")
-            .expect_err("client certificate");
-        assert!(error.to_string().starts_with("sslcert"), "{error}");
+        let error = settings("postgres://u@db/w?sslmode=require&sslpassword=x")
+            .expect_err("an encrypted key's password");
+        assert!(error.to_string().contains("decrypt the key"), "{error}");
+        let error = settings("postgres://u@db/w?sslmode=require&sslcrl=revoked.pem")
+            .expect_err("a revocation list");
+        assert!(
+            error
+                .to_string()
+                .starts_with("sslcrl (a certificate revocation list)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_client_certificate_comes_as_a_pair_of_files_relative_to_the_configuration() {
+        let (tls, url) = settings(
+            "postgres://u@db/w?sslcert=client%20cert.pem&sslmode=require&sslkey=/secrets/client.key",
+        )
+        .expect("a pair");
+        assert_eq!(
+            tls.client,
+            Some(ClientCertificate {
+                certificate: PathBuf::from("/etc/crmsync/client cert.pem"),
+                key: PathBuf::from("/secrets/client.key"),
+            })
+        );
+        assert_eq!(url, "postgres://u@db/w?sslmode=require");
+        let (tls, _) = settings("postgres://u@db/w?sslmode=require").expect("none");
+        assert_eq!(tls.client, None);
+
+        let error = settings("postgres://u@db/w?sslcert=me.pem").expect_err("no key");
+        assert_eq!(
+            error.to_string(),
+            "sslcert is given without sslkey — a client certificate needs both: sslcert=PATH (its PEM certificate) and sslkey=PATH (its PEM private key)"
+        );
+        let error = settings("postgres://u@db/w?sslkey=me.key").expect_err("no certificate");
+        assert!(
+            error
+                .to_string()
+                .starts_with("sslkey is given without sslcert"),
+            "{error}"
+        );
+        let error = settings("postgres://u@db/w?sslcert=&sslkey=me.key").expect_err("empty");
+        assert!(
+            matches!(error, PostgresTlsError::EmptyPath("sslcert")),
+            "{error}"
+        );
+        // Never shown without TLS.
+        let error = settings("postgres://u@db/w?sslmode=disable&sslcert=me.pem&sslkey=me.key")
+            .expect_err("no TLS");
+        assert!(
+            matches!(error, PostgresTlsError::ClientCertificateWithoutTls),
+            "{error}"
+        );
+        // An encoded name is the parameter all the same (the driver decodes it too).
+        let (tls, url) =
+            settings("postgres://u@db/w?ssl%63ert=me.pem&sslkey=me.key").expect("a pair");
+        assert!(tls.client.is_some());
+        assert!(!url.contains("me.pem"), "{url}");
     }
 
     #[test]
@@ -621,13 +853,15 @@ mod tests {
         let tls = TlsSettings {
             mode: SslMode::VerifyFull,
             roots: RootCertificates::File(empty.clone()),
+            client: None,
         };
-        let error = tls.check_roots().expect_err("no certificate");
+        let error = tls.check_files().expect_err("no certificate");
         assert!(error.to_string().contains("no certificate"), "{error}");
         let missing = TlsSettings {
             mode: SslMode::VerifyFull,
             roots: RootCertificates::File(dir.path().join("missing.pem")),
+            client: None,
         };
-        assert!(missing.check_roots().is_err());
+        assert!(missing.check_files().is_err());
     }
 }
