@@ -813,8 +813,9 @@ impl<'e> Settings<'e> {
                     "remove the password from the URL and set password_env = \"NAME\" (or password_file)",
                 );
             }
-            // Keep the URL without its password, so nothing downstream can print it; a
-            // relative sslrootcert is taken from the configuration's directory.
+            // Keep the URL without its password, so nothing downstream can print it; relative
+            // TLS files (sslrootcert, sslcert, sslkey) are taken from the configuration's
+            // directory.
             let kept = crate::store::postgres_tls::with_file_paths_resolved(
                 &url_without_password(&url.value),
                 &self.base_dir,
