@@ -187,8 +187,19 @@ fn run(command: Command, log_flag: Option<LogFormatArg>) -> anyhow::Result<ExitC
                     .await?
                     .with_progress(progress)
                     .with_stop(stop);
-                anyhow::Ok(engine.sync(crmsync::engine::SyncOptions { full }).await?)
+                anyhow::Ok(engine.sync(crmsync::engine::SyncOptions { full }).await)
             })?;
+            let report = match report {
+                Ok(report) => report,
+                // A run that failed midway: its report still goes out with --json.
+                Err(crmsync::engine::EngineError::RunFailed(failure)) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&failure.report)?);
+                    }
+                    return Err(failure.error.into());
+                }
+                Err(error) => return Err(error.into()),
+            };
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             }

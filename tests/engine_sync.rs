@@ -839,3 +839,59 @@ async fn one_record_chunks_give_the_same_warehouse_as_large_ones() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_midway_still_reports_what_it_did() {
+    let setup = Setup::new(60).await;
+    // The warehouse is made (and migrated) when an engine opens it.
+    drop(setup.engine().await);
+    setup.refuse_persons();
+
+    // `sync --json`: exit 1, the error on stderr, and the report of the failed run on stdout.
+    let (code, stdout, stderr) = setup.crmsync(&["sync", "--json"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no room for persons"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("a JSON report");
+    assert_eq!(report["status"], "failed", "{report}");
+    let read: u64 = report["read"]
+        .as_object()
+        .expect("records read by system")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert!(read > 0, "{report}");
+    assert!(
+        report["problems"]
+            .to_string()
+            .contains("no room for persons"),
+        "{report}"
+    );
+    let recorded: i64 = setup
+        .sql()
+        .query_row(
+            "SELECT records_read FROM sync_runs WHERE id = ?1",
+            [report["run_id"].as_i64().expect("a run id")],
+            |row| row.get(0),
+        )
+        .expect("the run's row");
+    assert_eq!(recorded as u64, read);
+
+    // In process: the error reads as the one that ended the run, the report beside it.
+    let error = setup
+        .engine()
+        .await
+        .sync(SyncOptions::default())
+        .await
+        .expect_err("the warehouse still refuses persons");
+    assert!(error.to_string().contains("no room for persons"), "{error}");
+    let crmsync::engine::EngineError::RunFailed(failure) = error else {
+        panic!("not a failed run's error: {error:?}");
+    };
+    assert_eq!(failure.report.status, RunStatus::Failed);
+    assert_eq!(failure.report.run_id, 2);
+    assert!(
+        failure.report.problems[0].contains("no room for persons"),
+        "{:?}",
+        failure.report.problems
+    );
+}

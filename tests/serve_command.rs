@@ -487,3 +487,31 @@ async fn sigterm_during_a_run_keeps_what_it_stored_and_the_daemon_exits_0() {
     assert!(setup.count("SELECT COUNT(*) FROM source_records") >= read_before);
     assert!(setup.count("SELECT COUNT(*) FROM unified_leads") > 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_midway_counts_what_it_read() {
+    let setup = Setup::new(60).await;
+    drop(setup.engine().await);
+    setup.refuse_persons();
+    let mut daemon = Daemon::start(&setup, &[("CRMSYNC_SCHEDULE_EVERY", "1h")]);
+    daemon.wait_for_log("the run failed");
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        metrics.value("crmsync_runs_total", &[("status", "failed")]),
+        Some(1.0)
+    );
+    // The records it read before reconcile failed are counted, as its sync_runs row has them.
+    let recorded = setup.count("SELECT SUM(records_read) FROM sync_runs") as f64;
+    assert!(recorded > 0.0);
+    assert_eq!(metrics.total("crmsync_records_read_total"), recorded);
+    let (_, health) = daemon.health().await;
+    assert_eq!(health["last_run"]["status"], "failed", "{health}");
+    assert_eq!(health["last_run"]["run_id"], 1, "{health}");
+    assert!(
+        health["last_run"]["problems"][0]
+            .as_str()
+            .is_some_and(|problem| problem.contains("no room for persons")),
+        "{health}"
+    );
+    assert_eq!(daemon.terminate(), Some(0));
+}

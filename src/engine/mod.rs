@@ -61,6 +61,31 @@ pub enum EngineError {
     },
     #[error("the worker normalizing {stream} stopped: {reason}")]
     Worker { stream: String, reason: String },
+    /// A run that started and then failed (see [`RunFailure`]); it reads as the error that
+    /// ended it.
+    #[error(transparent)]
+    RunFailed(Box<RunFailure>),
+}
+
+/// A run that started and then failed: `error` ended it, and `report` says what it did before
+/// (as its `sync_runs` row does), so `/metrics` and `sync --json` still count it. It shows as
+/// `error`, with `error`'s causes.
+#[derive(Debug)]
+pub struct RunFailure {
+    pub report: SyncReport,
+    pub error: EngineError,
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for RunFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 /// How one stream's read went.

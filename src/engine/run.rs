@@ -442,7 +442,12 @@ impl Engine {
         self.progress.finished();
         let finished = self.warehouse.finish_run(run_id, row).await;
         // The run's own error matters more than a failure to record it.
-        outcome?;
+        if let Err(error) = outcome {
+            return Err(EngineError::RunFailed(Box::new(super::RunFailure {
+                report,
+                error,
+            })));
+        }
         finished?;
         Ok(report)
     }

@@ -230,6 +230,13 @@ async fn run_once(config: &Config, stop: &StopRequest, daemon: &Daemon) {
                     state.metrics.run_skipped();
                     return;
                 }
+                // What the run did before it failed still counts.
+                Err(EngineError::RunFailed(failure)) => {
+                    let crate::engine::RunFailure { report, error } = *failure;
+                    tracing::error!(%error, run_id = report.run_id, "the run failed");
+                    let problems = report.problems.clone();
+                    (RunStatus::Failed, Some(report), usage, problems)
+                }
                 Err(error) => {
                     tracing::error!(%error, "the run failed");
                     (RunStatus::Failed, None, usage, vec![error.to_string()])

@@ -91,6 +91,17 @@ impl Setup {
     pub fn sql(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.warehouse_path()).unwrap()
     }
+
+    /// Makes the warehouse (already migrated) refuse persons, as a full disk would: a run then
+    /// fails in reconcile, after extract stored its pages. Its error says "no room for persons".
+    pub fn refuse_persons(&self) {
+        self.sql()
+            .execute_batch(
+                "CREATE TRIGGER persons_refused BEFORE INSERT ON unified_leads
+                 BEGIN SELECT RAISE(ABORT, 'no room for persons (a test trigger)'); END;",
+            )
+            .expect("the trigger");
+    }
 }
 
 /// Direct access to the emulated CRMs over HTTP, as an admin's edits.
