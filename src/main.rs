@@ -196,6 +196,7 @@ fn run(command: Command, log_flag: Option<LogFormatArg>) -> anyhow::Result<ExitC
                     if json {
                         println!("{}", serde_json::to_string(&failure.report)?);
                     }
+                    eprintln!("{}", failure.report.paragraph());
                     return Err(failure.error.into());
                 }
                 Err(error) => return Err(error.into()),

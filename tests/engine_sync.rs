@@ -884,9 +884,21 @@ async fn a_run_that_fails_midway_still_reports_what_it_did() {
         .await
         .expect_err("the warehouse still refuses persons");
     assert!(error.to_string().contains("no room for persons"), "{error}");
+    // Its causes are those of the error that ended the run, each once.
+    let causes = |error: &dyn std::error::Error| {
+        let mut causes = vec![error.to_string()];
+        let mut source = error.source();
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        causes
+    };
+    let shown = causes(&error);
     let crmsync::engine::EngineError::RunFailed(failure) = error else {
         panic!("not a failed run's error: {error:?}");
     };
+    assert_eq!(shown, causes(&failure.error));
     assert_eq!(failure.report.status, RunStatus::Failed);
     assert_eq!(failure.report.run_id, 2);
     assert!(

@@ -493,20 +493,26 @@ async fn a_run_that_fails_midway_counts_what_it_read() {
     let setup = Setup::new(60).await;
     drop(setup.engine().await);
     setup.refuse_persons();
-    let mut daemon = Daemon::start(&setup, &[("CRMSYNC_SCHEDULE_EVERY", "1h")]);
-    daemon.wait_for_log("the run failed");
-    let metrics = daemon.metrics().await;
-    assert_eq!(
-        metrics.value("crmsync_runs_total", &[("status", "failed")]),
-        Some(1.0)
-    );
+    let daemon = Daemon::start(&setup, &[("CRMSYNC_SCHEDULE_EVERY", "1h")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let metrics = daemon.metrics().await;
+        if metrics.value("crmsync_runs_total", &[("status", "failed")]) == Some(1.0) {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "no failed run in 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     // The records it read before reconcile failed are counted, as its sync_runs row has them.
     let recorded = setup.count("SELECT SUM(records_read) FROM sync_runs") as f64;
     assert!(recorded > 0.0);
     assert_eq!(metrics.total("crmsync_records_read_total"), recorded);
+    // A failed run's count of persons does not set the gauge (none has yet).
+    assert_eq!(metrics.value("crmsync_persons", &[]), None);
     let (_, health) = daemon.health().await;
     assert_eq!(health["last_run"]["status"], "failed", "{health}");
     assert_eq!(health["last_run"]["run_id"], 1, "{health}");
+    assert!(health["last_success_at"].is_null(), "{health}");
     assert!(
         health["last_run"]["problems"][0]
             .as_str()

@@ -779,8 +779,16 @@ impl Engine {
                 )
                 .await?;
         }
+        // A stream's error ends the run once every other stream's read is counted.
+        let mut first_error: Option<EngineError> = None;
         for (((stream, _), result), mode) in streams.iter().zip(results).zip(modes) {
-            let (outcome, stop) = result?;
+            let (outcome, stop) = match result {
+                Ok(read) => read,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                    continue;
+                }
+            };
             self.progress
                 .stream_finished(stream, outcome.read, stop.is_some());
             tally.streams.push(StreamReport {
@@ -816,7 +824,10 @@ impl Engine {
                 tally.stops.push(stop);
             }
         }
-        Ok(())
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     async fn extract_stream(

@@ -18,7 +18,8 @@ const DURATION_BUCKETS: [f64; 11] = [
 #[derive(Debug)]
 pub struct RunRecord<'a> {
     pub status: RunStatus,
-    /// The run's report; `None` when the run could not start or ended in an error.
+    /// The run's report; `None` when the run could not start (a run that failed midway has
+    /// one: what it did before).
     pub report: Option<&'a SyncReport>,
     /// The run's API use, per system (its clients are the run's own).
     pub usage: &'a [ApiUsage],
@@ -68,7 +69,11 @@ impl Metrics {
                 *self.written.entry((*system, object)).or_default() += written;
             }
             self.dead_letters += report.dead_letters;
-            self.persons = Some(report.warehouse.persons);
+            // A failed run's count of persons may be a summary it could not read (the
+            // warehouse gone): the gauge keeps the last good one.
+            if run.status != RunStatus::Failed {
+                self.persons = Some(report.warehouse.persons);
+            }
         }
         for usage in run.usage {
             *self.api_calls.entry(usage.system).or_default() += usage.calls;

@@ -231,11 +231,10 @@ async fn run_once(config: &Config, stop: &StopRequest, daemon: &Daemon) {
                     return;
                 }
                 // What the run did before it failed still counts.
+                // (Its summary, logged below, names the error.)
                 Err(EngineError::RunFailed(failure)) => {
-                    let crate::engine::RunFailure { report, error } = *failure;
-                    tracing::error!(%error, run_id = report.run_id, "the run failed");
-                    let problems = report.problems.clone();
-                    (RunStatus::Failed, Some(report), usage, problems)
+                    let problems = failure.report.problems.clone();
+                    (RunStatus::Failed, Some(failure.report), usage, problems)
                 }
                 Err(error) => {
                     tracing::error!(%error, "the run failed");
