@@ -866,15 +866,17 @@ async fn a_run_that_fails_midway_still_reports_what_it_did() {
             .contains("no room for persons"),
         "{report}"
     );
-    let recorded: i64 = setup
+    // No person was kept, so none is reported (a chunk decided but not committed is not).
+    assert_eq!(report["reconciled"], 0, "{report}");
+    let (recorded, persons): (i64, i64) = setup
         .sql()
         .query_row(
-            "SELECT records_read FROM sync_runs WHERE id = ?1",
+            "SELECT records_read, persons FROM sync_runs WHERE id = ?1",
             [report["run_id"].as_i64().expect("a run id")],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .expect("the run's row");
-    assert_eq!(recorded as u64, read);
+    assert_eq!((recorded as u64, persons), (read, 0));
 
     // In process: the error reads as the one that ended the run, the report beside it.
     let error = setup

@@ -162,15 +162,37 @@ impl Footprint {
 struct Committing {
     task: tokio::task::JoinHandle<Result<(), StoreError>>,
     footprint: Footprint,
+    counts: DecidedCounts,
 }
 
-/// Waits for a chunk's commit, if one is under way.
-async fn finish_commit(committing: Option<Committing>) -> Result<(), EngineError> {
+/// What deciding a chunk counts: added to the run's tally once the chunk is committed, so a
+/// run never reports persons it did not keep.
+#[derive(Debug, Default, Clone, Copy)]
+struct DecidedCounts {
+    reconciled: u64,
+    merged_persons: u64,
+    regressions_refused: u64,
+    stage_changes: u64,
+}
+
+/// Waits for a chunk's commit, if one is under way, and counts the chunk once it is kept.
+async fn finish_commit(
+    committing: Option<Committing>,
+    tally: &mut Tally,
+) -> Result<(), EngineError> {
     let Some(committing) = committing else {
         return Ok(());
     };
     match committing.task.await {
-        Ok(committed) => Ok(committed?),
+        Ok(committed) => {
+            committed?;
+            let counts = committing.counts;
+            tally.reconciled += counts.reconciled;
+            tally.merged_persons += counts.merged_persons;
+            tally.regressions_refused += counts.regressions_refused;
+            tally.stage_changes += counts.stage_changes;
+            Ok(())
+        }
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         Err(error) => Err(StoreError::Worker(error.to_string()).into()),
     }
@@ -1281,7 +1303,7 @@ impl Engine {
             if let Some(previous) = &committing
                 && loaded.footprint.overlaps(&previous.footprint)
             {
-                if let Err(error) = finish_commit(committing.take()).await {
+                if let Err(error) = finish_commit(committing.take(), tally).await {
                     break Err(error);
                 }
                 tally.reconcile_chunks_read_again += 1;
@@ -1297,9 +1319,10 @@ impl Engine {
             after = Some(loaded.last.clone());
             next_number = loaded.resolution.next_number;
             let footprint = std::mem::take(&mut loaded.footprint);
-            let commit = self.decide_chunk(loaded, tally);
+            let mut counts = DecidedCounts::default();
+            let commit = self.decide_chunk(loaded, &mut counts);
             let decided = clock.elapsed();
-            if let Err(error) = finish_commit(committing.take()).await {
+            if let Err(error) = finish_commit(committing.take(), tally).await {
                 break Err(error);
             }
             let warehouse = self.warehouse.clone();
@@ -1310,8 +1333,11 @@ impl Engine {
                         .await
                 }),
                 footprint,
+                counts,
             });
-            self.progress.reconciled(tally.reconciled);
+            // Decided persons, the chunk committing among them.
+            self.progress
+                .reconciled(tally.reconciled + counts.reconciled);
             tracing::debug!(
                 records,
                 read_ms = read.as_millis() as u64,
@@ -1320,8 +1346,8 @@ impl Engine {
                 "reconciled a chunk"
             );
         };
-        // A chunk decided in full (and counted) is kept whatever ends the loop.
-        let finished = finish_commit(committing.take()).await;
+        // A chunk decided in full is kept (and counted) whatever ends the loop.
+        let finished = finish_commit(committing.take(), tally).await;
         tracing::debug!(
             chunks = tally.reconcile_chunks,
             read_again = tally.reconcile_chunks_read_again,
@@ -1474,7 +1500,7 @@ impl Engine {
     }
 
     /// Decides a loaded chunk's persons and the writes they call for.
-    fn decide_chunk(&self, loaded: LoadedChunk, tally: &mut Tally) -> ReconcileCommit {
+    fn decide_chunk(&self, loaded: LoadedChunk, counts: &mut DecidedCounts) -> ReconcileCommit {
         let LoadedChunk {
             resolution,
             persons,
@@ -1488,7 +1514,7 @@ impl Engine {
             person_numbers: Some((resolution.first_number, resolution.next_number)),
             ..Default::default()
         };
-        tally.merged_persons += commit.merges.len() as u64;
+        counts.merged_persons += commit.merges.len() as u64;
         let now = Timestamp::now();
         for (unified_id, records) in &persons {
             // A merged-away person's history carries over to the survivor.
@@ -1518,7 +1544,7 @@ impl Engine {
                 &ledger,
                 now,
                 &mut commit,
-                tally,
+                counts,
             );
         }
         commit
@@ -1534,11 +1560,11 @@ impl Engine {
         ledger: &HashMap<RecordKey, HashMap<String, String>>,
         now: Timestamp,
         commit: &mut ReconcileCommit,
-        tally: &mut Tally,
+        counts: &mut DecidedCounts,
     ) {
         let vocabulary = self.mapper.vocabulary();
         let policy = &self.config.reconcile;
-        tally.reconciled += 1;
+        counts.reconciled += 1;
         let live: Vec<&MemberRow> = records.iter().filter(|row| !row.archived).collect();
         let written = |record: &MemberRow, property: &str| -> bool {
             let held = record.properties.get(property).unwrap_or(&Value::Null);
@@ -1584,7 +1610,7 @@ impl Engine {
             .and_then(|stage| vocabulary.lookup(stage));
         let decision = reconcile::decide_stage(vocabulary, policy, &opinions, previous_stage);
         if decision.refused_regression.is_some() {
-            tally.regressions_refused += 1;
+            counts.regressions_refused += 1;
         }
         // Fields: per canonical field, the configured source of truth.
         let mut echoes: BTreeMap<(System, String), bool> = BTreeMap::new();
@@ -1685,7 +1711,7 @@ impl Engine {
             person.first_entered.entry(stage.clone()).or_insert(now);
             let before_stage = before.as_ref().and_then(|row| row.stage.clone());
             if before_stage.as_deref() != Some(stage.as_str()) {
-                tally.stage_changes += 1;
+                counts.stage_changes += 1;
                 commit.transitions.push(TransitionRow {
                     unified_id: unified_id.to_string(),
                     from: before_stage,
@@ -1739,7 +1765,7 @@ impl Engine {
                 let planned =
                     plan::plan_record(vocabulary, target, mapping, record, unified_id, &wanted);
                 if let Some((from, to)) = planned.refused_regression {
-                    tally.regressions_refused += 1;
+                    counts.regressions_refused += 1;
                     tracing::debug!(record = %record.key, %from, %to, "native stage not written: it would move back");
                 }
                 match planned.write {
