@@ -560,12 +560,20 @@ fn client_certificate_files_are_checked_before_any_connection() {
         TlsSettings::from_url(&url).expect("parameters parse").0
     };
 
+    // Why check_files refuses a pair.
+    let refusal = |certificate: &Path, key: &Path| {
+        settings(certificate, key)
+            .check_files()
+            .expect_err("the pair is refused")
+            .to_string()
+    };
+    let chmod = |mode: u32| {
+        std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+
     // A key others can read is refused, with the fix.
-    std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let error = settings(&client.certificate, &client.key)
-        .check_files()
-        .expect_err("a key others can read");
-    let message = error.to_string();
+    chmod(0o644);
+    let message = refusal(&client.certificate, &client.key);
     assert!(
         message.contains("(mode 0644)") && message.contains("chmod 600"),
         "{message}"
@@ -575,60 +583,44 @@ fn client_certificate_files_are_checked_before_any_connection() {
         .check_files()
         .expect("a private key and its certificate");
     // A group may read it (a secret mounted for the pod's group), not write it.
-    std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    chmod(0o640);
     settings(&client.certificate, &client.key)
         .check_files()
         .expect("group-readable");
-    std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o660)).expect("chmod");
-    let error = settings(&client.certificate, &client.key)
-        .check_files()
-        .expect_err("group-writable");
-    assert!(error.to_string().contains("(mode 0660)"), "{error}");
+    chmod(0o660);
+    let message = refusal(&client.certificate, &client.key);
+    assert!(message.contains("(mode 0660)"), "{message}");
     private(&client.key);
 
     // Another certificate's key is not this certificate's.
     let other = client_certificates(dir.path(), "other");
     private(&other.key);
-    let error = settings(&client.certificate, &other.key)
-        .check_files()
-        .expect_err("a key of another certificate");
+    let message = refusal(&client.certificate, &other.key);
     assert!(
-        error
-            .to_string()
-            .contains("is not the key of the certificate in"),
-        "{error}"
+        message.contains("is not the key of the certificate in"),
+        "{message}"
     );
 
     // The files swapped: no certificate in the key file, no key in the certificate file.
     let swapped = dir.path().join("swapped.key");
     std::fs::copy(&client.certificate, &swapped).expect("copies");
     private(&swapped);
-    let error = settings(&client.certificate, &swapped)
-        .check_files()
-        .expect_err("a certificate given as the key");
+    let message = refusal(&client.certificate, &swapped);
     assert!(
-        error
-            .to_string()
-            .contains("no unencrypted private key in it"),
-        "{error}"
+        message.contains("no unencrypted private key in it"),
+        "{message}"
     );
-    let error = settings(&client.key, &client.key)
-        .check_files()
-        .expect_err("a key given as the certificate");
+    let message = refusal(&client.key, &client.key);
     assert!(
-        error
-            .to_string()
-            .contains("(sslcert): no certificate in it"),
-        "{error}"
+        message.contains("(sslcert): no certificate in it"),
+        "{message}"
     );
     // A missing key says which file.
     let missing = dir.path().join("missing.key");
-    let error = settings(&client.certificate, &missing)
-        .check_files()
-        .expect_err("no key file");
+    let message = refusal(&client.certificate, &missing);
     assert!(
-        error.to_string().contains(&missing.display().to_string()),
-        "{error}"
+        message.contains(&missing.display().to_string()),
+        "{message}"
     );
 }
 
